@@ -1,0 +1,2 @@
+//! veil-control: the control plane of veil.
+#![deny(unsafe_code)]

@@ -1,0 +1,20 @@
+//! veil-dataplane: the per-packet half of veil.
+//!
+//! Wire views ([`wire`]), transport crypto ([`crypto`]), the replay window
+//! ([`replay`]), and the syscall layer ([`sys`], the only module allowed to use
+//! `unsafe`). Nothing here reads the clock on its own initiative or logs on the
+//! per-packet path; callers pass `now` and read counters.
+#![deny(unsafe_code)]
+
+pub mod crypto;
+pub mod sys;
+pub mod replay;
+pub mod wire;
+
+pub use crypto::{ChaChaPoly, Keypair, OpenError, SealError, TransportAead};
+pub use replay::ReplayWindow;
+
+/// Send a message with this counter, then ask for a new handshake (WireGuard `REKEY_AFTER_MESSAGES`).
+pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
+/// Never send or accept a counter at or above this (WireGuard `REJECT_AFTER_MESSAGES`).
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);

@@ -1,0 +1,1 @@
+//! All system calls of veil, behind safe wrappers on `OwnedFd`.
