@@ -18,3 +18,11 @@ pub use replay::ReplayWindow;
 pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
 /// Never send or accept a counter at or above this (WireGuard `REJECT_AFTER_MESSAGES`).
 pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+pub mod batch;
+pub mod counters;
+pub mod doorbell;
+pub mod io;
+pub mod link;
+pub mod route;
+pub mod stage;
+pub mod timing;

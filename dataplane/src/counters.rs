@@ -1,0 +1,138 @@
+//! Per-stage counters, each set on its own cache lines with a single writer.
+//!
+//! The owning thread adds with a relaxed load + store (no locked instruction:
+//! there is one writer); any thread may read a consistent-enough snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Add `n` to a counter this thread alone writes.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+macro_rules! counter_set {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[repr(align(128))]
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: AtomicU64,)*
+        }
+
+        impl $name {
+            /// Every counter as (name, value), in declaration order.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counter_set!(
+    /// Counters of the RX stage.
+    RxCounters {
+        /// Datagrams received.
+        udp_datagrams,
+        /// Bytes of datagrams received.
+        udp_bytes,
+        /// Packets read from the TUN device.
+        tun_packets,
+        /// Bytes read from the TUN device.
+        tun_bytes,
+        /// Handshake messages handed to the control thread.
+        handshake_queued,
+        /// Handshake messages dropped because the control ring was full.
+        drop_handshake_ring_full,
+        /// Datagrams that are no WireGuard message (bad type or length).
+        drop_malformed,
+        /// Datagrams larger than a buffer.
+        drop_truncated,
+        /// recvmmsg/read errors other than would-block.
+        io_errors,
+        /// Batches passed to the crypto stage.
+        batches,
+        /// Times RX had no free batch and waited for one.
+        pool_empty,
+    }
+);
+
+counter_set!(
+    /// Counters of the crypto stage.
+    CryptoCounters {
+        /// Transport messages opened.
+        decrypted,
+        /// Transport messages sealed.
+        encrypted,
+        /// Keepalives received.
+        keepalives_received,
+        /// Keepalives sent.
+        keepalives_sent,
+        /// veil control frames received.
+        frames_received,
+        /// veil control frames sent.
+        frames_sent,
+        /// Receiver index not known.
+        drop_unknown_index,
+        /// Tag did not verify.
+        drop_auth,
+        /// Counter replayed or too old.
+        drop_replay,
+        /// Keypair older than REJECT_AFTER_TIME or counter exhausted.
+        drop_expired_key,
+        /// Decrypted payload is neither IP, keepalive nor control frame.
+        drop_invalid_inner,
+        /// Inner source address outside the sending peer's AllowedIPs.
+        drop_source_not_allowed,
+        /// No peer's AllowedIPs contain the destination.
+        drop_no_route,
+        /// Peer has no known endpoint.
+        drop_no_endpoint,
+        /// Staged packet dropped because the staging queue was full (oldest first).
+        drop_staged_overflow,
+        /// Staged packets dropped when their peer was removed or its handshake gave up.
+        drop_staged_expired,
+        /// Packets staged while waiting for a handshake.
+        staged,
+        /// Events dropped because the ring to the control thread was full.
+        drop_event_ring_full,
+        /// Packets from a new source address (roaming requests raised).
+        roam_requests,
+    }
+);
+
+counter_set!(
+    /// Counters of the TX stage.
+    TxCounters {
+        /// Datagrams sent.
+        udp_datagrams,
+        /// Bytes of datagrams sent.
+        udp_bytes,
+        /// Packets written to the TUN device.
+        tun_packets,
+        /// Bytes written to the TUN device.
+        tun_bytes,
+        /// Handshake messages sent for the control thread.
+        handshake_sent,
+        /// Datagrams the kernel refused (unreachable, too big, …).
+        udp_errors,
+        /// TUN writes that failed.
+        tun_errors,
+        /// Times the socket was full and TX waited for room.
+        udp_would_block,
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bump_and_snapshot() {
+        let c = TxCounters::default();
+        bump(&c.udp_datagrams, 3);
+        bump(&c.udp_datagrams, 2);
+        assert_eq!(c.snapshot()[0], ("udp_datagrams", 5));
+        assert_eq!(std::mem::align_of::<TxCounters>(), 128);
+    }
+}

@@ -1,0 +1,552 @@
+//! The crypto stage: owner of every per-session mutable dataplane state.
+//!
+//! It opens transport messages from UDP batches and seals IP packets from TUN
+//! batches in place, applies cryptokey routing both ways, stages packets while
+//! a handshake is pending, and originates keepalives and control frames on
+//! command. It talks to the control thread only through [`Command`]s in and
+//! [`Event`]s out.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::batch::{ip_info, Action, Batch, Source};
+use crate::counters::{bump, CryptoCounters};
+use crate::crypto::{Keypair, OpenError, SealError};
+use crate::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
+use crate::route::AllowedIps;
+use crate::timing::Timing;
+use crate::wire::{is_control_frame, ControlFrame, Transport, TRANSPORT_HEADER_LEN};
+
+/// Most packets staged per peer while its handshake is pending.
+pub const MAX_STAGED: usize = 128;
+
+/// Where events for the control thread go.
+pub trait EventSink {
+    /// Hand over an event; false if there was no room (the caller counts the drop).
+    fn emit(&mut self, ev: Event) -> bool;
+}
+
+impl EventSink for rtrb::Producer<Event> {
+    fn emit(&mut self, ev: Event) -> bool {
+        self.push(ev).is_ok()
+    }
+}
+
+impl EventSink for Vec<Event> {
+    fn emit(&mut self, ev: Event) -> bool {
+        self.push(ev);
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Current,
+    Previous,
+    Next,
+}
+
+#[derive(Debug)]
+enum Originate {
+    Keepalive,
+    Frame(ControlFrame),
+    Data(Vec<u8>),
+}
+
+struct Peer {
+    stats: Arc<PeerStats>,
+    endpoint: Option<SocketAddr>,
+    current: Option<Box<Keypair>>,
+    previous: Option<Box<Keypair>>,
+    next: Option<Box<Keypair>>,
+    staged: VecDeque<Vec<u8>>,
+    /// When we last asked the control thread for a handshake.
+    handshake_asked: Option<Instant>,
+    /// Local index of the keypair for which a rekey was asked already.
+    rekey_asked_for: Option<u32>,
+    /// Source address we last reported as a roam (not yet accepted).
+    roam_reported: Option<SocketAddr>,
+}
+
+impl Peer {
+    fn keypair_mut(&mut self, slot: Slot) -> Option<&mut Keypair> {
+        match slot {
+            Slot::Current => self.current.as_deref_mut(),
+            Slot::Previous => self.previous.as_deref_mut(),
+            Slot::Next => self.next.as_deref_mut(),
+        }
+    }
+}
+
+/// The crypto stage's state. See the module docs.
+pub struct CryptoStage {
+    peers: Vec<Option<Peer>>,
+    by_index: HashMap<u32, (PeerId, Slot)>,
+    routes: AllowedIps<PeerId>,
+    pending: VecDeque<(PeerId, Originate)>,
+    spare: Vec<Vec<u8>>,
+    timing: Timing,
+    epoch: Epoch,
+    counters: Arc<CryptoCounters>,
+}
+
+impl std::fmt::Debug for CryptoStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CryptoStage")
+            .field("peers", &self.peers.iter().flatten().count())
+            .field("keypairs", &self.by_index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the re-request of a handshake is paced while packets keep arriving.
+const HANDSHAKE_ASK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl CryptoStage {
+    /// An empty stage.
+    pub fn new(timing: Timing, epoch: Epoch, counters: Arc<CryptoCounters>) -> Self {
+        Self {
+            peers: Vec::new(),
+            by_index: HashMap::new(),
+            routes: AllowedIps::new(),
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            timing,
+            epoch,
+            counters,
+        }
+    }
+
+    /// The stage's counters.
+    pub fn counters(&self) -> &Arc<CryptoCounters> {
+        &self.counters
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)
+    }
+
+    fn forget_index(&mut self, kp: Option<Box<Keypair>>) {
+        if let Some(kp) = kp {
+            self.by_index.remove(&kp.local_index);
+        }
+    }
+
+    /// Apply one command from the control thread.
+    pub fn apply(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::AddPeer { peer, allowed_ips, endpoint, stats } => {
+                let i = peer.0 as usize;
+                if self.peers.len() <= i {
+                    self.peers.resize_with(i + 1, || None);
+                }
+                self.remove_peer(peer);
+                self.peers[i] = Some(Peer {
+                    stats,
+                    endpoint,
+                    current: None,
+                    previous: None,
+                    next: None,
+                    staged: VecDeque::new(),
+                    handshake_asked: None,
+                    rekey_asked_for: None,
+                    roam_reported: None,
+                });
+                for net in allowed_ips {
+                    self.routes.insert(net, peer);
+                }
+            }
+            Command::RemovePeer { peer } => self.remove_peer(peer),
+            Command::SetAllowedIps { peer, allowed_ips } => {
+                if self.peer_mut(peer).is_some() {
+                    self.routes.remove_value(peer);
+                    for net in allowed_ips {
+                        self.routes.insert(net, peer);
+                    }
+                }
+            }
+            Command::SetEndpoint { peer, endpoint } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    p.endpoint = Some(endpoint);
+                    if p.roam_reported == Some(endpoint) {
+                        p.roam_reported = None;
+                    }
+                }
+            }
+            Command::InstallKeypair { peer, keypair, role } => self.install(peer, keypair, role, now),
+            Command::ClearKeypairs { peer } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    let (a, b, c) = (p.current.take(), p.previous.take(), p.next.take());
+                    self.forget_index(a);
+                    self.forget_index(b);
+                    self.forget_index(c);
+                }
+            }
+            Command::DropStaged { peer } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    let dropped = std::mem::take(&mut p.staged);
+                    bump(&self.counters.drop_staged_expired, dropped.len() as u64);
+                    for b in dropped {
+                        self.recycle(b);
+                    }
+                }
+            }
+            Command::SendKeepalive { peer } => self.pending.push_back((peer, Originate::Keepalive)),
+            Command::SendFrame { peer, frame } => self.pending.push_back((peer, Originate::Frame(frame))),
+        }
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < MAX_STAGED {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    fn remove_peer(&mut self, peer: PeerId) {
+        let Some(slot) = self.peers.get_mut(peer.0 as usize) else { return };
+        let Some(p) = slot.take() else { return };
+        bump(&self.counters.drop_staged_expired, p.staged.len() as u64);
+        self.forget_index(p.current);
+        self.forget_index(p.previous);
+        self.forget_index(p.next);
+        self.routes.remove_value(peer);
+        self.pending.retain(|(id, _)| *id != peer);
+    }
+
+    fn install(&mut self, peer: PeerId, keypair: Box<Keypair>, role: KeypairRole, _now: Instant) {
+        let index = keypair.local_index;
+        let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut retired = Vec::with_capacity(2);
+        match role {
+            KeypairRole::Initiator => {
+                retired.push(p.next.take());
+                retired.push(p.previous.take());
+                p.previous = p.current.take();
+                p.current = Some(keypair);
+            }
+            KeypairRole::Responder => {
+                retired.push(p.next.replace(keypair));
+            }
+        }
+        p.handshake_asked = None;
+        let flush = role == KeypairRole::Initiator;
+        if flush {
+            if p.staged.is_empty() {
+                // The responder may not send until it hears from us: confirm at once.
+                self.pending.push_back((peer, Originate::Keepalive));
+            } else {
+                for pkt in p.staged.drain(..) {
+                    self.pending.push_back((peer, Originate::Data(pkt)));
+                }
+            }
+        }
+        for kp in retired {
+            self.forget_index(kp);
+        }
+        // Re-point indices of the keypairs that moved slots.
+        if let Some(p) = self.peers.get(peer.0 as usize).and_then(Option::as_ref) {
+            for (kp, slot) in [(&p.current, Slot::Current), (&p.previous, Slot::Previous), (&p.next, Slot::Next)] {
+                if let Some(kp) = kp {
+                    self.by_index.insert(kp.local_index, (peer, slot));
+                }
+            }
+        }
+        debug_assert!(self.by_index.contains_key(&index));
+    }
+
+    /// The responder's `next` keypair received its first packet: it becomes current.
+    fn confirm_next(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else { return };
+        let Some(next) = p.next.take() else { return };
+        let old_prev = p.previous.take();
+        p.previous = p.current.replace(next);
+        let staged: Vec<Vec<u8>> = p.staged.drain(..).collect();
+        let ids = [
+            p.current.as_ref().map(|k| (k.local_index, Slot::Current)),
+            p.previous.as_ref().map(|k| (k.local_index, Slot::Previous)),
+        ];
+        for pkt in staged {
+            self.pending.push_back((peer, Originate::Data(pkt)));
+        }
+        self.forget_index(old_prev);
+        for (idx, slot) in ids.into_iter().flatten() {
+            self.by_index.insert(idx, (peer, slot));
+        }
+    }
+
+    fn ask_handshake(&mut self, peer: PeerId, now: Instant, events: &mut impl EventSink) {
+        let Some(p) = self.peer_mut(peer) else { return };
+        if p.handshake_asked.is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_ASK_INTERVAL) {
+            return;
+        }
+        p.handshake_asked = Some(now);
+        if !events.emit(Event::HandshakeNeeded { peer }) {
+            bump(&self.counters.drop_event_ring_full, 1);
+        }
+    }
+
+    /// Process a batch read by RX: open UDP batches, seal TUN batches.
+    pub fn process(&mut self, batch: &mut Batch, now: Instant, events: &mut impl EventSink) {
+        match batch.source {
+            Source::Udp => self.open_batch(batch, now, events),
+            Source::Tun => self.seal_batch(batch, now, events),
+            Source::Originated => {}
+        }
+    }
+
+    fn open_batch(&mut self, batch: &mut Batch, now: Instant, events: &mut impl EventSink) {
+        let stamp = self.epoch.nanos(now);
+        let (bufs, metas) = batch.split_mut();
+        for (buf, meta) in bufs.iter_mut().zip(metas.iter_mut()) {
+            meta.action = Action::Drop;
+            let Some(msg) = buf.get_mut(..meta.len) else { continue };
+            let Ok(view) = Transport::new_checked(&*msg) else {
+                continue;
+            };
+            let Some(&(peer_id, slot)) = self.by_index.get(&view.receiver_index()) else {
+                bump(&self.counters.drop_unknown_index, 1);
+                continue;
+            };
+            let reject_after = self.timing.reject_after;
+            let Some(peer) = self.peers.get_mut(peer_id.0 as usize).and_then(Option::as_mut) else {
+                bump(&self.counters.drop_unknown_index, 1);
+                continue;
+            };
+            let rekey_asked_for = peer.rekey_asked_for;
+            let Some(kp) = peer.keypair_mut(slot) else {
+                bump(&self.counters.drop_unknown_index, 1);
+                continue;
+            };
+            if now.saturating_duration_since(kp.created) >= reject_after {
+                bump(&self.counters.drop_expired_key, 1);
+                continue;
+            }
+            let (plain_len, _counter) = match kp.open(msg) {
+                Ok(v) => v,
+                Err(OpenError::Replay) => {
+                    bump(&self.counters.drop_replay, 1);
+                    continue;
+                }
+                Err(OpenError::Authentication | OpenError::Malformed) => {
+                    bump(&self.counters.drop_auth, 1);
+                    continue;
+                }
+            };
+            let wants_rekey = kp.initiator
+                && rekey_asked_for != Some(kp.local_index)
+                && now.saturating_duration_since(kp.created) >= self.timing.rekey_on_receive_after();
+            let kp_index = kp.local_index;
+            bump(&self.counters.decrypted, 1);
+            let stats = &peer.stats;
+            stats.last_rx_any.store(stamp, Ordering::Relaxed);
+            bump(&stats.rx_bytes, meta.len as u64);
+            let from = meta.addr;
+            let roamed = peer.endpoint != Some(from) && peer.roam_reported != Some(from);
+            if roamed {
+                peer.roam_reported = Some(from);
+            }
+            if wants_rekey {
+                peer.rekey_asked_for = Some(kp_index);
+            }
+            let plain = &msg[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain_len];
+                if plain_len == 0 {
+                bump(&self.counters.keepalives_received, 1);
+            } else if is_control_frame(plain) {
+                bump(&self.counters.frames_received, 1);
+                match ControlFrame::parse(plain) {
+                    Ok(frame) => {
+                        if !events.emit(Event::Frame { peer: peer_id, frame, from }) {
+                            bump(&self.counters.drop_event_ring_full, 1);
+                        }
+                    }
+                    Err(_) => bump(&self.counters.drop_invalid_inner, 1),
+                }
+            } else {
+                match ip_info(plain) {
+                    None => bump(&self.counters.drop_invalid_inner, 1),
+                    Some(info) if self.routes.lookup(info.src) != Some(peer_id) => {
+                        bump(&self.counters.drop_source_not_allowed, 1)
+                    }
+                    Some(info) => {
+                        stats.last_rx_data.store(stamp, Ordering::Relaxed);
+                        bump(&stats.rx_packets, 1);
+                        meta.offset = TRANSPORT_HEADER_LEN;
+                        meta.len = info.len;
+                        meta.action = Action::Tun;
+                    }
+                }
+            }
+            if slot == Slot::Next {
+                self.confirm_next(peer_id);
+            }
+            if roamed {
+                bump(&self.counters.roam_requests, 1);
+                if !events.emit(Event::EndpointChanged { peer: peer_id, addr: from }) {
+                    bump(&self.counters.drop_event_ring_full, 1);
+                }
+            }
+            if wants_rekey {
+                self.ask_handshake(peer_id, now, events);
+            }
+        }
+    }
+
+    fn seal_batch(&mut self, batch: &mut Batch, now: Instant, events: &mut impl EventSink) {
+        let (bufs, metas) = batch.split_mut();
+        for (buf, meta) in bufs.iter_mut().zip(metas.iter_mut()) {
+            meta.action = Action::Drop;
+            let Some(ip) = buf.get(meta.offset..meta.offset + meta.len) else { continue };
+            let Some(info) = ip_info(ip) else {
+                bump(&self.counters.drop_invalid_inner, 1);
+                continue;
+            };
+            let Some(peer_id) = self.routes.lookup(info.dst) else {
+                bump(&self.counters.drop_no_route, 1);
+                continue;
+            };
+            match self.seal_for(peer_id, buf, info.len, now) {
+                Ok((len, dest, wants_rekey)) => {
+                    meta.offset = 0;
+                    meta.len = len;
+                    meta.addr = dest;
+                    meta.action = Action::Udp;
+                    if wants_rekey {
+                        self.ask_handshake(peer_id, now, events);
+                    }
+                }
+                Err(SealFail::NoKeypair) => {
+                    self.stage(peer_id, &buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + info.len]);
+                    self.ask_handshake(peer_id, now, events);
+                }
+                Err(SealFail::NoEndpoint) => bump(&self.counters.drop_no_endpoint, 1),
+                Err(SealFail::Buffer) => bump(&self.counters.drop_invalid_inner, 1),
+            }
+        }
+    }
+
+    /// Seal `buf[16..16 + len]` for `peer`. On success returns the message length,
+    /// the destination and whether a rekey is due.
+    fn seal_for(&mut self, peer_id: PeerId, buf: &mut [u8], len: usize, now: Instant) -> Result<(usize, SocketAddr, bool), SealFail> {
+        let stamp = self.epoch.nanos(now);
+        let timing = self.timing;
+        let reject_after = timing.reject_after;
+        let Some(peer) = self.peers.get_mut(peer_id.0 as usize).and_then(Option::as_mut) else {
+            return Err(SealFail::NoKeypair);
+        };
+        let Some(dest) = peer.endpoint else { return Err(SealFail::NoEndpoint) };
+        let Some(kp) = peer.current.as_deref_mut() else { return Err(SealFail::NoKeypair) };
+        if now.saturating_duration_since(kp.created) >= reject_after || kp.sent() >= crate::REJECT_AFTER_MESSAGES {
+            return Err(SealFail::NoKeypair);
+        }
+        let n = match kp.seal(buf, len) {
+            Ok(n) => n,
+            Err(SealError::CounterExhausted) => return Err(SealFail::NoKeypair),
+            Err(SealError::BufferTooSmall) => return Err(SealFail::Buffer),
+        };
+        let wants_rekey = kp.initiator
+            && peer.rekey_asked_for != Some(kp.local_index)
+            && (kp.wants_rekey() || now.saturating_duration_since(kp.created) >= timing.rekey_after);
+        if wants_rekey {
+            peer.rekey_asked_for = Some(kp.local_index);
+        }
+        let stats = &peer.stats;
+        bump(&self.counters.encrypted, 1);
+        bump(&stats.tx_bytes, n as u64);
+        stats.last_tx_any.store(stamp, Ordering::Relaxed);
+        if len > 0 {
+            bump(&stats.tx_packets, 1);
+            stats.last_tx_data.store(stamp, Ordering::Relaxed);
+        }
+        Ok((n, dest, wants_rekey))
+    }
+
+    fn stage(&mut self, peer_id: PeerId, pkt: &[u8]) {
+        let mut copy = self.spare.pop().unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(pkt);
+        let Some(peer) = self.peers.get_mut(peer_id.0 as usize).and_then(Option::as_mut) else { return };
+        bump(&self.counters.staged, 1);
+        peer.staged.push_back(copy);
+        if peer.staged.len() > MAX_STAGED {
+            if let Some(old) = peer.staged.pop_front() {
+                bump(&self.counters.drop_staged_overflow, 1);
+                self.recycle(old);
+            }
+        }
+    }
+
+    /// Are there packets to originate (keepalives, frames, flushed staged data)?
+    pub fn has_originated(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Seal pending originated packets into `batch` (cleared first), as many as fit.
+    pub fn originate(&mut self, batch: &mut Batch, now: Instant, events: &mut impl EventSink) {
+        batch.clear(Source::Originated);
+        while !batch.is_full() {
+            let Some((peer_id, what)) = self.pending.pop_front() else { break };
+            let i = batch.len;
+            let Some((buf, meta)) = batch.packet_mut(i) else { break };
+            let payload_len = match &what {
+                Originate::Keepalive => 0,
+                Originate::Frame(f) => match f.encode(buf.get_mut(TRANSPORT_HEADER_LEN..).unwrap_or_default()) {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                },
+                Originate::Data(pkt) => {
+                    let Some(dst) = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + pkt.len()) else {
+                        continue;
+                    };
+                    dst.copy_from_slice(pkt);
+                    pkt.len()
+                }
+            };
+            match self.seal_for(peer_id, buf, payload_len, now) {
+                Ok((len, dest, wants_rekey)) => {
+                    meta.offset = 0;
+                    meta.len = len;
+                    meta.addr = dest;
+                    meta.action = Action::Udp;
+                    batch.len += 1;
+                    match &what {
+                        Originate::Keepalive => bump(&self.counters.keepalives_sent, 1),
+                        Originate::Frame(_) => bump(&self.counters.frames_sent, 1),
+                        Originate::Data(_) => {}
+                    }
+                    if wants_rekey {
+                        self.ask_handshake(peer_id, now, events);
+                    }
+                }
+                Err(SealFail::NoKeypair) => {
+                    if let Originate::Data(pkt) = &what {
+                        let pkt = pkt.clone();
+                        self.stage(peer_id, &pkt);
+                    }
+                    self.ask_handshake(peer_id, now, events);
+                }
+                Err(SealFail::NoEndpoint) => bump(&self.counters.drop_no_endpoint, 1),
+                Err(SealFail::Buffer) => bump(&self.counters.drop_invalid_inner, 1),
+            }
+            if let Originate::Data(pkt) = what {
+                self.recycle(pkt);
+            }
+        }
+    }
+
+    /// Number of packets staged for `peer` (for tests and metrics).
+    pub fn staged_len(&self, peer: PeerId) -> usize {
+        self.peers.get(peer.0 as usize).and_then(Option::as_ref).map_or(0, |p| p.staged.len())
+    }
+}
+
+enum SealFail {
+    NoKeypair,
+    NoEndpoint,
+    Buffer,
+}

@@ -1,0 +1,103 @@
+//! The TX stage: performs each packet's [`Action`]: sendmmsg for datagrams,
+//! writes for the TUN device.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Action, Batch, BATCH_MAX};
+use crate::counters::{bump, TxCounters};
+use crate::io::{DatagramIo, PacketIo};
+use crate::link::HandshakeDatagram;
+
+/// How long TX waits in total for a full socket before dropping the rest of a batch.
+pub const SEND_STALL_LIMIT: Duration = Duration::from_millis(200);
+
+/// TX stage state (its counters).
+#[derive(Debug)]
+pub struct TxStage {
+    counters: Arc<TxCounters>,
+}
+
+impl TxStage {
+    /// A stage reporting into `counters`.
+    pub fn new(counters: Arc<TxCounters>) -> Self {
+        Self { counters }
+    }
+
+    /// The stage's counters.
+    pub fn counters(&self) -> &Arc<TxCounters> {
+        &self.counters
+    }
+
+    /// Carry out every packet's action in `batch`.
+    pub fn flush(&mut self, batch: &Batch, udp: &impl DatagramIo, tun: &impl PacketIo) {
+        let mut pkts: [&[u8]; BATCH_MAX] = [&[]; BATCH_MAX];
+        let mut dests = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
+        let mut n = 0;
+        for i in 0..batch.len.min(BATCH_MAX) {
+            let Some((bytes, meta)) = batch.packet(i) else { continue };
+            match meta.action {
+                Action::Drop => {}
+                Action::Udp => {
+                    pkts[n] = bytes;
+                    dests[n] = meta.addr;
+                    n += 1;
+                }
+                Action::Tun => match tun.write_packet(bytes) {
+                    Ok(_) => {
+                        bump(&self.counters.tun_packets, 1);
+                        bump(&self.counters.tun_bytes, bytes.len() as u64);
+                    }
+                    Err(_) => bump(&self.counters.tun_errors, 1),
+                },
+            }
+        }
+        self.send_all(udp, &pkts[..n], &dests[..n]);
+    }
+
+    fn send_all(&mut self, udp: &impl DatagramIo, pkts: &[&[u8]], dests: &[SocketAddr]) {
+        let mut done = 0;
+        let mut stalled_since: Option<Instant> = None;
+        while done < pkts.len() {
+            let mut failed = 0;
+            match udp.send_batch(&pkts[done..], &dests[done..], &mut failed) {
+                Ok(0) | Err(_) if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) => {
+                    bump(&self.counters.udp_errors, (pkts.len() - done) as u64);
+                    return;
+                }
+                Ok(k) if k > 0 => {
+                    let bytes: usize = pkts[done..done + k].iter().map(|p| p.len()).sum();
+                    bump(&self.counters.udp_datagrams, k as u64 - failed.min(k as u64));
+                    bump(&self.counters.udp_bytes, bytes as u64);
+                    bump(&self.counters.udp_errors, failed);
+                    done += k;
+                    stalled_since = None;
+                }
+                Ok(_) => self.stall(udp, &mut stalled_since),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stall(udp, &mut stalled_since),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The first datagram was refused outright: skip it and go on.
+                    bump(&self.counters.udp_errors, 1);
+                    done += 1;
+                }
+            }
+        }
+    }
+
+    fn stall(&mut self, udp: &impl DatagramIo, since: &mut Option<Instant>) {
+        bump(&self.counters.udp_would_block, 1);
+        since.get_or_insert_with(Instant::now);
+        let _ = udp.wait_writable(Duration::from_millis(20));
+    }
+
+    /// Send one handshake message for the control thread.
+    pub fn send_handshake(&mut self, udp: &impl DatagramIo, msg: &HandshakeDatagram) {
+        match udp.send_to(msg.as_bytes(), msg.addr) {
+            Ok(_) => bump(&self.counters.handshake_sent, 1),
+            Err(_) => bump(&self.counters.udp_errors, 1),
+        }
+    }
+}
