@@ -105,7 +105,9 @@ impl Batch {
             home,
             len: 0,
             stamp: None,
-            bufs: (0..BATCH_MAX).map(|_| vec![0u8; buf_size].into_boxed_slice()).collect(),
+            bufs: (0..BATCH_MAX)
+                .map(|_| vec![0u8; buf_size].into_boxed_slice())
+                .collect(),
             meta: vec![PacketMeta::default(); BATCH_MAX],
         }
     }
@@ -180,7 +182,12 @@ pub fn ip_info(bytes: &[u8]) -> Option<IpInfo> {
             }
             let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
             let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
-            Some(IpInfo { src: src.into(), dst: dst.into(), len, dscp: h[1] >> 2 })
+            Some(IpInfo {
+                src: src.into(),
+                dst: dst.into(),
+                len,
+                dscp: h[1] >> 2,
+            })
         }
         6 => {
             let h = bytes.get(..40)?;

@@ -237,7 +237,8 @@ impl<A: TransportAead> Keypair<A> {
         let tag_at = msg.len() - TAG_LEN;
         let (body, tag) = msg.split_at_mut(tag_at);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Malformed)?;
-        self.recv.open(counter, &mut body[TRANSPORT_HEADER_LEN..], tag)?;
+        self.recv
+            .open(counter, &mut body[TRANSPORT_HEADER_LEN..], tag)?;
         if !self.replay.check_and_update(counter) {
             return Err(OpenError::Replay);
         }
@@ -259,7 +260,10 @@ mod tests {
         let now = Instant::now();
         let a = [1u8; 32];
         let b = [2u8; 32];
-        (Keypair::new(&a, &b, 10, 20, now, true), Keypair::new(&b, &a, 20, 10, now, false))
+        (
+            Keypair::new(&a, &b, 10, 20, now, true),
+            Keypair::new(&b, &a, 20, 10, now, false),
+        )
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub struct Doorbell {
 
 impl std::fmt::Debug for Doorbell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Doorbell").field("parked", &self.parked.load(Ordering::Relaxed)).finish()
+        f.debug_struct("Doorbell")
+            .field("parked", &self.parked.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -37,12 +39,18 @@ impl Doorbell {
     /// A doorbell for a thread that parks with `std::thread::park_timeout`.
     /// The thread calls [`Doorbell::register_current`] when it starts.
     pub fn for_thread() -> Self {
-        Self { parked: AtomicBool::new(false), wake: Wake::Thread(OnceLock::new()) }
+        Self {
+            parked: AtomicBool::new(false),
+            wake: Wake::Thread(OnceLock::new()),
+        }
     }
 
     /// A doorbell that calls `wake` (e.g. writes an eventfd) to wake the consumer.
     pub fn custom(wake: impl Fn() + Send + Sync + 'static) -> Self {
-        Self { parked: AtomicBool::new(false), wake: Wake::Custom(Box::new(wake)) }
+        Self {
+            parked: AtomicBool::new(false),
+            wake: Wake::Custom(Box::new(wake)),
+        }
     }
 
     /// Record the calling thread as the one to unpark.
@@ -150,6 +158,9 @@ mod tests {
         flag.store(1, Ordering::SeqCst);
         bell.ring();
         let waited = h.join().unwrap();
-        assert!(waited < Duration::from_secs(30), "woken by the bell, not the timeout");
+        assert!(
+            waited < Duration::from_secs(30),
+            "woken by the bell, not the timeout"
+        );
     }
 }

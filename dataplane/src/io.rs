@@ -15,7 +15,12 @@ pub trait DatagramIo {
     fn recv_batch(&self, bufs: &mut [Box<[u8]>], metas: &mut [PacketMeta]) -> io::Result<usize>;
     /// Send `pkts[i]` to `dests[i]` without blocking; returns how many were taken
     /// (a prefix). Per-datagram failures are skipped and counted in `failed`.
-    fn send_batch(&self, pkts: &[&[u8]], dests: &[SocketAddr], failed: &mut u64) -> io::Result<usize>;
+    fn send_batch(
+        &self,
+        pkts: &[&[u8]],
+        dests: &[SocketAddr],
+        failed: &mut u64,
+    ) -> io::Result<usize>;
     /// Send one datagram.
     fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize>;
     /// Wait until the socket can take more (after `WouldBlock`), at most `timeout`.

@@ -7,8 +7,8 @@
 #![deny(unsafe_code)]
 
 pub mod crypto;
-pub mod sys;
 pub mod replay;
+pub mod sys;
 pub mod wire;
 
 pub use crypto::{ChaChaPoly, Keypair, OpenError, SealError, TransportAead};
@@ -23,6 +23,7 @@ pub mod counters;
 pub mod doorbell;
 pub mod io;
 pub mod link;
+pub mod pipeline;
 pub mod route;
 pub mod stage;
 pub mod timing;

@@ -184,7 +184,10 @@ pub struct HandshakeDatagram {
 
 impl std::fmt::Debug for HandshakeDatagram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandshakeDatagram").field("addr", &self.addr).field("len", &self.len).finish()
+        f.debug_struct("HandshakeDatagram")
+            .field("addr", &self.addr)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -193,7 +196,12 @@ impl HandshakeDatagram {
     pub fn new(msg: &[u8], addr: SocketAddr, received: Option<Instant>) -> Option<Self> {
         let mut bytes = [0u8; HANDSHAKE_MAX];
         bytes.get_mut(..msg.len())?.copy_from_slice(msg);
-        Some(Self { addr, len: msg.len(), bytes, received })
+        Some(Self {
+            addr,
+            len: msg.len(),
+            bytes,
+            received,
+        })
     }
 
     /// The message bytes.

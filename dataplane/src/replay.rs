@@ -30,14 +30,19 @@ impl Default for ReplayWindow {
 
 impl std::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplayWindow").field("next", &self.next).finish_non_exhaustive()
+        f.debug_struct("ReplayWindow")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
     }
 }
 
 impl ReplayWindow {
     /// An empty window: every counter below the reject limit is acceptable.
     pub const fn new() -> Self {
-        Self { next: 0, bitmap: [0; WORDS] }
+        Self {
+            next: 0,
+            bitmap: [0; WORDS],
+        }
     }
 
     /// The highest counter accepted so far, if any.
@@ -84,7 +89,10 @@ impl ReplayWindow {
     }
 
     fn slot(c: u64) -> (usize, u64) {
-        (((c / WORD_BITS) % WORDS as u64) as usize, 1u64 << (c % WORD_BITS))
+        (
+            ((c / WORD_BITS) % WORDS as u64) as usize,
+            1u64 << (c % WORD_BITS),
+        )
     }
 }
 

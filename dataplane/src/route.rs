@@ -31,8 +31,12 @@ pub enum IpNetError {
 impl fmt::Display for IpNetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IpNetError::Prefix { max } => write!(f, "prefix must be 0..={max} for this address family"),
-            IpNetError::Syntax => f.write_str("expected ADDRESS/PREFIX, e.g. 10.0.0.0/24 or fd00::/64"),
+            IpNetError::Prefix { max } => {
+                write!(f, "prefix must be 0..={max} for this address family")
+            }
+            IpNetError::Syntax => {
+                f.write_str("expected ADDRESS/PREFIX, e.g. 10.0.0.0/24 or fd00::/64")
+            }
         }
     }
 }
@@ -61,7 +65,10 @@ impl IpNet {
 
     /// The same network with host bits cleared.
     pub fn network(&self) -> IpNet {
-        Self { addr: mask(self.addr, self.prefix), prefix: self.prefix }
+        Self {
+            addr: mask(self.addr, self.prefix),
+            prefix: self.prefix,
+        }
     }
 
     /// Does the network contain `ip`? (Different families never match.)
@@ -98,7 +105,9 @@ impl FromStr for IpNet {
                 if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 3 {
                     return Err(IpNetError::Syntax);
                 }
-                p.parse::<u8>().map_err(|_| IpNetError::Prefix { max: max_prefix(&addr) })?
+                p.parse::<u8>().map_err(|_| IpNetError::Prefix {
+                    max: max_prefix(&addr),
+                })?
             }
             None => max_prefix(&addr),
         };
@@ -173,7 +182,9 @@ impl<K: std::hash::Hash + Eq + Copy, V: Copy + PartialEq> Family<K, V> {
     }
 
     fn lookup(&self, addr: impl Fn(u8) -> K) -> Option<V> {
-        self.levels.iter().find_map(|(p, map)| map.get(&addr(*p)).copied())
+        self.levels
+            .iter()
+            .find_map(|(p, map)| map.get(&addr(*p)).copied())
     }
 
     fn remove_value(&mut self, value: V) {
@@ -184,14 +195,19 @@ impl<K: std::hash::Hash + Eq + Copy, V: Copy + PartialEq> Family<K, V> {
     }
 
     fn entries(&self) -> impl Iterator<Item = (u8, &K, &V)> {
-        self.levels.iter().flat_map(|(p, m)| m.iter().map(move |(k, v)| (*p, k, v)))
+        self.levels
+            .iter()
+            .flat_map(|(p, m)| m.iter().map(move |(k, v)| (*p, k, v)))
     }
 }
 
 impl<V: Copy + PartialEq> AllowedIps<V> {
     /// An empty table.
     pub fn new() -> Self {
-        Self { v4: Family::default(), v6: Family::default() }
+        Self {
+            v4: Family::default(),
+            v6: Family::default(),
+        }
     }
 
     /// Map `net` (host bits ignored) to `value`; returns the value it replaces.
@@ -229,12 +245,18 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
             .v4
             .entries()
             .filter(|(_, _, v)| **v == value)
-            .map(|(p, k, _)| IpNet { addr: IpAddr::V4(Ipv4Addr::from(*k)), prefix: p })
+            .map(|(p, k, _)| IpNet {
+                addr: IpAddr::V4(Ipv4Addr::from(*k)),
+                prefix: p,
+            })
             .chain(
                 self.v6
                     .entries()
                     .filter(|(_, _, v)| **v == value)
-                    .map(|(p, k, _)| IpNet { addr: IpAddr::V6(Ipv6Addr::from(*k)), prefix: p }),
+                    .map(|(p, k, _)| IpNet {
+                        addr: IpAddr::V6(Ipv6Addr::from(*k)),
+                        prefix: p,
+                    }),
             )
             .collect();
         out.sort();
@@ -255,12 +277,21 @@ mod tests {
         assert_eq!(net("10.0.0.5/24").network().to_string(), "10.0.0.0/24");
         assert_eq!(net("10.0.0.5").prefix(), 32);
         assert_eq!(net("fd00::1").prefix(), 128);
-        assert_eq!("10.0.0.0/33".parse::<IpNet>(), Err(IpNetError::Prefix { max: 32 }));
-        assert_eq!("fd00::/129".parse::<IpNet>(), Err(IpNetError::Prefix { max: 128 }));
+        assert_eq!(
+            "10.0.0.0/33".parse::<IpNet>(),
+            Err(IpNetError::Prefix { max: 32 })
+        );
+        assert_eq!(
+            "fd00::/129".parse::<IpNet>(),
+            Err(IpNetError::Prefix { max: 128 })
+        );
         assert_eq!("10.0.0.0/".parse::<IpNet>(), Err(IpNetError::Syntax));
         assert_eq!("10.0.0.0/+1".parse::<IpNet>(), Err(IpNetError::Syntax));
         assert_eq!("nope".parse::<IpNet>(), Err(IpNetError::Syntax));
-        assert_eq!("10.0.0.0/999".parse::<IpNet>(), Err(IpNetError::Prefix { max: 32 }));
+        assert_eq!(
+            "10.0.0.0/999".parse::<IpNet>(),
+            Err(IpNetError::Prefix { max: 32 })
+        );
     }
 
     #[test]

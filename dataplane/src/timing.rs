@@ -49,6 +49,7 @@ impl Timing {
     /// A receiving initiator rekeys this early so a keypair never expires under traffic
     /// (REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT, 165 s).
     pub fn rekey_on_receive_after(&self) -> Duration {
-        self.reject_after.saturating_sub(self.keepalive_timeout + self.rekey_timeout)
+        self.reject_after
+            .saturating_sub(self.keepalive_timeout + self.rekey_timeout)
     }
 }

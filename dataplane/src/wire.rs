@@ -76,11 +76,15 @@ fn read_u64_le(b: &[u8], at: usize) -> u64 {
 
 fn array<const N: usize>(b: &[u8], at: usize) -> &[u8; N] {
     // Lengths are validated by `new_checked`; a failure here is a bug in this file.
-    b[at..at + N].try_into().expect("length checked in new_checked")
+    b[at..at + N]
+        .try_into()
+        .expect("length checked in new_checked")
 }
 
 fn array_mut<const N: usize>(b: &mut [u8], at: usize) -> &mut [u8; N] {
-    (&mut b[at..at + N]).try_into().expect("length checked in new_checked")
+    (&mut b[at..at + N])
+        .try_into()
+        .expect("length checked in new_checked")
 }
 
 macro_rules! fixed_message {
@@ -366,7 +370,9 @@ impl fmt::Debug for ControlFrame {
             Self::IdleWarning { seconds_left } => write!(f, "IdleWarning({seconds_left}s)"),
             Self::DrainNotice { retry_after_ms } => write!(f, "DrainNotice({retry_after_ms}ms)"),
             Self::MigrationTokenRequest => f.write_str("MigrationTokenRequest"),
-            Self::MigrationTokenGrant { ttl_sec, .. } => write!(f, "MigrationTokenGrant({ttl_sec}s)"),
+            Self::MigrationTokenGrant { ttl_sec, .. } => {
+                write!(f, "MigrationTokenGrant({ttl_sec}s)")
+            }
             Self::Migrate { .. } => f.write_str("Migrate"),
             Self::Goodbye { reason } => write!(f, "Goodbye({reason})"),
         }
@@ -453,13 +459,22 @@ impl ControlFrame {
             b.try_into().map_err(|_| WireError::Frame)
         };
         match head[0] {
-            KIND_IDLE_WARNING => Ok(Self::IdleWarning { seconds_left: be32(body)? }),
-            KIND_DRAIN_NOTICE => Ok(Self::DrainNotice { retry_after_ms: be32(body)? }),
+            KIND_IDLE_WARNING => Ok(Self::IdleWarning {
+                seconds_left: be32(body)?,
+            }),
+            KIND_DRAIN_NOTICE => Ok(Self::DrainNotice {
+                retry_after_ms: be32(body)?,
+            }),
             KIND_TOKEN_REQUEST if body.is_empty() => Ok(Self::MigrationTokenRequest),
             KIND_TOKEN_GRANT if body.len() == 4 + MIGRATION_TOKEN_LEN => {
-                Ok(Self::MigrationTokenGrant { ttl_sec: be32(&body[..4])?, token: token(&body[4..])? })
+                Ok(Self::MigrationTokenGrant {
+                    ttl_sec: be32(&body[..4])?,
+                    token: token(&body[4..])?,
+                })
             }
-            KIND_MIGRATE => Ok(Self::Migrate { token: token(body)? }),
+            KIND_MIGRATE => Ok(Self::Migrate {
+                token: token(body)?,
+            }),
             KIND_GOODBYE if body.len() == 1 => Ok(Self::Goodbye { reason: body[0] }),
             _ => Err(WireError::Frame),
         }
@@ -509,11 +524,17 @@ mod tests {
     fn transport_layout() {
         let mut buf = [0u8; 48];
         Transport::new_init(&mut buf[..], 0xAABBCCDD, 0x0102030405060708).unwrap();
-        assert_eq!(&buf[..16], &[4, 0, 0, 0, 0xDD, 0xCC, 0xBB, 0xAA, 8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(
+            &buf[..16],
+            &[4, 0, 0, 0, 0xDD, 0xCC, 0xBB, 0xAA, 8, 7, 6, 5, 4, 3, 2, 1]
+        );
         let t = Transport::new_checked(&buf[..]).unwrap();
         assert_eq!(t.counter(), 0x0102030405060708);
         assert_eq!(t.ciphertext().len(), 32);
-        assert_eq!(Transport::new_checked(&buf[..31]).unwrap_err(), WireError::Length);
+        assert_eq!(
+            Transport::new_checked(&buf[..31]).unwrap_err(),
+            WireError::Length
+        );
     }
 
     #[test]
@@ -521,11 +542,20 @@ mod tests {
         let mut buf = [0u8; INITIATION_LEN];
         buf[0] = 1;
         buf[2] = 1;
-        assert_eq!(Initiation::new_checked(&buf[..]).unwrap_err(), WireError::Type);
+        assert_eq!(
+            Initiation::new_checked(&buf[..]).unwrap_err(),
+            WireError::Type
+        );
         buf[2] = 0;
         buf[0] = 2;
-        assert_eq!(Initiation::new_checked(&buf[..]).unwrap_err(), WireError::Type);
-        assert_eq!(Initiation::new_checked(&buf[..100]).unwrap_err(), WireError::Length);
+        assert_eq!(
+            Initiation::new_checked(&buf[..]).unwrap_err(),
+            WireError::Type
+        );
+        assert_eq!(
+            Initiation::new_checked(&buf[..100]).unwrap_err(),
+            WireError::Length
+        );
         assert_eq!(message_type(&[4, 0, 0]), None);
         assert_eq!(message_type(&[5, 0, 0, 0]), None);
     }
@@ -534,26 +564,48 @@ mod tests {
     fn control_frames_round_trip() {
         let frames = [
             ControlFrame::IdleWarning { seconds_left: 30 },
-            ControlFrame::DrainNotice { retry_after_ms: 5000 },
+            ControlFrame::DrainNotice {
+                retry_after_ms: 5000,
+            },
             ControlFrame::MigrationTokenRequest,
-            ControlFrame::MigrationTokenGrant { ttl_sec: 300, token: [7; MIGRATION_TOKEN_LEN] },
-            ControlFrame::Migrate { token: [9; MIGRATION_TOKEN_LEN] },
-            ControlFrame::Goodbye { reason: GOODBYE_EXPIRED },
+            ControlFrame::MigrationTokenGrant {
+                ttl_sec: 300,
+                token: [7; MIGRATION_TOKEN_LEN],
+            },
+            ControlFrame::Migrate {
+                token: [9; MIGRATION_TOKEN_LEN],
+            },
+            ControlFrame::Goodbye {
+                reason: GOODBYE_EXPIRED,
+            },
         ];
         for f in frames {
             let mut out = [0u8; 64];
             let n = f.encode(&mut out).unwrap();
             assert!(is_control_frame(&out[..n]));
             // Transport padding adds zeros after the frame.
-            assert_eq!(ControlFrame::parse(&out[..n.next_multiple_of(16)]).unwrap(), f);
+            assert_eq!(
+                ControlFrame::parse(&out[..n.next_multiple_of(16)]).unwrap(),
+                f
+            );
             assert!(ControlFrame::parse(&out[..n - 1]).is_err() || n == FRAME_HEADER_LEN);
         }
         let mut out = [0u8; 8];
-        ControlFrame::IdleWarning { seconds_left: 0x01020304 }.encode(&mut out).unwrap();
+        ControlFrame::IdleWarning {
+            seconds_left: 0x01020304,
+        }
+        .encode(&mut out)
+        .unwrap();
         assert_eq!(out, [0xF1, 1, 0, 4, 1, 2, 3, 4]);
         assert!(!is_control_frame(&[0x45, 0]));
         assert!(!is_control_frame(&[0x60, 0]));
-        assert_eq!(ControlFrame::parse(&[0xF9, 1, 0, 0]).unwrap_err(), WireError::Frame);
-        assert_eq!(ControlFrame::parse(&[0xF1, 2, 0, 4, 0, 0, 0, 0]).unwrap_err(), WireError::Frame);
+        assert_eq!(
+            ControlFrame::parse(&[0xF9, 1, 0, 0]).unwrap_err(),
+            WireError::Frame
+        );
+        assert_eq!(
+            ControlFrame::parse(&[0xF1, 2, 0, 4, 0, 0, 0, 0]).unwrap_err(),
+            WireError::Frame
+        );
     }
 }

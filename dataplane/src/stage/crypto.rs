@@ -138,7 +138,12 @@ impl CryptoStage {
     /// Apply one command from the control thread.
     pub fn apply(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::AddPeer { peer, allowed_ips, endpoint, stats } => {
+            Command::AddPeer {
+                peer,
+                allowed_ips,
+                endpoint,
+                stats,
+            } => {
                 let i = peer.0 as usize;
                 if self.peers.len() <= i {
                     self.peers.resize_with(i + 1, || None);
@@ -176,7 +181,11 @@ impl CryptoStage {
                     }
                 }
             }
-            Command::InstallKeypair { peer, keypair, role } => self.install(peer, keypair, role, now),
+            Command::InstallKeypair {
+                peer,
+                keypair,
+                role,
+            } => self.install(peer, keypair, role, now),
             Command::ClearKeypairs { peer } => {
                 if let Some(p) = self.peer_mut(peer) {
                     let (a, b, c) = (p.current.take(), p.previous.take(), p.next.take());
@@ -195,7 +204,9 @@ impl CryptoStage {
                 }
             }
             Command::SendKeepalive { peer } => self.pending.push_back((peer, Originate::Keepalive)),
-            Command::SendFrame { peer, frame } => self.pending.push_back((peer, Originate::Frame(frame))),
+            Command::SendFrame { peer, frame } => {
+                self.pending.push_back((peer, Originate::Frame(frame)))
+            }
         }
     }
 
@@ -207,7 +218,9 @@ impl CryptoStage {
     }
 
     fn remove_peer(&mut self, peer: PeerId) {
-        let Some(slot) = self.peers.get_mut(peer.0 as usize) else { return };
+        let Some(slot) = self.peers.get_mut(peer.0 as usize) else {
+            return;
+        };
         let Some(p) = slot.take() else { return };
         bump(&self.counters.drop_staged_expired, p.staged.len() as u64);
         self.forget_index(p.current);
@@ -251,7 +264,11 @@ impl CryptoStage {
         }
         // Re-point indices of the keypairs that moved slots.
         if let Some(p) = self.peers.get(peer.0 as usize).and_then(Option::as_ref) {
-            for (kp, slot) in [(&p.current, Slot::Current), (&p.previous, Slot::Previous), (&p.next, Slot::Next)] {
+            for (kp, slot) in [
+                (&p.current, Slot::Current),
+                (&p.previous, Slot::Previous),
+                (&p.next, Slot::Next),
+            ] {
                 if let Some(kp) = kp {
                     self.by_index.insert(kp.local_index, (peer, slot));
                 }
@@ -262,7 +279,9 @@ impl CryptoStage {
 
     /// The responder's `next` keypair received its first packet: it becomes current.
     fn confirm_next(&mut self, peer: PeerId) {
-        let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else { return };
+        let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
         let Some(next) = p.next.take() else { return };
         let old_prev = p.previous.take();
         p.previous = p.current.replace(next);
@@ -282,7 +301,9 @@ impl CryptoStage {
 
     fn ask_handshake(&mut self, peer: PeerId, now: Instant, events: &mut impl EventSink) {
         let Some(p) = self.peer_mut(peer) else { return };
-        if p.handshake_asked.is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_ASK_INTERVAL) {
+        if p.handshake_asked
+            .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_ASK_INTERVAL)
+        {
             return;
         }
         p.handshake_asked = Some(now);
@@ -305,7 +326,9 @@ impl CryptoStage {
         let (bufs, metas) = batch.split_mut();
         for (buf, meta) in bufs.iter_mut().zip(metas.iter_mut()) {
             meta.action = Action::Drop;
-            let Some(msg) = buf.get_mut(..meta.len) else { continue };
+            let Some(msg) = buf.get_mut(..meta.len) else {
+                continue;
+            };
             let Ok(view) = Transport::new_checked(&*msg) else {
                 continue;
             };
@@ -314,7 +337,11 @@ impl CryptoStage {
                 continue;
             };
             let reject_after = self.timing.reject_after;
-            let Some(peer) = self.peers.get_mut(peer_id.0 as usize).and_then(Option::as_mut) else {
+            let Some(peer) = self
+                .peers
+                .get_mut(peer_id.0 as usize)
+                .and_then(Option::as_mut)
+            else {
                 bump(&self.counters.drop_unknown_index, 1);
                 continue;
             };
@@ -340,7 +367,8 @@ impl CryptoStage {
             };
             let wants_rekey = kp.initiator
                 && rekey_asked_for != Some(kp.local_index)
-                && now.saturating_duration_since(kp.created) >= self.timing.rekey_on_receive_after();
+                && now.saturating_duration_since(kp.created)
+                    >= self.timing.rekey_on_receive_after();
             let kp_index = kp.local_index;
             bump(&self.counters.decrypted, 1);
             let stats = &peer.stats;
@@ -355,13 +383,17 @@ impl CryptoStage {
                 peer.rekey_asked_for = Some(kp_index);
             }
             let plain = &msg[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain_len];
-                if plain_len == 0 {
+            if plain_len == 0 {
                 bump(&self.counters.keepalives_received, 1);
             } else if is_control_frame(plain) {
                 bump(&self.counters.frames_received, 1);
                 match ControlFrame::parse(plain) {
                     Ok(frame) => {
-                        if !events.emit(Event::Frame { peer: peer_id, frame, from }) {
+                        if !events.emit(Event::Frame {
+                            peer: peer_id,
+                            frame,
+                            from,
+                        }) {
                             bump(&self.counters.drop_event_ring_full, 1);
                         }
                     }
@@ -387,7 +419,10 @@ impl CryptoStage {
             }
             if roamed {
                 bump(&self.counters.roam_requests, 1);
-                if !events.emit(Event::EndpointChanged { peer: peer_id, addr: from }) {
+                if !events.emit(Event::EndpointChanged {
+                    peer: peer_id,
+                    addr: from,
+                }) {
                     bump(&self.counters.drop_event_ring_full, 1);
                 }
             }
@@ -401,7 +436,9 @@ impl CryptoStage {
         let (bufs, metas) = batch.split_mut();
         for (buf, meta) in bufs.iter_mut().zip(metas.iter_mut()) {
             meta.action = Action::Drop;
-            let Some(ip) = buf.get(meta.offset..meta.offset + meta.len) else { continue };
+            let Some(ip) = buf.get(meta.offset..meta.offset + meta.len) else {
+                continue;
+            };
             let Some(info) = ip_info(ip) else {
                 bump(&self.counters.drop_invalid_inner, 1);
                 continue;
@@ -421,7 +458,10 @@ impl CryptoStage {
                     }
                 }
                 Err(SealFail::NoKeypair) => {
-                    self.stage(peer_id, &buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + info.len]);
+                    self.stage(
+                        peer_id,
+                        &buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + info.len],
+                    );
                     self.ask_handshake(peer_id, now, events);
                 }
                 Err(SealFail::NoEndpoint) => bump(&self.counters.drop_no_endpoint, 1),
@@ -432,16 +472,32 @@ impl CryptoStage {
 
     /// Seal `buf[16..16 + len]` for `peer`. On success returns the message length,
     /// the destination and whether a rekey is due.
-    fn seal_for(&mut self, peer_id: PeerId, buf: &mut [u8], len: usize, now: Instant) -> Result<(usize, SocketAddr, bool), SealFail> {
+    fn seal_for(
+        &mut self,
+        peer_id: PeerId,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> Result<(usize, SocketAddr, bool), SealFail> {
         let stamp = self.epoch.nanos(now);
         let timing = self.timing;
         let reject_after = timing.reject_after;
-        let Some(peer) = self.peers.get_mut(peer_id.0 as usize).and_then(Option::as_mut) else {
+        let Some(peer) = self
+            .peers
+            .get_mut(peer_id.0 as usize)
+            .and_then(Option::as_mut)
+        else {
             return Err(SealFail::NoKeypair);
         };
-        let Some(dest) = peer.endpoint else { return Err(SealFail::NoEndpoint) };
-        let Some(kp) = peer.current.as_deref_mut() else { return Err(SealFail::NoKeypair) };
-        if now.saturating_duration_since(kp.created) >= reject_after || kp.sent() >= crate::REJECT_AFTER_MESSAGES {
+        let Some(dest) = peer.endpoint else {
+            return Err(SealFail::NoEndpoint);
+        };
+        let Some(kp) = peer.current.as_deref_mut() else {
+            return Err(SealFail::NoKeypair);
+        };
+        if now.saturating_duration_since(kp.created) >= reject_after
+            || kp.sent() >= crate::REJECT_AFTER_MESSAGES
+        {
             return Err(SealFail::NoKeypair);
         }
         let n = match kp.seal(buf, len) {
@@ -451,7 +507,8 @@ impl CryptoStage {
         };
         let wants_rekey = kp.initiator
             && peer.rekey_asked_for != Some(kp.local_index)
-            && (kp.wants_rekey() || now.saturating_duration_since(kp.created) >= timing.rekey_after);
+            && (kp.wants_rekey()
+                || now.saturating_duration_since(kp.created) >= timing.rekey_after);
         if wants_rekey {
             peer.rekey_asked_for = Some(kp.local_index);
         }
@@ -470,7 +527,13 @@ impl CryptoStage {
         let mut copy = self.spare.pop().unwrap_or_default();
         copy.clear();
         copy.extend_from_slice(pkt);
-        let Some(peer) = self.peers.get_mut(peer_id.0 as usize).and_then(Option::as_mut) else { return };
+        let Some(peer) = self
+            .peers
+            .get_mut(peer_id.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
         bump(&self.counters.staged, 1);
         peer.staged.push_back(copy);
         if peer.staged.len() > MAX_STAGED {
@@ -490,17 +553,25 @@ impl CryptoStage {
     pub fn originate(&mut self, batch: &mut Batch, now: Instant, events: &mut impl EventSink) {
         batch.clear(Source::Originated);
         while !batch.is_full() {
-            let Some((peer_id, what)) = self.pending.pop_front() else { break };
+            let Some((peer_id, what)) = self.pending.pop_front() else {
+                break;
+            };
             let i = batch.len;
-            let Some((buf, meta)) = batch.packet_mut(i) else { break };
+            let Some((buf, meta)) = batch.packet_mut(i) else {
+                break;
+            };
             let payload_len = match &what {
                 Originate::Keepalive => 0,
-                Originate::Frame(f) => match f.encode(buf.get_mut(TRANSPORT_HEADER_LEN..).unwrap_or_default()) {
-                    Ok(n) => n,
-                    Err(_) => continue,
-                },
+                Originate::Frame(f) => {
+                    match f.encode(buf.get_mut(TRANSPORT_HEADER_LEN..).unwrap_or_default()) {
+                        Ok(n) => n,
+                        Err(_) => continue,
+                    }
+                }
                 Originate::Data(pkt) => {
-                    let Some(dst) = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + pkt.len()) else {
+                    let Some(dst) =
+                        buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + pkt.len())
+                    else {
                         continue;
                     };
                     dst.copy_from_slice(pkt);
@@ -541,7 +612,10 @@ impl CryptoStage {
 
     /// Number of packets staged for `peer` (for tests and metrics).
     pub fn staged_len(&self, peer: PeerId) -> usize {
-        self.peers.get(peer.0 as usize).and_then(Option::as_ref).map_or(0, |p| p.staged.len())
+        self.peers
+            .get(peer.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, |p| p.staged.len())
     }
 }
 

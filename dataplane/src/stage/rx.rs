@@ -13,8 +13,8 @@ use crate::counters::{bump, RxCounters};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::HandshakeDatagram;
 use crate::wire::{
-    message_type, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_MIN_LEN,
-    TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE, TYPE_TRANSPORT,
+    message_type, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN, TRANSPORT_HEADER_LEN,
+    TRANSPORT_MIN_LEN, TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE, TYPE_TRANSPORT,
 };
 
 /// Where handshake messages go.
@@ -72,7 +72,14 @@ impl RxStage {
             }
             match udp.recv_batch(bufs, metas) {
                 Ok(n) => n.min(BATCH_MAX),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
+                }
                 Err(e) => {
                     bump(&self.counters.io_errors, 1);
                     return Err(e);
@@ -98,7 +105,8 @@ impl RxStage {
                 (Some(TYPE_INITIATION), INITIATION_LEN)
                 | (Some(TYPE_RESPONSE), RESPONSE_LEN)
                 | (Some(TYPE_COOKIE_REPLY), COOKIE_REPLY_LEN) => {
-                    let queued = HandshakeDatagram::new(msg, meta.addr, Some(now)).is_some_and(|d| handshakes.offer(d));
+                    let queued = HandshakeDatagram::new(msg, meta.addr, Some(now))
+                        .is_some_and(|d| handshakes.offer(d));
                     if queued {
                         bump(&self.counters.handshake_queued, 1);
                     } else {
@@ -126,10 +134,14 @@ impl RxStage {
         let mut bytes = 0u64;
         let mut result = Ok(());
         while n < BATCH_MAX {
-            let Some((buf, meta)) = batch.packet_mut(n) else { break };
+            let Some((buf, meta)) = batch.packet_mut(n) else {
+                break;
+            };
             // Leave room for the tag (and padding) after the packet.
             let end = buf.len().saturating_sub(crate::wire::TAG_LEN);
-            let Some(room) = buf.get_mut(TRANSPORT_HEADER_LEN..end) else { break };
+            let Some(room) = buf.get_mut(TRANSPORT_HEADER_LEN..end) else {
+                break;
+            };
             match tun.read_packet(room) {
                 Ok(0) => break,
                 Ok(len) => {

@@ -37,7 +37,9 @@ impl TxStage {
         let mut dests = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
         let mut n = 0;
         for i in 0..batch.len.min(BATCH_MAX) {
-            let Some((bytes, meta)) = batch.packet(i) else { continue };
+            let Some((bytes, meta)) = batch.packet(i) else {
+                continue;
+            };
             match meta.action {
                 Action::Drop => {}
                 Action::Udp => {
@@ -63,20 +65,27 @@ impl TxStage {
         while done < pkts.len() {
             let mut failed = 0;
             match udp.send_batch(&pkts[done..], &dests[done..], &mut failed) {
-                Ok(0) | Err(_) if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) => {
+                Ok(0) | Err(_)
+                    if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) =>
+                {
                     bump(&self.counters.udp_errors, (pkts.len() - done) as u64);
                     return;
                 }
                 Ok(k) if k > 0 => {
                     let bytes: usize = pkts[done..done + k].iter().map(|p| p.len()).sum();
-                    bump(&self.counters.udp_datagrams, k as u64 - failed.min(k as u64));
+                    bump(
+                        &self.counters.udp_datagrams,
+                        k as u64 - failed.min(k as u64),
+                    );
                     bump(&self.counters.udp_bytes, bytes as u64);
                     bump(&self.counters.udp_errors, failed);
                     done += k;
                     stalled_since = None;
                 }
                 Ok(_) => self.stall(udp, &mut stalled_since),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stall(udp, &mut stalled_since),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.stall(udp, &mut stalled_since)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     // The first datagram was refused outright: skip it and go on.

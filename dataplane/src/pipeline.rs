@@ -1,0 +1,627 @@
+//! Thread shells around the stages, and the single-threaded loop.
+//!
+//! The shells only move batches between rings and park when idle; all packet
+//! work is in the stage functions, which single-threaded mode calls in one
+//! loop. The runtime (the `veil` binary) spawns, names and pins the threads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use crate::batch::{buffer_size, Batch, Home};
+use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
+use crate::doorbell::{Backoff, Doorbell};
+use crate::io::{DatagramIo, PacketIo};
+use crate::link::{Command, Epoch, Event, HandshakeDatagram};
+use crate::stage::{CryptoStage, EventSink, RxStage, TxStage};
+use crate::timing::Timing;
+
+/// The control thread as the dataplane sees it: a sans-IO state machine fed
+/// handshake messages, events and the clock, that yields commands, handshake
+/// messages to send, and its next deadline.
+pub trait ControlDriver {
+    /// A handshake message arrived.
+    fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant);
+    /// The crypto stage reported something.
+    fn on_event(&mut self, ev: Event, now: Instant);
+    /// Timers: called at least by `next_deadline`.
+    fn on_timeout(&mut self, now: Instant);
+    /// Next command for the crypto stage.
+    fn poll_command(&mut self) -> Option<Command>;
+    /// Next handshake message to send.
+    fn poll_transmit(&mut self) -> Option<HandshakeDatagram>;
+    /// When `on_timeout` must run next.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// The RX ring to the control thread is backing up (flood defence hint).
+    fn set_handshake_backlog(&mut self, _queued: usize) {}
+}
+
+/// Ways an I/O thread can sleep until its fds or its doorbell need it.
+pub trait Waiter {
+    /// Block until the UDP socket or TUN device is readable, the doorbell
+    /// rang, or `timeout` passed.
+    fn wait_io(&self, timeout: Duration);
+    /// Block until the doorbell rang or `timeout` passed.
+    fn wait_bell(&self, timeout: Duration);
+}
+
+/// Sizes of the pools and rings.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    /// Interface MTU (sizes the buffers).
+    pub mtu: usize,
+    /// Batches owned by RX.
+    pub rx_batches: usize,
+    /// Batches owned by the crypto stage for packets it originates.
+    pub crypto_batches: usize,
+    /// Capacity of the RX → control handshake ring.
+    pub handshake_ring: usize,
+    /// Capacity of the control → crypto command and crypto → control event rings.
+    pub control_ring: usize,
+    /// The protocol's timers.
+    pub timing: Timing,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            mtu: 1420,
+            rx_batches: 16,
+            crypto_batches: 4,
+            handshake_ring: 1024,
+            control_ring: 4096,
+            timing: Timing::default(),
+        }
+    }
+}
+
+/// Shared between every thread: stop flag, doorbells, counters, heartbeats.
+#[derive(Debug)]
+pub struct Shared {
+    /// Set to stop every loop.
+    pub stop: AtomicBool,
+    /// Wakes the RX thread (writes its eventfd).
+    pub rx_bell: Doorbell,
+    /// Wakes the crypto thread.
+    pub crypto_bell: Doorbell,
+    /// Wakes the TX thread.
+    pub tx_bell: Doorbell,
+    /// Wakes the control thread.
+    pub control_bell: Doorbell,
+    /// RX counters.
+    pub rx: Arc<RxCounters>,
+    /// Crypto counters.
+    pub crypto: Arc<CryptoCounters>,
+    /// TX counters.
+    pub tx: Arc<TxCounters>,
+    /// Last loop iteration of each thread (epoch nanos): rx, crypto, tx, control.
+    pub heartbeats: [AtomicU64; 4],
+    /// The process's time base.
+    pub epoch: Epoch,
+}
+
+impl Shared {
+    /// Fresh shared state; `rx_wake` wakes the RX thread out of poll(2).
+    pub fn new(epoch: Epoch, rx_wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            stop: AtomicBool::new(false),
+            rx_bell: Doorbell::custom(rx_wake),
+            crypto_bell: Doorbell::for_thread(),
+            tx_bell: Doorbell::for_thread(),
+            control_bell: Doorbell::for_thread(),
+            rx: Arc::default(),
+            crypto: Arc::default(),
+            tx: Arc::default(),
+            heartbeats: Default::default(),
+            epoch,
+        }
+    }
+
+    /// Stop every loop and wake every thread.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for bell in [
+            &self.rx_bell,
+            &self.crypto_bell,
+            &self.tx_bell,
+            &self.control_bell,
+        ] {
+            bell.wake_now();
+        }
+    }
+
+    fn beat(&self, which: usize, now: Instant) {
+        if let Some(h) = self.heartbeats.get(which) {
+            h.store(self.epoch.nanos(now), Ordering::Relaxed);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Heartbeat slot of each thread in [`Shared::heartbeats`].
+pub const HEARTBEAT_RX: usize = 0;
+/// Crypto thread heartbeat slot.
+pub const HEARTBEAT_CRYPTO: usize = 1;
+/// TX thread heartbeat slot.
+pub const HEARTBEAT_TX: usize = 2;
+/// Control thread heartbeat slot.
+pub const HEARTBEAT_CONTROL: usize = 3;
+
+/// How long an idle thread sleeps before looking again (heartbeat cadence).
+pub const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// Counts what is pushed, so the producer knows whether to ring the consumer.
+struct CountingEvents<'a> {
+    ring: &'a mut Producer<Event>,
+    pushed: usize,
+}
+
+impl EventSink for CountingEvents<'_> {
+    fn emit(&mut self, ev: Event) -> bool {
+        let ok = self.ring.push(ev).is_ok();
+        self.pushed += usize::from(ok);
+        ok
+    }
+}
+
+/// The RX thread's end of the rings.
+pub struct RxThread {
+    stage: RxStage,
+    free: Consumer<Batch>,
+    to_crypto: Producer<Batch>,
+    to_control: Producer<HandshakeDatagram>,
+    spare_udp: Option<Batch>,
+    spare_tun: Option<Batch>,
+}
+
+/// The crypto thread's end of the rings.
+pub struct CryptoThread {
+    stage: CryptoStage,
+    from_rx: Consumer<Batch>,
+    to_tx: Producer<Batch>,
+    free: Consumer<Batch>,
+    commands: Consumer<Command>,
+    events: Producer<Event>,
+    spare: Option<Batch>,
+}
+
+/// The TX thread's end of the rings.
+pub struct TxThread {
+    stage: TxStage,
+    from_crypto: Consumer<Batch>,
+    to_rx: Producer<Batch>,
+    to_crypto: Producer<Batch>,
+    handshakes: Consumer<HandshakeDatagram>,
+}
+
+/// The control thread's end of the rings.
+pub struct ControlThread {
+    handshakes: Consumer<HandshakeDatagram>,
+    events: Consumer<Event>,
+    commands: Producer<Command>,
+    to_tx: Producer<HandshakeDatagram>,
+    /// Commands that did not fit in the ring yet (kept in order).
+    backlog: std::collections::VecDeque<Command>,
+}
+
+macro_rules! debug_opaque {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(stringify!($t))
+            }
+        }
+    )*};
+}
+debug_opaque!(RxThread, CryptoThread, TxThread, ControlThread);
+
+/// Build the rings and pools of one pipeline.
+pub fn build(
+    cfg: &PipelineConfig,
+    shared: &Shared,
+) -> (RxThread, CryptoThread, TxThread, ControlThread) {
+    let buf = buffer_size(cfg.mtu);
+    let total = cfg.rx_batches + cfg.crypto_batches;
+    let (mut rx_free_p, rx_free_c) = RingBuffer::new(cfg.rx_batches);
+    let (mut cr_free_p, cr_free_c) = RingBuffer::new(cfg.crypto_batches);
+    for _ in 0..cfg.rx_batches {
+        let _ = rx_free_p.push(Batch::new(Home::Rx, buf));
+    }
+    for _ in 0..cfg.crypto_batches {
+        let _ = cr_free_p.push(Batch::new(Home::Crypto, buf));
+    }
+    // Rings sized to hold every batch can never be full.
+    let (rx_to_crypto_p, rx_to_crypto_c) = RingBuffer::new(total);
+    let (crypto_to_tx_p, crypto_to_tx_c) = RingBuffer::new(total);
+    let (hs_in_p, hs_in_c) = RingBuffer::new(cfg.handshake_ring);
+    let (hs_out_p, hs_out_c) = RingBuffer::new(cfg.handshake_ring);
+    let (cmd_p, cmd_c) = RingBuffer::new(cfg.control_ring);
+    let (ev_p, ev_c) = RingBuffer::new(cfg.control_ring);
+    (
+        RxThread {
+            stage: RxStage::new(shared.rx.clone()),
+            free: rx_free_c,
+            to_crypto: rx_to_crypto_p,
+            to_control: hs_in_p,
+            spare_udp: None,
+            spare_tun: None,
+        },
+        CryptoThread {
+            stage: CryptoStage::new(cfg.timing, shared.epoch, shared.crypto.clone()),
+            from_rx: rx_to_crypto_c,
+            to_tx: crypto_to_tx_p,
+            free: cr_free_c,
+            commands: cmd_c,
+            events: ev_p,
+            spare: None,
+        },
+        TxThread {
+            stage: TxStage::new(shared.tx.clone()),
+            from_crypto: crypto_to_tx_c,
+            to_rx: rx_free_p,
+            to_crypto: cr_free_p,
+            handshakes: hs_out_c,
+        },
+        ControlThread {
+            handshakes: hs_in_c,
+            events: ev_c,
+            commands: cmd_p,
+            to_tx: hs_out_p,
+            backlog: std::collections::VecDeque::new(),
+        },
+    )
+}
+
+impl RxThread {
+    fn take_batch(&mut self, which_udp: bool) -> Option<Batch> {
+        let slot = if which_udp {
+            &mut self.spare_udp
+        } else {
+            &mut self.spare_tun
+        };
+        slot.take().or_else(|| self.free.pop().ok())
+    }
+
+    /// One round: read what is there from both sources. Returns true if anything moved.
+    pub fn round(&mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) -> bool {
+        let now = Instant::now();
+        let mut moved = false;
+        let before = self.to_control.slots();
+        if let Some(mut batch) = self.take_batch(true) {
+            match self
+                .stage
+                .recv_udp(udp, &mut batch, &mut self.to_control, now)
+            {
+                Ok(kept) if kept > 0 => {
+                    batch.stamp = Some(now);
+                    moved = true;
+                    self.push(batch, shared);
+                }
+                _ => {
+                    moved |= batch.len > 0;
+                    self.spare_udp = Some(batch);
+                }
+            }
+        } else {
+            bump(&shared.rx.pool_empty, 1);
+        }
+        if self.to_control.slots() != before {
+            shared.control_bell.ring();
+        }
+        if let Some(mut batch) = self.take_batch(false) {
+            match self.stage.read_tun(tun, &mut batch) {
+                Ok(n) if n > 0 => {
+                    batch.stamp = Some(now);
+                    moved = true;
+                    self.push(batch, shared);
+                }
+                _ => self.spare_tun = Some(batch),
+            }
+        }
+        moved
+    }
+
+    fn push(&mut self, batch: Batch, shared: &Shared) {
+        bump(&shared.rx.batches, 1);
+        // The ring holds every batch there is, so it cannot be full.
+        let _ = self.to_crypto.push(batch);
+        shared.crypto_bell.ring();
+    }
+
+    /// Has RX a batch to read into?
+    fn has_batch(&self) -> bool {
+        self.spare_udp.is_some() || self.spare_tun.is_some() || !self.free.is_empty()
+    }
+
+    /// The RX thread's loop.
+    pub fn run(
+        mut self,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        waiter: &impl Waiter,
+        shared: &Shared,
+    ) {
+        let mut backoff = Backoff::default();
+        while !shared.stopped() {
+            shared.beat(HEARTBEAT_RX, Instant::now());
+            if self.round(udp, tun, shared) {
+                backoff.reset();
+                continue;
+            }
+            if !backoff.idle() {
+                continue;
+            }
+            shared.rx_bell.prepare_park();
+            if !self.has_batch() {
+                if self.free.is_empty() {
+                    waiter.wait_bell(IDLE_WAIT);
+                }
+            } else {
+                waiter.wait_io(IDLE_WAIT);
+            }
+            shared.rx_bell.cancel();
+        }
+    }
+}
+
+impl CryptoThread {
+    /// One round. Returns true if anything moved.
+    pub fn round(&mut self, shared: &Shared) -> bool {
+        let mut moved = false;
+        let now = Instant::now();
+        while let Ok(cmd) = self.commands.pop() {
+            self.stage.apply(cmd, now);
+            moved = true;
+        }
+        let mut events = CountingEvents {
+            ring: &mut self.events,
+            pushed: 0,
+        };
+        // Bounded: at most a few batches per round so commands are not starved.
+        for _ in 0..4 {
+            let Ok(mut batch) = self.from_rx.pop() else {
+                break;
+            };
+            self.stage.process(&mut batch, now, &mut events);
+            let _ = self.to_tx.push(batch);
+            shared.tx_bell.ring();
+            moved = true;
+        }
+        while self.stage.has_originated() {
+            let Some(mut batch) = self.spare.take().or_else(|| self.free.pop().ok()) else {
+                break;
+            };
+            self.stage.originate(&mut batch, now, &mut events);
+            if batch.len > 0 {
+                let _ = self.to_tx.push(batch);
+                shared.tx_bell.ring();
+                moved = true;
+            } else {
+                self.spare = Some(batch);
+                break;
+            }
+        }
+        if events.pushed > 0 {
+            shared.control_bell.ring();
+        }
+        moved
+    }
+
+    fn has_work(&self) -> bool {
+        !self.from_rx.is_empty()
+            || !self.commands.is_empty()
+            || (self.stage.has_originated() && !self.free.is_empty())
+    }
+
+    /// The crypto thread's loop.
+    pub fn run(mut self, shared: &Shared) {
+        shared.crypto_bell.register_current();
+        let mut backoff = Backoff::default();
+        while !shared.stopped() {
+            shared.beat(HEARTBEAT_CRYPTO, Instant::now());
+            if self.round(shared) {
+                backoff.reset();
+            } else if backoff.idle() {
+                shared.crypto_bell.park(IDLE_WAIT, || self.has_work());
+            }
+        }
+    }
+}
+
+impl TxThread {
+    /// One round. Returns true if anything moved.
+    pub fn round(&mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) -> bool {
+        let mut moved = false;
+        while let Ok(msg) = self.handshakes.pop() {
+            self.stage.send_handshake(udp, &msg);
+            moved = true;
+        }
+        for _ in 0..4 {
+            let Ok(batch) = self.from_crypto.pop() else {
+                break;
+            };
+            self.stage.flush(&batch, udp, tun);
+            self.give_back(batch, shared);
+            moved = true;
+        }
+        moved
+    }
+
+    fn give_back(&mut self, batch: Batch, shared: &Shared) {
+        match batch.home {
+            Home::Rx => {
+                let _ = self.to_rx.push(batch);
+                shared.rx_bell.ring();
+            }
+            Home::Crypto => {
+                let _ = self.to_crypto.push(batch);
+                shared.crypto_bell.ring();
+            }
+        }
+    }
+
+    /// The TX thread's loop.
+    pub fn run(mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) {
+        shared.tx_bell.register_current();
+        let mut backoff = Backoff::default();
+        while !shared.stopped() {
+            shared.beat(HEARTBEAT_TX, Instant::now());
+            if self.round(udp, tun, shared) {
+                backoff.reset();
+            } else if backoff.idle() {
+                shared.tx_bell.park(IDLE_WAIT, || {
+                    !self.from_crypto.is_empty() || !self.handshakes.is_empty()
+                });
+            }
+        }
+    }
+}
+
+impl ControlThread {
+    /// One round: feed the driver everything that arrived, run its timers, and
+    /// pass on what it produced. Returns the driver's next deadline.
+    pub fn round(&mut self, driver: &mut impl ControlDriver, shared: &Shared) -> Option<Instant> {
+        let now = Instant::now();
+        driver.set_handshake_backlog(self.handshakes.slots());
+        // Bounded per round so events and timers are not starved by a flood.
+        for _ in 0..256 {
+            let Ok(msg) = self.handshakes.pop() else {
+                break;
+            };
+            driver.on_handshake(msg, now);
+        }
+        while let Ok(ev) = self.events.pop() {
+            driver.on_event(ev, now);
+        }
+        if driver.next_deadline().is_some_and(|d| d <= now) {
+            driver.on_timeout(now);
+        }
+        self.forward(driver, shared);
+        driver.next_deadline()
+    }
+
+    fn forward(&mut self, driver: &mut impl ControlDriver, shared: &Shared) {
+        let mut sent_cmd = false;
+        while let Some(cmd) = driver.poll_command() {
+            self.backlog.push_back(cmd);
+        }
+        while let Some(cmd) = self.backlog.pop_front() {
+            match self.commands.push(cmd) {
+                Ok(()) => sent_cmd = true,
+                Err(rtrb::PushError::Full(cmd)) => {
+                    self.backlog.push_front(cmd);
+                    break;
+                }
+            }
+        }
+        if sent_cmd {
+            shared.crypto_bell.ring();
+        }
+        let mut sent = false;
+        while let Some(msg) = driver.poll_transmit() {
+            // A full ring means TX is far behind: the message is dropped like a lost datagram.
+            sent |= self.to_tx.push(msg).is_ok();
+        }
+        if sent {
+            shared.tx_bell.ring();
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.handshakes.is_empty() || !self.events.is_empty()
+    }
+
+    /// The control thread's loop.
+    pub fn run(mut self, driver: &mut impl ControlDriver, shared: &Shared) {
+        shared.control_bell.register_current();
+        while !shared.stopped() {
+            let now = Instant::now();
+            shared.beat(HEARTBEAT_CONTROL, now);
+            let deadline = self.round(driver, shared);
+            if self.has_work() || !self.backlog.is_empty() && self.commands.slots() > 0 {
+                continue;
+            }
+            let wait = deadline
+                .map_or(IDLE_WAIT, |d| d.saturating_duration_since(Instant::now()))
+                .min(IDLE_WAIT);
+            if !wait.is_zero() {
+                shared.control_bell.park(wait, || self.has_work());
+            }
+        }
+        // Last commands (e.g. keys to clear) still reach the crypto stage's ring.
+        self.forward(driver, shared);
+    }
+}
+
+/// Everything of one pipeline run on one thread: the same stage functions, in one loop.
+pub struct SingleThread {
+    rx: RxThread,
+    crypto: CryptoThread,
+    tx: TxThread,
+    control: ControlThread,
+}
+
+impl std::fmt::Debug for SingleThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SingleThread")
+    }
+}
+
+impl SingleThread {
+    /// Build from the four ends of one pipeline.
+    pub fn new(parts: (RxThread, CryptoThread, TxThread, ControlThread)) -> Self {
+        let (rx, crypto, tx, control) = parts;
+        Self {
+            rx,
+            crypto,
+            tx,
+            control,
+        }
+    }
+
+    /// The loop: read, process, write, control, then sleep in poll until the
+    /// fds are readable or the control thread's next deadline.
+    pub fn run(
+        mut self,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        waiter: &impl Waiter,
+        driver: &mut impl ControlDriver,
+        shared: &Shared,
+    ) {
+        let mut backoff = Backoff::default();
+        while !shared.stopped() {
+            let now = Instant::now();
+            for h in &shared.heartbeats {
+                h.store(shared.epoch.nanos(now), Ordering::Relaxed);
+            }
+            let mut moved = self.rx.round(udp, tun, shared);
+            moved |= self.crypto.round(shared);
+            moved |= self.tx.round(udp, tun, shared);
+            let deadline = self.control.round(driver, shared);
+            // Commands and handshake replies the control round produced.
+            moved |= self.crypto.round(shared);
+            moved |= self.tx.round(udp, tun, shared);
+            if moved || self.control.has_work() {
+                backoff.reset();
+                continue;
+            }
+            if !backoff.idle() {
+                continue;
+            }
+            let wait = deadline
+                .map_or(IDLE_WAIT, |d| d.saturating_duration_since(Instant::now()))
+                .min(IDLE_WAIT);
+            shared.rx_bell.prepare_park();
+            waiter.wait_io(wait);
+            shared.rx_bell.cancel();
+        }
+        self.control.forward(driver, shared);
+        self.crypto.round(shared);
+    }
+}

@@ -1,0 +1,263 @@
+//! The crypto stage between two peers, without threads or a kernel.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use veil_dataplane::batch::{buffer_size, Action, Batch, Home, Source};
+use veil_dataplane::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
+use veil_dataplane::stage::crypto::MAX_STAGED;
+use veil_dataplane::stage::CryptoStage;
+use veil_dataplane::timing::Timing;
+use veil_dataplane::Keypair;
+
+const A_ADDR: &str = "192.0.2.1:51820";
+const B_ADDR: &str = "192.0.2.2:51820";
+
+fn ipv4(src: [u8; 4], dst: [u8; 4], payload: usize) -> Vec<u8> {
+    let len = 20 + payload;
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    for (i, b) in p[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    p
+}
+
+struct Side {
+    stage: CryptoStage,
+    events: Vec<Event>,
+}
+
+fn side(now: Instant, allowed: &str, endpoint: &str) -> Side {
+    let mut stage = CryptoStage::new(Timing::default(), Epoch::new(now), Arc::default());
+    stage.apply(
+        Command::AddPeer {
+            peer: PeerId(0),
+            allowed_ips: vec![allowed.parse().unwrap()],
+            endpoint: Some(endpoint.parse().unwrap()),
+            stats: Arc::new(PeerStats::default()),
+        },
+        now,
+    );
+    Side {
+        stage,
+        events: Vec::new(),
+    }
+}
+
+fn install(a: &mut Side, b: &mut Side, now: Instant) {
+    let k1 = [7u8; 32];
+    let k2 = [9u8; 32];
+    let ka = Keypair::new(&k1, &k2, 100, 200, now, true);
+    let kb = Keypair::new(&k2, &k1, 200, 100, now, false);
+    a.stage.apply(
+        Command::InstallKeypair {
+            peer: PeerId(0),
+            keypair: Box::new(ka),
+            role: KeypairRole::Initiator,
+        },
+        now,
+    );
+    b.stage.apply(
+        Command::InstallKeypair {
+            peer: PeerId(0),
+            keypair: Box::new(kb),
+            role: KeypairRole::Responder,
+        },
+        now,
+    );
+}
+
+fn tun_batch(pkts: &[Vec<u8>]) -> Batch {
+    let mut b = Batch::new(Home::Rx, buffer_size(1420));
+    b.clear(Source::Tun);
+    for (i, p) in pkts.iter().enumerate() {
+        let (buf, meta) = b.packet_mut(i).unwrap();
+        buf[16..16 + p.len()].copy_from_slice(p);
+        meta.offset = 16;
+        meta.len = p.len();
+    }
+    b.len = pkts.len();
+    b
+}
+
+/// What TX would send over UDP, received by the other side as a UDP batch.
+fn carry(out: &Batch, from: &str) -> Batch {
+    let mut b = Batch::new(Home::Rx, buffer_size(1420));
+    b.clear(Source::Udp);
+    let mut n = 0;
+    for i in 0..out.len {
+        let (bytes, meta) = out.packet(i).unwrap();
+        if meta.action != Action::Udp {
+            continue;
+        }
+        let (buf, m) = b.packet_mut(n).unwrap();
+        buf[..bytes.len()].copy_from_slice(bytes);
+        m.offset = 0;
+        m.len = bytes.len();
+        m.addr = from.parse::<SocketAddr>().unwrap();
+        n += 1;
+    }
+    b.len = n;
+    b
+}
+
+fn delivered(b: &Batch) -> usize {
+    (0..b.len)
+        .filter(|&i| b.packet(i).unwrap().1.action == Action::Tun)
+        .count()
+}
+
+#[test]
+fn packets_cross_both_ways_and_replays_drop() {
+    let now = Instant::now();
+    let mut a = side(now, "10.0.0.2/32", B_ADDR);
+    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    install(&mut a, &mut b, now);
+    // The initiator confirms the session with a keepalive right after installing.
+    let mut orig = Batch::new(Home::Crypto, buffer_size(1420));
+    assert!(a.stage.has_originated());
+    a.stage.originate(&mut orig, now, &mut a.events);
+    assert_eq!(orig.len, 1);
+    let mut ka = carry(&orig, A_ADDR);
+    b.stage.process(&mut ka, now, &mut b.events);
+    assert_eq!(
+        b.stage
+            .counters()
+            .keepalives_received
+            .load(Ordering::Relaxed),
+        1
+    );
+
+    let pkts: Vec<Vec<u8>> = (0..10)
+        .map(|i| ipv4([10, 0, 0, 1], [10, 0, 0, 2], 100 + i))
+        .collect();
+    let mut batch = tun_batch(&pkts);
+    a.stage.process(&mut batch, now, &mut a.events);
+    let mut wire = carry(&batch, A_ADDR);
+    assert_eq!(wire.len, 10);
+    let mut replay = carry(&batch, A_ADDR);
+    b.stage.process(&mut wire, now, &mut b.events);
+    for (i, p) in pkts.iter().enumerate() {
+        let (bytes, meta) = wire.packet(i).unwrap();
+        assert_eq!(meta.action, Action::Tun);
+        assert_eq!(bytes, &p[..]);
+    }
+    b.stage.process(&mut replay, now, &mut b.events);
+    assert_eq!(delivered(&replay), 0);
+    assert_eq!(b.stage.counters().drop_replay.load(Ordering::Relaxed), 10);
+
+    // And back, now that the responder's keypair is confirmed.
+    let back = vec![ipv4([10, 0, 0, 2], [10, 0, 0, 1], 50)];
+    let mut batch = tun_batch(&back);
+    b.stage.process(&mut batch, now, &mut b.events);
+    let mut wire = carry(&batch, B_ADDR);
+    a.stage.process(&mut wire, now, &mut a.events);
+    assert_eq!(wire.packet(0).unwrap().0, &back[0][..]);
+    assert!(
+        a.events.is_empty(),
+        "no roaming or handshake events: {:?}",
+        a.events
+    );
+}
+
+#[test]
+fn inner_source_outside_allowed_ips_is_dropped() {
+    let now = Instant::now();
+    let mut a = side(now, "10.0.0.0/24", B_ADDR);
+    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    install(&mut a, &mut b, now);
+    let spoofed = vec![ipv4([10, 0, 0, 66], [10, 0, 0, 2], 10)];
+    let mut batch = tun_batch(&spoofed);
+    a.stage.process(&mut batch, now, &mut a.events);
+    let mut wire = carry(&batch, A_ADDR);
+    b.stage.process(&mut wire, now, &mut b.events);
+    assert_eq!(delivered(&wire), 0);
+    assert_eq!(
+        b.stage
+            .counters()
+            .drop_source_not_allowed
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn staged_until_handshake_then_flushed() {
+    let now = Instant::now();
+    let mut a = side(now, "10.0.0.2/32", B_ADDR);
+    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    let pkts: Vec<Vec<u8>> = (0..200)
+        .map(|i| ipv4([10, 0, 0, 1], [10, 0, 0, 2], i % 60))
+        .collect();
+    for chunk in pkts.chunks(50) {
+        let mut batch = tun_batch(chunk);
+        a.stage.process(&mut batch, now, &mut a.events);
+    }
+    assert_eq!(a.stage.staged_len(PeerId(0)), MAX_STAGED);
+    assert_eq!(
+        a.stage
+            .counters()
+            .drop_staged_overflow
+            .load(Ordering::Relaxed),
+        200 - MAX_STAGED as u64
+    );
+    assert!(
+        matches!(a.events[..], [Event::HandshakeNeeded { .. }]),
+        "asked once: {:?}",
+        a.events
+    );
+    install(&mut a, &mut b, now + Duration::from_millis(10));
+    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
+    let mut total = 0;
+    while a.stage.has_originated() {
+        a.stage.originate(&mut out, now, &mut a.events);
+        let mut wire = carry(&out, A_ADDR);
+        b.stage.process(&mut wire, now, &mut b.events);
+        total += delivered(&wire);
+    }
+    assert_eq!(total, MAX_STAGED, "the newest staged packets arrive");
+}
+
+#[test]
+fn roaming_is_reported_not_applied() {
+    let now = Instant::now();
+    let mut a = side(now, "10.0.0.2/32", B_ADDR);
+    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    install(&mut a, &mut b, now);
+    let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
+    a.stage.process(&mut batch, now, &mut a.events);
+    let mut wire = carry(&batch, "198.51.100.9:4000");
+    b.stage.process(&mut wire, now, &mut b.events);
+    assert!(b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::EndpointChanged { addr, .. } if addr.to_string() == "198.51.100.9:4000")));
+}
+
+#[test]
+fn expired_keypair_is_not_used() {
+    let now = Instant::now();
+    let mut a = side(now, "10.0.0.2/32", B_ADDR);
+    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    install(&mut a, &mut b, now);
+    let later = now + Timing::default().reject_after;
+    let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
+    a.stage.process(&mut batch, later, &mut a.events);
+    assert_eq!(
+        a.stage.staged_len(PeerId(0)),
+        1,
+        "staged, not sent with an expired key"
+    );
+    assert!(a
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::HandshakeNeeded { .. })));
+}
