@@ -11,25 +11,28 @@ pub fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
+/// Declare a struct of named `AtomicU64` counters on its own cache lines, with
+/// a `snapshot()` listing `(name, value)` pairs.
+#[macro_export]
 macro_rules! counter_set {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident),* $(,)? }) => {
         $(#[$doc])*
         #[repr(align(128))]
         #[derive(Debug, Default)]
         pub struct $name {
-            $($(#[$fdoc])* pub $field: AtomicU64,)*
+            $($(#[$fdoc])* pub $field: ::std::sync::atomic::AtomicU64,)*
         }
 
         impl $name {
             /// Every counter as (name, value), in declaration order.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
+                vec![$((stringify!($field), self.$field.load(::std::sync::atomic::Ordering::Relaxed)),)*]
             }
         }
     };
 }
 
-counter_set!(
+crate::counter_set!(
     /// Counters of the RX stage.
     RxCounters {
         /// Datagrams received.
@@ -57,7 +60,7 @@ counter_set!(
     }
 );
 
-counter_set!(
+crate::counter_set!(
     /// Counters of the crypto stage.
     CryptoCounters {
         /// Transport messages opened.
@@ -101,7 +104,7 @@ counter_set!(
     }
 );
 
-counter_set!(
+crate::counter_set!(
     /// Counters of the TX stage.
     TxCounters {
         /// Datagrams sent.

@@ -35,7 +35,7 @@ pub trait ControlDriver {
     /// When `on_timeout` must run next.
     fn next_deadline(&self) -> Option<Instant>;
     /// The RX ring to the control thread is backing up (flood defence hint).
-    fn set_handshake_backlog(&mut self, _queued: usize) {}
+    fn set_handshake_backlog(&mut self, _queued: usize, _now: Instant) {}
 }
 
 /// Ways an I/O thread can sleep until its fds or its doorbell need it.
@@ -487,7 +487,7 @@ impl ControlThread {
     /// pass on what it produced. Returns the driver's next deadline.
     pub fn round(&mut self, driver: &mut impl ControlDriver, shared: &Shared) -> Option<Instant> {
         let now = Instant::now();
-        driver.set_handshake_backlog(self.handshakes.slots());
+        driver.set_handshake_backlog(self.handshakes.slots(), now);
         // Bounded per round so events and timers are not starved by a flood.
         for _ in 0..256 {
             let Ok(msg) = self.handshakes.pop() else {

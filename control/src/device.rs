@@ -1,0 +1,622 @@
+//! The control thread's state machine: handshakes, timers and the
+//! authoritative peer table, sans-IO.
+//!
+//! [`Device`] is fed handshake messages, dataplane events and the clock, and
+//! yields commands for the crypto stage and handshake messages to send. It
+//! never reads the clock or touches a socket, so tests drive it on a virtual
+//! clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, info, warn};
+use rand_core::{CryptoRngCore, OsRng};
+use veil_dataplane::counters::bump;
+use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, KeypairRole, PeerId, PeerStats};
+use veil_dataplane::pipeline::ControlDriver;
+use veil_dataplane::route::IpNet;
+use veil_dataplane::timing::Timing;
+use veil_dataplane::wire::{message_type, CookieReply, Response, TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE};
+
+use crate::handshake::{CookieChecker, HandshakeError, InitiationOutcome, PeerHandshake, StaticIdentity};
+
+/// Handshake backlog above which the control thread considers itself under load.
+pub const UNDER_LOAD_BACKLOG: usize = 128;
+
+/// How long "under load" lasts after the backlog fell (as in the kernel).
+pub const UNDER_LOAD_LINGER: Duration = Duration::from_secs(1);
+
+/// Most jitter added to a handshake retry.
+pub const RETRY_JITTER_MS: u32 = 333;
+
+/// A peer as configured.
+#[derive(Clone)]
+pub struct PeerSpec {
+    /// The peer's static public key.
+    pub public_key: [u8; 32],
+    /// Optional pre-shared key.
+    pub preshared_key: Option<zeroize::Zeroizing<[u8; 32]>>,
+    /// Networks routed to and accepted from this peer.
+    pub allowed_ips: Vec<IpNet>,
+    /// Where to send, until the peer tells us otherwise.
+    pub endpoint: Option<SocketAddr>,
+    /// Send a keepalive when nothing was sent for this many seconds.
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl std::fmt::Debug for PeerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSpec")
+            .field("peer", &short_id(&self.public_key))
+            .field("allowed_ips", &self.allowed_ips)
+            .field("endpoint", &self.endpoint)
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Short printable id of a peer: the first 8 characters of its base64 public key
+/// (public, so safe to log).
+pub fn short_id(public_key: &[u8; 32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(8);
+    // 6 bytes are 8 base64 characters exactly.
+    for chunk in public_key[..6].chunks(3) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+        }
+    }
+    out
+}
+
+veil_dataplane::counter_set!(
+    /// Counters of the control thread.
+    ControlCounters {
+        /// Initiations we sent.
+        handshake_initiations_sent,
+        /// Initiations we answered with a response.
+        handshake_responses_sent,
+        /// Handshakes completed as initiator.
+        handshakes_completed_initiator,
+        /// Handshakes completed as responder.
+        handshakes_completed_responder,
+        /// Cookie replies sent (under load).
+        cookie_replies_sent,
+        /// Cookie replies received and accepted.
+        cookie_replies_received,
+        /// Handshake messages with a bad MAC1.
+        handshake_bad_mac,
+        /// Handshake messages that failed to decrypt or verify.
+        handshake_bad_crypto,
+        /// Initiations from a static key not in the peer table.
+        handshake_unknown_peer,
+        /// Initiations with a timestamp not newer than the last one (replays).
+        handshake_replayed,
+        /// Initiations arriving faster than a peer may send them.
+        handshake_too_fast,
+        /// Responses or cookie replies for no pending handshake.
+        handshake_unexpected,
+        /// Handshake attempts given up after REKEY_ATTEMPT_TIME.
+        handshake_gave_up,
+        /// Endpoint changes accepted.
+        roams_accepted,
+        /// Keepalives requested by the timers.
+        keepalives_requested,
+        /// Commands that could not be queued.
+        commands_dropped,
+    }
+);
+
+struct Peer {
+    id: PeerId,
+    short: String,
+    handshake: PeerHandshake,
+    allowed_ips: Vec<IpNet>,
+    endpoint: Option<SocketAddr>,
+    persistent_keepalive: Option<Duration>,
+    stats: Arc<PeerStats>,
+    /// First attempt of the handshake round in progress.
+    attempt_started: Option<Instant>,
+    /// When to send the next retry of the round in progress.
+    retry_at: Option<Instant>,
+    last_initiation: Option<Instant>,
+    last_handshake: Option<Instant>,
+    /// Local indices recently handed out for this peer (oldest first).
+    indices: VecDeque<u32>,
+    /// Last time a keepalive was asked for by the keepalive timer.
+    keepalive_asked: Option<Instant>,
+    /// The data-sent timestamp for which a "no reply" handshake was started already.
+    unanswered_for: Option<Instant>,
+    keys_live: bool,
+}
+
+/// The sans-IO control plane. See the module docs.
+pub struct Device<R: CryptoRngCore = OsRng> {
+    identity: StaticIdentity,
+    cookies: CookieChecker,
+    peers: Vec<Peer>,
+    by_key: HashMap<[u8; 32], usize>,
+    by_index: HashMap<u32, usize>,
+    timing: Timing,
+    epoch: Epoch,
+    rng: R,
+    commands: VecDeque<Command>,
+    transmits: VecDeque<HandshakeDatagram>,
+    under_load_until: Option<Instant>,
+    next_tick: Option<Instant>,
+    counters: Arc<ControlCounters>,
+}
+
+impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device").field("peers", &self.peers.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why a peer could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddPeerError {
+    /// A peer with this public key exists already.
+    Duplicate,
+    /// The key is our own.
+    OwnKey,
+}
+
+impl std::fmt::Display for AddPeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AddPeerError::Duplicate => "a peer with this public key exists already",
+            AddPeerError::OwnKey => "the peer's public key is this interface's own",
+        })
+    }
+}
+
+impl std::error::Error for AddPeerError {}
+
+/// A snapshot of one peer, for `show` and metrics.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// Slot.
+    pub id: PeerId,
+    /// Public key.
+    pub public_key: [u8; 32],
+    /// Current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// AllowedIPs.
+    pub allowed_ips: Vec<IpNet>,
+    /// Last completed handshake.
+    pub last_handshake: Option<Instant>,
+    /// Shared traffic statistics.
+    pub stats: Arc<PeerStats>,
+    /// Persistent keepalive interval.
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl Device<OsRng> {
+    /// A device with the operating system's randomness.
+    pub fn new(private_key: &[u8; 32], timing: Timing, epoch: Epoch, now: Instant) -> Self {
+        Self::with_rng(private_key, timing, epoch, now, OsRng)
+    }
+}
+
+impl<R: CryptoRngCore> Device<R> {
+    /// A device with injected randomness (tests).
+    pub fn with_rng(private_key: &[u8; 32], timing: Timing, epoch: Epoch, now: Instant, mut rng: R) -> Self {
+        let identity = StaticIdentity::from_secret(*private_key);
+        let cookies = CookieChecker::new(identity.public_key(), now, &mut rng);
+        Self {
+            identity,
+            cookies,
+            peers: Vec::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            timing,
+            epoch,
+            rng,
+            commands: VecDeque::new(),
+            transmits: VecDeque::new(),
+            under_load_until: None,
+            next_tick: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Our public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.identity.public_key()
+    }
+
+    /// The control thread's counters.
+    pub fn counters(&self) -> &Arc<ControlCounters> {
+        &self.counters
+    }
+
+    /// Add a peer and tell the dataplane about it.
+    pub fn add_peer(&mut self, spec: PeerSpec) -> Result<PeerId, AddPeerError> {
+        if spec.public_key == *self.identity.public_key() {
+            return Err(AddPeerError::OwnKey);
+        }
+        if self.by_key.contains_key(&spec.public_key) {
+            return Err(AddPeerError::Duplicate);
+        }
+        let slot = self.peers.len();
+        let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
+        let psk = spec.preshared_key.as_deref().copied();
+        let stats = Arc::new(PeerStats::default());
+        self.peers.push(Peer {
+            id,
+            short: short_id(&spec.public_key),
+            handshake: PeerHandshake::new(&self.identity, spec.public_key, psk),
+            allowed_ips: spec.allowed_ips.clone(),
+            endpoint: spec.endpoint,
+            persistent_keepalive: spec.persistent_keepalive.filter(|s| *s > 0).map(|s| Duration::from_secs(s.into())),
+            stats: stats.clone(),
+            attempt_started: None,
+            retry_at: None,
+            last_initiation: None,
+            last_handshake: None,
+            indices: VecDeque::new(),
+            keepalive_asked: None,
+            unanswered_for: None,
+            keys_live: false,
+        });
+        self.by_key.insert(spec.public_key, slot);
+        self.commands.push_back(Command::AddPeer {
+            peer: id,
+            allowed_ips: spec.allowed_ips,
+            endpoint: spec.endpoint,
+            stats,
+        });
+        // Persistent keepalive starts the session at once, like wg-quick does.
+        if let Some(p) = self.peers.get(slot) {
+            if p.persistent_keepalive.is_some() && p.endpoint.is_some() {
+                self.commands.push_back(Command::SendKeepalive { peer: id });
+            }
+        }
+        self.next_tick = None;
+        Ok(id)
+    }
+
+    /// Snapshot of every peer.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                public_key: *p.handshake.remote_public(),
+                endpoint: p.endpoint,
+                allowed_ips: p.allowed_ips.clone(),
+                last_handshake: p.last_handshake,
+                stats: p.stats.clone(),
+                persistent_keepalive: p.persistent_keepalive.map(|d| d.as_secs() as u16),
+            })
+            .collect()
+    }
+
+    fn under_load(&self, now: Instant) -> bool {
+        self.under_load_until.is_some_and(|t| now < t)
+    }
+
+    fn new_index(&mut self, slot: usize) -> u32 {
+        let index = loop {
+            let i = self.rng.next_u32();
+            if i != 0 && !self.by_index.contains_key(&i) {
+                break i;
+            }
+        };
+        self.by_index.insert(index, slot);
+        if let Some(p) = self.peers.get_mut(slot) {
+            p.indices.push_back(index);
+            // Three keypairs live in the dataplane plus one handshake in flight.
+            while p.indices.len() > 4 {
+                if let Some(old) = p.indices.pop_front() {
+                    self.by_index.remove(&old);
+                }
+            }
+        }
+        index
+    }
+
+    fn jitter(&mut self) -> Duration {
+        Duration::from_millis(u64::from(self.rng.next_u32() % RETRY_JITTER_MS))
+    }
+
+    fn send_initiation(&mut self, slot: usize, now: Instant) {
+        let Some(endpoint) = self.peers.get(slot).and_then(|p| p.endpoint) else {
+            debug!("peer has no endpoint; cannot initiate a handshake");
+            return;
+        };
+        let index = self.new_index(slot);
+        let jitter = self.jitter();
+        let Some(p) = self.peers.get_mut(slot) else { return };
+        let msg = p.handshake.create_initiation(&self.identity, index, now, SystemTime::now(), &mut self.rng);
+        p.last_initiation = Some(now);
+        p.attempt_started.get_or_insert(now);
+        p.retry_at = Some(now + self.timing.rekey_timeout + jitter);
+        bump(&self.counters.handshake_initiations_sent, 1);
+        debug!("peer {}: handshake initiation to {}", p.short, endpoint);
+        if let Some(d) = HandshakeDatagram::new(&msg, endpoint, None) {
+            self.transmits.push_back(d);
+        }
+        self.next_tick = None;
+    }
+
+    /// Begin a handshake round unless one is running or one was sent too recently.
+    fn start_handshake(&mut self, slot: usize, now: Instant) {
+        let Some(p) = self.peers.get(slot) else { return };
+        if p.retry_at.is_some() {
+            return;
+        }
+        if p.last_initiation.is_some_and(|t| now.saturating_duration_since(t) < self.timing.rekey_timeout) {
+            return;
+        }
+        self.send_initiation(slot, now);
+    }
+
+    fn on_initiation(&mut self, msg: &[u8], src: SocketAddr, now: Instant) {
+        let under_load = self.under_load(now);
+        let outcome = crate::handshake::consume_initiation(
+            &self.identity,
+            &mut self.cookies,
+            msg,
+            src,
+            under_load,
+            now,
+            &mut self.rng,
+        );
+        let init = match outcome {
+            Ok(InitiationOutcome::CookieReply(reply)) => {
+                bump(&self.counters.cookie_replies_sent, 1);
+                if let Some(d) = HandshakeDatagram::new(&reply, src, None) {
+                    self.transmits.push_back(d);
+                }
+                return;
+            }
+            Ok(InitiationOutcome::Valid(init)) => init,
+            Err(e) => {
+                self.count_error(e);
+                return;
+            }
+        };
+        let Some(&slot) = self.by_key.get(init.remote_static()) else {
+            bump(&self.counters.handshake_unknown_peer, 1);
+            return;
+        };
+        let index = self.new_index(slot);
+        let Some(p) = self.peers.get_mut(slot) else { return };
+        match p.handshake.respond(&self.identity, init, index, now, &mut self.rng) {
+            Ok((response, keypair)) => {
+                bump(&self.counters.handshake_responses_sent, 1);
+                bump(&self.counters.handshakes_completed_responder, 1);
+                if p.endpoint != Some(src) {
+                    info!("peer {}: endpoint {}", p.short, src);
+                }
+                p.endpoint = Some(src);
+                p.last_handshake = Some(now);
+                p.keys_live = true;
+                info!("peer {}: handshake completed (responder)", p.short);
+                let id = p.id;
+                self.commands.push_back(Command::SetEndpoint { peer: id, endpoint: src });
+                self.commands.push_back(Command::InstallKeypair {
+                    peer: id,
+                    keypair: Box::new(keypair),
+                    role: KeypairRole::Responder,
+                });
+                if let Some(d) = HandshakeDatagram::new(&response, src, None) {
+                    self.transmits.push_back(d);
+                }
+            }
+            Err(e) => {
+                if let Some(p) = self.peers.get_mut(slot) {
+                    if let Some(i) = p.indices.pop_back() {
+                        self.by_index.remove(&i);
+                    }
+                }
+                self.count_error(e);
+            }
+        }
+        self.next_tick = None;
+    }
+
+    fn on_response(&mut self, msg: &[u8], src: SocketAddr, now: Instant) {
+        let Ok(view) = Response::new_checked(msg) else { return };
+        let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
+            bump(&self.counters.handshake_unexpected, 1);
+            return;
+        };
+        let Some(p) = self.peers.get_mut(slot) else { return };
+        match p.handshake.consume_response(&self.identity, msg, now) {
+            Ok(keypair) => {
+                bump(&self.counters.handshakes_completed_initiator, 1);
+                p.endpoint = Some(src);
+                p.last_handshake = Some(now);
+                p.attempt_started = None;
+                p.retry_at = None;
+                p.unanswered_for = None;
+                p.keys_live = true;
+                info!("peer {}: handshake completed (initiator)", p.short);
+                let id = p.id;
+                self.commands.push_back(Command::SetEndpoint { peer: id, endpoint: src });
+                self.commands.push_back(Command::InstallKeypair {
+                    peer: id,
+                    keypair: Box::new(keypair),
+                    role: KeypairRole::Initiator,
+                });
+            }
+            Err(e) => self.count_error(e),
+        }
+        self.next_tick = None;
+    }
+
+    fn on_cookie_reply(&mut self, msg: &[u8], now: Instant) {
+        let Ok(view) = CookieReply::new_checked(msg) else { return };
+        let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
+            bump(&self.counters.handshake_unexpected, 1);
+            return;
+        };
+        let Some(p) = self.peers.get_mut(slot) else { return };
+        match p.handshake.consume_cookie_reply(msg, now) {
+            Ok(()) => {
+                bump(&self.counters.cookie_replies_received, 1);
+                debug!("peer {}: cookie reply accepted; the retry will carry MAC2", p.short);
+            }
+            Err(e) => self.count_error(e),
+        }
+    }
+
+    fn count_error(&self, e: HandshakeError) {
+        let c = &self.counters;
+        let field: &AtomicU64 = match e {
+            HandshakeError::Mac1 => &c.handshake_bad_mac,
+            HandshakeError::UnknownPeer => &c.handshake_unknown_peer,
+            HandshakeError::ReplayedTimestamp => &c.handshake_replayed,
+            HandshakeError::TooFast => &c.handshake_too_fast,
+            HandshakeError::UnexpectedResponse => &c.handshake_unexpected,
+            _ => &c.handshake_bad_crypto,
+        };
+        bump(field, 1);
+    }
+
+    /// Run every per-peer timer that is due.
+    fn run_timers(&mut self, now: Instant) {
+        for slot in 0..self.peers.len() {
+            self.peer_timers(slot, now);
+        }
+    }
+
+    fn peer_timers(&mut self, slot: usize, now: Instant) {
+        let timing = self.timing;
+        let epoch = self.epoch;
+        let Some(p) = self.peers.get_mut(slot) else { return };
+        let id = p.id;
+        let last_rx_any = PeerStats::at(&p.stats.last_rx_any, &epoch);
+        let last_rx_data = PeerStats::at(&p.stats.last_rx_data, &epoch);
+        let last_tx_any = PeerStats::at(&p.stats.last_tx_any, &epoch);
+        let last_tx_data = PeerStats::at(&p.stats.last_tx_data, &epoch);
+
+        // Handshake retries, and giving up.
+        if let (Some(retry), Some(started)) = (p.retry_at, p.attempt_started) {
+            if now >= retry {
+                p.retry_at = None;
+                if now.saturating_duration_since(started) >= timing.rekey_attempt {
+                    p.attempt_started = None;
+                    bump(&self.counters.handshake_gave_up, 1);
+                    warn!("peer {}: no handshake response after {:?}; giving up", p.short, timing.rekey_attempt);
+                    self.commands.push_back(Command::DropStaged { peer: id });
+                } else {
+                    debug!("peer {}: handshake retry", p.short);
+                    self.send_initiation(slot, now);
+                }
+                return;
+            }
+        }
+
+        // Passive keepalive: data arrived and we sent nothing back for a while.
+        if let Some(rx) = last_rx_data {
+            let sent_since = last_tx_any.is_some_and(|t| t >= rx) || p.keepalive_asked.is_some_and(|t| t >= rx);
+            if !sent_since && now.saturating_duration_since(rx) >= timing.keepalive_timeout {
+                p.keepalive_asked = Some(now);
+                bump(&self.counters.keepalives_requested, 1);
+                self.commands.push_back(Command::SendKeepalive { peer: id });
+            }
+        }
+
+        // Persistent keepalive.
+        if let Some(every) = p.persistent_keepalive {
+            let last = last_tx_any.max(p.keepalive_asked);
+            if last.is_none_or(|t| now.saturating_duration_since(t) >= every) {
+                p.keepalive_asked = Some(now);
+                bump(&self.counters.keepalives_requested, 1);
+                self.commands.push_back(Command::SendKeepalive { peer: id });
+            }
+        }
+
+        // Data sent but nothing heard back: the peer may have lost its keys.
+        if let Some(tx) = last_tx_data {
+            let answered = last_rx_any.is_some_and(|r| r >= tx);
+            let waited = timing.keepalive_timeout + timing.rekey_timeout;
+            if !answered && p.unanswered_for != Some(tx) && now.saturating_duration_since(tx) >= waited {
+                p.unanswered_for = Some(tx);
+                debug!("peer {}: no reply to data for {:?}; new handshake", p.short, waited);
+                self.start_handshake(slot, now);
+                return;
+            }
+        }
+
+        // Keys unused for three reject periods are wiped.
+        if p.keys_live && p.last_handshake.is_some_and(|t| now.saturating_duration_since(t) >= timing.reject_after * 3) {
+            p.keys_live = false;
+            info!("peer {}: session keys expired and zeroized", p.short);
+            self.commands.push_back(Command::ClearKeypairs { peer: id });
+        }
+    }
+
+    /// Earliest moment a timer may fire.
+    fn compute_deadline(&self, now: Instant) -> Instant {
+        // Timers read dataplane timestamps, so they are polled; the cadence is a
+        // fraction of the shortest timer, bounded to keep idle wake-ups rare.
+        let tick = (self.timing.rekey_timeout / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let retry = self.peers.iter().filter_map(|p| p.retry_at).min();
+        let next = now + tick;
+        retry.map_or(next, |r| r.min(next))
+    }
+}
+
+impl<R: CryptoRngCore> ControlDriver for Device<R> {
+    fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant) {
+        let bytes = msg.as_bytes();
+        match message_type(bytes) {
+            Some(TYPE_INITIATION) => self.on_initiation(bytes, msg.addr, now),
+            Some(TYPE_RESPONSE) => self.on_response(bytes, msg.addr, now),
+            Some(TYPE_COOKIE_REPLY) => self.on_cookie_reply(bytes, now),
+            _ => bump(&self.counters.handshake_unexpected, 1),
+        }
+    }
+
+    fn on_event(&mut self, ev: Event, now: Instant) {
+        match ev {
+            Event::HandshakeNeeded { peer } => self.start_handshake(peer.0 as usize, now),
+            Event::EndpointChanged { peer, addr } => {
+                if let Some(p) = self.peers.get_mut(peer.0 as usize) {
+                    bump(&self.counters.roams_accepted, 1);
+                    info!("peer {}: roamed to {}", p.short, addr);
+                    p.endpoint = Some(addr);
+                    self.commands.push_back(Command::SetEndpoint { peer, endpoint: addr });
+                }
+            }
+            Event::Frame { peer, frame, from } => {
+                if let Some(p) = self.peers.get(peer.0 as usize) {
+                    debug!("peer {}: control frame {:?} from {}", p.short, frame, from);
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.run_timers(now);
+        self.next_tick = Some(self.compute_deadline(now));
+    }
+
+    fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    fn poll_transmit(&mut self) -> Option<HandshakeDatagram> {
+        self.transmits.pop_front()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        // `None` in next_tick means "recompute now".
+        Some(self.next_tick.unwrap_or_else(|| self.epoch.instant(1).unwrap_or_else(Instant::now)))
+    }
+
+    fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
+        if queued >= UNDER_LOAD_BACKLOG {
+            self.under_load_until = Some(now + UNDER_LOAD_LINGER);
+        }
+    }
+}
