@@ -1,1 +1,57 @@
-fn main() {}
+//! The `veil` binary: CLI, config loading and the runtime that wires the
+//! control thread and the dataplane together.
+#![deny(unsafe_code)]
+
+mod cli;
+mod config;
+mod keys;
+mod runtime;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli: Cli = argh::from_env();
+    match cli.command {
+        Command::GenKey(_) => print_key(keys::generate_private().map(|k| keys::encode_key(k.as_bytes()))),
+        Command::GenPsk(_) => print_key(keys::generate_psk().map(|k| keys::encode_key(k.as_bytes()))),
+        Command::PubKey(_) => pubkey(),
+        Command::Up(args) => runtime::up(args),
+    }
+}
+
+fn print_key<E: std::fmt::Display>(key: Result<String, E>) -> ExitCode {
+    match key {
+        Ok(k) => {
+            println!("{k}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("veil: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pubkey() -> ExitCode {
+    let mut input = zeroize::Zeroizing::new(String::new());
+    // A key is 44 characters; read a little more to tell "too long" apart, never unbounded.
+    if let Err(e) = std::io::stdin().take(4096).read_to_string(&mut input) {
+        eprintln!("veil pubkey: cannot read standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    match keys::parse_key(&input) {
+        Ok(private) => {
+            let public = keys::public_from_private(private.as_bytes());
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", keys::encode_key(&public));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("veil pubkey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Command-line interface (argh).
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+/// veil: a userspace WireGuard-compatible VPN gateway for Linux.
+///
+/// Any WireGuard client can connect to it. Start a tunnel with `veil up
+/// /etc/veil/veil0.conf` (a wg-quick style file); make keys with `veil genkey`,
+/// `veil pubkey` and `veil genpsk`, in the same form as `wg`.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Up(UpArgs),
+    GenKey(GenKeyArgs),
+    PubKey(PubKeyArgs),
+    GenPsk(GenPskArgs),
+}
+
+/// Bring up a tunnel interface from a wg-quick style config file and carry
+/// traffic until SIGINT or SIGTERM, then remove the interface and exit 0.
+/// Exit status 2 means the config or flags were rejected (nothing was created).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "up")]
+pub struct UpArgs {
+    /// path of the config file; the interface is named after its stem
+    /// (veil0.conf -> veil0)
+    #[argh(positional)]
+    pub config: PathBuf,
+
+    /// interface name to use instead of the config file's stem
+    #[argh(option)]
+    pub interface: Option<String>,
+
+    /// threading mode: pipeline (RX, crypto and TX threads; default) or single
+    /// (one dataplane thread)
+    #[argh(option, default = "Threading::Pipeline")]
+    pub threading: Threading,
+
+    /// CPU for the RX thread (default: the first CPU this process may use)
+    #[argh(option)]
+    pub rx_cpu: Option<usize>,
+
+    /// CPU for the crypto thread (default: the second CPU, or the first)
+    #[argh(option)]
+    pub crypto_cpu: Option<usize>,
+
+    /// CPU for the TX thread (default: the third CPU, wrapping around)
+    #[argh(option)]
+    pub tx_cpu: Option<usize>,
+
+    /// CPU for the control thread (default: not pinned)
+    #[argh(option)]
+    pub control_cpu: Option<usize>,
+
+    /// do not pin any thread to a CPU
+    #[argh(switch)]
+    pub no_pin: bool,
+}
+
+/// Threading mode of the dataplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threading {
+    /// RX, crypto and TX threads joined by rings.
+    Pipeline,
+    /// One thread runs every stage and the control work.
+    Single,
+}
+
+impl argh::FromArgValue for Threading {
+    fn from_arg_value(value: &str) -> Result<Self, String> {
+        match value {
+            "pipeline" => Ok(Threading::Pipeline),
+            "single" => Ok(Threading::Single),
+            other => Err(format!("'{other}' is not a threading mode: expected 'pipeline' or 'single'")),
+        }
+    }
+}
+
+/// Print a new private key (base64, as `wg genkey` does).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "genkey")]
+pub struct GenKeyArgs {}
+
+/// Read a private key on standard input and print its public key (as `wg
+/// pubkey` does), e.g. `veil genkey | tee private.key | veil pubkey`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "pubkey")]
+pub struct PubKeyArgs {}
+
+/// Print a new pre-shared key (base64, as `wg genpsk` does).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "genpsk")]
+pub struct GenPskArgs {}
