@@ -1,0 +1,330 @@
+//! Harness for end-to-end tests: namespaces, processes, keys, traffic.
+//!
+//! Everything started is torn down by `Drop`, also when a test fails. Tests run
+//! one at a time (a global lock) so two iperf3 runs never share the 2 cores.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The veil binary under test.
+pub fn veil_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_veil")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Why this machine cannot run namespace tests, if it cannot.
+pub fn cannot_run() -> Option<String> {
+    // SAFETY-free check of the effective uid via /proc.
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("1");
+    if euid != "0" {
+        return Some("not running as root (namespaces, veth and TUN need it)".into());
+    }
+    if fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").is_err() {
+        return Some("/dev/net/tun cannot be opened".into());
+    }
+    None
+}
+
+/// Take the serial lock, or print why the test is skipped and return None.
+pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if let Some(why) = cannot_run() {
+        eprintln!("skipped {test}: {why}");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Require an external tool; the project's install script provides it, so a
+/// missing tool is a failure, not a skip.
+pub fn require(tool: &str) -> String {
+    let extra = repo().join(".tools/bin").join(tool);
+    if extra.exists() {
+        return extra.to_string_lossy().into_owned();
+    }
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output();
+    match found {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => panic!("{tool} is not installed: run scripts/install-deps.sh"),
+    }
+}
+
+/// Two namespaces `<prefix>a` and `<prefix>b` joined by veth (scripts/netns.sh):
+/// 192.168.241.1 / fd41::1 in a, .2 / fd41::2 in b.
+pub struct Topology {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+pub const A_V4: &str = "192.168.241.1";
+pub const B_V4: &str = "192.168.241.2";
+pub const A_V6: &str = "fd41::1";
+pub const B_V6: &str = "fd41::2";
+
+impl Topology {
+    pub fn new(tag: &str) -> Topology {
+        let prefix = format!("vt{}{}", tag, std::process::id() % 10000);
+        let dir = std::env::temp_dir().join(format!("veil-test-{prefix}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        let t = Topology { prefix, dir };
+        let out = t.script(&["up", &t.prefix]);
+        assert!(out.status.success(), "netns.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
+        t
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        Command::new("bash").arg(repo().join("scripts/netns.sh")).args(args).output().expect("run netns.sh")
+    }
+
+    pub fn a(&self) -> String {
+        format!("{}a", self.prefix)
+    }
+
+    pub fn b(&self) -> String {
+        format!("{}b", self.prefix)
+    }
+
+    /// Run a command inside a namespace and wait for it.
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", ns]).args(cmd).output().expect("ip netns exec")
+    }
+
+    /// Run a command that must succeed; returns its stdout.
+    pub fn ok(&self, ns: &str, cmd: &[&str]) -> String {
+        let out = self.exec(ns, cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {ns} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Start a long-running command inside a namespace, logging to a file.
+    pub fn spawn(&self, ns: &str, name: &str, cmd: &[&str], env: &[(&str, &str)]) -> Proc {
+        let log = self.dir.join(format!("{name}.log"));
+        let file = fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .expect("spawn");
+        Proc { child: Some(child), name: name.to_string(), log }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        let mut f = fs::File::create(&p).expect("write file");
+        f.write_all(text.as_bytes()).expect("write file");
+        p
+    }
+
+    /// Does `iface` exist in `ns`?
+    pub fn has_link(&self, ns: &str, iface: &str) -> bool {
+        self.exec(ns, &["ip", "link", "show", "dev", iface]).status.success()
+    }
+
+    /// Wait until `iface` exists and is up in `ns`.
+    pub fn wait_link(&self, ns: &str, iface: &str, p: &mut Proc) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.has_link(ns, iface) {
+                // Addresses and routes follow the link within milliseconds.
+                std::thread::sleep(Duration::from_millis(200));
+                return;
+            }
+            if let Some(code) = p.exited() {
+                panic!("{} exited with {code:?} before {iface} appeared:\n{}", p.name, p.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{iface} did not appear in {ns}:\n{}", p.log_text());
+    }
+
+    /// ping `count` times (0.1 s apart); returns how many replies came back.
+    pub fn ping(&self, ns: &str, addr: &str, count: u32) -> u32 {
+        let c = count.to_string();
+        let out = self.exec(ns, &["ping", "-c", &c, "-i", "0.1", "-W", "2", "-q", addr]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find(|l| l.contains("received"))
+            .and_then(|l| l.split(',').nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Ping until one reply comes back (the first packets wait for the handshake).
+    pub fn wait_ping(&self, ns: &str, addr: &str) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if self.ping(ns, addr, 1) == 1 {
+                return;
+            }
+        }
+        panic!("no ping reply from {addr} in {ns} within 15 s");
+    }
+
+    /// Run iperf3 TCP for `secs` from `client_ns` to a server in `server_ns` at
+    /// `server_addr`; returns (received bits/s, per-interval bytes).
+    pub fn iperf(&self, server_ns: &str, client_ns: &str, server_addr: &str, secs: u32, reverse: bool) -> Iperf {
+        let iperf3 = require("iperf3");
+        let mut server = self.spawn(server_ns, "iperf3-server", &[&iperf3, "-s", "-1", "-B", server_addr], &[]);
+        std::thread::sleep(Duration::from_millis(400));
+        let t = secs.to_string();
+        let mut args = vec![iperf3.as_str(), "-c", server_addr, "-t", &t, "-i", "0.5", "-J", "--connect-timeout", "5000"];
+        if reverse {
+            args.push("-R");
+        }
+        let out = self.exec(client_ns, &args);
+        server.stop();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "iperf3 failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 JSON");
+        let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        let intervals = v["intervals"]
+            .as_array()
+            .map(|a| a.iter().map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0)).collect())
+            .unwrap_or_default();
+        Iperf { bits_per_second: bps, interval_bytes: intervals }
+    }
+}
+
+pub struct Iperf {
+    pub bits_per_second: f64,
+    /// Bytes moved in each 0.5 s interval.
+    pub interval_bytes: Vec<f64>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let out = self.script(&["down", &self.prefix]);
+        if !out.status.success() {
+            eprintln!("netns.sh down {}: {}", self.prefix, String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(st)) => Some(st.code()),
+            _ => None,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait up to 5 s; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A fresh (private, public) key pair in base64, made by the binary under test.
+pub fn keypair() -> (String, String) {
+    let private = Command::new(veil_bin()).arg("genkey").output().expect("veil genkey");
+    assert!(private.status.success());
+    let private = String::from_utf8_lossy(&private.stdout).trim().to_string();
+    let mut child = Command::new(veil_bin())
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("veil pubkey");
+    child.stdin.take().expect("stdin").write_all(private.as_bytes()).expect("write key");
+    let out = child.wait_with_output().expect("veil pubkey");
+    assert!(out.status.success());
+    (private, String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Format an endpoint (brackets for IPv6).
+pub fn endpoint(addr: &str, port: u16) -> String {
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{addr}]:{port}"),
+        _ => format!("{addr}:{port}"),
+    }
+}
+
+/// Start `veil up` in `ns` with `conf` (interface named after the file).
+pub fn veil_up(t: &Topology, ns: &str, conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let iface = conf.file_stem().and_then(|s| s.to_str()).expect("config stem").to_string();
+    let conf_s = conf.to_string_lossy().into_owned();
+    let mut cmd = vec![veil_bin(), "up", conf_s.as_str()];
+    cmd.extend_from_slice(args);
+    let mut env_all: Vec<(&str, &str)> = vec![("RUST_LOG", "info")];
+    env_all.extend_from_slice(env);
+    let mut p = t.spawn(ns, &format!("veil-{iface}"), &cmd, &env_all);
+    t.wait_link(ns, &iface, &mut p);
+    p
+}
+
+/// CPU time (user + system, in clock ticks) a process has used so far.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let stime: u64 = f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    utime + stime
+}
+
+/// The pid of the process that `ip netns exec` turned into (exec keeps the pid).
+pub fn veil_pid(p: &Proc) -> u32 {
+    p.pid()
+}
