@@ -211,6 +211,7 @@ fn run(p: Prepared) -> ExitCode {
 
 struct Running {
     shared: Arc<Shared>,
+    control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
     name: String,
     // Dropped last: closing the TUN fd removes the interface.
@@ -244,6 +245,7 @@ fn start(p: Prepared) -> Result<Running, String> {
             .map_err(|e| format!("peer at line {}: {e}", peer.line))?;
     }
 
+    let control_counters = device.counters().clone();
     let udp = Arc::new(udp);
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
@@ -284,10 +286,26 @@ fn start(p: Prepared) -> Result<Running, String> {
             Threading::Single => "single-threaded",
         }
     );
-    Ok(Running { shared, threads, name: p.name, _tun: tun })
+    Ok(Running { shared, control_counters, threads, name: p.name, _tun: tun })
 }
 
 impl Running {
+    /// One line with every non-zero counter, for operators and tests.
+    fn log_counters(&self) {
+        let s = &self.shared;
+        let groups = [
+            ("rx", s.rx.snapshot()),
+            ("crypto", s.crypto.snapshot()),
+            ("tx", s.tx.snapshot()),
+            ("control", self.control_counters.snapshot()),
+        ];
+        let line: Vec<String> = groups
+            .iter()
+            .flat_map(|(g, c)| c.iter().filter(|(_, v)| *v > 0).map(move |(k, v)| format!("{g}.{k}={v}")))
+            .collect();
+        info!("{}: counters: {}", self.name, line.join(" "));
+    }
+
     fn wait(self, signals: &sys::SignalFd) -> ExitCode {
         loop {
             match signals.wait(Some(Duration::from_secs(1))) {
@@ -316,6 +334,7 @@ impl Running {
         for t in self.threads {
             ok &= t.join().is_ok();
         }
+        self.log_counters();
         info!("{}: stopped; interface removed", self.name);
         if ok {
             ExitCode::SUCCESS
