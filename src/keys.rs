@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn errors_never_echo_the_input() {
         let secret = WG_PRIVATE.replace('+', "*");
-        let err = parse_key(&secret).err().expect("rejected");
+        let err = parse_key(&secret).expect_err("rejected");
         assert!(!err.to_string().contains(&secret[..10]));
     }
 
