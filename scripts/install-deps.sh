@@ -12,7 +12,7 @@
 #   VEIL_TOOLS_ROOT    `cargo install --root` for boringtun-cli; default is cargo's own home
 #                      (~/.cargo), whose bin/ is already on PATH. We avoid a path inside the work
 #                      tree because CI and new sessions get a fresh clone, which would force a
-#                      multi-minute rebuild every run.
+#                      rebuild (about a minute on 2 cores) on every run.
 #
 # Idempotent: apt-get update runs only when a package is missing, and boringtun-cli is rebuilt only
 # when the installed version differs. Needs root (apt-get) and only Debian's and crates.io's
@@ -29,7 +29,8 @@ for arg in "$@"; do
         --tunnel-peers) tunnel_peers=yes ;;
         --no-tunnel-peers) tunnel_peers=no ;;
         -h | --help)
-            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+            # The header comment, up to the first line that is not a comment.
+            awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
             exit 0
             ;;
         *)
@@ -99,7 +100,7 @@ if [ "$tunnel_peers" = yes ]; then
             quietly apt-get update -qq
             quietly apt-get install -y -qq --no-install-recommends build-essential
         fi
-        log "building boringtun-cli $BORINGTUN_VERSION into $TOOLS_ROOT (takes a few minutes on 2 cores)"
+        log "building boringtun-cli $BORINGTUN_VERSION into $TOOLS_ROOT (about a minute on 2 cores)"
         start=$SECONDS
         # A throwaway target dir, so we neither reuse nor pollute a project's CARGO_TARGET_DIR.
         build_dir="$(mktemp -d)"
