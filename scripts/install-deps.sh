@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Install what veil's tests, perf runs and demo need on a Debian (bookworm-like) machine.
+#
+# Usage: scripts/install-deps.sh [--tunnel-peers | --no-tunnel-peers]
+#
+#   --tunnel-peers     also install the peers we test and measure against:
+#                      wireguard-go (Debian package) and boringtun-cli (crates.io). Default.
+#   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps.
+#
+# Environment:
+#   BORINGTUN_VERSION  boringtun-cli version to install (default below).
+#   VEIL_TOOLS_ROOT    `cargo install --root` for boringtun-cli; default is cargo's own home
+#                      (~/.cargo), whose bin/ is already on PATH. We avoid a path inside the work
+#                      tree because CI and new sessions get a fresh clone, which would force a
+#                      rebuild (about a minute on 2 cores) on every run.
+#
+# Idempotent: apt-get update runs only when a package is missing, and boringtun-cli is rebuilt only
+# when the installed version differs. Needs root (apt-get) and only Debian's and crates.io's
+# registries.
+set -euo pipefail
+
+BORINGTUN_VERSION="${BORINGTUN_VERSION:-0.7.1}"
+TOOLS_ROOT="${VEIL_TOOLS_ROOT:-${CARGO_HOME:-$HOME/.cargo}}"
+export DEBIAN_FRONTEND=noninteractive
+
+tunnel_peers=yes
+for arg in "$@"; do
+    case "$arg" in
+        --tunnel-peers) tunnel_peers=yes ;;
+        --no-tunnel-peers) tunnel_peers=no ;;
+        -h | --help)
+            # The header comment, up to the first line that is not a comment.
+            awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+            exit 0
+            ;;
+        *)
+            echo "install-deps.sh: unknown argument '$arg' (expected --tunnel-peers or --no-tunnel-peers)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: must run as root (it calls apt-get install); try: sudo $0 $*" >&2
+    exit 1
+fi
+
+log() { echo "install-deps: $*" >&2; }
+
+# Runs a noisy command silently; shows its output only if it fails.
+quietly() {
+    local out
+    if ! out="$("$@" 2>&1)"; then
+        printf '%s\n' "$out" >&2
+        echo "install-deps.sh: failed: $*" >&2
+        return 1
+    fi
+}
+
+# --- Debian packages -------------------------------------------------------------------------
+packages=(iproute2 iputils-ping iperf3 wireguard-tools procps ca-certificates)
+if [ "$tunnel_peers" = yes ]; then
+    # Debian ships wireguard-go since bullseye; it is the reference userspace implementation.
+    packages+=(wireguard-go)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    quietly apt-get update -qq
+    # --no-install-recommends: wireguard-tools would otherwise pull in the kernel-module tooling
+    # and a resolver, neither of which veil needs.
+    quietly apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- boringtun-cli (crates.io) ---------------------------------------------------------------
+boringtun_bin="$TOOLS_ROOT/bin/boringtun-cli"
+
+installed_boringtun_version() {
+    # `boringtun-cli --version` prints e.g. "boringtun 0.7.1"; the last word is the version.
+    if [ -x "$boringtun_bin" ]; then
+        "$boringtun_bin" --version 2>/dev/null | awk '{print $NF}'
+    fi
+}
+
+if [ "$tunnel_peers" = yes ]; then
+    if [ "$(installed_boringtun_version)" != "$BORINGTUN_VERSION" ]; then
+        if ! command -v cargo >/dev/null 2>&1; then
+            echo "install-deps.sh: cargo not found; boringtun-cli is built from crates.io. Install a Rust toolchain (rustup or Debian's 'cargo') and rerun" >&2
+            exit 1
+        fi
+        if ! command -v cc >/dev/null 2>&1; then
+            log "installing build-essential (boringtun-cli's ring dependency compiles C)"
+            quietly apt-get update -qq
+            quietly apt-get install -y -qq --no-install-recommends build-essential
+        fi
+        log "building boringtun-cli $BORINGTUN_VERSION into $TOOLS_ROOT (about a minute on 2 cores)"
+        start=$SECONDS
+        # A throwaway target dir, so we neither reuse nor pollute a project's CARGO_TARGET_DIR.
+        build_dir="$(mktemp -d)"
+        trap 'rm -rf "$build_dir"' EXIT
+        CARGO_TARGET_DIR="$build_dir" cargo install --quiet --locked \
+            --root "$TOOLS_ROOT" --version "$BORINGTUN_VERSION" boringtun-cli
+        log "boringtun-cli built in $((SECONDS - start)) s"
+    fi
+fi
+
+# --- report ----------------------------------------------------------------------------------
+# One line per tool. A tool that fails to run here fails the script: a half-working install is
+# worse than a loud one.
+status=0
+report() {
+    local name="$1"
+    shift
+    local out
+    # Capture all output first: piping into `head` could SIGPIPE the tool and read as a failure.
+    if out="$("$@" 2>&1)" && [ -n "$out" ]; then
+        printf '%-14s %s\n' "$name" "${out%%$'\n'*}"
+    else
+        printf '%-14s MISSING OR BROKEN (%s)\n' "$name" "$*"
+        status=1
+    fi
+}
+
+report ip ip -V
+report ping ping -V
+report iperf3 iperf3 --version
+report wg wg --version
+report ps ps --version
+if [ "$tunnel_peers" = yes ]; then
+    report wireguard-go wireguard-go --version
+    report boringtun-cli "$boringtun_bin" --version
+    if ! command -v boringtun-cli >/dev/null 2>&1; then
+        log "note: $TOOLS_ROOT/bin is not on PATH; add it: export PATH=\"$TOOLS_ROOT/bin:\$PATH\""
+    fi
+fi
+exit "$status"
