@@ -79,7 +79,9 @@ impl argh::FromArgValue for Threading {
         match value {
             "pipeline" => Ok(Threading::Pipeline),
             "single" => Ok(Threading::Single),
-            other => Err(format!("'{other}' is not a threading mode: expected 'pipeline' or 'single'")),
+            other => Err(format!(
+                "'{other}' is not a threading mode: expected 'pipeline' or 'single'"
+            )),
         }
     }
 }

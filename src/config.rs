@@ -43,6 +43,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
 
+pub use veil_dataplane::route::{IpNet, IpNetError};
+
 use zeroize::Zeroizing;
 
 use crate::keys::{self, Key32, KeyError, KEY_LEN};
@@ -98,149 +100,6 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<u16>,
     /// Line of the `[Peer]` header, so later messages can point at the section.
     pub line: usize,
-}
-
-// ---------------------------------------------------------------------------------------------
-// IpNet
-
-/// An IP address with a prefix length, e.g. `10.0.0.1/24` or `fd00::/64`.
-///
-/// The address keeps its host bits (an interface address needs them); [`IpNet::network`] clears
-/// them. Construct with [`IpNet::new`] or `parse` to have the prefix checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    /// The address as written.
-    pub addr: IpAddr,
-    /// Prefix length: 0..=32 for IPv4, 0..=128 for IPv6.
-    pub prefix: u8,
-}
-
-/// Why text is not an [`IpNet`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IpNetError {
-    /// The part before `/` is not an IP address.
-    BadAddress,
-    /// The part after `/` is not a number.
-    BadPrefix,
-    /// The prefix is longer than the address.
-    PrefixTooLong {
-        /// Whether the address is IPv6 (bound 128) rather than IPv4 (bound 32).
-        ipv6: bool,
-    },
-}
-
-impl fmt::Display for IpNetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::BadAddress => f.write_str("not an IPv4 or IPv6 address"),
-            Self::BadPrefix => f.write_str("the prefix after '/' must be a number"),
-            Self::PrefixTooLong { ipv6: false } => f.write_str("IPv4 prefix must be 0..=32"),
-            Self::PrefixTooLong { ipv6: true } => f.write_str("IPv6 prefix must be 0..=128"),
-        }
-    }
-}
-
-impl std::error::Error for IpNetError {}
-
-fn max_prefix(addr: IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-// Saturating so that an out-of-range prefix (the fields are public) cannot panic a shift.
-fn mask_v4(prefix: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
-        .unwrap_or(0)
-}
-
-fn mask_v6(prefix: u8) -> u128 {
-    u128::MAX
-        .checked_shl(128u32.saturating_sub(u32::from(prefix)))
-        .unwrap_or(0)
-}
-
-impl IpNet {
-    /// An address with a prefix, checked against the address family.
-    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, IpNetError> {
-        if prefix > max_prefix(addr) {
-            return Err(IpNetError::PrefixTooLong {
-                ipv6: addr.is_ipv6(),
-            });
-        }
-        Ok(Self { addr, prefix })
-    }
-
-    /// A single address: /32 for IPv4, /128 for IPv6.
-    pub fn host(addr: IpAddr) -> Self {
-        Self {
-            addr,
-            prefix: max_prefix(addr),
-        }
-    }
-
-    /// The same prefix with host bits cleared (10.0.0.5/24 → 10.0.0.0/24).
-    pub fn network(&self) -> Self {
-        let addr = match self.addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask_v4(self.prefix))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask_v6(self.prefix))),
-        };
-        Self {
-            addr,
-            prefix: self.prefix,
-        }
-    }
-
-    /// Whether `ip` lies inside this network. Addresses of the other family never do.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = mask_v4(self.prefix);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = mask_v6(self.prefix);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = IpNetError;
-
-    /// `ADDRESS/PREFIX`, or a bare `ADDRESS` meaning a single host (/32 or /128), as wg accepts.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr_text, prefix_text) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr_text.parse().map_err(|_| IpNetError::BadAddress)?;
-        let Some(prefix_text) = prefix_text else {
-            return Ok(Self::host(addr));
-        };
-        // Digits only: `u32::from_str` would also take a leading '+'.
-        if prefix_text.is_empty() || !prefix_text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IpNetError::BadPrefix);
-        }
-        // All digits, so a parse failure can only be overflow, which is "too long" too.
-        let prefix = prefix_text
-            .parse::<u8>()
-            .map_err(|_| IpNetError::PrefixTooLong {
-                ipv6: addr.is_ipv6(),
-            })?;
-        Self::new(addr, prefix)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,8 +15,12 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     match cli.command {
-        Command::GenKey(_) => print_key(keys::generate_private().map(|k| keys::encode_key(k.as_bytes()))),
-        Command::GenPsk(_) => print_key(keys::generate_psk().map(|k| keys::encode_key(k.as_bytes()))),
+        Command::GenKey(_) => {
+            print_key(keys::generate_private().map(|k| keys::encode_key(k.as_bytes())))
+        }
+        Command::GenPsk(_) => {
+            print_key(keys::generate_psk().map(|k| keys::encode_key(k.as_bytes())))
+        }
         Command::PubKey(_) => pubkey(),
         Command::Up(args) => runtime::up(args),
     }

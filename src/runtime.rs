@@ -46,7 +46,10 @@ fn pinning(args: &UpArgs) -> Result<Pinning, String> {
             }
             if !cpus.contains(&c) {
                 let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-                return Err(format!("{flag} {c}: no such CPU; this process may use CPUs {}", list.join(", ")));
+                return Err(format!(
+                    "{flag} {c}: no such CPU; this process may use CPUs {}",
+                    list.join(", ")
+                ));
             }
         }
     }
@@ -67,14 +70,18 @@ fn timing_from_env() -> Result<Timing, String> {
         Err(_) => Ok(Timing::default()),
         Ok(v) => match v.parse::<u64>() {
             Ok(secs) if secs > 0 => Ok(Timing::with_rekey_after(secs)),
-            _ => Err(format!("{ENV_TEST_REKEY}={v}: expected a whole number of seconds > 0")),
+            _ => Err(format!(
+                "{ENV_TEST_REKEY}={v}: expected a whole number of seconds > 0"
+            )),
         },
     }
 }
 
 fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
 }
 
 /// `veil up`.
@@ -112,12 +119,19 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         warn!("{w}");
     }
     let name = match &args.interface {
-        Some(n) => crate::config::validate_interface_name(n).map_err(|e| Fail::Config(format!("--interface: {e}")))?,
+        Some(n) => crate::config::validate_interface_name(n)
+            .map_err(|e| Fail::Config(format!("--interface: {e}")))?,
         None => interface_name_from_path(&args.config).map_err(|e| Fail::Config(e.to_string()))?,
     };
     let pinning = pinning(args).map_err(|e| Fail::Config(format!("veil up: {e}")))?;
     let timing = timing_from_env().map_err(Fail::Config)?;
-    Ok(Prepared { name, config, pinning, threading: args.threading, timing })
+    Ok(Prepared {
+        name,
+        config,
+        pinning,
+        threading: args.threading,
+        timing,
+    })
 }
 
 fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
@@ -134,21 +148,25 @@ fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
 fn configure_interface(tun: &Tun, config: &Config) -> Result<(), String> {
     let nl = Netlink::new().map_err(|e| format!("netlink: {e}"))?;
     let idx = tun.ifindex();
-    nl.set_mtu(idx, u32::from(config.interface.mtu)).map_err(|e| format!("set MTU: {e}"))?;
+    nl.set_mtu(idx, u32::from(config.interface.mtu))
+        .map_err(|e| format!("set MTU: {e}"))?;
     for a in &config.interface.addresses {
-        nl.add_address(idx, a.addr(), a.prefix()).map_err(|e| format!("add address {a}: {e}"))?;
+        nl.add_address(idx, a.addr, a.prefix)
+            .map_err(|e| format!("add address {a}: {e}"))?;
     }
-    nl.set_up(idx).map_err(|e| format!("set {} up: {e}", tun.name()))?;
+    nl.set_up(idx)
+        .map_err(|e| format!("set {} up: {e}", tun.name()))?;
     for peer in &config.peers {
         for net in &peer.allowed_ips {
-            if net.prefix() == 0 {
+            if net.prefix == 0 {
                 warn!(
                     "AllowedIPs {net}: veil does not install default routes (it would capture the tunnel's own traffic); add a route yourself"
                 );
                 continue;
             }
             let n = net.network();
-            nl.add_route(idx, n.addr(), n.prefix()).map_err(|e| format!("add route {n}: {e}"))?;
+            nl.add_route(idx, n.addr, n.prefix)
+                .map_err(|e| format!("add route {n}: {e}"))?;
         }
     }
     Ok(())
@@ -164,7 +182,10 @@ struct IoWaiter {
 impl Waiter for IoWaiter {
     fn wait_io(&self, timeout: Duration) {
         use std::os::fd::AsFd;
-        let _ = sys::wait_readable(&[self.udp.as_fd(), self.tun.as_fd(), self.bell.as_fd()], Some(timeout));
+        let _ = sys::wait_readable(
+            &[self.udp.as_fd(), self.tun.as_fd(), self.bell.as_fd()],
+            Some(timeout),
+        );
         let _ = self.bell.drain();
     }
 
@@ -175,7 +196,11 @@ impl Waiter for IoWaiter {
     }
 }
 
-fn spawn<F: FnOnce() + Send + 'static>(name: &str, cpu: Option<usize>, body: F) -> Result<JoinHandle<()>, String> {
+fn spawn<F: FnOnce() + Send + 'static>(
+    name: &str,
+    cpu: Option<usize>,
+    body: F,
+) -> Result<JoinHandle<()>, String> {
     let thread_name = name.to_string();
     std::thread::Builder::new()
         .name(thread_name.clone())
@@ -222,20 +247,34 @@ fn start(p: Prepared) -> Result<Running, String> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
     let udp = bind_udp(p.config.interface.listen_port.unwrap_or(0)).map_err(|e| {
-        format!("cannot bind UDP port {}: {e}", p.config.interface.listen_port.unwrap_or(0))
+        format!(
+            "cannot bind UDP port {}: {e}",
+            p.config.interface.listen_port.unwrap_or(0)
+        )
     })?;
     if let Ok((rcv, snd)) = udp.set_buffer_sizes(SOCKET_BUFFER) {
         log::debug!("socket buffers: receive {rcv} bytes, send {snd} bytes");
     }
-    let local = udp.local_addr().map_err(|e| format!("socket address: {e}"))?;
-    let tun = Tun::create(&p.name).map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
+    let local = udp
+        .local_addr()
+        .map_err(|e| format!("socket address: {e}"))?;
+    let tun =
+        Tun::create(&p.name).map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
     configure_interface(&tun, &p.config).map_err(|e| format!("{}: {e}", p.name))?;
 
-    let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch, now);
+    let mut device = Device::new(
+        p.config.interface.private_key.as_bytes(),
+        p.timing,
+        epoch,
+        now,
+    );
     for peer in &p.config.peers {
         let spec = PeerSpec {
             public_key: peer.public_key,
-            preshared_key: peer.preshared_key.as_ref().map(|k| zeroize::Zeroizing::new(*k.as_bytes())),
+            preshared_key: peer
+                .preshared_key
+                .as_ref()
+                .map(|k| zeroize::Zeroizing::new(*k.as_bytes())),
             allowed_ips: peer.allowed_ips.iter().map(|n| n.network()).collect(),
             endpoint: peer.endpoint,
             persistent_keepalive: peer.persistent_keepalive,
@@ -253,20 +292,36 @@ fn start(p: Prepared) -> Result<Running, String> {
     let shared = Arc::new(Shared::new(epoch, move || {
         let _ = wake.wake();
     }));
-    let cfg = PipelineConfig { mtu: usize::from(p.config.interface.mtu), timing: p.timing, ..Default::default() };
+    let cfg = PipelineConfig {
+        mtu: usize::from(p.config.interface.mtu),
+        timing: p.timing,
+        ..Default::default()
+    };
     let (rx, crypto, tx, control) = pipeline::build(&cfg, &shared);
-    let waiter = IoWaiter { udp: udp.clone(), tun: tun.clone(), bell };
+    let waiter = IoWaiter {
+        udp: udp.clone(),
+        tun: tun.clone(),
+        bell,
+    };
     let mut threads = Vec::new();
     match p.threading {
         Threading::Pipeline => {
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-rx", p.pinning.rx, move || rx.run(&*u, &*t, &waiter, &s))?);
+            threads.push(spawn("veil-rx", p.pinning.rx, move || {
+                rx.run(&*u, &*t, &waiter, &s)
+            })?);
             let s = shared.clone();
-            threads.push(spawn("veil-crypto", p.pinning.crypto, move || crypto.run(&s))?);
+            threads.push(spawn("veil-crypto", p.pinning.crypto, move || {
+                crypto.run(&s)
+            })?);
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-tx", p.pinning.tx, move || tx.run(&*u, &*t, &s))?);
+            threads.push(spawn("veil-tx", p.pinning.tx, move || {
+                tx.run(&*u, &*t, &s)
+            })?);
             let s = shared.clone();
-            threads.push(spawn("veil-control", p.pinning.control, move || control.run(&mut device, &s))?);
+            threads.push(spawn("veil-control", p.pinning.control, move || {
+                control.run(&mut device, &s)
+            })?);
         }
         Threading::Single => {
             let single = SingleThread::new((rx, crypto, tx, control));
@@ -286,7 +341,13 @@ fn start(p: Prepared) -> Result<Running, String> {
             Threading::Single => "single-threaded",
         }
     );
-    Ok(Running { shared, control_counters, threads, name: p.name, _tun: tun })
+    Ok(Running {
+        shared,
+        control_counters,
+        threads,
+        name: p.name,
+        _tun: tun,
+    })
 }
 
 impl Running {
@@ -301,7 +362,11 @@ impl Running {
         ];
         let line: Vec<String> = groups
             .iter()
-            .flat_map(|(g, c)| c.iter().filter(|(_, v)| *v > 0).map(move |(k, v)| format!("{g}.{k}={v}")))
+            .flat_map(|(g, c)| {
+                c.iter()
+                    .filter(|(_, v)| *v > 0)
+                    .map(move |(k, v)| format!("{g}.{k}={v}"))
+            })
             .collect();
         info!("{}: counters: {}", self.name, line.join(" "));
     }
@@ -315,7 +380,10 @@ impl Running {
                 }
                 Ok(None) => {
                     if self.threads.iter().any(|t| t.is_finished()) {
-                        error!("{}: a dataplane thread stopped unexpectedly; shutting down", self.name);
+                        error!(
+                            "{}: a dataplane thread stopped unexpectedly; shutting down",
+                            self.name
+                        );
                         self.shared.shutdown();
                         for t in self.threads {
                             let _ = t.join();

@@ -47,30 +47,66 @@ fn pair(tag: &str, args: &[&str], outer_v6: bool, env: &[(&str, &str)]) -> Pair 
 fn full_check(p: &Pair) {
     let (t, b, a) = (&p.t, p.t.b(), p.t.a());
     t.wait_ping(&b, "10.9.0.1");
-    assert_eq!(t.ping(&b, "10.9.0.1", 20), 20, "ping -c 20 over the tunnel lost packets");
+    assert_eq!(
+        t.ping(&b, "10.9.0.1", 20),
+        20,
+        "ping -c 20 over the tunnel lost packets"
+    );
     assert_eq!(t.ping(&a, "10.9.0.2", 5), 5, "gateway → client ping");
     assert_eq!(t.ping(&b, "fd09::1", 5), 5, "IPv6 inside the tunnel");
     let up = t.iperf(&a, &b, "10.9.0.1", 10, false);
-    assert!(up.bits_per_second > 1e6, "client → gateway iperf3: {} bit/s", up.bits_per_second);
+    assert!(
+        up.bits_per_second > 1e6,
+        "client → gateway iperf3: {} bit/s",
+        up.bits_per_second
+    );
     let down = t.iperf(&a, &b, "10.9.0.1", 10, true);
-    assert!(down.bits_per_second > 1e6, "gateway → client iperf3: {} bit/s", down.bits_per_second);
-    eprintln!("iperf3 TCP: up {:.0} Mbit/s, down {:.0} Mbit/s", up.bits_per_second / 1e6, down.bits_per_second / 1e6);
+    assert!(
+        down.bits_per_second > 1e6,
+        "gateway → client iperf3: {} bit/s",
+        down.bits_per_second
+    );
+    eprintln!(
+        "iperf3 TCP: up {:.0} Mbit/s, down {:.0} Mbit/s",
+        up.bits_per_second / 1e6,
+        down.bits_per_second / 1e6
+    );
 }
 
 #[test]
 fn veil_to_veil_pipeline() {
-    let Some(_g) = begin("veil_to_veil_pipeline") else { return };
+    let Some(_g) = begin("veil_to_veil_pipeline") else {
+        return;
+    };
     let mut p = pair("pp", &["--threading", "pipeline"], false, &[]);
     full_check(&p);
-    assert_eq!(p.cl.stop(), Some(0), "client exit status:\n{}", p.cl.log_text());
-    assert_eq!(p.gw.stop(), Some(0), "gateway exit status:\n{}", p.gw.log_text());
-    assert!(!p.t.has_link(&p.t.a(), "veilgw"), "interface left behind after SIGTERM");
-    assert!(!p.t.has_link(&p.t.b(), "veilcl"), "interface left behind after SIGTERM");
+    assert_eq!(
+        p.cl.stop(),
+        Some(0),
+        "client exit status:\n{}",
+        p.cl.log_text()
+    );
+    assert_eq!(
+        p.gw.stop(),
+        Some(0),
+        "gateway exit status:\n{}",
+        p.gw.log_text()
+    );
+    assert!(
+        !p.t.has_link(&p.t.a(), "veilgw"),
+        "interface left behind after SIGTERM"
+    );
+    assert!(
+        !p.t.has_link(&p.t.b(), "veilcl"),
+        "interface left behind after SIGTERM"
+    );
 }
 
 #[test]
 fn veil_to_veil_single() {
-    let Some(_g) = begin("veil_to_veil_single") else { return };
+    let Some(_g) = begin("veil_to_veil_single") else {
+        return;
+    };
     let mut p = pair("ps", &["--threading", "single"], false, &[]);
     full_check(&p);
     assert_eq!(p.gw.stop(), Some(0));
@@ -79,30 +115,51 @@ fn veil_to_veil_single() {
 
 #[test]
 fn outer_transport_ipv6() {
-    let Some(_g) = begin("outer_transport_ipv6") else { return };
+    let Some(_g) = begin("outer_transport_ipv6") else {
+        return;
+    };
     let p = pair("p6", &[], true, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     assert_eq!(p.t.ping(&p.t.b(), "10.9.0.1", 10), 10);
     assert_eq!(p.t.ping(&p.t.b(), "fd09::1", 5), 5);
-    assert!(p.gw.log_text().contains("fd41::2"), "gateway should see the client at its IPv6 address:\n{}", p.gw.log_text());
+    assert!(
+        p.gw.log_text().contains("fd41::2"),
+        "gateway should see the client at its IPv6 address:\n{}",
+        p.gw.log_text()
+    );
 }
 
 #[test]
 fn unknown_peer_cannot_handshake() {
-    let Some(_g) = begin("unknown_peer_cannot_handshake") else { return };
+    let Some(_g) = begin("unknown_peer_cannot_handshake") else {
+        return;
+    };
     let t = Topology::new("uk");
     let (gw_priv, gw_pub) = keypair();
     let (_, known_pub) = keypair();
     let (stranger_priv, _) = keypair();
     let gw_conf = t.write("veilgw.conf", &gateway_conf(&gw_priv, &known_pub));
-    let cl_conf = t.write("veilcl.conf", &client_conf(&stranger_priv, &gw_pub, &endpoint(A_V4, GW_PORT)));
+    let cl_conf = t.write(
+        "veilcl.conf",
+        &client_conf(&stranger_priv, &gw_pub, &endpoint(A_V4, GW_PORT)),
+    );
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
     let _cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
-    assert_eq!(t.ping(&t.b(), "10.9.0.1", 3), 0, "a stranger reached the gateway");
+    assert_eq!(
+        t.ping(&t.b(), "10.9.0.1", 3),
+        0,
+        "a stranger reached the gateway"
+    );
     gw.stop();
     let log = gw.log_text();
-    assert!(!log.contains("handshake completed"), "gateway completed a handshake with an unknown key:\n{log}");
-    assert!(counter(&log, "handshake_unknown_peer") >= 1, "unknown-peer handshakes not counted:\n{log}");
+    assert!(
+        !log.contains("handshake completed"),
+        "gateway completed a handshake with an unknown key:\n{log}"
+    );
+    assert!(
+        counter(&log, "handshake_unknown_peer") >= 1,
+        "unknown-peer handshakes not counted:\n{log}"
+    );
 }
 
 /// Value of a counter from the summary veil logs when it stops.
@@ -118,29 +175,52 @@ fn counter(log: &str, name: &str) -> u64 {
 
 #[test]
 fn inner_source_outside_allowed_ips_dropped() {
-    let Some(_g) = begin("inner_source_outside_allowed_ips_dropped") else { return };
+    let Some(_g) = begin("inner_source_outside_allowed_ips_dropped") else {
+        return;
+    };
     let mut p = pair("sp", &[], false, &[]);
     let (t, b) = (&p.t, p.t.b());
     t.wait_ping(&b, "10.9.0.1");
     // An address the gateway did not allow for this client.
     t.ok(&b, &["ip", "addr", "add", "10.9.0.99/32", "dev", "veilcl"]);
-    let out = t.exec(&b, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", "10.9.0.99", "10.9.0.1"]);
+    let out = t.exec(
+        &b,
+        &[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "10.9.0.99",
+            "10.9.0.1",
+        ],
+    );
     assert!(!out.status.success(), "spoofed-source ping got replies");
     p.gw.stop();
     let log = p.gw.log_text();
-    assert!(counter(&log, "drop_source_not_allowed") >= 3, "drops not counted:\n{log}");
+    assert!(
+        counter(&log, "drop_source_not_allowed") >= 3,
+        "drops not counted:\n{log}"
+    );
 }
 
 #[test]
 fn rekey_under_traffic_without_stall() {
-    let Some(_g) = begin("rekey_under_traffic_without_stall") else { return };
+    let Some(_g) = begin("rekey_under_traffic_without_stall") else {
+        return;
+    };
     let env = [("VEIL_TEST_REKEY_AFTER_SECS", "3")];
     let mut p = pair("rk", &[], false, &env);
     let (t, a, b) = (&p.t, p.t.a(), p.t.b());
     t.wait_ping(&b, "10.9.0.1");
-    let before = p.cl.log_text().matches("handshake completed").count() + p.gw.log_text().matches("handshake completed").count();
+    let before = p.cl.log_text().matches("handshake completed").count()
+        + p.gw.log_text().matches("handshake completed").count();
     let run = t.iperf(&a, &b, "10.9.0.1", 10, false);
-    let after = p.cl.log_text().matches("handshake completed").count() + p.gw.log_text().matches("handshake completed").count();
+    let after = p.cl.log_text().matches("handshake completed").count()
+        + p.gw.log_text().matches("handshake completed").count();
     // Each handshake is logged once by each side.
     let rekeys = (after - before) / 2;
     assert!(rekeys >= 2, "only {rekeys} rekeys during the run");
@@ -150,16 +230,27 @@ fn rekey_under_traffic_without_stall() {
         let cur = if *b == 0.0 { cur + 1 } else { 0 };
         (cur, max.max(cur))
     });
-    assert!(zero_run.1 < 2, "traffic stalled during rekey: {:?}", run.interval_bytes);
-    assert!(run.interval_bytes.iter().skip(1).all(|b| *b > 0.0), "an empty interval: {:?}", run.interval_bytes);
+    assert!(
+        zero_run.1 < 2,
+        "traffic stalled during rekey: {:?}",
+        run.interval_bytes
+    );
+    assert!(
+        run.interval_bytes.iter().skip(1).all(|b| *b > 0.0),
+        "an empty interval: {:?}",
+        run.interval_bytes
+    );
     p.cl.stop();
     p.gw.stop();
 }
 
 #[test]
 fn threads_are_named_and_pinned() {
-    let Some(_g) = begin("threads_are_named_and_pinned") else { return };
-    let cpus: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    let Some(_g) = begin("threads_are_named_and_pinned") else {
+        return;
+    };
+    let cpus: Vec<usize> =
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
     let last = cpus.len() - 1;
     let (rx, crypto, tx, control) = (0, last, 0, last);
     let flags = [
@@ -175,15 +266,26 @@ fn threads_are_named_and_pinned() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let p = pair("th", &flags, false, &[]);
     let pid = p.gw.pid().to_string();
-    let ps = std::process::Command::new("ps").args(["-L", "-o", "tid=,comm=", "-p", &pid]).output().expect("ps");
+    let ps = std::process::Command::new("ps")
+        .args(["-L", "-o", "tid=,comm=", "-p", &pid])
+        .output()
+        .expect("ps");
     let ps = String::from_utf8_lossy(&ps.stdout).into_owned();
-    for (name, cpu) in [("veil-rx", rx), ("veil-crypto", crypto), ("veil-tx", tx), ("veil-control", control)] {
+    for (name, cpu) in [
+        ("veil-rx", rx),
+        ("veil-crypto", crypto),
+        ("veil-tx", tx),
+        ("veil-control", control),
+    ] {
         let tid = ps
             .lines()
             .find(|l| l.split_whitespace().nth(1) == Some(name))
             .and_then(|l| l.split_whitespace().next())
             .unwrap_or_else(|| panic!("no thread {name} in:\n{ps}"));
-        let ts = std::process::Command::new("taskset").args(["-p", tid]).output().expect("taskset");
+        let ts = std::process::Command::new("taskset")
+            .args(["-p", tid])
+            .output()
+            .expect("taskset");
         let mask = String::from_utf8_lossy(&ts.stdout);
         let hex = mask.trim().rsplit(' ').next().unwrap_or("");
         let bits = u64::from_str_radix(hex, 16).unwrap_or(0);
@@ -193,7 +295,9 @@ fn threads_are_named_and_pinned() {
 
 #[test]
 fn bad_configs_exit_2_and_leave_nothing() {
-    let Some(_g) = begin("bad_configs_exit_2_and_leave_nothing") else { return };
+    let Some(_g) = begin("bad_configs_exit_2_and_leave_nothing") else {
+        return;
+    };
     let t = Topology::new("bc");
     let (k, pk) = keypair();
     let cases = [
@@ -206,8 +310,15 @@ fn bad_configs_exit_2_and_leave_nothing() {
         let path = t.write(&format!("{name}.conf"), &text);
         let out = t.exec(&t.a(), &[veil_bin(), "up", &path.to_string_lossy()]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: exit status; stderr:\n{err}");
-        assert!(err.contains(&format!("{name}.conf:{line}")), "{name}: no file:line in:\n{err}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: exit status; stderr:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("{name}.conf:{line}")),
+            "{name}: no file:line in:\n{err}"
+        );
         assert!(!err.contains(&k), "{name}: the private key was printed");
         assert!(!t.has_link(&t.a(), name), "{name}: interface left behind");
     }
@@ -215,7 +326,9 @@ fn bad_configs_exit_2_and_leave_nothing() {
 
 #[test]
 fn idle_uses_under_one_percent_cpu() {
-    let Some(_g) = begin("idle_uses_under_one_percent_cpu") else { return };
+    let Some(_g) = begin("idle_uses_under_one_percent_cpu") else {
+        return;
+    };
     let p = pair("id", &[], false, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     std::thread::sleep(Duration::from_secs(1));

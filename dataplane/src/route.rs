@@ -9,71 +9,110 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-/// An IP network: address and prefix length, host bits zero.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// An IP address with a prefix length, e.g. `10.0.0.1/24` or `fd00::/64`.
+///
+/// The address keeps its host bits (an interface address needs them); [`IpNet::network`] clears
+/// them. Construct with [`IpNet::new`] or `parse` to have the prefix checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
+    /// The address as written.
+    pub addr: IpAddr,
+    /// Prefix length: 0..=32 for IPv4, 0..=128 for IPv6.
+    pub prefix: u8,
 }
 
-/// Why a network could not be built or parsed.
+/// Why text is not an [`IpNet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IpNetError {
-    /// Prefix longer than the address family allows.
-    Prefix {
-        /// The family's maximum (32 or 128).
-        max: u8,
+    /// The part before `/` is not an IP address.
+    BadAddress,
+    /// The part after `/` is not a number.
+    BadPrefix,
+    /// The prefix is longer than the address.
+    PrefixTooLong {
+        /// Whether the address is IPv6 (bound 128) rather than IPv4 (bound 32).
+        ipv6: bool,
     },
-    /// Not ADDRESS or ADDRESS/PREFIX.
-    Syntax,
 }
 
 impl fmt::Display for IpNetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IpNetError::Prefix { max } => {
-                write!(f, "prefix must be 0..={max} for this address family")
-            }
-            IpNetError::Syntax => {
-                f.write_str("expected ADDRESS/PREFIX, e.g. 10.0.0.0/24 or fd00::/64")
-            }
+            Self::BadAddress => f.write_str("not an IPv4 or IPv6 address"),
+            Self::BadPrefix => f.write_str("the prefix after '/' must be a number"),
+            Self::PrefixTooLong { ipv6: false } => f.write_str("IPv4 prefix must be 0..=32"),
+            Self::PrefixTooLong { ipv6: true } => f.write_str("IPv6 prefix must be 0..=128"),
         }
     }
 }
 
 impl std::error::Error for IpNetError {}
 
+fn max_prefix(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+// Saturating so that an out-of-range prefix (the fields are public) cannot panic a shift.
+fn netmask_v4(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
+fn netmask_v6(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
 impl IpNet {
-    /// Build a network; host bits of `addr` are kept (see [`IpNet::network`]).
+    /// An address with a prefix, checked against the address family.
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, IpNetError> {
-        let max = max_prefix(&addr);
-        if prefix > max {
-            return Err(IpNetError::Prefix { max });
+        if prefix > max_prefix(addr) {
+            return Err(IpNetError::PrefixTooLong {
+                ipv6: addr.is_ipv6(),
+            });
         }
         Ok(Self { addr, prefix })
     }
 
-    /// The address as written (may have host bits set, e.g. an interface address).
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// Prefix length.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    /// The same network with host bits cleared.
-    pub fn network(&self) -> IpNet {
+    /// A single address: /32 for IPv4, /128 for IPv6.
+    pub fn host(addr: IpAddr) -> Self {
         Self {
-            addr: mask(self.addr, self.prefix),
+            addr,
+            prefix: max_prefix(addr),
+        }
+    }
+
+    /// The same prefix with host bits cleared (10.0.0.5/24 → 10.0.0.0/24).
+    pub fn network(&self) -> Self {
+        let addr = match self.addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & netmask_v4(self.prefix))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & netmask_v6(self.prefix))),
+        };
+        Self {
+            addr,
             prefix: self.prefix,
         }
     }
 
-    /// Does the network contain `ip`? (Different families never match.)
+    /// Whether `ip` lies inside this network. Addresses of the other family never do.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == mask(self.addr, self.prefix)
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = netmask_v4(self.prefix);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = netmask_v6(self.prefix);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
     }
 }
 
@@ -83,50 +122,30 @@ impl fmt::Display for IpNet {
     }
 }
 
-impl fmt::Debug for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 impl FromStr for IpNet {
     type Err = IpNetError;
-    /// `ADDRESS` (a host route) or `ADDRESS/PREFIX`.
+
+    /// `ADDRESS/PREFIX`, or a bare `ADDRESS` meaning a single host (/32 or /128), as wg accepts.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let (a, p) = match s.split_once('/') {
+        let (addr_text, prefix_text) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a.trim().parse().map_err(|_| IpNetError::Syntax)?;
-        let prefix = match p {
-            Some(p) => {
-                let p = p.trim();
-                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 3 {
-                    return Err(IpNetError::Syntax);
-                }
-                p.parse::<u8>().map_err(|_| IpNetError::Prefix {
-                    max: max_prefix(&addr),
-                })?
-            }
-            None => max_prefix(&addr),
+        let addr: IpAddr = addr_text.parse().map_err(|_| IpNetError::BadAddress)?;
+        let Some(prefix_text) = prefix_text else {
+            return Ok(Self::host(addr));
         };
-        IpNet::new(addr, prefix)
-    }
-}
-
-fn max_prefix(addr: &IpAddr) -> u8 {
-    if addr.is_ipv4() {
-        32
-    } else {
-        128
-    }
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(mask_v4(u32::from(a), prefix))),
-        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from(a), prefix))),
+        // Digits only: `u32::from_str` would also take a leading '+'.
+        if prefix_text.is_empty() || !prefix_text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(IpNetError::BadPrefix);
+        }
+        // All digits, so a parse failure can only be overflow, which is "too long" too.
+        let prefix = prefix_text
+            .parse::<u8>()
+            .map_err(|_| IpNetError::PrefixTooLong {
+                ipv6: addr.is_ipv6(),
+            })?;
+        Self::new(addr, prefix)
     }
 }
 
@@ -275,23 +294,15 @@ mod tests {
     #[test]
     fn parse_and_display() {
         assert_eq!(net("10.0.0.5/24").network().to_string(), "10.0.0.0/24");
-        assert_eq!(net("10.0.0.5").prefix(), 32);
-        assert_eq!(net("fd00::1").prefix(), 128);
-        assert_eq!(
-            "10.0.0.0/33".parse::<IpNet>(),
-            Err(IpNetError::Prefix { max: 32 })
-        );
-        assert_eq!(
-            "fd00::/129".parse::<IpNet>(),
-            Err(IpNetError::Prefix { max: 128 })
-        );
-        assert_eq!("10.0.0.0/".parse::<IpNet>(), Err(IpNetError::Syntax));
-        assert_eq!("10.0.0.0/+1".parse::<IpNet>(), Err(IpNetError::Syntax));
-        assert_eq!("nope".parse::<IpNet>(), Err(IpNetError::Syntax));
-        assert_eq!(
-            "10.0.0.0/999".parse::<IpNet>(),
-            Err(IpNetError::Prefix { max: 32 })
-        );
+        assert_eq!(net("10.0.0.5").prefix, 32);
+        assert_eq!(net("fd00::1").prefix, 128);
+        let too_long = |ipv6| Err(IpNetError::PrefixTooLong { ipv6 });
+        assert_eq!("10.0.0.0/33".parse::<IpNet>(), too_long(false));
+        assert_eq!("fd00::/129".parse::<IpNet>(), too_long(true));
+        assert_eq!("10.0.0.0/999".parse::<IpNet>(), too_long(false));
+        assert_eq!("10.0.0.0/".parse::<IpNet>(), Err(IpNetError::BadPrefix));
+        assert_eq!("10.0.0.0/+1".parse::<IpNet>(), Err(IpNetError::BadPrefix));
+        assert_eq!("nope".parse::<IpNet>(), Err(IpNetError::BadAddress));
     }
 
     #[test]

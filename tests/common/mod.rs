@@ -36,7 +36,12 @@ pub fn cannot_run() -> Option<String> {
     if euid != "0" {
         return Some("not running as root (namespaces, veth and TUN need it)".into());
     }
-    if fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").is_err() {
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .is_err()
+    {
         return Some("/dev/net/tun cannot be opened".into());
     }
     None
@@ -58,7 +63,10 @@ pub fn require(tool: &str) -> String {
     if extra.exists() {
         return extra.to_string_lossy().into_owned();
     }
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output();
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output();
     match found {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         _ => panic!("{tool} is not installed: run scripts/install-deps.sh"),
@@ -85,12 +93,20 @@ impl Topology {
         fs::create_dir_all(&dir).expect("temp dir");
         let t = Topology { prefix, dir };
         let out = t.script(&["up", &t.prefix]);
-        assert!(out.status.success(), "netns.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "netns.sh up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t
     }
 
     fn script(&self, args: &[&str]) -> Output {
-        Command::new("bash").arg(repo().join("scripts/netns.sh")).args(args).output().expect("run netns.sh")
+        Command::new("bash")
+            .arg(repo().join("scripts/netns.sh"))
+            .args(args)
+            .output()
+            .expect("run netns.sh")
     }
 
     pub fn a(&self) -> String {
@@ -103,7 +119,11 @@ impl Topology {
 
     /// Run a command inside a namespace and wait for it.
     pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
-        Command::new("ip").args(["netns", "exec", ns]).args(cmd).output().expect("ip netns exec")
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
     }
 
     /// Run a command that must succeed; returns its stdout.
@@ -132,7 +152,11 @@ impl Topology {
             .stderr(err)
             .spawn()
             .expect("spawn");
-        Proc { child: Some(child), name: name.to_string(), log }
+        Proc {
+            child: Some(child),
+            name: name.to_string(),
+            log,
+        }
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -144,7 +168,9 @@ impl Topology {
 
     /// Does `iface` exist in `ns`?
     pub fn has_link(&self, ns: &str, iface: &str) -> bool {
-        self.exec(ns, &["ip", "link", "show", "dev", iface]).status.success()
+        self.exec(ns, &["ip", "link", "show", "dev", iface])
+            .status
+            .success()
     }
 
     /// Wait until `iface` exists and is up in `ns`.
@@ -157,7 +183,11 @@ impl Topology {
                 return;
             }
             if let Some(code) = p.exited() {
-                panic!("{} exited with {code:?} before {iface} appeared:\n{}", p.name, p.log_text());
+                panic!(
+                    "{} exited with {code:?} before {iface} appeared:\n{}",
+                    p.name,
+                    p.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -190,26 +220,62 @@ impl Topology {
 
     /// Run iperf3 TCP for `secs` from `client_ns` to a server in `server_ns` at
     /// `server_addr`; returns (received bits/s, per-interval bytes).
-    pub fn iperf(&self, server_ns: &str, client_ns: &str, server_addr: &str, secs: u32, reverse: bool) -> Iperf {
+    pub fn iperf(
+        &self,
+        server_ns: &str,
+        client_ns: &str,
+        server_addr: &str,
+        secs: u32,
+        reverse: bool,
+    ) -> Iperf {
         let iperf3 = require("iperf3");
-        let mut server = self.spawn(server_ns, "iperf3-server", &[&iperf3, "-s", "-1", "-B", server_addr], &[]);
+        let mut server = self.spawn(
+            server_ns,
+            "iperf3-server",
+            &[&iperf3, "-s", "-1", "-B", server_addr],
+            &[],
+        );
         std::thread::sleep(Duration::from_millis(400));
         let t = secs.to_string();
-        let mut args = vec![iperf3.as_str(), "-c", server_addr, "-t", &t, "-i", "0.5", "-J", "--connect-timeout", "5000"];
+        let mut args = vec![
+            iperf3.as_str(),
+            "-c",
+            server_addr,
+            "-t",
+            &t,
+            "-i",
+            "0.5",
+            "-J",
+            "--connect-timeout",
+            "5000",
+        ];
         if reverse {
             args.push("-R");
         }
         let out = self.exec(client_ns, &args);
         server.stop();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "iperf3 failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "iperf3 failed: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 JSON");
-        let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
+        let bps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
         let intervals = v["intervals"]
             .as_array()
-            .map(|a| a.iter().map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0)).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0))
+                    .collect()
+            })
             .unwrap_or_default();
-        Iperf { bits_per_second: bps, interval_bytes: intervals }
+        Iperf {
+            bits_per_second: bps,
+            interval_bytes: intervals,
+        }
     }
 }
 
@@ -223,7 +289,11 @@ impl Drop for Topology {
     fn drop(&mut self) {
         let out = self.script(&["down", &self.prefix]);
         if !out.status.success() {
-            eprintln!("netns.sh down {}: {}", self.prefix, String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "netns.sh down {}: {}",
+                self.prefix,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -255,7 +325,9 @@ impl Proc {
     /// SIGTERM and wait up to 5 s; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(st)) = c.try_wait() {
@@ -277,7 +349,10 @@ impl Drop for Proc {
 
 /// A fresh (private, public) key pair in base64, made by the binary under test.
 pub fn keypair() -> (String, String) {
-    let private = Command::new(veil_bin()).arg("genkey").output().expect("veil genkey");
+    let private = Command::new(veil_bin())
+        .arg("genkey")
+        .output()
+        .expect("veil genkey");
     assert!(private.status.success());
     let private = String::from_utf8_lossy(&private.stdout).trim().to_string();
     let mut child = Command::new(veil_bin())
@@ -286,10 +361,18 @@ pub fn keypair() -> (String, String) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("veil pubkey");
-    child.stdin.take().expect("stdin").write_all(private.as_bytes()).expect("write key");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(private.as_bytes())
+        .expect("write key");
     let out = child.wait_with_output().expect("veil pubkey");
     assert!(out.status.success());
-    (private, String::from_utf8_lossy(&out.stdout).trim().to_string())
+    (
+        private,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
 }
 
 /// Format an endpoint (brackets for IPv6).
@@ -302,7 +385,11 @@ pub fn endpoint(addr: &str, port: u16) -> String {
 
 /// Start `veil up` in `ns` with `conf` (interface named after the file).
 pub fn veil_up(t: &Topology, ns: &str, conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let iface = conf.file_stem().and_then(|s| s.to_str()).expect("config stem").to_string();
+    let iface = conf
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("config stem")
+        .to_string();
     let conf_s = conf.to_string_lossy().into_owned();
     let mut cmd = vec![veil_bin(), "up", conf_s.as_str()];
     cmd.extend_from_slice(args);
