@@ -6,17 +6,21 @@
 //! the [`std::io::ErrorKind`] (notably `WouldBlock` on the non-blocking fds).
 //!
 //! - [`tun`]: TUN devices ([`Tun`]), single and multi-queue.
+//! - [`netlink`]: rtnetlink link / address / route setup ([`Netlink`]).
 //!
 //! Namespaces: a socket or TUN device belongs to the network namespace of the
 //! *thread* that created it, so create them on the thread (or before the
 //! `unshare`) that should own them.
 #![cfg(target_os = "linux")]
 
+pub mod netlink;
 pub mod tun;
 
+pub use netlink::{LinkInfo, Netlink};
 pub use tun::Tun;
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Turn a libc return value (`-1` + errno on failure) into an `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -31,4 +35,31 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
     // A non-negative ssize_t always fits usize; -1 (or any negative) is an error.
     usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
+/// Set an `int`-valued socket option.
+fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor for the borrow; we pass a pointer to a
+    // c_int on our stack together with its exact size, which the kernel only reads.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            socklen_of::<libc::c_int>(),
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// `size_of::<T>()` as a `socklen_t`; only used for small fixed C structs.
+const fn socklen_of<T>() -> libc::socklen_t {
+    // The structs passed here are at most a few hundred bytes, so this never truncates.
+    std::mem::size_of::<T>() as libc::socklen_t
 }
