@@ -7,6 +7,8 @@
 //!
 //! - [`tun`]: TUN devices ([`Tun`]), single and multi-queue.
 //! - [`netlink`]: rtnetlink link / address / route setup ([`Netlink`]).
+//! - [`udp`]: the tunnel's UDP socket with `recvmmsg` / `sendmmsg` batches ([`UdpSocket`]).
+//! - [`poll`]: [`EventFd`] wake-ups and a small `ppoll(2)` wrapper ([`wait`]).
 //!
 //! Namespaces: a socket or TUN device belongs to the network namespace of the
 //! *thread* that created it, so create them on the thread (or before the
@@ -14,10 +16,14 @@
 #![cfg(target_os = "linux")]
 
 pub mod netlink;
+pub mod poll;
 pub mod tun;
+pub mod udp;
 
 pub use netlink::{LinkInfo, Netlink};
+pub use poll::{wait, wait_readable, wait_writable, EventFd, Interest, ReadyMask, MAX_WAIT_FDS};
 pub use tun::Tun;
+pub use udp::{SendOutcome, UdpSocket, MAX_BATCH};
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -56,6 +62,24 @@ fn setsockopt_int(
         )
     };
     cvt(ret).map(drop)
+}
+
+/// Read an `int`-valued socket option.
+fn getsockopt_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = socklen_of::<libc::c_int>();
+    // SAFETY: `fd` is live; `value`/`len` are valid for writes and `len` holds
+    // the size of `value`, so the kernel writes at most that many bytes.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    cvt(ret).map(|_| value)
 }
 
 /// `size_of::<T>()` as a `socklen_t`; only used for small fixed C structs.
