@@ -9,6 +9,8 @@
 //! - [`netlink`]: rtnetlink link / address / route setup ([`Netlink`]).
 //! - [`udp`]: the tunnel's UDP socket with `recvmmsg` / `sendmmsg` batches ([`UdpSocket`]).
 //! - [`poll`]: [`EventFd`] wake-ups and a small `ppoll(2)` wrapper ([`wait`]).
+//! - [`thread`]: CPU sets, pinning and thread ids.
+//! - [`signals`]: blocking the shutdown signals and reading them from a [`SignalFd`].
 //!
 //! Namespaces: a socket or TUN device belongs to the network namespace of the
 //! *thread* that created it, so create them on the thread (or before the
@@ -17,11 +19,15 @@
 
 pub mod netlink;
 pub mod poll;
+pub mod signals;
+pub mod thread;
 pub mod tun;
 pub mod udp;
 
 pub use netlink::{LinkInfo, Netlink};
 pub use poll::{wait, wait_readable, wait_writable, EventFd, Interest, ReadyMask, MAX_WAIT_FDS};
+pub use signals::{block_shutdown_signals, ShutdownSignal, SignalFd};
+pub use thread::{available_cpus, current_tid, pin_current_thread, CpuNotAllowed};
 pub use tun::Tun;
 pub use udp::{SendOutcome, UdpSocket, MAX_BATCH};
 
