@@ -144,7 +144,10 @@ impl Netlink {
     ///
     /// IPv6 addresses are added with `IFA_F_NODAD`: a tunnel address has no
     /// link neighbours to collide with, and DAD would leave it unusable
-    /// ("tentative") for a second or more after setup.
+    /// ("tentative") for a second or more after setup. Even so the kernel
+    /// installs the IPv6 local route from a workqueue once the link is up,
+    /// so packets *to* the new address can be dropped for a moment after
+    /// [`Netlink::set_up`] returns (IPv4 is ready on return).
     pub fn add_address(&self, ifindex: u32, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
         check_prefix(addr, prefix_len)?;
         let mut msg = Message::new(
