@@ -6,9 +6,19 @@
 //! per-packet path; callers pass `now` and read counters.
 #![deny(unsafe_code)]
 
+pub mod batch;
+pub mod counters;
 pub mod crypto;
+pub mod doorbell;
+pub mod io;
+pub mod link;
+pub mod pipeline;
 pub mod replay;
+pub mod route;
+pub mod stage;
+#[allow(unsafe_code)]
 pub mod sys;
+pub mod timing;
 pub mod wire;
 
 pub use crypto::{ChaChaPoly, Keypair, OpenError, SealError, TransportAead};
@@ -18,12 +28,3 @@ pub use replay::ReplayWindow;
 pub const REKEY_AFTER_MESSAGES: u64 = 1 << 60;
 /// Never send or accept a counter at or above this (WireGuard `REJECT_AFTER_MESSAGES`).
 pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
-pub mod batch;
-pub mod counters;
-pub mod doorbell;
-pub mod io;
-pub mod link;
-pub mod pipeline;
-pub mod route;
-pub mod stage;
-pub mod timing;

@@ -1,0 +1,210 @@
+//! TUN devices: the tunnel's inner side, one IP packet per `read` / `write`.
+//!
+//! Devices are opened with `IFF_TUN | IFF_NO_PI` (bare IP packets, no 4-byte
+//! packet-info header) and are *not* persistent: the interface disappears
+//! when the last queue's fd is closed, so a crashed veil leaves nothing behind.
+//! The fds are non-blocking; wait for readiness with [`super::poll`].
+
+use std::ffi::CStr;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::cvt_size;
+
+/// One queue of a TUN interface.
+///
+/// `read`/`write` take `&self`: the kernel serialises access per fd, so one
+/// thread may read while another writes.
+pub struct Tun {
+    fd: OwnedFd,
+    name: String,
+    ifindex: u32,
+}
+
+impl fmt::Debug for Tun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tun")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("name", &self.name)
+            .field("ifindex", &self.ifindex)
+            .finish()
+    }
+}
+
+impl Tun {
+    /// Create the TUN interface `name` (e.g. `"veil0"`, or `"veil%d"` to let
+    /// the kernel pick the number; an empty name means `"tun%d"`).
+    ///
+    /// Needs `CAP_NET_ADMIN`. The interface is created down, without
+    /// addresses; configure it with [`super::Netlink`].
+    pub fn create(name: &str) -> io::Result<Tun> {
+        open_queue(name, TUN_FLAGS)
+    }
+
+    /// Create a multi-queue TUN interface with `queues` queues
+    /// (`IFF_MULTI_QUEUE`), one per pipeline. The kernel spreads flows across
+    /// queues, so each pipeline sees a stable subset of the flows.
+    pub fn create_multiqueue(name: &str, queues: usize) -> io::Result<Vec<Tun>> {
+        if queues == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TUN device needs at least one queue",
+            ));
+        }
+        let flags = TUN_FLAGS | libc::IFF_MULTI_QUEUE;
+        let first = open_queue(name, flags)?;
+        // Attach the other queues by the name the kernel actually chose, so a
+        // "%d" pattern does not create a second interface.
+        let actual = first.name.clone();
+        let mut all = Vec::with_capacity(queues);
+        all.push(first);
+        for _ in 1..queues {
+            all.push(open_queue(&actual, flags)?);
+        }
+        Ok(all)
+    }
+
+    /// The interface name the kernel assigned.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface index, for [`super::Netlink`] calls.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Read one IP packet into `buf`. A packet longer than `buf` is truncated
+    /// by the kernel, so size `buf` for the MTU. Returns `WouldBlock` when no
+    /// packet is queued.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `fd` is owned by self and open; `buf` is valid for
+            // `buf.len()` bytes of writes for the duration of the call.
+            let ret =
+                unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match cvt_size(ret) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Write one IP packet. Returns `WouldBlock` when the interface's queue is
+    /// full.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `fd` is owned by self and open; `buf` is valid for
+            // `buf.len()` bytes of reads for the duration of the call.
+            let ret = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+            match cvt_size(ret) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl AsFd for Tun {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Tun {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+const TUN_FLAGS: libc::c_int = libc::IFF_TUN | libc::IFF_NO_PI;
+
+/// Open /dev/net/tun and attach it to interface `name` with `flags`.
+fn open_queue(name: &str, flags: libc::c_int) -> io::Result<Tun> {
+    let mut req = ifreq_named(name)?;
+    req.ifr_ifru.ifru_flags = flags as libc::c_short;
+
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    let fd = OwnedFd::from(file);
+
+    // SAFETY: `fd` is an open /dev/net/tun descriptor and TUNSETIFF takes a
+    // pointer to a `struct ifreq`, which `req` is; the kernel writes the
+    // chosen name back into it and keeps no pointer after returning.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    super::cvt(ret)?;
+
+    // The kernel NUL-terminates the name it chose (IFNAMSIZ includes the NUL).
+    let name = ifr_name_str(&req)?;
+    let ifindex = nix::net::if_::if_nametoindex(name.as_str()).map_err(io::Error::from)?;
+    Ok(Tun { fd, name, ifindex })
+}
+
+/// A zeroed `ifreq` carrying `name`, checked to fit `IFNAMSIZ` with its NUL.
+fn ifreq_named(name: &str) -> io::Result<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) || bytes.contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name must be under 16 bytes, without NUL or '/'",
+        ));
+    }
+    // SAFETY: `ifreq` is a plain C struct (a name array and a union of
+    // integers / pointers) for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn ifr_name_str(req: &libc::ifreq) -> io::Result<String> {
+    let raw: [u8; libc::IFNAMSIZ] = req.ifr_name.map(|c| c as u8);
+    let name = CStr::from_bytes_until_nul(&raw).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "kernel returned an unterminated interface name",
+        )
+    })?;
+    name.to_str().map(str::to_owned).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "kernel returned a non-UTF-8 interface name",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_names_before_any_syscall() {
+        for bad in ["0123456789abcdef", "a/b", "a\0b"] {
+            let err = Tun::create(bad).expect_err(bad);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        let err = Tun::create_multiqueue("veilq", 0).expect_err("zero queues");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn name_round_trips_through_ifreq() {
+        let req = ifreq_named("veil%d").expect("valid name");
+        assert_eq!(ifr_name_str(&req).expect("terminated"), "veil%d");
+        let req = ifreq_named("fifteen_chars__").expect("15 bytes fit");
+        assert_eq!(ifr_name_str(&req).expect("terminated"), "fifteen_chars__");
+    }
+}

@@ -1,0 +1,831 @@
+//! The tunnel's outer UDP socket, with batched `recvmmsg` / `sendmmsg`.
+//!
+//! One syscall moves up to [`MAX_BATCH`] datagrams. The batch paths keep
+//! their `mmsghdr` / `iovec` / address arrays on the stack (about 14 KiB) and
+//! never allocate, so they can run on the per-packet path.
+//!
+//! Addresses: a socket bound to an unspecified IPv6 address (`[::]:port`) is
+//! dual-stack and serves IPv4 peers too. Sources are always reported in their
+//! plain form (an IPv4 peer is a [`SocketAddr::V4`], never `::ffff:a.b.c.d`),
+//! and a `V4` destination is mapped on the way out, so callers never see the
+//! socket's family.
+
+use std::fmt;
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{cvt, cvt_size, getsockopt_int, setsockopt_int, socklen_of};
+
+/// Most datagrams one [`UdpSocket::recv_batch`] / [`UdpSocket::send_batch`]
+/// call moves; longer slices are served up to this many.
+pub const MAX_BATCH: usize = 128;
+
+/// What one [`UdpSocket::send_batch_outcome`] call did with the front of the batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Datagrams the kernel accepted.
+    pub sent: usize,
+    /// Datagrams the kernel rejected one by one (unreachable, not permitted,
+    /// too big, …) and that were skipped.
+    pub failed: usize,
+    /// errno of the last rejected datagram, for the control thread to log.
+    pub last_errno: Option<i32>,
+}
+
+impl SendOutcome {
+    /// How many datagrams from the front of the batch are finished with
+    /// (sent or skipped); the rest were not attempted because the socket
+    /// buffer was full.
+    pub fn consumed(&self) -> usize {
+        self.sent + self.failed
+    }
+}
+
+/// A non-blocking UDP socket.
+///
+/// All methods take `&self`, so one RX and one TX thread can share it.
+pub struct UdpSocket {
+    fd: OwnedFd,
+    /// An AF_INET6 socket: destinations are written as `sockaddr_in6`.
+    v6: bool,
+    /// An AF_INET6 socket with IPV6_V6ONLY off.
+    dual_stack: bool,
+    send_errors: AtomicU64,
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("local_addr", &self.local_addr().ok())
+            .field("dual_stack", &self.dual_stack)
+            .finish()
+    }
+}
+
+impl UdpSocket {
+    /// Bind a non-blocking UDP socket to `addr`.
+    ///
+    /// An unspecified IPv6 address makes the socket dual-stack
+    /// (`IPV6_V6ONLY` = 0, whatever the `bindv6only` sysctl says); a specific
+    /// IPv6 address makes it IPv6 only. `reuse_port` sets `SO_REUSEPORT`, so
+    /// N pipelines can bind N sockets to one port and the kernel spreads
+    /// peers across them by flow hash.
+    pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+        let v6 = addr.is_ipv6();
+        let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+        // SAFETY: plain socket(2) call with constant arguments; no pointers.
+        let raw = cvt(unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_UDP,
+            )
+        })?;
+        // SAFETY: `raw` was just returned by socket(2), is open, and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        let mut dual_stack = false;
+        if let SocketAddr::V6(a) = addr {
+            // A v4-mapped bind address only works with V6ONLY off, too.
+            dual_stack = a.ip().is_unspecified() || a.ip().to_ipv4_mapped().is_some();
+            setsockopt_int(
+                fd.as_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                libc::c_int::from(!dual_stack),
+            )?;
+        }
+        if reuse_port {
+            setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        }
+
+        let (name, len) = RawAddr::encode(addr, v6);
+        // SAFETY: `name` is a sockaddr_in / sockaddr_in6 on our stack and
+        // `len` is the size of the variant written; the kernel only reads it.
+        cvt(unsafe { libc::bind(fd.as_raw_fd(), name.as_ptr(), len) })?;
+        Ok(UdpSocket {
+            fd,
+            v6,
+            dual_stack,
+            send_errors: AtomicU64::new(0),
+        })
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        let mut name = MaybeUninit::<RawAddr>::uninit();
+        let mut len = socklen_of::<RawAddr>();
+        // SAFETY: `name` is valid for `len` bytes of writes and `len` is
+        // valid for writes; the kernel writes at most `len` bytes and stores
+        // the full address length in `len`.
+        cvt(unsafe { libc::getsockname(self.fd.as_raw_fd(), name.as_mut_ptr().cast(), &mut len) })?;
+        // SAFETY: getsockname succeeded, so the first `len` bytes (bounded by
+        // the buffer size) of `name` are initialised.
+        unsafe { RawAddr::decode(name.as_ptr(), len) }
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "socket has no IP address"))
+    }
+
+    /// Is this an IPv6 socket that also carries IPv4?
+    pub fn is_dual_stack(&self) -> bool {
+        self.dual_stack
+    }
+
+    /// Set receive and send buffers to `bytes` each. Tries the `*BUFFORCE`
+    /// options first (they pass `net.core.{r,w}mem_max`, needing
+    /// `CAP_NET_ADMIN`) and falls back to the capped ones. Returns the
+    /// (receive, send) sizes now in force, as the kernel reports them (it
+    /// doubles the request to account for bookkeeping).
+    pub fn set_buffer_sizes(&self, bytes: usize) -> io::Result<(usize, usize)> {
+        let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let fd = self.fd.as_fd();
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if let Err(e) = setsockopt_int(fd, libc::SOL_SOCKET, force, want) {
+                if e.raw_os_error() != Some(libc::EPERM) {
+                    return Err(e);
+                }
+                setsockopt_int(fd, libc::SOL_SOCKET, plain, want)?;
+            }
+        }
+        let rcv = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?;
+        let snd = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?;
+        Ok((
+            usize::try_from(rcv).unwrap_or(0),
+            usize::try_from(snd).unwrap_or(0),
+        ))
+    }
+
+    /// Receive up to `min(bufs.len(), lens.len(), addrs.len(), MAX_BATCH)`
+    /// datagrams without blocking. For each datagram `i < n`, `lens[i]` is its
+    /// length in `bufs[i]` and `addrs[i]` its source.
+    ///
+    /// A datagram longer than its buffer (`MSG_TRUNC`) gets `lens[i] == 0`:
+    /// the caller drops and counts it, as it does an (invalid) empty one.
+    /// Returns `WouldBlock` when nothing is queued.
+    pub fn recv_batch<B: AsMut<[u8]>>(
+        &self,
+        bufs: &mut [B],
+        lens: &mut [usize],
+        addrs: &mut [SocketAddr],
+    ) -> io::Result<usize> {
+        let n = bufs.len().min(lens.len()).min(addrs.len()).min(MAX_BATCH);
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; MAX_BATCH];
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+
+        for (((buf, iov), name), hdr) in bufs
+            .iter_mut()
+            .zip(&mut iovs)
+            .zip(&mut names)
+            .zip(&mut hdrs)
+            .take(n)
+        {
+            let buf = buf.as_mut();
+            let iov = iov.write(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
+            let mut msg = zeroed_msghdr();
+            msg.msg_name = name.as_mut_ptr().cast();
+            msg.msg_namelen = socklen_of::<RawAddr>();
+            msg.msg_iov = iov;
+            msg.msg_iovlen = 1;
+            hdr.write(libc::mmsghdr {
+                msg_hdr: msg,
+                msg_len: 0,
+            });
+        }
+
+        let got = loop {
+            // SAFETY: the first `n` entries of `hdrs` are initialised; each
+            // points at one initialised iovec over a live, exclusively
+            // borrowed buffer and at a `RawAddr`-sized name slot, all of
+            // which outlive the call. The kernel writes only within those.
+            let ret = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                    ptr::null_mut(),
+                )
+            };
+            match cvt(ret) {
+                // recvmmsg returns at most `n`.
+                Ok(got) => break (got as usize).min(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+
+        for ((hdr, name), (len, addr)) in hdrs
+            .iter()
+            .zip(&names)
+            .zip(lens.iter_mut().zip(addrs.iter_mut()))
+            .take(got)
+        {
+            // SAFETY: all of the first `n >= got` headers were initialised above.
+            let hdr = unsafe { hdr.assume_init_ref() };
+            // SAFETY: the kernel filled `msg_namelen` bytes of this name slot
+            // (bounded by its size) for each of the `got` datagrams.
+            let from = unsafe { RawAddr::decode(name.as_ptr(), hdr.msg_hdr.msg_namelen) };
+            let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            *len = if truncated || from.is_none() {
+                0
+            } else {
+                hdr.msg_len as usize
+            };
+            *addr = from.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
+        }
+        Ok(got)
+    }
+
+    /// Send `pkts[i]` to `dests[i]` without blocking, up to [`MAX_BATCH`].
+    ///
+    /// Returns how many datagrams from the front of `pkts` are finished
+    /// with: each was either sent, or rejected by the kernel on its own
+    /// (`EHOSTUNREACH`, `EACCES`, `EMSGSIZE`, …), skipped and counted in
+    /// [`UdpSocket::send_errors`]. One bad destination never wedges the
+    /// batch. Fewer than `pkts.len()` means the socket buffer filled: wait
+    /// for [`super::wait_writable`] and resend the rest. Returns `WouldBlock`
+    /// only when none was finished; `InvalidInput` if the slices' lengths
+    /// differ.
+    pub fn send_batch<B: AsRef<[u8]>>(
+        &self,
+        pkts: &[B],
+        dests: &[SocketAddr],
+    ) -> io::Result<usize> {
+        self.send_batch_outcome(pkts, dests).map(|o| o.consumed())
+    }
+
+    /// [`UdpSocket::send_batch`], telling sent and rejected datagrams apart.
+    pub fn send_batch_outcome<B: AsRef<[u8]>>(
+        &self,
+        pkts: &[B],
+        dests: &[SocketAddr],
+    ) -> io::Result<SendOutcome> {
+        if pkts.len() != dests.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "send_batch: pkts and dests differ in length",
+            ));
+        }
+        let n = pkts.len().min(MAX_BATCH);
+        let mut outcome = SendOutcome::default();
+        if n == 0 {
+            return Ok(outcome);
+        }
+        let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; MAX_BATCH];
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+
+        for ((((pkt, dest), iov), name), hdr) in pkts
+            .iter()
+            .zip(dests)
+            .zip(&mut iovs)
+            .zip(&mut names)
+            .zip(&mut hdrs)
+            .take(n)
+        {
+            let pkt = pkt.as_ref();
+            // The kernel only reads through iov_base on send; the *mut is the C type's.
+            let iov = iov.write(libc::iovec {
+                iov_base: pkt.as_ptr().cast_mut().cast(),
+                iov_len: pkt.len(),
+            });
+            let (raw, len) = RawAddr::encode(*dest, self.v6);
+            let name = name.write(raw);
+            let mut msg = zeroed_msghdr();
+            msg.msg_name = (name as *mut RawAddr).cast();
+            msg.msg_namelen = len;
+            msg.msg_iov = iov;
+            msg.msg_iovlen = 1;
+            hdr.write(libc::mmsghdr {
+                msg_hdr: msg,
+                msg_len: 0,
+            });
+        }
+
+        let mut done = 0usize;
+        while done < n {
+            let rest = hdrs.get_mut(done..n).unwrap_or_default();
+            // SAFETY: `rest` is the initialised tail of `hdrs` (entries
+            // `done..n`); each points at an initialised iovec over a live
+            // packet and at an initialised name, all outliving the call. The
+            // kernel reads those and writes only `msg_len`.
+            let ret = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    rest.as_mut_ptr().cast::<libc::mmsghdr>(),
+                    rest.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                )
+            };
+            let err = match cvt(ret) {
+                // sendmmsg reports an error only when it sent nothing; after
+                // a partial send the next call hits the failing message first.
+                Ok(0) => break,
+                Ok(k) => {
+                    let k = (k as usize).min(n - done);
+                    outcome.sent += k;
+                    done += k;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            match classify_send_error(&err) {
+                SendErrorClass::Interrupted => continue,
+                SendErrorClass::Full => break,
+                SendErrorClass::Socket if done == 0 => return Err(err),
+                // Leave it for the next call to report; report progress now.
+                SendErrorClass::Socket => break,
+                SendErrorClass::Message => {
+                    outcome.failed += 1;
+                    outcome.last_errno = err.raw_os_error();
+                    self.send_errors.fetch_add(1, Ordering::Relaxed);
+                    done += 1;
+                }
+            }
+        }
+        if done == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(outcome)
+    }
+
+    /// Datagrams skipped by the batch send paths because the kernel rejected
+    /// them individually, since the socket was created.
+    pub fn send_errors(&self) -> u64 {
+        self.send_errors.load(Ordering::Relaxed)
+    }
+
+    /// Send one datagram (handshakes, cookie replies). Errors, including
+    /// `WouldBlock`, are returned as they are.
+    pub fn send_to(&self, buf: &[u8], dest: SocketAddr) -> io::Result<usize> {
+        let (name, len) = RawAddr::encode(dest, self.v6);
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` bytes of reads and `name`
+            // is a sockaddr of `len` bytes on our stack; the kernel copies both.
+            let ret = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    name.as_ptr(),
+                    len,
+                )
+            };
+            match cvt_size(ret) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Receive one datagram without blocking. A datagram longer than `buf`
+    /// reports length 0, as in [`UdpSocket::recv_batch`].
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let mut name = MaybeUninit::<RawAddr>::uninit();
+            let mut len = socklen_of::<RawAddr>();
+            // SAFETY: `buf` is valid for `buf.len()` bytes of writes; `name`
+            // for `len` bytes, and `len` for writes. With MSG_TRUNC the
+            // kernel still writes at most `buf.len()` bytes but returns the
+            // datagram's real length.
+            let ret = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    name.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            let full = match cvt_size(ret) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            };
+            // SAFETY: recvfrom succeeded, so the kernel wrote `len` bytes
+            // (bounded by the slot size) of `name`.
+            let from = unsafe { RawAddr::decode(name.as_ptr(), len) }.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source")
+            })?;
+            return Ok((if full > buf.len() { 0 } else { full }, from));
+        }
+    }
+}
+
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+enum SendErrorClass {
+    /// EINTR: try again.
+    Interrupted,
+    /// The socket buffer is full: stop, the caller waits for POLLOUT.
+    Full,
+    /// The socket itself is unusable: every later message would fail too.
+    Socket,
+    /// Only this datagram is bad (its destination, size or permission).
+    Message,
+}
+
+fn classify_send_error(e: &io::Error) -> SendErrorClass {
+    match e.kind() {
+        io::ErrorKind::Interrupted => return SendErrorClass::Interrupted,
+        io::ErrorKind::WouldBlock => return SendErrorClass::Full,
+        _ => {}
+    }
+    match e.raw_os_error() {
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP | libc::EPIPE) => {
+            SendErrorClass::Socket
+        }
+        _ => SendErrorClass::Message,
+    }
+}
+
+fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct of integers and raw pointers (plus
+    // private padding on some libcs); all-zero bytes are a valid value.
+    unsafe { mem::zeroed() }
+}
+
+/// Room for an IPv4 or IPv6 socket address: all this socket ever sees.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union RawAddr {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+impl RawAddr {
+    /// Encode `addr` for a socket of the given family. On an IPv6 socket a
+    /// V4 address becomes v4-mapped; on an IPv4 socket a v4-mapped V6
+    /// address becomes plain V4 (any other V6 is left for the kernel to refuse).
+    fn encode(addr: SocketAddr, v6_socket: bool) -> (RawAddr, libc::socklen_t) {
+        let (ip, port, flowinfo, scope_id) = match addr {
+            SocketAddr::V4(a) if !v6_socket => {
+                return (
+                    Self::from_v4(*a.ip(), a.port()),
+                    socklen_of::<libc::sockaddr_in>(),
+                )
+            }
+            SocketAddr::V4(a) => (a.ip().to_ipv6_mapped(), a.port(), 0, 0),
+            SocketAddr::V6(a) => {
+                if let (false, Some(v4)) = (v6_socket, a.ip().to_ipv4_mapped()) {
+                    return (
+                        Self::from_v4(v4, a.port()),
+                        socklen_of::<libc::sockaddr_in>(),
+                    );
+                }
+                (*a.ip(), a.port(), a.flowinfo(), a.scope_id())
+            }
+        };
+        let sin6 = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: port.to_be(),
+            sin6_flowinfo: flowinfo.to_be(),
+            sin6_addr: libc::in6_addr {
+                s6_addr: ip.octets(),
+            },
+            sin6_scope_id: scope_id,
+        };
+        (RawAddr { v6: sin6 }, socklen_of::<libc::sockaddr_in6>())
+    }
+
+    fn from_v4(ip: Ipv4Addr, port: u16) -> RawAddr {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            // s_addr holds the address in network order, i.e. its octets in memory order.
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        RawAddr { v4: sin }
+    }
+
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        (self as *const RawAddr).cast()
+    }
+
+    /// Decode a kernel-written address, unmapping v4-mapped IPv6 sources.
+    ///
+    /// # Safety
+    /// The first `min(len, size_of::<RawAddr>())` bytes at `p` must be initialised.
+    unsafe fn decode(p: *const RawAddr, len: libc::socklen_t) -> Option<SocketAddr> {
+        let len = len as usize;
+        if len < mem::size_of::<libc::sa_family_t>() {
+            return None;
+        }
+        // SAFETY: at least the family field's bytes are initialised (checked
+        // above) and `p` is aligned for RawAddr, hence for the family field
+        // at offset 0 of both variants.
+        let family = unsafe { ptr::read(p.cast::<libc::sa_family_t>()) };
+        match libc::c_int::from(family) {
+            libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+                // SAFETY: a whole sockaddr_in is initialised (length checked).
+                let sin = unsafe { ptr::read(p.cast::<libc::sockaddr_in>()) };
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: a whole sockaddr_in6 is initialised (length checked).
+                let sin6 = unsafe { ptr::read(p.cast::<libc::sockaddr_in6>()) };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                let port = u16::from_be(sin6.sin6_port);
+                Some(match ip.to_ipv4_mapped() {
+                    Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                    None => SocketAddr::V6(SocketAddrV6::new(
+                        ip,
+                        port,
+                        u32::from_be(sin6.sin6_flowinfo),
+                        sin6.sin6_scope_id,
+                    )),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::wait_readable;
+    use std::time::{Duration, Instant};
+
+    fn bind(addr: &str) -> UdpSocket {
+        UdpSocket::bind(addr.parse().expect("socket address"), false).expect("bind")
+    }
+
+    /// Datagram `i` of a test batch: its own size and content.
+    fn datagram(i: usize) -> Vec<u8> {
+        let len = 1 + i * 23;
+        (0..len).map(|j| (i * 7 + j) as u8).collect()
+    }
+
+    /// Receive until `want` datagrams arrived (or 5 s passed).
+    fn recv_all(
+        sock: &UdpSocket,
+        want: usize,
+        buf_len: usize,
+    ) -> Vec<(Vec<u8>, usize, SocketAddr)> {
+        let mut got = Vec::new();
+        let mut bufs = vec![vec![0u8; buf_len]; MAX_BATCH];
+        let mut lens = [0usize; MAX_BATCH];
+        let mut addrs = [SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); MAX_BATCH];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < want && Instant::now() < deadline {
+            match sock.recv_batch(&mut bufs, &mut lens, &mut addrs) {
+                Ok(n) => {
+                    for i in 0..n {
+                        got.push((bufs[i][..lens[i]].to_vec(), lens[i], addrs[i]));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_readable(&[sock.as_fd()], Some(Duration::from_millis(100))).expect("poll");
+                }
+                Err(e) => panic!("recv_batch: {e}"),
+            }
+        }
+        got
+    }
+
+    fn round_trip(rx_addr: &str, tx_addr: &str) {
+        let rx = bind(rx_addr);
+        let tx = bind(tx_addr);
+        let pkts: Vec<Vec<u8>> = (0..64).map(datagram).collect();
+        let dest = rx.local_addr().expect("rx addr");
+        let dests = vec![dest; pkts.len()];
+        let mut off = 0;
+        while off < pkts.len() {
+            match tx.send_batch(&pkts[off..], &dests[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    crate::sys::wait_writable(tx.as_fd(), Some(Duration::from_millis(100)))
+                        .expect("poll");
+                }
+                Err(e) => panic!("send_batch: {e}"),
+            }
+        }
+        assert_eq!(tx.send_errors(), 0);
+        let got = recv_all(&rx, 64, 2048);
+        assert_eq!(got.len(), 64);
+        let from = tx.local_addr().expect("tx addr");
+        for (i, (data, len, src)) in got.iter().enumerate() {
+            assert_eq!(*len, pkts[i].len(), "datagram {i} length");
+            assert_eq!(
+                data, &pkts[i],
+                "datagram {i} content (loopback keeps order)"
+            );
+            assert_eq!(*src, from);
+        }
+    }
+
+    #[test]
+    fn batch_round_trip_v4() {
+        round_trip("127.0.0.1:0", "127.0.0.1:0");
+    }
+
+    #[test]
+    fn batch_round_trip_v6() {
+        if UdpSocket::bind("[::1]:0".parse().expect("addr"), false).is_err() {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        }
+        round_trip("[::1]:0", "[::1]:0");
+    }
+
+    #[test]
+    fn dual_stack_reports_plain_v4_and_sends_to_it() {
+        let rx = bind("[::]:0");
+        assert!(rx.is_dual_stack());
+        let port = rx.local_addr().expect("addr").port();
+        let tx = bind("127.0.0.1:0");
+        let tx_addr = tx.local_addr().expect("addr");
+        let to: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        assert_eq!(tx.send_batch(&[b"hello"], &[to]).expect("send"), 1);
+        let got = recv_all(&rx, 1, 1500);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, b"hello");
+        assert_eq!(
+            got[0].2, tx_addr,
+            "a v4 peer is SocketAddr::V4, not ::ffff:127.0.0.1"
+        );
+
+        // Replies to a plain V4 address leave the v6 socket v4-mapped, both
+        // batched and single.
+        assert_eq!(rx.send_batch(&[b"batch"], &[tx_addr]).expect("send"), 1);
+        assert_eq!(rx.send_to(b"single", tx_addr).expect("send_to"), 6);
+        let got = recv_all(&tx, 2, 1500);
+        let payloads: Vec<&[u8]> = got.iter().map(|g| g.0.as_slice()).collect();
+        assert_eq!(payloads, vec![&b"batch"[..], &b"single"[..]]);
+        assert_eq!(got[0].2, to);
+
+        // A v4-mapped destination on a v4 socket is unmapped, too.
+        let mapped = SocketAddr::V6(SocketAddrV6::new(
+            Ipv4Addr::LOCALHOST.to_ipv6_mapped(),
+            port,
+            0,
+            0,
+        ));
+        assert_eq!(tx.send_batch(&[b"mapped"], &[mapped]).expect("send"), 1);
+        assert_eq!(recv_all(&rx, 1, 1500)[0].0, b"mapped");
+    }
+
+    #[test]
+    fn specific_v6_address_is_v6_only() {
+        if let Ok(s) = UdpSocket::bind("[::1]:0".parse().expect("addr"), false) {
+            assert!(!s.is_dual_stack());
+        }
+    }
+
+    #[test]
+    fn truncated_datagram_has_length_zero() {
+        let rx = bind("127.0.0.1:0");
+        let tx = bind("127.0.0.1:0");
+        let dest = rx.local_addr().expect("addr");
+        let pkts = [vec![1u8; 100], vec![2u8; 2000], vec![3u8; 50]];
+        assert_eq!(tx.send_batch(&pkts, &[dest; 3]).expect("send"), 3);
+        let got = recv_all(&rx, 3, 1500);
+        let lens: Vec<usize> = got.iter().map(|g| g.1).collect();
+        assert_eq!(lens, vec![100, 0, 50]);
+
+        assert_eq!(tx.send_to(&[9u8; 2000], dest).expect("send_to"), 2000);
+        assert_eq!(tx.send_to(&[8u8; 10], dest).expect("send_to"), 10);
+        wait_readable(&[rx.as_fd()], Some(Duration::from_secs(5))).expect("poll");
+        let mut buf = [0u8; 1500];
+        assert_eq!(
+            rx.recv_from(&mut buf).expect("recv").0,
+            0,
+            "truncated single datagram"
+        );
+        wait_readable(&[rx.as_fd()], Some(Duration::from_secs(5))).expect("poll");
+        let (n, from) = rx.recv_from(&mut buf).expect("recv");
+        assert_eq!((n, from), (10, tx.local_addr().expect("addr")));
+        assert_eq!(&buf[..10], &[8u8; 10]);
+    }
+
+    #[test]
+    fn empty_socket_would_block() {
+        let rx = bind("127.0.0.1:0");
+        let mut bufs = [[0u8; 64]; 4];
+        let mut lens = [0; 4];
+        let mut addrs = [SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); 4];
+        let err = rx
+            .recv_batch(&mut bufs, &mut lens, &mut addrs)
+            .expect_err("nothing queued");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let err = rx.recv_from(&mut bufs[0]).expect_err("nothing queued");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // Zero capacity is not an error.
+        assert_eq!(
+            rx.recv_batch(&mut bufs, &mut lens, &mut addrs[..0])
+                .expect("empty"),
+            0
+        );
+    }
+
+    #[test]
+    fn bad_destinations_are_skipped_and_counted() {
+        let rx = bind("127.0.0.1:0");
+        let tx = bind("127.0.0.1:0");
+        let good = rx.local_addr().expect("addr");
+        // Port 0 is EINVAL; an IPv6 destination on an IPv4 socket is
+        // EAFNOSUPPORT. Both are refused locally: nothing leaves the host.
+        let port0 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+        let v6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, good.port(), 0, 0));
+        let pkts = [&b"a"[..], b"x", b"b", b"y", b"c"];
+        let dests = [good, port0, good, v6, good];
+        let out = tx.send_batch_outcome(&pkts, &dests).expect("send");
+        assert_eq!(out.sent, 3);
+        assert_eq!(out.failed, 2);
+        assert_eq!(out.consumed(), 5);
+        assert!(matches!(
+            out.last_errno,
+            Some(libc::EAFNOSUPPORT | libc::EINVAL)
+        ));
+        assert_eq!(tx.send_errors(), 2);
+        let got: Vec<Vec<u8>> = recv_all(&rx, 3, 64).into_iter().map(|g| g.0).collect();
+        assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+
+        // A batch of only bad destinations is finished, not WouldBlock.
+        assert_eq!(tx.send_batch(&[b"z"], &[port0]).expect("all skipped"), 1);
+        assert_eq!(tx.send_errors(), 3);
+        // The single-datagram path reports the error itself.
+        assert_eq!(
+            tx.send_to(b"z", port0).expect_err("port 0").raw_os_error(),
+            Some(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn mismatched_slices_are_invalid_input() {
+        let tx = bind("127.0.0.1:0");
+        let dest = tx.local_addr().expect("addr");
+        let err = tx.send_batch(&[b"a", b"b"], &[dest]).expect_err("mismatch");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(tx.send_batch::<&[u8]>(&[], &[]).expect("empty"), 0);
+    }
+
+    #[test]
+    fn oversized_batches_are_capped() {
+        let rx = bind("127.0.0.1:0");
+        rx.set_buffer_sizes(1 << 20).expect("buffers");
+        let tx = bind("127.0.0.1:0");
+        let dest = rx.local_addr().expect("addr");
+        let pkts = vec![[7u8; 16]; MAX_BATCH + 10];
+        let dests = vec![dest; pkts.len()];
+        assert_eq!(tx.send_batch(&pkts, &dests).expect("send"), MAX_BATCH);
+        let mut bufs = vec![[0u8; 32]; MAX_BATCH + 10];
+        let mut lens = vec![0; MAX_BATCH + 10];
+        let mut addrs = vec![dest; MAX_BATCH + 10];
+        wait_readable(&[rx.as_fd()], Some(Duration::from_secs(5))).expect("poll");
+        let n = rx
+            .recv_batch(&mut bufs, &mut lens, &mut addrs)
+            .expect("recv");
+        assert!(n > 0 && n <= MAX_BATCH);
+    }
+
+    #[test]
+    fn buffer_sizes_and_reuse_port() {
+        let a = UdpSocket::bind("127.0.0.1:0".parse().expect("addr"), true).expect("bind");
+        let (rcv, snd) = a.set_buffer_sizes(4 << 20).expect("buffers");
+        assert!(rcv > 0 && snd > 0);
+        if nix::unistd::geteuid().is_root() {
+            // The FORCE options apply past rmem_max; the kernel doubles the request.
+            assert!(rcv >= 4 << 20 && snd >= 4 << 20, "got {rcv}/{snd}");
+        }
+        let port = a.local_addr().expect("addr").port();
+        let same = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let b = UdpSocket::bind(same, true).expect("second SO_REUSEPORT socket on the same port");
+        assert_eq!(b.local_addr().expect("addr"), same);
+        let err = UdpSocket::bind(same, false).expect_err("port taken without SO_REUSEPORT");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}
