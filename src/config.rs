@@ -41,7 +41,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::str::FromStr;
 
 pub use veil_dataplane::route::{IpNet, IpNetError};
 
@@ -1428,25 +1427,30 @@ pub struct InterfaceNameError {
     pub problem: InterfaceNameProblem,
 }
 
+impl fmt::Display for InterfaceNameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InterfaceNameProblem::NoFileName => f.write_str("it has no file name"),
+            InterfaceNameProblem::NotUtf8 => f.write_str("the name is not UTF-8"),
+            InterfaceNameProblem::TooLong { len } => write!(
+                f,
+                "the name is {len} bytes, Linux allows at most {MAX_IFNAME_LEN}"
+            ),
+            InterfaceNameProblem::ForbiddenChar(c) => {
+                write!(f, "the name contains {c:?}, which Linux forbids")
+            }
+            InterfaceNameProblem::DotName => f.write_str("'.' and '..' are not interface names"),
+        }
+    }
+}
+
 impl fmt::Display for InterfaceNameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: cannot name the interface after this file: ",
-            self.path
+            "{}: cannot name the interface after this file: {}",
+            self.path, self.problem
         )?;
-        match &self.problem {
-            InterfaceNameProblem::NoFileName => f.write_str("it has no file name")?,
-            InterfaceNameProblem::NotUtf8 => f.write_str("the file name is not UTF-8")?,
-            InterfaceNameProblem::TooLong { len } => write!(
-                f,
-                "the name is {len} bytes, Linux allows at most {MAX_IFNAME_LEN}"
-            )?,
-            InterfaceNameProblem::ForbiddenChar(c) => {
-                write!(f, "the name contains {c:?}, which Linux forbids")?
-            }
-            InterfaceNameProblem::DotName => f.write_str("'.' and '..' are not interface names")?,
-        }
         f.write_str(
             " (rename the file to NAME.conf, NAME being 1..=15 characters without '/', ':' \
              or whitespace, e.g. veil0.conf)",
@@ -1472,20 +1476,26 @@ pub fn interface_name_from_path(path: &Path) -> Result<String, InterfaceNameErro
     let name = stem
         .to_str()
         .ok_or_else(|| fail(InterfaceNameProblem::NotUtf8))?;
+    validate_interface_name(name).map_err(fail)
+}
+
+/// Check `name` as a Linux interface name (1..=15 bytes, no '/', ':', whitespace or
+/// control characters, not "." or "..").
+pub fn validate_interface_name(name: &str) -> Result<String, InterfaceNameProblem> {
     if name.is_empty() {
-        return Err(fail(InterfaceNameProblem::NoFileName));
+        return Err(InterfaceNameProblem::NoFileName);
     }
     if name.len() > MAX_IFNAME_LEN {
-        return Err(fail(InterfaceNameProblem::TooLong { len: name.len() }));
+        return Err(InterfaceNameProblem::TooLong { len: name.len() });
     }
     if name == "." || name == ".." {
-        return Err(fail(InterfaceNameProblem::DotName));
+        return Err(InterfaceNameProblem::DotName);
     }
     if let Some(c) = name
         .chars()
         .find(|&c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
     {
-        return Err(fail(InterfaceNameProblem::ForbiddenChar(c)));
+        return Err(InterfaceNameProblem::ForbiddenChar(c));
     }
     Ok(name.to_string())
 }

@@ -218,7 +218,7 @@ fn spawn<F: FnOnce() + Send + 'static>(
 fn run(p: Prepared) -> ExitCode {
     // Signals are blocked before any thread starts, so every thread inherits the
     // mask and only the main thread receives them, through a signalfd.
-    let signals = match sys::SignalFd::block_termination() {
+    let signals = match sys::block_shutdown_signals().and_then(|()| sys::SignalFd::new()) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot set up signal handling: {e}");
@@ -373,9 +373,13 @@ impl Running {
 
     fn wait(self, signals: &sys::SignalFd) -> ExitCode {
         loop {
-            match signals.wait(Some(Duration::from_secs(1))) {
+            let ready = {
+                use std::os::fd::AsFd;
+                sys::wait_readable(&[signals.as_fd()], Some(Duration::from_secs(1)))
+            };
+            match ready.and_then(|_| signals.read()) {
                 Ok(Some(sig)) => {
-                    info!("{}: {sig} received; shutting down", self.name);
+                    info!("{}: {sig:?} received; shutting down", self.name);
                     break;
                 }
                 Ok(None) => {
@@ -398,8 +402,12 @@ impl Running {
             }
         }
         self.shared.shutdown();
+        self.log_counters_after_join()
+    }
+
+    fn log_counters_after_join(mut self) -> ExitCode {
         let mut ok = true;
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             ok &= t.join().is_ok();
         }
         self.log_counters();

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::batch::PacketMeta;
+use crate::batch::{PacketMeta, BATCH_MAX};
 
 /// A datagram socket that moves batches.
 pub trait DatagramIo {
@@ -33,4 +33,44 @@ pub trait PacketIo {
     fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Write one packet.
     fn write_packet(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl DatagramIo for crate::sys::UdpSocket {
+    fn recv_batch(&self, bufs: &mut [Box<[u8]>], metas: &mut [PacketMeta]) -> io::Result<usize> {
+        let n = bufs.len().min(metas.len()).min(BATCH_MAX);
+        let mut lens = [0usize; BATCH_MAX];
+        let mut addrs = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
+        let got = crate::sys::UdpSocket::recv_batch(self, &mut bufs[..n], &mut lens[..n], &mut addrs[..n])?;
+        for ((meta, len), addr) in metas.iter_mut().zip(lens).zip(addrs).take(got) {
+            meta.offset = 0;
+            meta.len = len;
+            meta.addr = addr;
+        }
+        Ok(got)
+    }
+
+    fn send_batch(&self, pkts: &[&[u8]], dests: &[SocketAddr], failed: &mut u64) -> io::Result<usize> {
+        let outcome = self.send_batch_outcome(pkts, dests)?;
+        *failed += outcome.failed as u64;
+        Ok(outcome.consumed())
+    }
+
+    fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize> {
+        crate::sys::UdpSocket::send_to(self, pkt, dest)
+    }
+
+    fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        crate::sys::wait_writable(self.as_fd(), Some(timeout))
+    }
+}
+
+impl PacketIo for crate::sys::Tun {
+    fn read_packet(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+
+    fn write_packet(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
 }
