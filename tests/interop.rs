@@ -1,0 +1,148 @@
+//! Interop: veil against wireguard-go and boringtun-cli, in both roles, in real
+//! network namespaces. Peers are configured with `wg`, as their users do.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PORT: u16 = 51820;
+
+/// A userspace WireGuard implementation other than veil.
+#[derive(Clone, Copy, Debug)]
+enum Peer {
+    WireguardGo,
+    Boringtun,
+}
+
+/// Start `peer` as interface `iface` in `ns` and configure it with `wg` and `ip`.
+fn start_peer(t: &Topology, ns: &str, peer: Peer, iface: &str, wg_args: &[String], addr: &str) -> Proc {
+    let proc = match peer {
+        Peer::WireguardGo => {
+            let bin = require("wireguard-go");
+            // The kernel here has WireGuard, and wireguard-go refuses to run unless told.
+            t.spawn(ns, iface, &[&bin, "-f", iface], &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")])
+        }
+        Peer::Boringtun => {
+            let bin = require("boringtun-cli");
+            t.spawn(ns, iface, &[&bin, iface, "--foreground", "--disable-drop-privileges"], &[])
+        }
+    };
+    let mut proc = proc;
+    t.wait_link(ns, iface, &mut proc);
+    // The UAPI socket appears right after the interface.
+    let sock = format!("/var/run/wireguard/{iface}.sock");
+    let start = Instant::now();
+    while !std::path::Path::new(&sock).exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wg = require("wg");
+    let mut cmd: Vec<&str> = vec![&wg, "set", iface];
+    cmd.extend(wg_args.iter().map(String::as_str));
+    t.ok(ns, &cmd);
+    t.ok(ns, &["ip", "addr", "add", addr, "dev", iface]);
+    t.ok(ns, &["ip", "link", "set", iface, "mtu", "1420", "up"]);
+    proc
+}
+
+/// veil gateway in namespace a, `peer` as the client in namespace b.
+fn veil_gateway_with(tag: &str, peer: Peer) {
+    let t = Topology::new(tag);
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {PORT}\nAddress = 10.9.0.1/24\n\n\
+             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n"
+        ),
+    );
+    let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let key = t.write("client.key", &format!("{cl_priv}\n"));
+    let iface = format!("wc{tag}");
+    let args = vec![
+        "private-key".to_string(),
+        key.to_string_lossy().into_owned(),
+        "peer".into(),
+        gw_pub,
+        "endpoint".into(),
+        endpoint(A_V4, PORT),
+        "allowed-ips".into(),
+        "10.9.0.0/24".into(),
+        "persistent-keepalive".into(),
+        "25".into(),
+    ];
+    let mut client = start_peer(&t, &t.b(), peer, &iface, &args, "10.9.0.2/24");
+    traffic(&t, &t.b(), "10.9.0.1", &t.a(), "10.9.0.2");
+    client.stop();
+    assert_eq!(gw.stop(), Some(0), "veil exit status:\n{}", gw.log_text());
+}
+
+/// `peer` as the gateway in namespace a, veil as the client in namespace b.
+fn veil_client_of(tag: &str, peer: Peer) {
+    let t = Topology::new(tag);
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let key = t.write("gw.key", &format!("{gw_priv}\n"));
+    let iface = format!("wg{tag}");
+    let args = vec![
+        "private-key".to_string(),
+        key.to_string_lossy().into_owned(),
+        "listen-port".into(),
+        PORT.to_string(),
+        "peer".into(),
+        cl_pub,
+        "allowed-ips".into(),
+        "10.9.0.2/32".into(),
+    ];
+    let mut gw = start_peer(&t, &t.a(), peer, &iface, &args, "10.9.0.1/24");
+    let cl_conf = t.write(
+        "veilcl.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {cl_priv}\nAddress = 10.9.0.2/24\n\n\
+             [Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\nPersistentKeepalive = 25\n",
+            endpoint(A_V4, PORT)
+        ),
+    );
+    let mut cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
+    traffic(&t, &t.b(), "10.9.0.1", &t.a(), "10.9.0.2");
+    assert_eq!(cl.stop(), Some(0), "veil exit status:\n{}", cl.log_text());
+    gw.stop();
+}
+
+/// Ping both ways and a 10 s iperf3 run each way between the two tunnel ends.
+fn traffic(t: &Topology, client_ns: &str, gw_addr: &str, gw_ns: &str, client_addr: &str) {
+    t.wait_ping(client_ns, gw_addr);
+    assert_eq!(t.ping(client_ns, gw_addr, 10), 10, "client → gateway ping lost packets");
+    assert_eq!(t.ping(gw_ns, client_addr, 5), 5, "gateway → client ping lost packets");
+    let up = t.iperf(gw_ns, client_ns, gw_addr, 10, false);
+    assert!(up.bits_per_second > 1e6, "client → gateway: {} bit/s", up.bits_per_second);
+    let down = t.iperf(gw_ns, client_ns, gw_addr, 10, true);
+    assert!(down.bits_per_second > 1e6, "gateway → client: {} bit/s", down.bits_per_second);
+    eprintln!("iperf3: up {:.0} Mbit/s, down {:.0} Mbit/s", up.bits_per_second / 1e6, down.bits_per_second / 1e6);
+}
+
+#[test]
+fn veil_gateway_wireguard_go_client() {
+    let Some(_g) = begin("veil_gateway_wireguard_go_client") else { return };
+    veil_gateway_with("gg", Peer::WireguardGo);
+}
+
+#[test]
+fn veil_gateway_boringtun_client() {
+    let Some(_g) = begin("veil_gateway_boringtun_client") else { return };
+    veil_gateway_with("gb", Peer::Boringtun);
+}
+
+#[test]
+fn veil_client_wireguard_go_gateway() {
+    let Some(_g) = begin("veil_client_wireguard_go_gateway") else { return };
+    veil_client_of("cg", Peer::WireguardGo);
+}
+
+#[test]
+fn veil_client_boringtun_gateway() {
+    let Some(_g) = begin("veil_client_boringtun_gateway") else { return };
+    veil_client_of("cb", Peer::Boringtun);
+}
