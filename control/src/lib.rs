@@ -1,2 +1,4 @@
 //! veil-control: the control plane of veil.
 #![deny(unsafe_code)]
+
+pub mod noise;
