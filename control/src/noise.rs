@@ -602,6 +602,18 @@ mod tests {
         let mut one = [0u8; 32];
         one[0] = 1;
         assert_eq!(dh(&s, &one).unwrap_err(), NoiseError::WeakKey);
+        // A point of order 8.
+        let p8: [u8; 32] = [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
+            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
+            0x5f, 0x49, 0xb8, 0x00,
+        ];
+        assert_eq!(dh(&s, &p8).unwrap_err(), NoiseError::WeakKey);
+        assert!(dh(
+            &s,
+            &PublicKey::from(&StaticSecret::from([9u8; 32])).to_bytes()
+        )
+        .is_ok());
     }
 
     #[test]
