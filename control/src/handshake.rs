@@ -1,4 +1,4 @@
-//! WireGuard's handshake (message types 1–3) on top of the [`noise`](crate::noise) core,
+//! WireGuard's handshake (message types 1–3) on top of the [`crate::noise`] core,
 //! byte-exact with the Linux kernel and wireguard-go.
 //!
 //! Sans-IO: every call takes `now` (and the wall clock or randomness where the protocol needs
@@ -341,9 +341,8 @@ impl PeerHandshake {
         wall: SystemTime,
         rng: &mut impl CryptoRngCore,
     ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
-        let mut ephemeral = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(&mut *ephemeral);
-        self.create_initiation_with_ephemeral(local, local_index, now, wall, *ephemeral)
+        let ephemeral = StaticSecret::random_from_rng(rng);
+        self.initiate(local, local_index, now, wall, ephemeral)
     }
 
     /// [`PeerHandshake::create_initiation`] with a given ephemeral secret, for known-answer tests.
@@ -355,7 +354,17 @@ impl PeerHandshake {
         wall: SystemTime,
         ephemeral: [u8; 32],
     ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
-        let ephemeral = StaticSecret::from(ephemeral);
+        self.initiate(local, local_index, now, wall, StaticSecret::from(ephemeral))
+    }
+
+    fn initiate(
+        &mut self,
+        local: &StaticIdentity,
+        local_index: u32,
+        now: Instant,
+        wall: SystemTime,
+        ephemeral: StaticSecret,
+    ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
         let mut state = Ikpsk2::new(CONSTRUCTION, IDENTIFIER, &self.remote_public);
         let timestamp = Tai64n::from_system_time(wall).to_bytes();
         let mut msg = [0u8; INITIATION_LEN];
@@ -454,7 +463,9 @@ impl PeerHandshake {
     /// responder sends with the second Split key). `local_index` is the index the caller
     /// reserved for this session.
     ///
-    /// Errors leave this state unchanged.
+    /// Errors leave this state unchanged. Our own pending initiation, if any, is kept: when
+    /// both sides initiate at once, the response to ours can still complete it, and the
+    /// session layer picks which keypair to use.
     pub fn respond(
         &mut self,
         local: &StaticIdentity,
@@ -463,9 +474,8 @@ impl PeerHandshake {
         now: Instant,
         rng: &mut impl CryptoRngCore,
     ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
-        let mut ephemeral = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(&mut *ephemeral);
-        self.respond_with_ephemeral(local, init, local_index, now, *ephemeral)
+        let ephemeral = StaticSecret::random_from_rng(rng);
+        self.answer(local, init, local_index, now, ephemeral)
     }
 
     /// [`PeerHandshake::respond`] with a given ephemeral secret, for known-answer tests.
@@ -476,6 +486,17 @@ impl PeerHandshake {
         local_index: u32,
         now: Instant,
         ephemeral: [u8; 32],
+    ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
+        self.answer(local, init, local_index, now, StaticSecret::from(ephemeral))
+    }
+
+    fn answer(
+        &mut self,
+        local: &StaticIdentity,
+        init: ValidInitiation,
+        local_index: u32,
+        now: Instant,
+        ephemeral: StaticSecret,
     ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
         if !ct_eq(&init.local_public, &local.public)
             || !ct_eq(&init.initiator.static_public, &self.remote_public)
@@ -503,7 +524,6 @@ impl PeerHandshake {
             return Err(HandshakeError::TooFast);
         }
 
-        let ephemeral = StaticSecret::from(ephemeral);
         let mut msg = [0u8; RESPONSE_LEN];
         state.write_response(
             &ephemeral,

@@ -4,6 +4,7 @@
 //! ([`handshake`]) and TAI64N timestamps ([`tai64n`]). Everything here is sans-IO: it takes
 //! `now`, the wall clock and randomness as arguments and returns bytes and keypairs.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod handshake;
 pub mod noise;

@@ -617,3 +617,61 @@ fn wrong_lengths_and_types_are_malformed() {
         HandshakeError::Malformed
     );
 }
+
+#[test]
+fn simultaneous_initiations_both_complete() {
+    let mut p = Pair::new(None);
+    let mut client_cookies = p.client.cookie_checker();
+    let mut server_cookies = p.server.cookie_checker();
+    let server_addr: SocketAddr = "203.0.113.1:51820".parse().unwrap();
+    let now = Instant::now();
+    let mut rng = TestRng(14);
+    let from_client = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let from_server = p
+        .at_server
+        .create_initiation(&p.server, 2, now, wall(0), &mut rng)
+        .unwrap();
+
+    let valid = server_accepts(&p, &mut server_cookies, &from_client, now);
+    let (resp_to_client, mut server_as_responder) = p
+        .at_server
+        .respond(&p.server, valid, 3, now, &mut rng)
+        .unwrap();
+    let InitiationOutcome::Valid(valid) = consume_initiation(
+        &p.client,
+        &mut client_cookies,
+        &from_server,
+        server_addr,
+        false,
+        now,
+        &mut rng,
+    )
+    .unwrap() else {
+        panic!("cookie reply while not under load");
+    };
+    let (resp_to_server, mut client_as_responder) = p
+        .at_client
+        .respond(&p.client, valid, 4, now, &mut rng)
+        .unwrap();
+
+    // Answering the other side did not throw away either pending initiation.
+    let mut client_as_initiator = p
+        .at_client
+        .consume_response(&p.client, &resp_to_client, now)
+        .unwrap();
+    let mut server_as_initiator = p
+        .at_server
+        .consume_response(&p.server, &resp_to_server, now)
+        .unwrap();
+    assert_eq!(
+        &transfer(&mut client_as_initiator, &mut server_as_responder, b"a").unwrap()[..1],
+        b"a"
+    );
+    assert_eq!(
+        &transfer(&mut server_as_initiator, &mut client_as_responder, b"b").unwrap()[..1],
+        b"b"
+    );
+}
