@@ -290,6 +290,14 @@ impl PeerHandshake {
         &self.remote_public
     }
 
+    /// True if the peer's configured key is a low-order point, with which no handshake can
+    /// succeed (and which would let anyone on the path impersonate the peer). Configuration
+    /// code should refuse such a peer; every handshake operation with it fails with
+    /// [`HandshakeError::WeakKey`].
+    pub fn remote_key_is_low_order(&self) -> bool {
+        bool::from(self.static_static.ct_eq(&[0u8; 32]))
+    }
+
     /// When our pending initiation was created, if one is waiting for its response.
     pub fn pending_since(&self) -> Option<Instant> {
         self.pending.as_ref().map(|p| p.created)
@@ -847,6 +855,8 @@ mod tests {
         let r = peer.create_initiation(&local, 1, Instant::now(), SystemTime::now(), &mut OsRng);
         assert_eq!(r.unwrap_err(), HandshakeError::WeakKey);
         assert_eq!(peer.pending_since(), None);
+        assert!(peer.remote_key_is_low_order());
+        assert!(!PeerHandshake::new(&local, local.public, None).remote_key_is_low_order());
     }
 
     #[test]
