@@ -1,0 +1,677 @@
+//! WireGuard handshakes between two in-memory parties: success, transport both ways,
+//! replays, tampering, cookies under load and cookie secret rotation.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{client_addr, later, wall, Pair, TestRng};
+use veil_control::handshake::COOKIE_LIFETIME;
+use veil_control::{
+    consume_initiation, CookieChecker, HandshakeError, InitiationOutcome, ValidInitiation,
+};
+use veil_dataplane::wire::{TRANSPORT_HEADER_LEN, TYPE_INITIATION};
+use veil_dataplane::{Keypair, OpenError};
+
+/// The server's side of an initiation, expecting it to be valid (not under load).
+fn server_accepts(
+    p: &Pair,
+    cookies: &mut CookieChecker,
+    msg: &[u8],
+    now: Instant,
+) -> ValidInitiation {
+    let mut rng = TestRng(1);
+    match consume_initiation(&p.server, cookies, msg, client_addr(), false, now, &mut rng).unwrap()
+    {
+        InitiationOutcome::Valid(v) => v,
+        InitiationOutcome::CookieReply(_) => panic!("cookie reply while not under load"),
+    }
+}
+
+/// A complete handshake at `now`/`wall_secs`; returns (client keypair, server keypair).
+fn handshake(
+    p: &mut Pair,
+    cookies: &mut CookieChecker,
+    now: Instant,
+    wall_secs: u64,
+) -> (Keypair, Keypair) {
+    let mut rng = TestRng(wall_secs);
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 100, now, wall(wall_secs), &mut rng)
+        .unwrap();
+    let valid = server_accepts(p, cookies, &init, now);
+    assert_eq!(valid.remote_static(), p.client.public_key());
+    assert_eq!(valid.sender_index(), 100);
+    let (resp, server_kp) = p
+        .at_server
+        .respond(&p.server, valid, 200, now, &mut rng)
+        .unwrap();
+    let client_kp = p.at_client.consume_response(&p.client, &resp, now).unwrap();
+    (client_kp, server_kp)
+}
+
+/// Seal `payload` with `from` and open it with `to`.
+fn transfer(from: &mut Keypair, to: &mut Keypair, payload: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + payload.len() + 32];
+    buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + payload.len()].copy_from_slice(payload);
+    let n = from.seal(&mut buf, payload.len()).unwrap();
+    let (len, _) = to.open(&mut buf[..n])?;
+    Ok(buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len].to_vec())
+}
+
+#[test]
+fn handshake_then_transport_both_ways() {
+    for psk in [None, Some([0x5A; 32])] {
+        let mut p = Pair::new(psk);
+        let mut cookies = p.server.cookie_checker();
+        let now = Instant::now();
+        let (mut c, mut s) = handshake(&mut p, &mut cookies, now, 0);
+        assert!(c.initiator && !s.initiator);
+        assert_eq!((c.local_index, c.remote_index), (100, 200));
+        assert_eq!((s.local_index, s.remote_index), (200, 100));
+        assert_eq!(p.at_client.pending_since(), None);
+
+        let got = transfer(&mut c, &mut s, b"ping from client").unwrap();
+        assert_eq!(&got[..16], b"ping from client");
+        let got = transfer(&mut s, &mut c, b"pong from server").unwrap();
+        assert_eq!(&got[..16], b"pong from server");
+        for i in 0..5u8 {
+            let got = transfer(&mut c, &mut s, &[i; 40]).unwrap();
+            assert_eq!(got.len(), 48, "padded to 16");
+            assert_eq!(&got[..40], &[i; 40]);
+            assert_eq!(&got[40..], &[0; 8]);
+        }
+
+        // A replayed transport packet is refused by the receiver's window.
+        let mut buf = [0u8; 64];
+        buf[16..20].copy_from_slice(b"once");
+        let n = c.seal(&mut buf, 4).unwrap();
+        let copy = buf;
+        s.open(&mut buf[..n]).unwrap();
+        let mut again = copy;
+        assert_eq!(s.open(&mut again[..n]), Err(OpenError::Replay));
+    }
+}
+
+#[test]
+fn keys_differ_between_handshakes_and_directions() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let (c1, _) = handshake(&mut p, &mut cookies, now, 0);
+    let (c2, _) = handshake(&mut p, &mut cookies, later(now, 1), 1);
+    let k1 = c1.raw_keys_for_test();
+    let k2 = c2.raw_keys_for_test();
+    assert_ne!(k1, k2);
+    assert_ne!(k1[..32], k1[32..]);
+}
+
+#[test]
+fn psk_mismatch_fails_at_the_initiator() {
+    let mut p = Pair::new(Some([1; 32]));
+    p.at_client =
+        veil_control::PeerHandshake::new(&p.client, *p.server.public_key(), Some([2; 32]));
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let mut rng = TestRng(3);
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut cookies, &init, now);
+    let (resp, _) = p
+        .at_server
+        .respond(&p.server, valid, 2, now, &mut rng)
+        .unwrap();
+    assert_eq!(
+        p.at_client
+            .consume_response(&p.client, &resp, now)
+            .unwrap_err(),
+        HandshakeError::Decrypt
+    );
+}
+
+#[test]
+fn replayed_initiation_is_rejected() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let mut rng = TestRng(4);
+    let old = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(10), &mut rng)
+        .unwrap();
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 2, now, wall(20), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut cookies, &init, now);
+    p.at_server
+        .respond(&p.server, valid, 3, now, &mut rng)
+        .unwrap();
+
+    // The same bytes again, well after the flood limit: the timestamp is not newer.
+    let t = later(now, 5);
+    let valid = server_accepts(&p, &mut cookies, &init, t);
+    assert_eq!(
+        p.at_server
+            .respond(&p.server, valid, 4, t, &mut rng)
+            .unwrap_err(),
+        HandshakeError::ReplayedTimestamp
+    );
+    // An older capture too.
+    let valid = server_accepts(&p, &mut cookies, &old, t);
+    assert_eq!(
+        p.at_server
+            .respond(&p.server, valid, 4, t, &mut rng)
+            .unwrap_err(),
+        HandshakeError::ReplayedTimestamp
+    );
+    // A fresh initiation still works.
+    let fresh = p
+        .at_client
+        .create_initiation(&p.client, 5, t, wall(21), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut cookies, &fresh, t);
+    let (resp, _) = p
+        .at_server
+        .respond(&p.server, valid, 6, t, &mut rng)
+        .unwrap();
+    p.at_client.consume_response(&p.client, &resp, t).unwrap();
+}
+
+#[test]
+fn initiations_faster_than_every_20ms_are_rejected() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let mut rng = TestRng(5);
+    let a = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(1), &mut rng)
+        .unwrap();
+    let b = p
+        .at_client
+        .create_initiation(&p.client, 2, now, wall(2), &mut rng)
+        .unwrap();
+    let c = p
+        .at_client
+        .create_initiation(&p.client, 3, now, wall(3), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut cookies, &a, now);
+    p.at_server
+        .respond(&p.server, valid, 10, now, &mut rng)
+        .unwrap();
+    let t = now + Duration::from_millis(19);
+    let valid = server_accepts(&p, &mut cookies, &b, t);
+    assert_eq!(
+        p.at_server
+            .respond(&p.server, valid, 11, t, &mut rng)
+            .unwrap_err(),
+        HandshakeError::TooFast
+    );
+    // The refused one did not count: 20 ms after the accepted one is fine.
+    let t = now + Duration::from_millis(20);
+    let valid = server_accepts(&p, &mut cookies, &c, t);
+    p.at_server
+        .respond(&p.server, valid, 12, t, &mut rng)
+        .unwrap();
+}
+
+#[test]
+fn initiation_for_another_peer_state_is_unknown_peer() {
+    let mut p = Pair::new(None);
+    let stranger = veil_control::StaticIdentity::from_secret([0x33; 32]);
+    let mut at_server_for_stranger =
+        veil_control::PeerHandshake::new(&p.server, *stranger.public_key(), None);
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let mut rng = TestRng(6);
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut cookies, &init, now);
+    assert_eq!(
+        at_server_for_stranger
+            .respond(&p.server, valid, 2, now, &mut rng)
+            .unwrap_err(),
+        HandshakeError::UnknownPeer
+    );
+    // Read with one identity, answered with another.
+    let valid = server_accepts(&p, &mut cookies, &init, now);
+    assert_eq!(
+        p.at_server
+            .respond(&stranger, valid, 2, now, &mut rng)
+            .unwrap_err(),
+        HandshakeError::UnknownPeer
+    );
+}
+
+#[test]
+fn unexpected_response_and_wrong_receiver_index() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let mut rng = TestRng(7);
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut cookies, &init, now);
+    let (resp, _) = p
+        .at_server
+        .respond(&p.server, valid, 2, now, &mut rng)
+        .unwrap();
+    // A newer initiation replaced the one this response answers.
+    let _newer = p
+        .at_client
+        .create_initiation(&p.client, 9, now, wall(1), &mut rng)
+        .unwrap();
+    assert_eq!(
+        p.at_client
+            .consume_response(&p.client, &resp, now)
+            .unwrap_err(),
+        HandshakeError::UnexpectedResponse
+    );
+    p.at_client.abandon_initiation();
+    assert_eq!(
+        p.at_client
+            .consume_response(&p.client, &resp, now)
+            .unwrap_err(),
+        HandshakeError::UnexpectedResponse
+    );
+}
+
+#[test]
+fn every_flipped_bit_in_initiation_is_rejected() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let src = client_addr();
+    let now = Instant::now();
+    let mut rng = TestRng(8);
+    // Hold a cookie first so MAC2 is present and, under load, checked.
+    let first = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let InitiationOutcome::CookieReply(reply) =
+        consume_initiation(&p.server, &mut cookies, &first, src, true, now, &mut rng).unwrap()
+    else {
+        panic!("expected a cookie reply");
+    };
+    p.at_client.consume_cookie_reply(&reply, now).unwrap();
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 2, now, wall(1), &mut rng)
+        .unwrap();
+
+    for bit in 0..init.len() * 8 {
+        let mut m = init;
+        m[bit / 8] ^= 1 << (bit % 8);
+        for under_load in [true, false] {
+            let outcome =
+                consume_initiation(&p.server, &mut cookies, &m, src, under_load, now, &mut rng);
+            let accepted = match outcome {
+                Err(_) => false,
+                Ok(InitiationOutcome::CookieReply(_)) => {
+                    assert!(under_load);
+                    false
+                }
+                Ok(InitiationOutcome::Valid(v)) => {
+                    p.at_server.respond(&p.server, v, 3, now, &mut rng).is_ok()
+                }
+            };
+            // Not under load, MAC2 is not looked at (as in WireGuard), so only its bits pass.
+            let in_mac2 = bit >= 132 * 8;
+            assert_eq!(
+                accepted,
+                in_mac2 && !under_load,
+                "bit {bit} under_load={under_load}"
+            );
+            if accepted {
+                // Accepting consumed the timestamp; make the next accept possible again.
+                p.at_server =
+                    veil_control::PeerHandshake::new(&p.server, *p.client.public_key(), None);
+            }
+        }
+    }
+    let valid = match consume_initiation(&p.server, &mut cookies, &init, src, true, now, &mut rng)
+        .unwrap()
+    {
+        InitiationOutcome::Valid(v) => v,
+        InitiationOutcome::CookieReply(_) => panic!("genuine initiation with cookie refused"),
+    };
+    p.at_server
+        .respond(&p.server, valid, 3, now, &mut rng)
+        .unwrap();
+}
+
+#[test]
+fn every_flipped_bit_in_response_is_rejected() {
+    let mut p = Pair::new(Some([9; 32]));
+    let mut server_cookies = p.server.cookie_checker();
+    let mut client_cookies = p.client.cookie_checker();
+    let server_addr: SocketAddr = "203.0.113.1:51820".parse().unwrap();
+    let now = Instant::now();
+    let mut rng = TestRng(9);
+
+    // The client is under load: the first response gets a cookie reply, which the server keeps.
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut server_cookies, &init, now);
+    let (resp, _) = p
+        .at_server
+        .respond(&p.server, valid, 2, now, &mut rng)
+        .unwrap();
+    assert_eq!(
+        client_cookies.check(&resp, server_addr, true, now),
+        Err(HandshakeError::Mac2Required)
+    );
+    let reply = client_cookies
+        .create_reply(&resp, server_addr, now, &mut rng)
+        .unwrap();
+    p.at_server.consume_cookie_reply(&reply, now).unwrap();
+
+    // The retry's response carries MAC2.
+    let t = later(now, 5);
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 3, t, wall(5), &mut rng)
+        .unwrap();
+    let valid = server_accepts(&p, &mut server_cookies, &init, t);
+    let (resp, _) = p
+        .at_server
+        .respond(&p.server, valid, 4, t, &mut rng)
+        .unwrap();
+    client_cookies.check(&resp, server_addr, true, t).unwrap();
+
+    for bit in 0..resp.len() * 8 {
+        let mut m = resp;
+        m[bit / 8] ^= 1 << (bit % 8);
+        let accepted = client_cookies.check(&m, server_addr, true, t).is_ok()
+            && p.at_client.consume_response(&p.client, &m, t).is_ok();
+        assert!(!accepted, "bit {bit} accepted");
+    }
+    // Failures left the pending initiation intact for the genuine response.
+    let kp = p.at_client.consume_response(&p.client, &resp, t).unwrap();
+    assert_eq!((kp.local_index, kp.remote_index), (3, 4));
+}
+
+#[test]
+fn every_flipped_bit_in_cookie_reply_is_rejected() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let mut rng = TestRng(10);
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let InitiationOutcome::CookieReply(reply) = consume_initiation(
+        &p.server,
+        &mut cookies,
+        &init,
+        client_addr(),
+        true,
+        now,
+        &mut rng,
+    )
+    .unwrap() else {
+        panic!("expected a cookie reply");
+    };
+    for bit in 0..reply.len() * 8 {
+        let mut m = reply;
+        m[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            p.at_client.consume_cookie_reply(&m, now).is_err(),
+            "bit {bit} accepted"
+        );
+    }
+    p.at_client.consume_cookie_reply(&reply, now).unwrap();
+    // Replaying it finds no MAC1 waiting for a cookie.
+    assert_eq!(
+        p.at_client.consume_cookie_reply(&reply, now),
+        Err(HandshakeError::UnexpectedCookieReply)
+    );
+}
+
+#[test]
+fn under_load_cookie_then_retry_with_mac2_succeeds() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let src = client_addr();
+    let now = Instant::now();
+    let mut rng = TestRng(11);
+
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    assert_eq!(&init[132..], &[0; 16], "no cookie yet, no MAC2");
+    let reply = match consume_initiation(&p.server, &mut cookies, &init, src, true, now, &mut rng)
+        .unwrap()
+    {
+        InitiationOutcome::CookieReply(r) => r,
+        InitiationOutcome::Valid(_) => panic!("accepted without MAC2 under load"),
+    };
+    assert_eq!(
+        &reply[4..8],
+        &1u32.to_le_bytes(),
+        "cookie reply goes to the initiation's sender index"
+    );
+    p.at_client.consume_cookie_reply(&reply, now).unwrap();
+
+    let t = later(now, 1);
+    let retry = p
+        .at_client
+        .create_initiation(&p.client, 2, t, wall(1), &mut rng)
+        .unwrap();
+    assert_ne!(&retry[132..], &[0; 16]);
+    assert!(cookies.verify_mac2(&retry, src, t));
+    // The cookie is bound to the source address.
+    let elsewhere: SocketAddr = "198.51.100.7:40001".parse().unwrap();
+    assert!(!cookies.verify_mac2(&retry, elsewhere, t));
+    assert!(matches!(
+        consume_initiation(
+            &p.server,
+            &mut cookies,
+            &retry,
+            elsewhere,
+            true,
+            t,
+            &mut rng
+        )
+        .unwrap(),
+        InitiationOutcome::CookieReply(_)
+    ));
+
+    let valid = match consume_initiation(&p.server, &mut cookies, &retry, src, true, t, &mut rng)
+        .unwrap()
+    {
+        InitiationOutcome::Valid(v) => v,
+        InitiationOutcome::CookieReply(_) => panic!("MAC2 with a fresh cookie refused"),
+    };
+    let (resp, mut s) = p
+        .at_server
+        .respond(&p.server, valid, 3, t, &mut rng)
+        .unwrap();
+    let mut c = p.at_client.consume_response(&p.client, &resp, t).unwrap();
+    assert_eq!(
+        &transfer(&mut c, &mut s, b"through").unwrap()[..7],
+        b"through"
+    );
+}
+
+#[test]
+fn cookie_secret_rotation_invalidates_old_cookies() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let src = client_addr();
+    let t0 = Instant::now();
+    let mut rng = TestRng(12);
+
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, t0, wall(0), &mut rng)
+        .unwrap();
+    let InitiationOutcome::CookieReply(reply) =
+        consume_initiation(&p.server, &mut cookies, &init, src, true, t0, &mut rng).unwrap()
+    else {
+        panic!("expected a cookie reply");
+    };
+    // The client takes the reply late, so its own copy is still young when the server's
+    // secret (born at t0) expires.
+    let received = later(t0, 100);
+    p.at_client.consume_cookie_reply(&reply, received).unwrap();
+
+    let before = later(t0, 119);
+    let m = p
+        .at_client
+        .create_initiation(&p.client, 2, before, wall(119), &mut rng)
+        .unwrap();
+    assert!(cookies.verify_mac2(&m, src, before));
+
+    let after = t0 + COOKIE_LIFETIME;
+    let m = p
+        .at_client
+        .create_initiation(&p.client, 3, after, wall(120), &mut rng)
+        .unwrap();
+    assert_ne!(&m[132..], &[0; 16], "client still uses its cookie");
+    assert!(
+        !cookies.verify_mac2(&m, src, after),
+        "cookie from the old secret accepted"
+    );
+    let InitiationOutcome::CookieReply(reply) =
+        consume_initiation(&p.server, &mut cookies, &m, src, true, after, &mut rng).unwrap()
+    else {
+        panic!("stale cookie accepted under load");
+    };
+    // A new secret, hence a new cookie, which works again.
+    p.at_client.consume_cookie_reply(&reply, after).unwrap();
+    let t = later(after, 1);
+    let m = p
+        .at_client
+        .create_initiation(&p.client, 4, t, wall(121), &mut rng)
+        .unwrap();
+    assert!(cookies.verify_mac2(&m, src, t));
+
+    // The client stops sending MAC2 once its cookie is COOKIE_LIFETIME old.
+    let expired = after + COOKIE_LIFETIME;
+    let m = p
+        .at_client
+        .create_initiation(&p.client, 5, expired, wall(300), &mut rng)
+        .unwrap();
+    assert_eq!(&m[132..], &[0; 16]);
+}
+
+#[test]
+fn wrong_lengths_and_types_are_malformed() {
+    let mut p = Pair::new(None);
+    let mut cookies = p.server.cookie_checker();
+    let now = Instant::now();
+    let mut rng = TestRng(13);
+    let init = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    assert_eq!(init[0], TYPE_INITIATION);
+    for bad in [&init[..147], &[], &init[..92]] {
+        assert_eq!(
+            consume_initiation(
+                &p.server,
+                &mut cookies,
+                bad,
+                client_addr(),
+                false,
+                now,
+                &mut rng
+            )
+            .unwrap_err(),
+            HandshakeError::Malformed
+        );
+    }
+    assert_eq!(
+        p.at_client
+            .consume_response(&p.client, &init, now)
+            .unwrap_err(),
+        HandshakeError::Malformed
+    );
+    assert_eq!(
+        p.at_client.consume_cookie_reply(&init[..64], now),
+        Err(HandshakeError::Malformed)
+    );
+    assert_eq!(
+        cookies.check(&init[..64], client_addr(), true, now),
+        Err(HandshakeError::Malformed)
+    );
+    assert_eq!(
+        cookies
+            .create_reply(&init[..100], client_addr(), now, &mut rng)
+            .unwrap_err(),
+        HandshakeError::Malformed
+    );
+}
+
+#[test]
+fn simultaneous_initiations_both_complete() {
+    let mut p = Pair::new(None);
+    let mut client_cookies = p.client.cookie_checker();
+    let mut server_cookies = p.server.cookie_checker();
+    let server_addr: SocketAddr = "203.0.113.1:51820".parse().unwrap();
+    let now = Instant::now();
+    let mut rng = TestRng(14);
+    let from_client = p
+        .at_client
+        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
+        .unwrap();
+    let from_server = p
+        .at_server
+        .create_initiation(&p.server, 2, now, wall(0), &mut rng)
+        .unwrap();
+
+    let valid = server_accepts(&p, &mut server_cookies, &from_client, now);
+    let (resp_to_client, mut server_as_responder) = p
+        .at_server
+        .respond(&p.server, valid, 3, now, &mut rng)
+        .unwrap();
+    let InitiationOutcome::Valid(valid) = consume_initiation(
+        &p.client,
+        &mut client_cookies,
+        &from_server,
+        server_addr,
+        false,
+        now,
+        &mut rng,
+    )
+    .unwrap() else {
+        panic!("cookie reply while not under load");
+    };
+    let (resp_to_server, mut client_as_responder) = p
+        .at_client
+        .respond(&p.client, valid, 4, now, &mut rng)
+        .unwrap();
+
+    // Answering the other side did not throw away either pending initiation.
+    let mut client_as_initiator = p
+        .at_client
+        .consume_response(&p.client, &resp_to_client, now)
+        .unwrap();
+    let mut server_as_initiator = p
+        .at_server
+        .consume_response(&p.server, &resp_to_server, now)
+        .unwrap();
+    assert_eq!(
+        &transfer(&mut client_as_initiator, &mut server_as_responder, b"a").unwrap()[..1],
+        b"a"
+    );
+    assert_eq!(
+        &transfer(&mut server_as_initiator, &mut client_as_responder, b"b").unwrap()[..1],
+        b"b"
+    );
+}
