@@ -93,16 +93,11 @@ pub fn up(args: UpArgs) -> ExitCode {
             eprintln!("{msg}");
             ExitCode::from(EXIT_CONFIG)
         }
-        Err(Fail::Runtime(msg)) => {
-            error!("{msg}");
-            ExitCode::FAILURE
-        }
     }
 }
 
 enum Fail {
     Config(String),
-    Runtime(String),
 }
 
 struct Prepared {
@@ -266,7 +261,6 @@ fn start(p: Prepared) -> Result<Running, String> {
         p.config.interface.private_key.as_bytes(),
         p.timing,
         epoch,
-        now,
     );
     for peer in &p.config.peers {
         let spec = PeerSpec {

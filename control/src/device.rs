@@ -164,6 +164,8 @@ pub enum AddPeerError {
     Duplicate,
     /// The key is our own.
     OwnKey,
+    /// The key is a low-order point: every key exchange with it would be all zeros.
+    WeakKey,
 }
 
 impl std::fmt::Display for AddPeerError {
@@ -171,6 +173,7 @@ impl std::fmt::Display for AddPeerError {
         f.write_str(match self {
             AddPeerError::Duplicate => "a peer with this public key exists already",
             AddPeerError::OwnKey => "the peer's public key is this interface's own",
+            AddPeerError::WeakKey => "the peer's public key is a low-order point and cannot be used",
         })
     }
 }
@@ -198,16 +201,16 @@ pub struct PeerStatus {
 
 impl Device<OsRng> {
     /// A device with the operating system's randomness.
-    pub fn new(private_key: &[u8; 32], timing: Timing, epoch: Epoch, now: Instant) -> Self {
-        Self::with_rng(private_key, timing, epoch, now, OsRng)
+    pub fn new(private_key: &[u8; 32], timing: Timing, epoch: Epoch) -> Self {
+        Self::with_rng(private_key, timing, epoch, OsRng)
     }
 }
 
 impl<R: CryptoRngCore> Device<R> {
     /// A device with injected randomness (tests).
-    pub fn with_rng(private_key: &[u8; 32], timing: Timing, epoch: Epoch, now: Instant, mut rng: R) -> Self {
+    pub fn with_rng(private_key: &[u8; 32], timing: Timing, epoch: Epoch, rng: R) -> Self {
         let identity = StaticIdentity::from_secret(*private_key);
-        let cookies = CookieChecker::new(identity.public_key(), now, &mut rng);
+        let cookies = identity.cookie_checker();
         Self {
             identity,
             cookies,
@@ -243,14 +246,18 @@ impl<R: CryptoRngCore> Device<R> {
         if self.by_key.contains_key(&spec.public_key) {
             return Err(AddPeerError::Duplicate);
         }
+        let psk = spec.preshared_key.as_deref().copied();
+        let handshake = PeerHandshake::new(&self.identity, spec.public_key, psk);
+        if handshake.remote_key_is_low_order() {
+            return Err(AddPeerError::WeakKey);
+        }
         let slot = self.peers.len();
         let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
-        let psk = spec.preshared_key.as_deref().copied();
         let stats = Arc::new(PeerStats::default());
         self.peers.push(Peer {
             id,
             short: short_id(&spec.public_key),
-            handshake: PeerHandshake::new(&self.identity, spec.public_key, psk),
+            handshake,
             allowed_ips: spec.allowed_ips.clone(),
             endpoint: spec.endpoint,
             persistent_keepalive: spec.persistent_keepalive.filter(|s| *s > 0).map(|s| Duration::from_secs(s.into())),
@@ -333,7 +340,13 @@ impl<R: CryptoRngCore> Device<R> {
         let index = self.new_index(slot);
         let jitter = self.jitter();
         let Some(p) = self.peers.get_mut(slot) else { return };
-        let msg = p.handshake.create_initiation(&self.identity, index, now, SystemTime::now(), &mut self.rng);
+        let msg = match p.handshake.create_initiation(&self.identity, index, now, SystemTime::now(), &mut self.rng) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("peer {}: cannot initiate a handshake: {e}", p.short);
+                return;
+            }
+        };
         p.last_initiation = Some(now);
         p.attempt_started.get_or_insert(now);
         p.retry_at = Some(now + self.timing.rekey_timeout + jitter);
@@ -424,6 +437,26 @@ impl<R: CryptoRngCore> Device<R> {
 
     fn on_response(&mut self, msg: &[u8], src: SocketAddr, now: Instant) {
         let Ok(view) = Response::new_checked(msg) else { return };
+        let under_load = self.under_load(now);
+        match self.cookies.check(msg, src, under_load, now) {
+            Ok(()) => {}
+            Err(HandshakeError::Mac2Required) => {
+                match self.cookies.create_reply(msg, src, now, &mut self.rng) {
+                    Ok(reply) => {
+                        bump(&self.counters.cookie_replies_sent, 1);
+                        if let Some(d) = HandshakeDatagram::new(&reply, src, None) {
+                            self.transmits.push_back(d);
+                        }
+                    }
+                    Err(e) => self.count_error(e),
+                }
+                return;
+            }
+            Err(e) => {
+                self.count_error(e);
+                return;
+            }
+        }
         let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
             bump(&self.counters.handshake_unexpected, 1);
             return;

@@ -1,11 +1,14 @@
 //! veil-control: the control plane of veil.
 //!
-//! So far: the Noise core ([`noise`]), WireGuard's handshake and cookies on top of it
-//! ([`handshake`]) and TAI64N timestamps ([`tai64n`]). Everything here is sans-IO: it takes
-//! `now`, the wall clock and randomness as arguments and returns bytes and keypairs.
+//! The Noise core ([`noise`]), WireGuard's handshake and cookies on top of it
+//! ([`handshake`]), TAI64N timestamps ([`tai64n`]) and the control thread's state
+//! machine ([`device`]): peer table, handshake dispatch and the WireGuard timers.
+//! Everything here is sans-IO: it takes `now`, the wall clock and randomness as
+//! arguments and returns bytes, keypairs and commands.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod device;
 pub mod handshake;
 pub mod noise;
 pub mod tai64n;
