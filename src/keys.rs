@@ -45,12 +45,6 @@ const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
 pub struct Key32([u8; KEY_LEN]);
 
 impl Key32 {
-    #[cfg(test)]
-    /// Wraps raw key bytes. The caller should zeroize its own copy if it keeps one.
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        Self(bytes)
-    }
-
     /// The raw key bytes.
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0

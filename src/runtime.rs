@@ -257,11 +257,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         Tun::create(&p.name).map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
     configure_interface(&tun, &p.config).map_err(|e| format!("{}: {e}", p.name))?;
 
-    let mut device = Device::new(
-        p.config.interface.private_key.as_bytes(),
-        p.timing,
-        epoch,
-    );
+    let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch);
     for peer in &p.config.peers {
         let spec = PeerSpec {
             public_key: peer.public_key,

@@ -17,16 +17,33 @@ enum Peer {
 }
 
 /// Start `peer` as interface `iface` in `ns` and configure it with `wg` and `ip`.
-fn start_peer(t: &Topology, ns: &str, peer: Peer, iface: &str, wg_args: &[String], addr: &str) -> Proc {
+fn start_peer(
+    t: &Topology,
+    ns: &str,
+    peer: Peer,
+    iface: &str,
+    wg_args: &[String],
+    addr: &str,
+) -> Proc {
     let proc = match peer {
         Peer::WireguardGo => {
             let bin = require("wireguard-go");
             // The kernel here has WireGuard, and wireguard-go refuses to run unless told.
-            t.spawn(ns, iface, &[&bin, "-f", iface], &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")])
+            t.spawn(
+                ns,
+                iface,
+                &[&bin, "-f", iface],
+                &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")],
+            )
         }
         Peer::Boringtun => {
             let bin = require("boringtun-cli");
-            t.spawn(ns, iface, &[&bin, iface, "--foreground", "--disable-drop-privileges"], &[])
+            t.spawn(
+                ns,
+                iface,
+                &[&bin, iface, "--foreground", "--disable-drop-privileges"],
+                &[],
+            )
         }
     };
     let mut proc = proc;
@@ -114,35 +131,63 @@ fn veil_client_of(tag: &str, peer: Peer) {
 /// Ping both ways and a 10 s iperf3 run each way between the two tunnel ends.
 fn traffic(t: &Topology, client_ns: &str, gw_addr: &str, gw_ns: &str, client_addr: &str) {
     t.wait_ping(client_ns, gw_addr);
-    assert_eq!(t.ping(client_ns, gw_addr, 10), 10, "client → gateway ping lost packets");
-    assert_eq!(t.ping(gw_ns, client_addr, 5), 5, "gateway → client ping lost packets");
+    assert_eq!(
+        t.ping(client_ns, gw_addr, 10),
+        10,
+        "client → gateway ping lost packets"
+    );
+    assert_eq!(
+        t.ping(gw_ns, client_addr, 5),
+        5,
+        "gateway → client ping lost packets"
+    );
     let up = t.iperf(gw_ns, client_ns, gw_addr, 10, false);
-    assert!(up.bits_per_second > 1e6, "client → gateway: {} bit/s", up.bits_per_second);
+    assert!(
+        up.bits_per_second > 1e6,
+        "client → gateway: {} bit/s",
+        up.bits_per_second
+    );
     let down = t.iperf(gw_ns, client_ns, gw_addr, 10, true);
-    assert!(down.bits_per_second > 1e6, "gateway → client: {} bit/s", down.bits_per_second);
-    eprintln!("iperf3: up {:.0} Mbit/s, down {:.0} Mbit/s", up.bits_per_second / 1e6, down.bits_per_second / 1e6);
+    assert!(
+        down.bits_per_second > 1e6,
+        "gateway → client: {} bit/s",
+        down.bits_per_second
+    );
+    eprintln!(
+        "iperf3: up {:.0} Mbit/s, down {:.0} Mbit/s",
+        up.bits_per_second / 1e6,
+        down.bits_per_second / 1e6
+    );
 }
 
 #[test]
 fn veil_gateway_wireguard_go_client() {
-    let Some(_g) = begin("veil_gateway_wireguard_go_client") else { return };
+    let Some(_g) = begin("veil_gateway_wireguard_go_client") else {
+        return;
+    };
     veil_gateway_with("gg", Peer::WireguardGo);
 }
 
 #[test]
 fn veil_gateway_boringtun_client() {
-    let Some(_g) = begin("veil_gateway_boringtun_client") else { return };
+    let Some(_g) = begin("veil_gateway_boringtun_client") else {
+        return;
+    };
     veil_gateway_with("gb", Peer::Boringtun);
 }
 
 #[test]
 fn veil_client_wireguard_go_gateway() {
-    let Some(_g) = begin("veil_client_wireguard_go_gateway") else { return };
+    let Some(_g) = begin("veil_client_wireguard_go_gateway") else {
+        return;
+    };
     veil_client_of("cg", Peer::WireguardGo);
 }
 
 #[test]
 fn veil_client_boringtun_gateway() {
-    let Some(_g) = begin("veil_client_boringtun_gateway") else { return };
+    let Some(_g) = begin("veil_client_boringtun_gateway") else {
+        return;
+    };
     veil_client_of("cb", Peer::Boringtun);
 }

@@ -15,13 +15,19 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, info, warn};
 use rand_core::{CryptoRngCore, OsRng};
 use veil_dataplane::counters::bump;
-use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, KeypairRole, PeerId, PeerStats};
+use veil_dataplane::link::{
+    Command, Epoch, Event, HandshakeDatagram, KeypairRole, PeerId, PeerStats,
+};
 use veil_dataplane::pipeline::ControlDriver;
 use veil_dataplane::route::IpNet;
 use veil_dataplane::timing::Timing;
-use veil_dataplane::wire::{message_type, CookieReply, Response, TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE};
+use veil_dataplane::wire::{
+    message_type, CookieReply, Response, TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE,
+};
 
-use crate::handshake::{CookieChecker, HandshakeError, InitiationOutcome, PeerHandshake, StaticIdentity};
+use crate::handshake::{
+    CookieChecker, HandshakeError, InitiationOutcome, PeerHandshake, StaticIdentity,
+};
 
 /// Handshake backlog above which the control thread considers itself under load.
 pub const UNDER_LOAD_BACKLOG: usize = 128;
@@ -153,7 +159,9 @@ pub struct Device<R: CryptoRngCore = OsRng> {
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device").field("peers", &self.peers.len()).finish_non_exhaustive()
+        f.debug_struct("Device")
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,7 +181,9 @@ impl std::fmt::Display for AddPeerError {
         f.write_str(match self {
             AddPeerError::Duplicate => "a peer with this public key exists already",
             AddPeerError::OwnKey => "the peer's public key is this interface's own",
-            AddPeerError::WeakKey => "the peer's public key is a low-order point and cannot be used",
+            AddPeerError::WeakKey => {
+                "the peer's public key is a low-order point and cannot be used"
+            }
         })
     }
 }
@@ -260,7 +270,10 @@ impl<R: CryptoRngCore> Device<R> {
             handshake,
             allowed_ips: spec.allowed_ips.clone(),
             endpoint: spec.endpoint,
-            persistent_keepalive: spec.persistent_keepalive.filter(|s| *s > 0).map(|s| Duration::from_secs(s.into())),
+            persistent_keepalive: spec
+                .persistent_keepalive
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s.into())),
             stats: stats.clone(),
             attempt_started: None,
             retry_at: None,
@@ -339,8 +352,16 @@ impl<R: CryptoRngCore> Device<R> {
         };
         let index = self.new_index(slot);
         let jitter = self.jitter();
-        let Some(p) = self.peers.get_mut(slot) else { return };
-        let msg = match p.handshake.create_initiation(&self.identity, index, now, SystemTime::now(), &mut self.rng) {
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
+        let msg = match p.handshake.create_initiation(
+            &self.identity,
+            index,
+            now,
+            SystemTime::now(),
+            &mut self.rng,
+        ) {
             Ok(m) => m,
             Err(e) => {
                 warn!("peer {}: cannot initiate a handshake: {e}", p.short);
@@ -360,11 +381,15 @@ impl<R: CryptoRngCore> Device<R> {
 
     /// Begin a handshake round unless one is running or one was sent too recently.
     fn start_handshake(&mut self, slot: usize, now: Instant) {
-        let Some(p) = self.peers.get(slot) else { return };
+        let Some(p) = self.peers.get(slot) else {
+            return;
+        };
         if p.retry_at.is_some() {
             return;
         }
-        if p.last_initiation.is_some_and(|t| now.saturating_duration_since(t) < self.timing.rekey_timeout) {
+        if p.last_initiation
+            .is_some_and(|t| now.saturating_duration_since(t) < self.timing.rekey_timeout)
+        {
             return;
         }
         self.send_initiation(slot, now);
@@ -400,8 +425,13 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         };
         let index = self.new_index(slot);
-        let Some(p) = self.peers.get_mut(slot) else { return };
-        match p.handshake.respond(&self.identity, init, index, now, &mut self.rng) {
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
+        match p
+            .handshake
+            .respond(&self.identity, init, index, now, &mut self.rng)
+        {
             Ok((response, keypair)) => {
                 bump(&self.counters.handshake_responses_sent, 1);
                 bump(&self.counters.handshakes_completed_responder, 1);
@@ -413,7 +443,10 @@ impl<R: CryptoRngCore> Device<R> {
                 p.keys_live = true;
                 info!("peer {}: handshake completed (responder)", p.short);
                 let id = p.id;
-                self.commands.push_back(Command::SetEndpoint { peer: id, endpoint: src });
+                self.commands.push_back(Command::SetEndpoint {
+                    peer: id,
+                    endpoint: src,
+                });
                 self.commands.push_back(Command::InstallKeypair {
                     peer: id,
                     keypair: Box::new(keypair),
@@ -436,7 +469,9 @@ impl<R: CryptoRngCore> Device<R> {
     }
 
     fn on_response(&mut self, msg: &[u8], src: SocketAddr, now: Instant) {
-        let Ok(view) = Response::new_checked(msg) else { return };
+        let Ok(view) = Response::new_checked(msg) else {
+            return;
+        };
         let under_load = self.under_load(now);
         match self.cookies.check(msg, src, under_load, now) {
             Ok(()) => {}
@@ -461,7 +496,9 @@ impl<R: CryptoRngCore> Device<R> {
             bump(&self.counters.handshake_unexpected, 1);
             return;
         };
-        let Some(p) = self.peers.get_mut(slot) else { return };
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
         match p.handshake.consume_response(&self.identity, msg, now) {
             Ok(keypair) => {
                 bump(&self.counters.handshakes_completed_initiator, 1);
@@ -473,7 +510,10 @@ impl<R: CryptoRngCore> Device<R> {
                 p.keys_live = true;
                 info!("peer {}: handshake completed (initiator)", p.short);
                 let id = p.id;
-                self.commands.push_back(Command::SetEndpoint { peer: id, endpoint: src });
+                self.commands.push_back(Command::SetEndpoint {
+                    peer: id,
+                    endpoint: src,
+                });
                 self.commands.push_back(Command::InstallKeypair {
                     peer: id,
                     keypair: Box::new(keypair),
@@ -486,16 +526,23 @@ impl<R: CryptoRngCore> Device<R> {
     }
 
     fn on_cookie_reply(&mut self, msg: &[u8], now: Instant) {
-        let Ok(view) = CookieReply::new_checked(msg) else { return };
+        let Ok(view) = CookieReply::new_checked(msg) else {
+            return;
+        };
         let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
             bump(&self.counters.handshake_unexpected, 1);
             return;
         };
-        let Some(p) = self.peers.get_mut(slot) else { return };
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
         match p.handshake.consume_cookie_reply(msg, now) {
             Ok(()) => {
                 bump(&self.counters.cookie_replies_received, 1);
-                debug!("peer {}: cookie reply accepted; the retry will carry MAC2", p.short);
+                debug!(
+                    "peer {}: cookie reply accepted; the retry will carry MAC2",
+                    p.short
+                );
             }
             Err(e) => self.count_error(e),
         }
@@ -524,7 +571,9 @@ impl<R: CryptoRngCore> Device<R> {
     fn peer_timers(&mut self, slot: usize, now: Instant) {
         let timing = self.timing;
         let epoch = self.epoch;
-        let Some(p) = self.peers.get_mut(slot) else { return };
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
         let id = p.id;
         let last_rx_any = PeerStats::at(&p.stats.last_rx_any, &epoch);
         let last_rx_data = PeerStats::at(&p.stats.last_rx_data, &epoch);
@@ -538,7 +587,10 @@ impl<R: CryptoRngCore> Device<R> {
                 if now.saturating_duration_since(started) >= timing.rekey_attempt {
                     p.attempt_started = None;
                     bump(&self.counters.handshake_gave_up, 1);
-                    warn!("peer {}: no handshake response after {:?}; giving up", p.short, timing.rekey_attempt);
+                    warn!(
+                        "peer {}: no handshake response after {:?}; giving up",
+                        p.short, timing.rekey_attempt
+                    );
                     self.commands.push_back(Command::DropStaged { peer: id });
                 } else {
                     debug!("peer {}: handshake retry", p.short);
@@ -550,7 +602,8 @@ impl<R: CryptoRngCore> Device<R> {
 
         // Passive keepalive: data arrived and we sent nothing back for a while.
         if let Some(rx) = last_rx_data {
-            let sent_since = last_tx_any.is_some_and(|t| t >= rx) || p.keepalive_asked.is_some_and(|t| t >= rx);
+            let sent_since =
+                last_tx_any.is_some_and(|t| t >= rx) || p.keepalive_asked.is_some_and(|t| t >= rx);
             if !sent_since && now.saturating_duration_since(rx) >= timing.keepalive_timeout {
                 p.keepalive_asked = Some(now);
                 bump(&self.counters.keepalives_requested, 1);
@@ -572,16 +625,25 @@ impl<R: CryptoRngCore> Device<R> {
         if let Some(tx) = last_tx_data {
             let answered = last_rx_any.is_some_and(|r| r >= tx);
             let waited = timing.keepalive_timeout + timing.rekey_timeout;
-            if !answered && p.unanswered_for != Some(tx) && now.saturating_duration_since(tx) >= waited {
+            if !answered
+                && p.unanswered_for != Some(tx)
+                && now.saturating_duration_since(tx) >= waited
+            {
                 p.unanswered_for = Some(tx);
-                debug!("peer {}: no reply to data for {:?}; new handshake", p.short, waited);
+                debug!(
+                    "peer {}: no reply to data for {:?}; new handshake",
+                    p.short, waited
+                );
                 self.start_handshake(slot, now);
                 return;
             }
         }
 
         // Keys unused for three reject periods are wiped.
-        if p.keys_live && p.last_handshake.is_some_and(|t| now.saturating_duration_since(t) >= timing.reject_after * 3) {
+        if p.keys_live
+            && p.last_handshake
+                .is_some_and(|t| now.saturating_duration_since(t) >= timing.reject_after * 3)
+        {
             p.keys_live = false;
             info!("peer {}: session keys expired and zeroized", p.short);
             self.commands.push_back(Command::ClearKeypairs { peer: id });
@@ -592,7 +654,8 @@ impl<R: CryptoRngCore> Device<R> {
     fn compute_deadline(&self, now: Instant) -> Instant {
         // Timers read dataplane timestamps, so they are polled; the cadence is a
         // fraction of the shortest timer, bounded to keep idle wake-ups rare.
-        let tick = (self.timing.rekey_timeout / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick = (self.timing.rekey_timeout / 5)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let retry = self.peers.iter().filter_map(|p| p.retry_at).min();
         let next = now + tick;
         retry.map_or(next, |r| r.min(next))
@@ -618,7 +681,10 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
                     bump(&self.counters.roams_accepted, 1);
                     info!("peer {}: roamed to {}", p.short, addr);
                     p.endpoint = Some(addr);
-                    self.commands.push_back(Command::SetEndpoint { peer, endpoint: addr });
+                    self.commands.push_back(Command::SetEndpoint {
+                        peer,
+                        endpoint: addr,
+                    });
                 }
             }
             Event::Frame { peer, frame, from } => {
@@ -644,7 +710,10 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
 
     fn next_deadline(&self) -> Option<Instant> {
         // `None` in next_tick means "recompute now".
-        Some(self.next_tick.unwrap_or_else(|| self.epoch.instant(1).unwrap_or_else(Instant::now)))
+        Some(
+            self.next_tick
+                .unwrap_or_else(|| self.epoch.instant(1).unwrap_or_else(Instant::now)),
+        )
     }
 
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {

@@ -40,7 +40,12 @@ impl DatagramIo for crate::sys::UdpSocket {
         let n = bufs.len().min(metas.len()).min(BATCH_MAX);
         let mut lens = [0usize; BATCH_MAX];
         let mut addrs = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
-        let got = crate::sys::UdpSocket::recv_batch(self, &mut bufs[..n], &mut lens[..n], &mut addrs[..n])?;
+        let got = crate::sys::UdpSocket::recv_batch(
+            self,
+            &mut bufs[..n],
+            &mut lens[..n],
+            &mut addrs[..n],
+        )?;
         for ((meta, len), addr) in metas.iter_mut().zip(lens).zip(addrs).take(got) {
             meta.offset = 0;
             meta.len = len;
@@ -49,7 +54,12 @@ impl DatagramIo for crate::sys::UdpSocket {
         Ok(got)
     }
 
-    fn send_batch(&self, pkts: &[&[u8]], dests: &[SocketAddr], failed: &mut u64) -> io::Result<usize> {
+    fn send_batch(
+        &self,
+        pkts: &[&[u8]],
+        dests: &[SocketAddr],
+        failed: &mut u64,
+    ) -> io::Result<usize> {
         let outcome = self.send_batch_outcome(pkts, dests)?;
         *failed += outcome.failed as u64;
         Ok(outcome.consumed())

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The crypto stage between two peers, without threads or a kernel.
 
 use std::net::SocketAddr;
