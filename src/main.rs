@@ -12,8 +12,27 @@ use std::process::ExitCode;
 
 use cli::{Cli, Command};
 
+/// Exit status for a command line that could not be parsed.
+const EXIT_USAGE: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let args: Vec<String> = std::env::args().collect();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let cli = match <Cli as argh::FromArgs>::from_args(&["veil"], &rest) {
+        Ok(cli) => cli,
+        Err(exit) => {
+            return match exit.status {
+                Ok(()) => {
+                    println!("{}", exit.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("{}", exit.output);
+                    ExitCode::from(EXIT_USAGE)
+                }
+            };
+        }
+    };
     match cli.command {
         Command::GenKey(_) => {
             print_key(keys::generate_private().map(|k| keys::encode_key(k.as_bytes())))
