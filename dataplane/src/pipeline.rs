@@ -34,6 +34,9 @@ pub trait ControlDriver {
     fn poll_transmit(&mut self) -> Option<HandshakeDatagram>;
     /// When `on_timeout` must run next.
     fn next_deadline(&self) -> Option<Instant>;
+    /// Called every round of the control loop (also when woken by the control
+    /// doorbell): serve requests from outside the dataplane (UAPI, metrics).
+    fn poll_admin(&mut self, _now: Instant) {}
     /// The RX ring to the control thread is backing up (flood defence hint).
     fn set_handshake_backlog(&mut self, _queued: usize, _now: Instant) {}
 }
@@ -498,6 +501,7 @@ impl ControlThread {
         while let Ok(ev) = self.events.pop() {
             driver.on_event(ev, now);
         }
+        driver.poll_admin(now);
         if driver.next_deadline().is_some_and(|d| d <= now) {
             driver.on_timeout(now);
         }
