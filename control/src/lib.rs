@@ -10,7 +10,9 @@
 
 pub mod device;
 pub mod handshake;
+pub mod migration;
 pub mod noise;
+pub mod session;
 pub mod tai64n;
 
 pub use handshake::{

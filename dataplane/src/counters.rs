@@ -101,6 +101,10 @@ crate::counter_set!(
         drop_event_ring_full,
         /// Packets from a new source address (roaming requests raised).
         roam_requests,
+        /// Data from a source address the control thread has not approved (migration pending or refused).
+        drop_unapproved_source,
+        /// Control frames with no session to send them in.
+        drop_frame_no_session,
     }
 );
 

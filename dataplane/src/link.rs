@@ -116,10 +116,20 @@ pub enum Command {
         /// Where it goes.
         role: KeypairRole,
     },
-    /// Drop (and zeroize) every keypair of the peer.
+    /// The peer's new source address is refused: keep dropping its packets from there.
+    RefuseEndpoint {
+        /// Slot.
+        peer: PeerId,
+        /// The refused address.
+        addr: SocketAddr,
+    },
+    /// Drop (and zeroize) every keypair of the peer, after sealing a last goodbye frame
+    /// with the current keypair if one is given.
     ClearKeypairs {
         /// Slot.
         peer: PeerId,
+        /// `Some(reason)`: send `ControlFrame::Goodbye { reason }` first.
+        goodbye: Option<u8>,
     },
     /// Drop the packets staged for this peer (its handshake gave up).
     DropStaged {
@@ -148,7 +158,9 @@ pub enum Event {
         /// Slot.
         peer: PeerId,
     },
-    /// An authenticated packet came from a new address.
+    /// An authenticated packet came from a new address. Data from there is not
+    /// delivered until the control thread answers with `SetEndpoint` (accepted) or
+    /// `RefuseEndpoint`; the event repeats at most once a second while unanswered.
     EndpointChanged {
         /// Slot.
         peer: PeerId,

@@ -361,6 +361,9 @@ pub enum ControlFrame {
         /// Why the sender ends the session.
         reason: u8,
     },
+    /// Liveness probe: a veil peer answers with a keepalive at once; a standard
+    /// WireGuard peer drops it but answers with its passive keepalive.
+    Probe,
 }
 
 impl fmt::Debug for ControlFrame {
@@ -375,6 +378,7 @@ impl fmt::Debug for ControlFrame {
             }
             Self::Migrate { .. } => f.write_str("Migrate"),
             Self::Goodbye { reason } => write!(f, "Goodbye({reason})"),
+            Self::Probe => f.write_str("Probe"),
         }
     }
 }
@@ -392,6 +396,7 @@ const KIND_TOKEN_REQUEST: u8 = 0xF3;
 const KIND_TOKEN_GRANT: u8 = 0xF4;
 const KIND_MIGRATE: u8 = 0xF5;
 const KIND_GOODBYE: u8 = 0xF6;
+const KIND_PROBE: u8 = 0xF7;
 
 impl ControlFrame {
     /// Length of the encoded frame (before transport padding).
@@ -402,7 +407,7 @@ impl ControlFrame {
     fn body_len(&self) -> usize {
         match self {
             Self::IdleWarning { .. } | Self::DrainNotice { .. } => 4,
-            Self::MigrationTokenRequest => 0,
+            Self::MigrationTokenRequest | Self::Probe => 0,
             Self::MigrationTokenGrant { .. } => 4 + MIGRATION_TOKEN_LEN,
             Self::Migrate { .. } => MIGRATION_TOKEN_LEN,
             Self::Goodbye { .. } => 1,
@@ -420,6 +425,7 @@ impl ControlFrame {
             Self::MigrationTokenGrant { .. } => KIND_TOKEN_GRANT,
             Self::Migrate { .. } => KIND_MIGRATE,
             Self::Goodbye { .. } => KIND_GOODBYE,
+            Self::Probe => KIND_PROBE,
         };
         let (head, body) = out.split_at_mut(FRAME_HEADER_LEN);
         head[0] = kind;
@@ -430,7 +436,7 @@ impl ControlFrame {
             Self::IdleWarning { seconds_left: v } | Self::DrainNotice { retry_after_ms: v } => {
                 body.copy_from_slice(&v.to_be_bytes())
             }
-            Self::MigrationTokenRequest => {}
+            Self::MigrationTokenRequest | Self::Probe => {}
             Self::MigrationTokenGrant { ttl_sec, token } => {
                 body[..4].copy_from_slice(&ttl_sec.to_be_bytes());
                 body[4..].copy_from_slice(token);
@@ -476,6 +482,7 @@ impl ControlFrame {
                 token: token(body)?,
             }),
             KIND_GOODBYE if body.len() == 1 => Ok(Self::Goodbye { reason: body[0] }),
+            KIND_PROBE if body.is_empty() => Ok(Self::Probe),
             _ => Err(WireError::Frame),
         }
     }

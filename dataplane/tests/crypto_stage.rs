@@ -228,19 +228,93 @@ fn staged_until_handshake_then_flushed() {
 }
 
 #[test]
-fn roaming_is_reported_not_applied() {
+fn roaming_waits_for_approval() {
     let now = Instant::now();
     let mut a = side(now, "10.0.0.2/32", B_ADDR);
     let mut b = side(now, "10.0.0.1/32", A_ADDR);
     install(&mut a, &mut b, now);
-    let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
-    a.stage.process(&mut batch, now, &mut a.events);
-    let mut wire = carry(&batch, "198.51.100.9:4000");
+    let new_addr = "198.51.100.9:4000";
+    let send = |a: &mut Side, b: &mut Side, at: Instant| {
+        let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
+        a.stage.process(&mut batch, at, &mut a.events);
+        let mut wire = carry(&batch, new_addr);
+        b.stage.process(&mut wire, at, &mut b.events);
+        delivered(&wire)
+    };
+    assert_eq!(
+        send(&mut a, &mut b, now),
+        0,
+        "not delivered before approval"
+    );
+    let reports = |b: &Side| {
+        b.events
+            .iter()
+            .filter(|e| matches!(e, Event::EndpointChanged { addr, .. } if addr.to_string() == new_addr))
+            .count()
+    };
+    assert_eq!(reports(&b), 1);
+    // Refused: still dropped, not reported again within a second.
+    b.stage.apply(
+        Command::RefuseEndpoint {
+            peer: PeerId(0),
+            addr: new_addr.parse().unwrap(),
+        },
+        now,
+    );
+    assert_eq!(send(&mut a, &mut b, now + Duration::from_millis(10)), 0);
+    assert_eq!(reports(&b), 1);
+    assert_eq!(send(&mut a, &mut b, now + Duration::from_secs(2)), 0);
+    assert_eq!(reports(&b), 2, "asked again after a second");
+    assert_eq!(
+        b.stage
+            .counters()
+            .drop_unapproved_source
+            .load(Ordering::Relaxed),
+        3
+    );
+    // Accepted: delivered from then on.
+    b.stage.apply(
+        Command::SetEndpoint {
+            peer: PeerId(0),
+            endpoint: new_addr.parse().unwrap(),
+        },
+        now,
+    );
+    assert_eq!(send(&mut a, &mut b, now + Duration::from_secs(2)), 1);
+}
+
+#[test]
+fn goodbye_is_sealed_before_keys_are_wiped() {
+    let now = Instant::now();
+    let mut a = side(now, "10.0.0.2/32", B_ADDR);
+    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    install(&mut a, &mut b, now);
+    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
+    a.stage.originate(&mut out, now, &mut a.events); // the confirming keepalive
+    let mut wire = carry(&out, A_ADDR);
     b.stage.process(&mut wire, now, &mut b.events);
-    assert!(b
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::EndpointChanged { addr, .. } if addr.to_string() == "198.51.100.9:4000")));
+    b.stage.apply(
+        Command::ClearKeypairs {
+            peer: PeerId(0),
+            goodbye: Some(1),
+        },
+        now,
+    );
+    b.stage.originate(&mut out, now, &mut b.events);
+    assert_eq!(out.len, 1);
+    let mut wire = carry(&out, B_ADDR);
+    a.stage.process(&mut wire, now, &mut a.events);
+    assert!(a.events.iter().any(|e| matches!(
+        e,
+        Event::Frame {
+            frame: veil_dataplane::wire::ControlFrame::Goodbye { reason: 1 },
+            ..
+        }
+    )));
+    // B has no keys left: data to A is staged, not sent.
+    let mut batch = tun_batch(&[ipv4([10, 0, 0, 2], [10, 0, 0, 1], 10)]);
+    b.stage.process(&mut batch, now, &mut b.events);
+    assert_eq!(b.stage.staged_len(PeerId(0)), 1);
 }
 
 #[test]

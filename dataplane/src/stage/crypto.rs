@@ -54,6 +54,8 @@ enum Originate {
     Keepalive,
     Frame(ControlFrame),
     Data(Vec<u8>),
+    /// Sealed already (a goodbye sealed before its keys were wiped), for this destination.
+    Sealed(Vec<u8>, SocketAddr),
 }
 
 struct Peer {
@@ -67,8 +69,8 @@ struct Peer {
     handshake_asked: Option<Instant>,
     /// Local index of the keypair for which a rekey was asked already.
     rekey_asked_for: Option<u32>,
-    /// Source address we last reported as a roam (not yet accepted).
-    roam_reported: Option<SocketAddr>,
+    /// New source address reported to the control thread and not accepted (yet), and when.
+    roam_reported: Option<(SocketAddr, Instant)>,
 }
 
 impl Peer {
@@ -104,6 +106,9 @@ impl std::fmt::Debug for CryptoStage {
 
 /// How the re-request of a handshake is paced while packets keep arriving.
 const HANDSHAKE_ASK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often an unanswered or refused new source address is reported again.
+const ROAM_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl CryptoStage {
     /// An empty stage.
@@ -176,9 +181,15 @@ impl CryptoStage {
             Command::SetEndpoint { peer, endpoint } => {
                 if let Some(p) = self.peer_mut(peer) {
                     p.endpoint = Some(endpoint);
-                    if p.roam_reported == Some(endpoint) {
+                    if p.roam_reported.is_some_and(|(a, _)| a == endpoint) {
                         p.roam_reported = None;
                     }
+                }
+            }
+            Command::RefuseEndpoint { peer, addr } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    // Asked again no sooner than ROAM_REPORT_INTERVAL from now.
+                    p.roam_reported = Some((addr, now));
                 }
             }
             Command::InstallKeypair {
@@ -186,7 +197,12 @@ impl CryptoStage {
                 keypair,
                 role,
             } => self.install(peer, keypair, role, now),
-            Command::ClearKeypairs { peer } => {
+            Command::ClearKeypairs { peer, goodbye } => {
+                if let Some(reason) = goodbye {
+                    self.seal_goodbye(peer, reason, now);
+                }
+                self.pending
+                    .retain(|(id, o)| *id != peer || matches!(o, Originate::Sealed(..)));
                 if let Some(p) = self.peer_mut(peer) {
                     let (a, b, c) = (p.current.take(), p.previous.take(), p.next.take());
                     self.forget_index(a);
@@ -207,6 +223,24 @@ impl CryptoStage {
             Command::SendFrame { peer, frame } => {
                 self.pending.push_back((peer, Originate::Frame(frame)))
             }
+        }
+    }
+
+    /// Seal a goodbye now, while the keys still exist; it is sent with the next originated batch.
+    fn seal_goodbye(&mut self, peer_id: PeerId, reason: u8, now: Instant) {
+        let frame = ControlFrame::Goodbye { reason };
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(crate::wire::TRANSPORT_MIN_LEN + 16 + frame.encoded_len(), 0);
+        let Some(body) = buf.get_mut(TRANSPORT_HEADER_LEN..) else {
+            return;
+        };
+        let Ok(n) = frame.encode(body) else { return };
+        if let Ok((len, dest, _)) = self.seal_for(peer_id, &mut buf, n, now, false) {
+            buf.truncate(len);
+            bump(&self.counters.frames_sent, 1);
+            self.pending
+                .push_back((peer_id, Originate::Sealed(buf, dest)));
         }
     }
 
@@ -375,9 +409,15 @@ impl CryptoStage {
             stats.last_rx_any.store(stamp, Ordering::Relaxed);
             bump(&stats.rx_bytes, meta.len as u64);
             let from = meta.addr;
-            let roamed = peer.endpoint != Some(from) && peer.roam_reported != Some(from);
+            // A packet from an address the control thread has not approved is
+            // authenticated but not delivered; the control thread decides.
+            let approved = peer.endpoint == Some(from);
+            let roamed = !approved
+                && !peer.roam_reported.is_some_and(|(a, t)| {
+                    a == from && now.saturating_duration_since(t) < ROAM_REPORT_INTERVAL
+                });
             if roamed {
-                peer.roam_reported = Some(from);
+                peer.roam_reported = Some((from, now));
             }
             if wants_rekey {
                 peer.rekey_asked_for = Some(kp_index);
@@ -405,6 +445,7 @@ impl CryptoStage {
                     Some(info) if self.routes.lookup(info.src) != Some(peer_id) => {
                         bump(&self.counters.drop_source_not_allowed, 1)
                     }
+                    Some(_) if !approved => bump(&self.counters.drop_unapproved_source, 1),
                     Some(info) => {
                         stats.last_rx_data.store(stamp, Ordering::Relaxed);
                         bump(&stats.rx_packets, 1);
@@ -447,7 +488,7 @@ impl CryptoStage {
                 bump(&self.counters.drop_no_route, 1);
                 continue;
             };
-            match self.seal_for(peer_id, buf, info.len, now) {
+            match self.seal_for(peer_id, buf, info.len, now, true) {
                 Ok((len, dest, wants_rekey)) => {
                     meta.offset = 0;
                     meta.len = len;
@@ -478,6 +519,7 @@ impl CryptoStage {
         buf: &mut [u8],
         len: usize,
         now: Instant,
+        data: bool,
     ) -> Result<(usize, SocketAddr, bool), SealFail> {
         let stamp = self.epoch.nanos(now);
         let timing = self.timing;
@@ -516,7 +558,7 @@ impl CryptoStage {
         bump(&self.counters.encrypted, 1);
         bump(&stats.tx_bytes, n as u64);
         stats.last_tx_any.store(stamp, Ordering::Relaxed);
-        if len > 0 {
+        if data {
             bump(&stats.tx_packets, 1);
             stats.last_tx_data.store(stamp, Ordering::Relaxed);
         }
@@ -560,12 +602,28 @@ impl CryptoStage {
             let Some((buf, meta)) = batch.packet_mut(i) else {
                 break;
             };
+            if let Originate::Sealed(bytes, dest) = &what {
+                if let Some(dst) = buf.get_mut(..bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                    *meta = crate::batch::PacketMeta {
+                        offset: 0,
+                        len: bytes.len(),
+                        addr: *dest,
+                        action: Action::Udp,
+                    };
+                    batch.len += 1;
+                }
+                if let Originate::Sealed(bytes, _) = what {
+                    self.recycle(bytes);
+                }
+                continue;
+            }
             let payload_len = match &what {
-                Originate::Keepalive => 0,
+                Originate::Keepalive | Originate::Sealed(..) => 0,
                 Originate::Frame(f) => {
-                    match f.encode(buf.get_mut(TRANSPORT_HEADER_LEN..).unwrap_or_default()) {
-                        Ok(n) => n,
-                        Err(_) => continue,
+                    match buf.get_mut(TRANSPORT_HEADER_LEN..).map(|b| f.encode(b)) {
+                        Some(Ok(n)) => n,
+                        _ => continue,
                     }
                 }
                 Originate::Data(pkt) => {
@@ -578,29 +636,38 @@ impl CryptoStage {
                     pkt.len()
                 }
             };
-            match self.seal_for(peer_id, buf, payload_len, now) {
+            let data = matches!(what, Originate::Data(_));
+            match self.seal_for(peer_id, buf, payload_len, now, data) {
                 Ok((len, dest, wants_rekey)) => {
-                    meta.offset = 0;
-                    meta.len = len;
-                    meta.addr = dest;
-                    meta.action = Action::Udp;
+                    *meta = crate::batch::PacketMeta {
+                        offset: 0,
+                        len,
+                        addr: dest,
+                        action: Action::Udp,
+                    };
                     batch.len += 1;
                     match &what {
                         Originate::Keepalive => bump(&self.counters.keepalives_sent, 1),
                         Originate::Frame(_) => bump(&self.counters.frames_sent, 1),
-                        Originate::Data(_) => {}
+                        Originate::Data(_) | Originate::Sealed(..) => {}
                     }
                     if wants_rekey {
                         self.ask_handshake(peer_id, now, events);
                     }
                 }
-                Err(SealFail::NoKeypair) => {
-                    if let Originate::Data(pkt) = &what {
+                Err(SealFail::NoKeypair) => match &what {
+                    Originate::Data(pkt) => {
                         let pkt = pkt.clone();
                         self.stage(peer_id, &pkt);
+                        self.ask_handshake(peer_id, now, events);
                     }
-                    self.ask_handshake(peer_id, now, events);
-                }
+                    // A keepalive with no session starts one (persistent keepalive).
+                    Originate::Keepalive => self.ask_handshake(peer_id, now, events),
+                    // Frames belong to a session: without one there is nothing to say.
+                    Originate::Frame(_) | Originate::Sealed(..) => {
+                        bump(&self.counters.drop_frame_no_session, 1)
+                    }
+                },
                 Err(SealFail::NoEndpoint) => bump(&self.counters.drop_no_endpoint, 1),
                 Err(SealFail::Buffer) => bump(&self.counters.drop_invalid_inner, 1),
             }
