@@ -41,12 +41,15 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 pub use veil_dataplane::route::{IpNet, IpNetError};
 
 use zeroize::Zeroizing;
 
 use crate::keys::{self, Key32, KeyError, KEY_LEN};
+use veil_control::migration::MigrationPolicy;
+use veil_control::session::SessionPolicy;
 
 /// Tunnel MTU when the file sets none.
 pub const DEFAULT_MTU: u16 = 1420;
@@ -67,6 +70,10 @@ pub struct Config {
     pub interface: InterfaceConfig,
     /// The `[Peer]` sections, in file order.
     pub peers: Vec<PeerConfig>,
+    /// The `[sessions]` section (session lifecycle timeouts), defaults if absent.
+    pub sessions: SessionPolicy,
+    /// The `[migration]` section (client address changes), defaults if absent.
+    pub migration: MigrationPolicy,
     /// Things that were accepted but deserve the operator's attention; the caller prints them.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -283,6 +290,15 @@ pub enum ValueProblem {
     Network(IpNetError),
     /// A malformed or unresolvable endpoint.
     Endpoint(EndpointError),
+    /// Not `true` or `false`.
+    NotABool,
+    /// Must be smaller than another key's value.
+    MustBeBelow {
+        /// The other key.
+        other: &'static str,
+        /// Its value.
+        value: u64,
+    },
 }
 
 impl From<KeyError> for ValueProblem {
@@ -316,6 +332,10 @@ impl fmt::Display for ValueProblem {
             Self::Key(e) => e.fmt(f),
             Self::Network(e) => e.fmt(f),
             Self::Endpoint(e) => e.fmt(f),
+            Self::NotABool => f.write_str("not a boolean"),
+            Self::MustBeBelow { other, value } => {
+                write!(f, "must be less than {other} ({value})")
+            }
         }
     }
 }
@@ -919,6 +939,135 @@ impl Section for PeerDraft {
     ];
 }
 
+fn parse_bool(text: &str) -> Result<bool, ValueProblem> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(ValueProblem::NotABool),
+    }
+}
+
+fn parse_secs(text: &str, min: u32, max: u32) -> Result<Duration, ValueProblem> {
+    Ok(Duration::from_secs(u64::from(parse_number(
+        text, min, max,
+    )?)))
+}
+
+/// A day, a week, a year: upper bounds that catch typos without limiting anyone.
+const DAY: u32 = 86_400;
+const YEAR: u32 = 365 * DAY;
+
+impl Section for SessionPolicy {
+    const NAME: &'static str = "sessions";
+    const KEYS: &'static [KeySpec<Self>] = &[
+        KeySpec::<Self>::once(
+            "session_timeout",
+            "timeout",
+            "seconds 10..=604800; default 300",
+            |d, v, _| {
+                d.session_timeout = parse_secs(v, 10, 7 * DAY)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "idle_warning_sec",
+            "timeout",
+            "seconds 1..=604800, below session_timeout; default 270",
+            |d, v, _| {
+                d.idle_warning = parse_secs(v, 1, 7 * DAY)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "absolute_timeout_sec",
+            "timeout",
+            "seconds 10..=31536000; default 86400",
+            |d, v, _| {
+                d.absolute_timeout = parse_secs(v, 10, YEAR)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "drain_timeout_sec",
+            "timeout",
+            "seconds 0..=300; default 5",
+            |d, v, _| {
+                d.drain_timeout = parse_secs(v, 0, 300)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "keepalive_probe_after_sec",
+            "timeout",
+            "seconds 1..=86400; default 30",
+            |d, v, _| {
+                d.probe_after = parse_secs(v, 1, DAY)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "keepalive_probe_interval_sec",
+            "interval",
+            "seconds 1..=3600; default 12 (a standard peer answers after 10)",
+            |d, v, _| {
+                d.probe_interval = parse_secs(v, 1, 3600)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "keepalive_probe_count",
+            "count",
+            "1..=100; default 3",
+            |d, v, _| {
+                d.probe_count = parse_number(v, 1, 100)?;
+                Ok(())
+            },
+        ),
+    ];
+}
+
+impl Section for MigrationPolicy {
+    const NAME: &'static str = "migration";
+    const KEYS: &'static [KeySpec<Self>] = &[
+        KeySpec::<Self>::once(
+            "enable_session_migration",
+            "boolean",
+            "true or false; default true",
+            |d, v, _| {
+                d.enabled = parse_bool(v)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "migration_token_ttl_sec",
+            "TTL",
+            "seconds 1..=86400; default 300",
+            |d, v, _| {
+                d.token_ttl = parse_secs(v, 1, DAY)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "max_migrations_per_session",
+            "count",
+            "0..=1000000; default 5",
+            |d, v, _| {
+                d.max_per_session = parse_number(v, 0, 1_000_000)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "migration_cooldown_sec",
+            "cooldown",
+            "seconds 0..=86400; default 10",
+            |d, v, _| {
+                d.cooldown = parse_secs(v, 0, DAY)?;
+                Ok(())
+            },
+        ),
+    ];
+}
+
 /// Section of a key that is not in `S`, if another section has it. One line per section.
 fn other_section_with(key: &str) -> Option<&'static str> {
     fn has<S: Section>(key: &str) -> bool {
@@ -930,6 +1079,12 @@ fn other_section_with(key: &str) -> Option<&'static str> {
     }
     if has::<PeerDraft>(key) {
         return Some(PeerDraft::NAME);
+    }
+    if has::<SessionPolicy>(key) {
+        return Some(SessionPolicy::NAME);
+    }
+    if has::<MigrationPolicy>(key) {
+        return Some(MigrationPolicy::NAME);
     }
     None
 }
@@ -979,6 +1134,27 @@ fn key_hint<S: Section>(key: &str) -> Option<KeyHint> {
 
 // ---------------------------------------------------------------------------------------------
 // The parser
+
+/// Open a section that may appear once: a second header is an error and its keys are skipped.
+fn open_once<S: Section>(
+    sink: &mut Sink<'_>,
+    slot: &mut Option<SectionState<S>>,
+    line: usize,
+    open: Open,
+) -> Open {
+    if let Some(first) = slot {
+        sink.error(
+            Some(line),
+            ConfigErrorKind::DuplicateSection {
+                section: S::NAME,
+                first_line: first.header_line,
+            },
+        );
+        return Open::Skipped;
+    }
+    *slot = Some(SectionState::new(line));
+    open
+}
 
 /// Where errors and warnings go, kept apart from the sections so both can be borrowed at once.
 struct Sink<'a> {
@@ -1106,6 +1282,8 @@ enum Open {
     Nothing,
     Interface,
     Peer,
+    Sessions,
+    Migration,
     /// An unknown or repeated section, already reported: its keys are ignored.
     Skipped,
 }
@@ -1115,6 +1293,8 @@ struct Parser<'a> {
     open: Open,
     interface: Option<SectionState<InterfaceDraft>>,
     peers: Vec<SectionState<PeerDraft>>,
+    sessions: Option<SectionState<SessionPolicy>>,
+    migration: Option<SectionState<MigrationPolicy>>,
 }
 
 impl<'a> Parser<'a> {
@@ -1129,6 +1309,8 @@ impl<'a> Parser<'a> {
             open: Open::Nothing,
             interface: None,
             peers: Vec::new(),
+            sessions: None,
+            migration: None,
         }
     }
 
@@ -1177,6 +1359,16 @@ impl<'a> Parser<'a> {
                     self.sink.apply(state, key, value, line);
                 }
             }
+            Open::Sessions => {
+                if let Some(state) = self.sessions.as_mut() {
+                    self.sink.apply(state, key, value, line);
+                }
+            }
+            Open::Migration => {
+                if let Some(state) = self.migration.as_mut() {
+                    self.sink.apply(state, key, value, line);
+                }
+            }
         }
     }
 
@@ -1198,6 +1390,10 @@ impl<'a> Parser<'a> {
         } else if name.eq_ignore_ascii_case(PeerDraft::NAME) {
             self.peers.push(SectionState::new(line));
             self.open = Open::Peer;
+        } else if name.eq_ignore_ascii_case(SessionPolicy::NAME) {
+            self.open = open_once(&mut self.sink, &mut self.sessions, line, Open::Sessions);
+        } else if name.eq_ignore_ascii_case(MigrationPolicy::NAME) {
+            self.open = open_once(&mut self.sink, &mut self.migration, line, Open::Migration);
         } else {
             self.sink.error(
                 Some(line),
@@ -1223,11 +1419,15 @@ impl<'a> Parser<'a> {
                 done.push(peer);
             }
         }
+        let sessions = self.finish_sessions();
+        let migration = self.migration.take().map(|s| s.draft).unwrap_or_default();
         let mut sink = self.sink;
         match interface {
             Some(interface) if sink.errors.is_empty() => Ok(Config {
                 interface,
                 peers: done,
+                sessions,
+                migration,
                 warnings: sink.warnings,
             }),
             _ => {
@@ -1236,6 +1436,31 @@ impl<'a> Parser<'a> {
                 Err(ConfigErrors(sink.errors))
             }
         }
+    }
+
+    fn finish_sessions(&mut self) -> SessionPolicy {
+        let Some(state) = self.sessions.take() else {
+            return SessionPolicy::default();
+        };
+        let policy = state.draft;
+        if policy.idle_warning >= policy.session_timeout {
+            self.sink.error(
+                state
+                    .line_of("idle_warning_sec")
+                    .or(state.line_of("session_timeout")),
+                ConfigErrorKind::InvalidValue {
+                    key: "idle_warning_sec",
+                    value: Echo::Text(policy.idle_warning.as_secs().to_string()),
+                    what: "timeout",
+                    problem: ValueProblem::MustBeBelow {
+                        other: "session_timeout",
+                        value: policy.session_timeout.as_secs(),
+                    },
+                    expected: "a warning before the session expires, e.g. session_timeout - 30",
+                },
+            );
+        }
+        policy
     }
 
     fn finish_interface(&mut self) -> Option<InterfaceConfig> {

@@ -1,15 +1,17 @@
 //! `veil up`: bring the interface up, start the threads, stop on a signal.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use veil_control::device::{Device, PeerSpec};
-use veil_dataplane::link::Epoch;
-use veil_dataplane::pipeline::{self, PipelineConfig, Shared, SingleThread, Waiter};
+use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
+use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun, UdpSocket};
 use veil_dataplane::timing::Timing;
 
@@ -167,6 +169,102 @@ fn configure_interface(tun: &Tun, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Wait up to `timeout` for a shutdown signal.
+fn next_signal(
+    signals: &sys::SignalFd,
+    timeout: Duration,
+) -> std::io::Result<Option<sys::ShutdownSignal>> {
+    use std::os::fd::AsFd;
+    sys::wait_readable(&[signals.as_fd()], Some(timeout))?;
+    signals.read()
+}
+
+/// The control thread's driver: the sans-IO [`Device`] plus the one piece of I/O a
+/// client needs, noticing that its own source address towards a gateway changed.
+struct ControlShell {
+    device: Device,
+    sources: HashMap<PeerId, IpAddr>,
+    next_check: Option<Instant>,
+}
+
+/// How often a client checks which source address the kernel uses towards its gateways.
+const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl ControlShell {
+    fn new(device: Device) -> Self {
+        Self {
+            device,
+            sources: HashMap::new(),
+            next_check: None,
+        }
+    }
+
+    fn check_sources(&mut self, now: Instant) {
+        if self.next_check.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_check = Some(now + SOURCE_CHECK_INTERVAL);
+        for (peer, endpoint) in self.device.client_endpoints() {
+            let Some(src) = route_source(endpoint) else {
+                continue;
+            };
+            match self.sources.insert(peer, src) {
+                Some(old) if old != src => {
+                    info!("local source address towards {endpoint} changed: {old} -> {src}");
+                    self.device.local_source_changed(peer, now);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The source address the kernel picks for datagrams to `dest` (a connected UDP
+/// socket sends nothing; connect only consults the routing table).
+fn route_source(dest: SocketAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = match dest {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let sock = std::net::UdpSocket::bind(bind).ok()?;
+    sock.connect(dest).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+impl ControlDriver for ControlShell {
+    fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant) {
+        self.device.on_handshake(msg, now);
+    }
+    fn on_event(&mut self, ev: Event, now: Instant) {
+        self.device.on_event(ev, now);
+    }
+    fn on_timeout(&mut self, now: Instant) {
+        self.check_sources(now);
+        self.device.on_timeout(now);
+    }
+    fn poll_command(&mut self) -> Option<Command> {
+        self.device.poll_command()
+    }
+    fn poll_transmit(&mut self) -> Option<HandshakeDatagram> {
+        self.device.poll_transmit()
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.device.next_deadline()
+    }
+    fn poll_admin(&mut self, now: Instant) {
+        self.device.poll_admin(now);
+    }
+    fn begin_drain(&mut self, now: Instant) {
+        self.device.begin_drain(now);
+    }
+    fn drained(&self) -> bool {
+        self.device.drained()
+    }
+    fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
+        self.device.set_handshake_backlog(queued, now);
+    }
+}
+
 /// Sleeps of the I/O threads: poll(2) on the socket, the TUN device and the eventfd.
 struct IoWaiter {
     udp: Arc<UdpSocket>,
@@ -231,6 +329,7 @@ fn run(p: Prepared) -> ExitCode {
 
 struct Running {
     shared: Arc<Shared>,
+    drain_timeout: Duration,
     control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
     name: String,
@@ -258,6 +357,7 @@ fn start(p: Prepared) -> Result<Running, String> {
     configure_interface(&tun, &p.config).map_err(|e| format!("{}: {e}", p.name))?;
 
     let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch);
+    device.set_policies(p.config.sessions, p.config.migration);
     for peer in &p.config.peers {
         let spec = PeerSpec {
             public_key: peer.public_key,
@@ -275,6 +375,8 @@ fn start(p: Prepared) -> Result<Running, String> {
     }
 
     let control_counters = device.counters().clone();
+    let mut device = ControlShell::new(device);
+    let drain_timeout = p.config.sessions.drain_timeout;
     let udp = Arc::new(udp);
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
@@ -334,6 +436,7 @@ fn start(p: Prepared) -> Result<Running, String> {
     Ok(Running {
         shared,
         control_counters,
+        drain_timeout,
         threads,
         name: p.name,
         _tun: tun,
@@ -361,15 +464,15 @@ impl Running {
         info!("{}: counters: {}", self.name, line.join(" "));
     }
 
+    /// Wait for the first shutdown signal, or a thread that stopped on its own.
     fn wait(self, signals: &sys::SignalFd) -> ExitCode {
         loop {
-            let ready = {
-                use std::os::fd::AsFd;
-                sys::wait_readable(&[signals.as_fd()], Some(Duration::from_secs(1)))
-            };
-            match ready.and_then(|_| signals.read()) {
+            match next_signal(signals, Duration::from_secs(1)) {
                 Ok(Some(sig)) => {
-                    info!("{}: {sig:?} received; shutting down", self.name);
+                    info!(
+                        "{}: {sig:?} received; draining (a second signal stops at once)",
+                        self.name
+                    );
                     break;
                 }
                 Ok(None) => {
@@ -379,9 +482,7 @@ impl Running {
                             self.name
                         );
                         self.shared.shutdown();
-                        for t in self.threads {
-                            let _ = t.join();
-                        }
+                        let _ = self.log_counters_after_join();
                         return ExitCode::FAILURE;
                     }
                 }
@@ -391,8 +492,36 @@ impl Running {
                 }
             }
         }
+        self.drain(signals);
         self.shared.shutdown();
         self.log_counters_after_join()
+    }
+
+    /// Graceful drain: the control thread stops accepting sessions, tells veil peers,
+    /// lets in-flight packets out and expires every session; bounded by the drain
+    /// timeout, cut short by a second signal.
+    fn drain(&self, signals: &sys::SignalFd) {
+        self.shared.drain_requested.store(true, Ordering::SeqCst);
+        self.shared.control_bell.wake_now();
+        let deadline = Instant::now() + self.drain_timeout;
+        loop {
+            if self.shared.drain_done.load(Ordering::SeqCst) {
+                info!("{}: drained", self.name);
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!("{}: drain timeout reached; stopping", self.name);
+                return;
+            }
+            if let Ok(Some(sig)) = next_signal(signals, left.min(Duration::from_millis(20))) {
+                warn!(
+                    "{}: second signal ({sig:?}); stopping without finishing the drain",
+                    self.name
+                );
+                return;
+            }
+        }
     }
 
     fn log_counters_after_join(mut self) -> ExitCode {

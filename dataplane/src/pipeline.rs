@@ -37,6 +37,12 @@ pub trait ControlDriver {
     /// Called every round of the control loop (also when woken by the control
     /// doorbell): serve requests from outside the dataplane (UAPI, metrics).
     fn poll_admin(&mut self, _now: Instant) {}
+    /// Shutdown was asked for: stop accepting sessions and drain the live ones.
+    fn begin_drain(&mut self, _now: Instant) {}
+    /// Is the drain finished (or was none needed)?
+    fn drained(&self) -> bool {
+        true
+    }
     /// The RX ring to the control thread is backing up (flood defence hint).
     fn set_handshake_backlog(&mut self, _queued: usize, _now: Instant) {}
 }
@@ -85,6 +91,10 @@ impl Default for PipelineConfig {
 pub struct Shared {
     /// Set to stop every loop.
     pub stop: AtomicBool,
+    /// Set by the main thread on the first shutdown signal: the control thread drains.
+    pub drain_requested: AtomicBool,
+    /// Set by the control thread when the drain is finished.
+    pub drain_done: AtomicBool,
     /// Wakes the RX thread (writes its eventfd).
     pub rx_bell: Doorbell,
     /// Wakes the crypto thread.
@@ -110,6 +120,8 @@ impl Shared {
     pub fn new(epoch: Epoch, rx_wake: impl Fn() + Send + Sync + 'static) -> Self {
         Self {
             stop: AtomicBool::new(false),
+            drain_requested: AtomicBool::new(false),
+            drain_done: AtomicBool::new(false),
             rx_bell: Doorbell::custom(rx_wake),
             crypto_bell: Doorbell::for_thread(),
             tx_bell: Doorbell::for_thread(),
@@ -210,6 +222,7 @@ pub struct ControlThread {
     to_tx: Producer<HandshakeDatagram>,
     /// Commands that did not fit in the ring yet (kept in order).
     backlog: std::collections::VecDeque<Command>,
+    draining: bool,
 }
 
 macro_rules! debug_opaque {
@@ -276,6 +289,7 @@ pub fn build(
             commands: cmd_p,
             to_tx: hs_out_p,
             backlog: std::collections::VecDeque::new(),
+            draining: false,
         },
     )
 }
@@ -502,10 +516,17 @@ impl ControlThread {
             driver.on_event(ev, now);
         }
         driver.poll_admin(now);
+        if shared.drain_requested.load(Ordering::Relaxed) && !self.draining {
+            self.draining = true;
+            driver.begin_drain(now);
+        }
         if driver.next_deadline().is_some_and(|d| d <= now) {
             driver.on_timeout(now);
         }
         self.forward(driver, shared);
+        if self.draining && driver.drained() {
+            shared.drain_done.store(true, Ordering::SeqCst);
+        }
         driver.next_deadline()
     }
 

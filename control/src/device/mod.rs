@@ -28,6 +28,12 @@ use veil_dataplane::wire::{
 use crate::handshake::{
     CookieChecker, HandshakeError, InitiationOutcome, PeerHandshake, StaticIdentity,
 };
+use crate::migration::{MigrationPolicy, TokenMinter};
+use crate::session::{Session, SessionPolicy};
+
+mod lifecycle;
+
+pub use lifecycle::Reconnect;
 
 /// Handshake backlog above which the control thread considers itself under load.
 pub const UNDER_LOAD_BACKLOG: usize = 128;
@@ -108,8 +114,28 @@ veil_dataplane::counter_set!(
         handshake_unexpected,
         /// Handshake attempts given up after REKEY_ATTEMPT_TIME.
         handshake_gave_up,
-        /// Endpoint changes accepted.
-        roams_accepted,
+        /// Migrations (source address changes) accepted.
+        migrations_accepted,
+        /// Migrations refused by policy.
+        migrations_refused,
+        /// Migration tokens granted.
+        migration_tokens_granted,
+        /// Sessions established (first handshake of a session; rekeys do not count).
+        sessions_created,
+        /// Sessions ended by a timeout (idle, dead peer, absolute) or drained.
+        sessions_expired,
+        /// Sessions ended by force (operator, the peer's goodbye).
+        sessions_terminated,
+        /// Sessions moved to Draining at shutdown.
+        sessions_draining,
+        /// Idle warnings sent to veil peers.
+        idle_warnings_sent,
+        /// Liveness probes sent.
+        probes_sent,
+        /// Initiations refused because the gateway is draining.
+        handshake_refused_draining,
+        /// Reconnect attempts after a drain notice.
+        reconnect_attempts,
         /// Keepalives requested by the timers.
         keepalives_requested,
         /// Commands that could not be queued.
@@ -138,6 +164,20 @@ struct Peer {
     /// The data-sent timestamp for which a "no reply" handshake was started already.
     unanswered_for: Option<Instant>,
     keys_live: bool,
+    /// The current or last session.
+    session: Option<Session>,
+    /// The peer sent us a veil control frame, so it understands them.
+    veil_peer: bool,
+    /// We have an endpoint for it from the config: we are its client.
+    client_of: bool,
+    /// Gateway side: nonces of migration tokens granted and not used.
+    granted: Vec<[u8; 8]>,
+    /// Client side: a migration token the gateway granted us.
+    token: Option<[u8; veil_dataplane::wire::MIGRATION_TOKEN_LEN]>,
+    /// Client side: reconnecting after the gateway's drain notice.
+    reconnect: Option<Reconnect>,
+    /// Last time a refused migration of this peer was logged.
+    refusal_logged: Option<Instant>,
 }
 
 /// The sans-IO control plane. See the module docs.
@@ -155,6 +195,11 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     under_load_until: Option<Instant>,
     next_tick: Option<Instant>,
     counters: Arc<ControlCounters>,
+    sessions: SessionPolicy,
+    migration: MigrationPolicy,
+    tokens: TokenMinter,
+    next_session: u64,
+    drain: Option<lifecycle::Drain>,
 }
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
@@ -218,9 +263,13 @@ impl Device<OsRng> {
 
 impl<R: CryptoRngCore> Device<R> {
     /// A device with injected randomness (tests).
-    pub fn with_rng(private_key: &[u8; 32], timing: Timing, epoch: Epoch, rng: R) -> Self {
+    pub fn with_rng(private_key: &[u8; 32], timing: Timing, epoch: Epoch, mut rng: R) -> Self {
         let identity = StaticIdentity::from_secret(*private_key);
         let cookies = identity.cookie_checker();
+        let mut token_secret = [0u8; 32];
+        rng.fill_bytes(&mut token_secret);
+        let tokens = TokenMinter::new(token_secret, epoch);
+        zeroize::Zeroize::zeroize(&mut token_secret);
         Self {
             identity,
             cookies,
@@ -235,7 +284,19 @@ impl<R: CryptoRngCore> Device<R> {
             under_load_until: None,
             next_tick: None,
             counters: Arc::default(),
+            sessions: SessionPolicy::default(),
+            migration: MigrationPolicy::default(),
+            tokens,
+            next_session: 1,
+            drain: None,
         }
+    }
+
+    /// Set the `[sessions]` and `[migration]` policies (defaults otherwise).
+    pub fn set_policies(&mut self, sessions: SessionPolicy, migration: MigrationPolicy) {
+        self.sessions = sessions;
+        self.migration = migration;
+        self.next_tick = None;
     }
 
     /// Our public key.
@@ -283,6 +344,13 @@ impl<R: CryptoRngCore> Device<R> {
             keepalive_asked: None,
             unanswered_for: None,
             keys_live: false,
+            session: None,
+            veil_peer: false,
+            client_of: spec.endpoint.is_some(),
+            granted: Vec::new(),
+            token: None,
+            reconnect: None,
+            refusal_logged: None,
         });
         self.by_key.insert(spec.public_key, slot);
         self.commands.push_back(Command::AddPeer {
@@ -396,6 +464,10 @@ impl<R: CryptoRngCore> Device<R> {
     }
 
     fn on_initiation(&mut self, msg: &[u8], src: SocketAddr, now: Instant) {
+        if self.drain.is_some() {
+            bump(&self.counters.handshake_refused_draining, 1);
+            return;
+        }
         let under_load = self.under_load(now);
         let outcome = crate::handshake::consume_initiation(
             &self.identity,
@@ -452,6 +524,7 @@ impl<R: CryptoRngCore> Device<R> {
                     keypair: Box::new(keypair),
                     role: KeypairRole::Responder,
                 });
+                self.session_established(slot, now, false);
                 if let Some(d) = HandshakeDatagram::new(&response, src, None) {
                     self.transmits.push_back(d);
                 }
@@ -519,6 +592,7 @@ impl<R: CryptoRngCore> Device<R> {
                     keypair: Box::new(keypair),
                     role: KeypairRole::Initiator,
                 });
+                self.session_established(slot, now, true);
             }
             Err(e) => self.count_error(e),
         }
@@ -580,6 +654,10 @@ impl<R: CryptoRngCore> Device<R> {
         let last_tx_any = PeerStats::at(&p.stats.last_tx_any, &epoch);
         let last_tx_data = PeerStats::at(&p.stats.last_tx_data, &epoch);
 
+        if p.reconnect.is_some() {
+            self.reconnect_timer(slot, now);
+            return;
+        }
         // Handshake retries, and giving up.
         if let (Some(retry), Some(started)) = (p.retry_at, p.attempt_started) {
             if now >= retry {
@@ -646,8 +724,12 @@ impl<R: CryptoRngCore> Device<R> {
         {
             p.keys_live = false;
             info!("peer {}: session keys expired and zeroized", p.short);
-            self.commands.push_back(Command::ClearKeypairs { peer: id });
+            self.commands.push_back(Command::ClearKeypairs {
+                peer: id,
+                goodbye: None,
+            });
         }
+        self.session_timers(slot, now);
     }
 
     /// Earliest moment a timer may fire.
@@ -656,9 +738,18 @@ impl<R: CryptoRngCore> Device<R> {
         // fraction of the shortest timer, bounded to keep idle wake-ups rare.
         let tick = (self.timing.rekey_timeout / 5)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let retry = self.peers.iter().filter_map(|p| p.retry_at).min();
+        let retry = self.peers.iter().filter_map(|p| p.retry_at);
+        let reconnect = self
+            .peers
+            .iter()
+            .filter_map(|p| p.reconnect.as_ref().map(|r| r.next_at));
+        let drain = self
+            .drain
+            .as_ref()
+            .filter(|d| !d.done)
+            .map(|d| d.complete_at);
         let next = now + tick;
-        retry.map_or(next, |r| r.min(next))
+        retry.chain(reconnect).chain(drain).fold(next, Instant::min)
     }
 }
 
@@ -676,27 +767,14 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     fn on_event(&mut self, ev: Event, now: Instant) {
         match ev {
             Event::HandshakeNeeded { peer } => self.start_handshake(peer.0 as usize, now),
-            Event::EndpointChanged { peer, addr } => {
-                if let Some(p) = self.peers.get_mut(peer.0 as usize) {
-                    bump(&self.counters.roams_accepted, 1);
-                    info!("peer {}: roamed to {}", p.short, addr);
-                    p.endpoint = Some(addr);
-                    self.commands.push_back(Command::SetEndpoint {
-                        peer,
-                        endpoint: addr,
-                    });
-                }
-            }
-            Event::Frame { peer, frame, from } => {
-                if let Some(p) = self.peers.get(peer.0 as usize) {
-                    debug!("peer {}: control frame {:?} from {}", p.short, frame, from);
-                }
-            }
+            Event::EndpointChanged { peer, addr } => self.on_roam(peer.0 as usize, addr, now),
+            Event::Frame { peer, frame, from } => self.on_frame(peer.0 as usize, frame, from, now),
         }
     }
 
     fn on_timeout(&mut self, now: Instant) {
         self.run_timers(now);
+        self.drain_timer(now);
         self.next_tick = Some(self.compute_deadline(now));
     }
 
@@ -714,6 +792,14 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
             self.next_tick
                 .unwrap_or_else(|| self.epoch.instant(1).unwrap_or_else(Instant::now)),
         )
+    }
+
+    fn begin_drain(&mut self, now: Instant) {
+        self.start_drain(now);
+    }
+
+    fn drained(&self) -> bool {
+        self.drain.as_ref().is_some_and(|d| d.done)
     }
 
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
