@@ -197,9 +197,9 @@ impl Session {
         }
         let silent = now.saturating_duration_since(last_heard);
         if silent >= policy.probe_after {
-            let next = self.last_probe.map_or(true, |p| {
-                now.saturating_duration_since(p) >= policy.probe_interval
-            });
+            let next = self
+                .last_probe
+                .is_none_or(|p| now.saturating_duration_since(p) >= policy.probe_interval);
             if next {
                 if self.probes >= policy.probe_count {
                     return Due::End(EndReason::Dead);

@@ -161,7 +161,17 @@ impl Topology {
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.join(name);
-        let mut f = fs::File::create(&p).expect("write file");
+        // Configs hold private keys: owner-only, as veil asks of operators.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&p)
+        }
+        .expect("write file");
         f.write_all(text.as_bytes()).expect("write file");
         p
     }
@@ -196,8 +206,16 @@ impl Topology {
 
     /// ping `count` times (0.1 s apart); returns how many replies came back.
     pub fn ping(&self, ns: &str, addr: &str, count: u32) -> u32 {
+        self.ping_spaced(ns, addr, count, "0.1")
+    }
+
+    /// ping `count` times, `interval` seconds apart; returns how many replies came back.
+    pub fn ping_spaced(&self, ns: &str, addr: &str, count: u32, interval: &str) -> u32 {
         let c = count.to_string();
-        let out = self.exec(ns, &["ping", "-c", &c, "-i", "0.1", "-W", "2", "-q", addr]);
+        let out = self.exec(
+            ns,
+            &["ping", "-c", &c, "-i", interval, "-W", "1", "-q", addr],
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         text.lines()
             .find(|l| l.contains("received"))

@@ -201,11 +201,17 @@ impl<R: CryptoRngCore> Device<R> {
                 );
             }
             ControlFrame::DrainNotice { retry_after_ms } => {
-                warn!(
-                    "peer {}: is draining (shutting down); reconnecting with backoff",
-                    p.short
-                );
+                let client_of = p.client_of;
                 self.end_session(slot, EndReason::PeerGoodbye, now);
+                if !client_of {
+                    return;
+                }
+                if let Some(p) = self.peers.get(slot) {
+                    warn!(
+                        "peer {}: is draining (shutting down); reconnecting with backoff",
+                        p.short
+                    );
+                }
                 let wait = Duration::from_millis(u64::from(retry_after_ms)).max(RECONNECT_FIRST);
                 let jitter = self.jitter();
                 if let Some(p) = self.peers.get_mut(slot) {
@@ -451,11 +457,16 @@ impl<R: CryptoRngCore> Device<R> {
             bump(&self.counters.sessions_draining, 1);
             info!("peer {}: session {} draining", p.short, s.id);
             if p.veil_peer {
+                // Our clients should come back later; a gateway of ours just hears goodbye.
+                let frame = if p.client_of {
+                    ControlFrame::Goodbye {
+                        reason: GOODBYE_SHUTDOWN,
+                    }
+                } else {
+                    ControlFrame::DrainNotice { retry_after_ms }
+                };
                 let peer = p.id;
-                self.commands.push_back(Command::SendFrame {
-                    peer,
-                    frame: ControlFrame::DrainNotice { retry_after_ms },
-                });
+                self.commands.push_back(Command::SendFrame { peer, frame });
             }
         }
         self.next_tick = None;
@@ -476,6 +487,5 @@ impl<R: CryptoRngCore> Device<R> {
             }
         }
         self.drain = Some(Drain { done: true, ..d });
-        let _ = GOODBYE_SHUTDOWN;
     }
 }

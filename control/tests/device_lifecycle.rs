@@ -1,0 +1,329 @@
+//! The control thread's lifecycle and migration policy, sans-IO on a virtual
+//! clock: a real handshake creates the session, then events and time drive it.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_core::OsRng;
+use veil_control::device::{Device, PeerSpec};
+use veil_control::migration::MigrationPolicy;
+use veil_control::session::SessionPolicy;
+use veil_control::{PeerHandshake, StaticIdentity};
+use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
+use veil_dataplane::pipeline::ControlDriver;
+use veil_dataplane::timing::Timing;
+use veil_dataplane::wire::{ControlFrame, MIGRATION_TOKEN_LEN};
+
+const GW_SECRET: [u8; 32] = [0x11; 32];
+const CL_SECRET: [u8; 32] = [0x22; 32];
+
+struct Gateway {
+    dev: Device,
+    t0: Instant,
+    epoch: Epoch,
+    peer: PeerId,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn gateway(sessions: SessionPolicy) -> Gateway {
+    let t0 = Instant::now();
+    let epoch = Epoch::new(t0);
+    let mut dev = Device::new(&GW_SECRET, Timing::default(), epoch);
+    dev.set_policies(sessions, MigrationPolicy::default());
+    let client = StaticIdentity::from_secret(CL_SECRET);
+    let peer = dev
+        .add_peer(PeerSpec {
+            public_key: *client.public_key(),
+            preshared_key: None,
+            allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
+            endpoint: None,
+            persistent_keepalive: None,
+        })
+        .unwrap();
+    let mut g = Gateway {
+        dev,
+        t0,
+        epoch,
+        peer,
+    };
+    g.handshake(t0, "192.0.2.2:5000");
+    g
+}
+
+impl Gateway {
+    fn handshake(&mut self, now: Instant, from: &str) {
+        let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
+        let client = StaticIdentity::from_secret(CL_SECRET);
+        let mut hs = PeerHandshake::new(&client, gw_pub, None);
+        // Wall time follows the virtual clock, so TAI64N timestamps keep increasing.
+        let wall = SystemTime::now() + now.saturating_duration_since(self.t0);
+        let init = hs
+            .create_initiation(&client, 7, now, wall, &mut OsRng)
+            .unwrap();
+        self.dev.on_handshake(
+            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
+            now,
+        );
+    }
+
+    fn commands(&mut self) -> Vec<Command> {
+        std::iter::from_fn(|| self.dev.poll_command()).collect()
+    }
+
+    fn event(&mut self, ev: Event, now: Instant) -> Vec<Command> {
+        self.dev.on_event(ev, now);
+        self.commands()
+    }
+
+    fn frame(&mut self, frame: ControlFrame, from: &str, now: Instant) -> Vec<Command> {
+        self.event(
+            Event::Frame {
+                peer: self.peer,
+                frame,
+                from: addr(from),
+            },
+            now,
+        )
+    }
+
+    fn roam(&mut self, to: &str, now: Instant) -> Vec<Command> {
+        self.event(
+            Event::EndpointChanged {
+                peer: self.peer,
+                addr: addr(to),
+            },
+            now,
+        )
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Command> {
+        self.dev.on_timeout(now);
+        self.commands()
+    }
+
+    fn token(&mut self, now: Instant) -> [u8; MIGRATION_TOKEN_LEN] {
+        let cmds = self.frame(ControlFrame::MigrationTokenRequest, "192.0.2.2:5000", now);
+        cmds.iter()
+            .find_map(|c| match c {
+                Command::SendFrame {
+                    frame: ControlFrame::MigrationTokenGrant { token, .. },
+                    ..
+                } => Some(*token),
+                _ => None,
+            })
+            .expect("a token grant")
+    }
+
+    fn secs(&self, s: u64) -> Instant {
+        self.t0 + Duration::from_secs(s)
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.dev
+            .counters()
+            .snapshot()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| v)
+    }
+}
+
+fn accepted(cmds: &[Command], to: &str) -> bool {
+    cmds.iter()
+        .any(|c| matches!(c, Command::SetEndpoint { endpoint, .. } if *endpoint == addr(to)))
+}
+
+fn refused(cmds: &[Command], to: &str) -> bool {
+    cmds.iter()
+        .any(|c| matches!(c, Command::RefuseEndpoint { addr: a, .. } if *a == addr(to)))
+}
+
+#[test]
+fn migration_policy_cooldown_token_replay_and_limit() {
+    let mut g = gateway(SessionPolicy::default());
+    g.commands();
+    assert_eq!(g.counter("sessions_created"), 1);
+    let token = g.token(g.secs(1));
+
+    // First migration: no cooldown yet.
+    let c = g.roam("198.51.100.1:6000", g.secs(2));
+    assert!(accepted(&c, "198.51.100.1:6000"), "{c:?}");
+    // Inside the cooldown without a token: refused.
+    let c = g.roam("198.51.100.2:6000", g.secs(3));
+    assert!(refused(&c, "198.51.100.2:6000"), "{c:?}");
+    // With a token, inside the cooldown: accepted at once.
+    let c = g.frame(
+        ControlFrame::Migrate { token },
+        "198.51.100.2:6000",
+        g.secs(3),
+    );
+    assert!(accepted(&c, "198.51.100.2:6000"), "{c:?}");
+    // The same token again: refused.
+    let c = g.frame(
+        ControlFrame::Migrate { token },
+        "198.51.100.3:6000",
+        g.secs(4),
+    );
+    assert!(
+        refused(&c, "198.51.100.3:6000"),
+        "replayed token accepted: {c:?}"
+    );
+    // A forged token: refused.
+    let mut forged = g.token(g.secs(4));
+    forged[30] ^= 1;
+    let c = g.frame(
+        ControlFrame::Migrate { token: forged },
+        "198.51.100.3:6000",
+        g.secs(4),
+    );
+    assert!(refused(&c, "198.51.100.3:6000"));
+    // Migrations 3, 4, 5 after each cooldown, then the sixth is refused even with a token.
+    for (i, s) in [(3u64, 20u64), (4, 40), (5, 60)] {
+        let to = format!("198.51.100.{}:6000", 10 + i);
+        let c = g.roam(&to, g.secs(s));
+        assert!(accepted(&c, &to), "migration {i}: {c:?}");
+    }
+    let token = g.token(g.secs(80));
+    let c = g.frame(
+        ControlFrame::Migrate { token },
+        "198.51.100.99:6000",
+        g.secs(80),
+    );
+    assert!(
+        refused(&c, "198.51.100.99:6000"),
+        "sixth migration accepted: {c:?}"
+    );
+    assert_eq!(g.counter("migrations_accepted"), 5);
+    assert!(g.counter("migrations_refused") >= 4);
+}
+
+#[test]
+fn expired_token_is_refused() {
+    let mut g = gateway(SessionPolicy::default());
+    let token = g.token(g.secs(1));
+    let ttl = MigrationPolicy::default().token_ttl.as_secs();
+    // Keep the session alive: data flows all along.
+    let stats = g.dev.peers()[0].stats.clone();
+    stats
+        .last_rx_data
+        .store(g.epoch.nanos(g.secs(ttl + 1)), Ordering::Relaxed);
+    stats
+        .last_rx_any
+        .store(g.epoch.nanos(g.secs(ttl + 1)), Ordering::Relaxed);
+    let c = g.frame(
+        ControlFrame::Migrate { token },
+        "198.51.100.5:6000",
+        g.secs(ttl + 2),
+    );
+    assert!(refused(&c, "198.51.100.5:6000"), "{c:?}");
+}
+
+#[test]
+fn idle_session_warns_then_expires_and_a_new_handshake_starts_another() {
+    let sessions = SessionPolicy {
+        session_timeout: Duration::from_secs(30),
+        idle_warning: Duration::from_secs(20),
+        ..SessionPolicy::default()
+    };
+    let mut g = gateway(sessions);
+    // The client is a veil peer: it asked for a token.
+    g.token(g.secs(0));
+    let stats = g.dev.peers()[0].stats.clone();
+    let mut warned = None;
+    let mut expired = None;
+    for s in 1..=40 {
+        // Keepalives keep arriving; no data.
+        stats
+            .last_rx_any
+            .store(g.epoch.nanos(g.secs(s)), Ordering::Relaxed);
+        for c in g.tick(g.secs(s)) {
+            match c {
+                Command::SendFrame {
+                    frame: ControlFrame::IdleWarning { seconds_left },
+                    ..
+                } => warned = Some((s, seconds_left)),
+                Command::ClearKeypairs { goodbye, .. } => expired = Some((s, goodbye)),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(warned, Some((20, 10)));
+    assert_eq!(
+        expired,
+        Some((30, Some(veil_dataplane::wire::GOODBYE_EXPIRED)))
+    );
+    assert_eq!(g.counter("sessions_expired"), 1);
+    g.handshake(g.secs(41), "192.0.2.2:5000");
+    assert_eq!(g.counter("sessions_created"), 2);
+}
+
+#[test]
+fn silent_peer_is_probed_then_expired_within_bound() {
+    let sessions = SessionPolicy {
+        probe_after: Duration::from_secs(10),
+        probe_interval: Duration::from_secs(5),
+        probe_count: 2,
+        ..SessionPolicy::default()
+    };
+    let mut g = gateway(sessions);
+    g.commands();
+    let mut probes = vec![];
+    let mut ended = None;
+    for tenth in 1..300u64 {
+        let now = g.t0 + Duration::from_millis(tenth * 100);
+        for c in g.tick(now) {
+            match c {
+                Command::SendFrame {
+                    frame: ControlFrame::Probe,
+                    ..
+                } => probes.push(tenth),
+                Command::ClearKeypairs { .. } => ended = Some(tenth),
+                _ => {}
+            }
+        }
+        if ended.is_some() {
+            break;
+        }
+    }
+    assert_eq!(probes, vec![100, 150]);
+    assert_eq!(
+        ended,
+        Some(200),
+        "bound: probe_after + count x interval = 20 s"
+    );
+}
+
+#[test]
+fn drain_refuses_new_handshakes_and_expires_sessions() {
+    let mut g = gateway(SessionPolicy::default());
+    g.token(g.secs(0));
+    let now = g.secs(1);
+    g.dev.begin_drain(now);
+    let c = g.commands();
+    assert!(
+        c.iter().any(|c| matches!(
+            c,
+            Command::SendFrame {
+                frame: ControlFrame::DrainNotice { .. },
+                ..
+            }
+        )),
+        "{c:?}"
+    );
+    assert!(!g.dev.drained());
+    g.handshake(g.secs(1), "192.0.2.2:5000");
+    assert_eq!(g.counter("handshake_refused_draining"), 1);
+    let c = g.tick(g.secs(2));
+    assert!(
+        c.iter().any(|c| matches!(c, Command::ClearKeypairs { .. })),
+        "{c:?}"
+    );
+    assert!(g.dev.drained());
+    assert_eq!(g.counter("sessions_draining"), 1);
+    assert_eq!(g.counter("sessions_expired"), 1);
+}

@@ -1,0 +1,276 @@
+//! End-to-end session lifecycle, migration and drain, in real namespaces, on
+//! shortened settings.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const GW_PORT: u16 = 51820;
+
+struct Setup {
+    t: Topology,
+    gw: Proc,
+    cl: Proc,
+    gw_conf: std::path::PathBuf,
+}
+
+/// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
+/// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
+fn setup(tag: &str, gw_extra: &str) -> Setup {
+    let t = Topology::new(tag);
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
+             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n\n{gw_extra}\n"
+        ),
+    );
+    let cl_conf = t.write(
+        "veilcl.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {cl_priv}\nAddress = 10.9.0.2/24\n\n\
+             [Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\n",
+            endpoint(A_V4, GW_PORT)
+        ),
+    );
+    let gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
+    Setup { t, gw, cl, gw_conf }
+}
+
+/// Wait until `log()` contains `needle`, at most `limit`; returns the time it took.
+fn wait_log(p: &Proc, needle: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if p.log_text().contains(needle) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn counter(log: &str, name: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("counters:"))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.rsplit('.').next() == Some(name))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn idle_session_is_warned_expired_and_renewed() {
+    let Some(_g) = begin("idle_session_is_warned_expired_and_renewed") else {
+        return;
+    };
+    let mut s = setup(
+        "li",
+        "[sessions]\nsession_timeout = 10\nidle_warning_sec = 5\n",
+    );
+    let (t, b) = (&s.t, s.t.b());
+    t.wait_ping(&b, "10.9.0.1");
+    let warned = wait_log(&s.cl, "session expires in", Duration::from_secs(9));
+    assert!(
+        warned.is_some(),
+        "no idle warning reached the client:\n{}",
+        s.cl.log_text()
+    );
+    let expired = wait_log(&s.gw, "expired (idle)", Duration::from_secs(9));
+    assert!(
+        expired.is_some(),
+        "session did not expire:\n{}",
+        s.gw.log_text()
+    );
+    // The next packet handshakes again and traffic resumes.
+    t.wait_ping(&b, "10.9.0.1");
+    assert_eq!(t.ping(&b, "10.9.0.1", 5), 5);
+    assert!(
+        s.gw.log_text().contains("session 2 established"),
+        "{}",
+        s.gw.log_text()
+    );
+    s.gw.stop();
+    assert!(
+        counter(&s.gw.log_text(), "sessions_expired") >= 1,
+        "{}",
+        s.gw.log_text()
+    );
+}
+
+#[test]
+fn stopped_peer_is_probed_and_expired_within_bound() {
+    let Some(_g) = begin("stopped_peer_is_probed_and_expired_within_bound") else {
+        return;
+    };
+    // Bound: probe after 2 s of silence, then 2 probes 1 s apart: 4 s, plus a tick.
+    let extra = "[sessions]\nkeepalive_probe_after_sec = 2\nkeepalive_probe_interval_sec = 1\nkeepalive_probe_count = 2\n";
+    let mut s = setup("lp", extra);
+    s.t.wait_ping(&s.t.b(), "10.9.0.1");
+    let pid = s.cl.pid().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status();
+    let dead = wait_log(&s.gw, "expired (dead)", Duration::from_secs(8));
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    let took = dead.unwrap_or_else(|| panic!("silent peer not expired:\n{}", s.gw.log_text()));
+    assert!(
+        took <= Duration::from_secs(6),
+        "expired after {took:?}, bound is 4 s + 1 s tick"
+    );
+    s.gw.stop();
+    let log = s.gw.log_text();
+    assert!(counter(&log, "probes_sent") >= 2, "{log}");
+    assert!(counter(&log, "sessions_expired") >= 1, "{log}");
+}
+
+#[test]
+fn client_address_change_migrates_without_handshake() {
+    let Some(_g) = begin("client_address_change_migrates_without_handshake") else {
+        return;
+    };
+    let mut s = setup("lm", "");
+    let (t, a, b) = (&s.t, s.t.a(), s.t.b());
+    t.wait_ping(&b, "10.9.0.1");
+    // The client's token request has been answered by now (a ping round trip later).
+    std::thread::sleep(Duration::from_millis(500));
+    let handshakes_before = s.gw.log_text().matches("handshake completed").count();
+    let mut server = t.spawn(
+        &a,
+        "iperf3-server",
+        &[&require("iperf3"), "-s", "-1", "-B", "10.9.0.1"],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let (ns, iperf3) = (b.clone(), require("iperf3"));
+    let iperf = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &ns, &iperf3, "-c", "10.9.0.1", "-t", "20", "-J",
+            ])
+            .output()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    t.ok(
+        &b,
+        &["ip", "addr", "add", "192.168.241.3/24", "dev", "veth0"],
+    );
+    t.ok(
+        &b,
+        &[
+            "ip",
+            "route",
+            "change",
+            "192.168.241.0/24",
+            "dev",
+            "veth0",
+            "src",
+            "192.168.241.3",
+        ],
+    );
+    let out = iperf.join().expect("iperf thread").expect("iperf3");
+    server.stop();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "iperf3 failed across the migration: {text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 JSON");
+    assert!(v["error"].is_null(), "iperf3 error: {}", v["error"]);
+    let log = s.gw.log_text();
+    assert_eq!(
+        log.matches("migrated").count(),
+        1,
+        "one accepted migration expected:\n{log}"
+    );
+    assert!(
+        log.contains("-> 192.168.241.3:"),
+        "new endpoint not shown:\n{log}"
+    );
+    assert_eq!(
+        log.matches("handshake completed").count(),
+        handshakes_before,
+        "a handshake happened:\n{log}"
+    );
+    s.gw.stop();
+    assert_eq!(counter(&s.gw.log_text(), "migrations_accepted"), 1);
+}
+
+#[test]
+fn sigterm_drains_and_client_reconnects() {
+    let Some(_g) = begin("sigterm_drains_and_client_reconnects") else {
+        return;
+    };
+    let mut s = setup("ld", "[sessions]\ndrain_timeout_sec = 2\n");
+    let (t, a, b) = (&s.t, s.t.a(), s.t.b());
+    t.wait_ping(&b, "10.9.0.1");
+    let mut server = t.spawn(
+        &a,
+        "iperf3-server",
+        &[&require("iperf3"), "-s", "-1", "-B", "10.9.0.1"],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let mut iperf = t.spawn(
+        &b,
+        "iperf3-client",
+        &[&require("iperf3"), "-c", "10.9.0.1", "-t", "30"],
+        &[],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let start = Instant::now();
+    let code = s.gw.stop();
+    let took = start.elapsed();
+    assert_eq!(code, Some(0), "gateway exit status:\n{}", s.gw.log_text());
+    assert!(
+        took <= Duration::from_secs(3),
+        "drain took {took:?} (drain_timeout_sec 2 + 1 s)"
+    );
+    assert!(!t.has_link(&a, "veilgw"), "interface left behind");
+    assert!(s.gw.log_text().contains("draining"), "{}", s.gw.log_text());
+    iperf.stop();
+    server.stop();
+    assert!(
+        wait_log(&s.cl, "is draining", Duration::from_secs(3)).is_some(),
+        "client did not log the drain notice:\n{}",
+        s.cl.log_text()
+    );
+    // Start the gateway again; the client comes back on its own.
+    s.gw = veil_up(t, &a, &s.gw_conf, &[], &[]);
+    assert!(
+        wait_log(&s.cl, "reconnected", Duration::from_secs(20)).is_some(),
+        "client did not reconnect:\n{}",
+        s.cl.log_text()
+    );
+    assert_eq!(t.ping(&b, "10.9.0.1", 5), 5);
+}
+
+#[test]
+fn absolute_timeout_renews_session_and_traffic_continues() {
+    let Some(_g) = begin("absolute_timeout_renews_session_and_traffic_continues") else {
+        return;
+    };
+    let mut s = setup("la", "[sessions]\nabsolute_timeout_sec = 10\n");
+    let (t, b) = (&s.t, s.t.b());
+    t.wait_ping(&b, "10.9.0.1");
+    // 16 s of pings across the 10 s mark.
+    let replies = t.ping_spaced(&b, "10.9.0.1", 80, "0.2");
+    let log = s.gw.log_text();
+    assert!(log.contains("expired (absolute)"), "{log}");
+    assert!(
+        log.contains("session 2 established"),
+        "session not renewed:\n{log}"
+    );
+    assert!(
+        replies >= 76,
+        "traffic stalled across the renewal: {replies}/80 replies"
+    );
+    s.gw.stop();
+}
