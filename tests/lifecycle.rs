@@ -274,3 +274,63 @@ fn absolute_timeout_renews_session_and_traffic_continues() {
     );
     s.gw.stop();
 }
+
+#[test]
+fn migration_inside_cooldown_needs_a_token() {
+    let Some(_g) = begin("migration_inside_cooldown_needs_a_token") else {
+        return;
+    };
+    let mut s = setup("lc", "[migration]\nmigration_cooldown_sec = 30\n");
+    let (t, b) = (&s.t, s.t.b());
+    t.wait_ping(&b, "10.9.0.1");
+    std::thread::sleep(Duration::from_millis(300));
+    let move_to = |ip: &str| {
+        t.ok(
+            &b,
+            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "veth0"],
+        );
+        t.ok(
+            &b,
+            &[
+                "ip",
+                "route",
+                "change",
+                "192.168.241.0/24",
+                "dev",
+                "veth0",
+                "src",
+                ip,
+            ],
+        );
+    };
+    // First move: plain roaming, accepted (no cooldown running yet).
+    move_to("192.168.241.3");
+    t.wait_ping(&b, "10.9.0.1");
+    assert!(
+        wait_log(&s.gw, "-> 192.168.241.3", Duration::from_secs(3)).is_some(),
+        "{}",
+        s.gw.log_text()
+    );
+    // The client fetches a fresh token after migrating.
+    std::thread::sleep(Duration::from_millis(1500));
+    // Second move inside the cooldown: the data alone is refused...
+    move_to("192.168.241.4");
+    t.ping(&b, "10.9.0.1", 1);
+    assert!(
+        wait_log(&s.gw, "refused (cooldown)", Duration::from_secs(3)).is_some(),
+        "{}",
+        s.gw.log_text()
+    );
+    // ...until the client's MIGRATE with its token arrives, which is accepted at once.
+    assert!(
+        wait_log(&s.gw, "-> 192.168.241.4", Duration::from_secs(5)).is_some(),
+        "{}",
+        s.gw.log_text()
+    );
+    assert!(s.gw.log_text().contains("(token)"), "{}", s.gw.log_text());
+    assert_eq!(t.ping(&b, "10.9.0.1", 3), 3);
+    s.gw.stop();
+    let log = s.gw.log_text();
+    assert_eq!(counter(&log, "migrations_accepted"), 2, "{log}");
+    assert!(counter(&log, "migrations_refused") >= 1, "{log}");
+}

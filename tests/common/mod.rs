@@ -433,3 +433,57 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 pub fn veil_pid(p: &Proc) -> u32 {
     p.pid()
 }
+
+/// A userspace WireGuard implementation other than veil.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    WireguardGo,
+    Boringtun,
+}
+
+/// Start `peer` as interface `iface` in `ns` and configure it with `wg` and `ip`.
+pub fn start_peer(
+    t: &Topology,
+    ns: &str,
+    peer: Peer,
+    iface: &str,
+    wg_args: &[String],
+    addr: &str,
+) -> Proc {
+    let proc = match peer {
+        Peer::WireguardGo => {
+            let bin = require("wireguard-go");
+            // The kernel here has WireGuard, and wireguard-go refuses to run unless told.
+            t.spawn(
+                ns,
+                iface,
+                &[&bin, "-f", iface],
+                &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")],
+            )
+        }
+        Peer::Boringtun => {
+            let bin = require("boringtun-cli");
+            t.spawn(
+                ns,
+                iface,
+                &[&bin, iface, "--foreground", "--disable-drop-privileges"],
+                &[],
+            )
+        }
+    };
+    let mut proc = proc;
+    t.wait_link(ns, iface, &mut proc);
+    // The UAPI socket appears right after the interface.
+    let sock = format!("/var/run/wireguard/{iface}.sock");
+    let start = Instant::now();
+    while !std::path::Path::new(&sock).exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wg = require("wg");
+    let mut cmd: Vec<&str> = vec![&wg, "set", iface];
+    cmd.extend(wg_args.iter().map(String::as_str));
+    t.ok(ns, &cmd);
+    t.ok(ns, &["ip", "addr", "add", addr, "dev", iface]);
+    t.ok(ns, &["ip", "link", "set", iface, "mtu", "1420", "up"]);
+    proc
+}

@@ -390,6 +390,12 @@ impl<R: CryptoRngCore> Device<R> {
         let _ = now;
     }
 
+    /// End a peer's session by force (operator or abuse policy): counted as terminated,
+    /// keys wiped, a veil peer told goodbye. The peer may handshake again.
+    pub fn terminate(&mut self, peer: PeerId, now: Instant) {
+        self.end_session(peer.0 as usize, EndReason::Operator, now);
+    }
+
     /// Peers this device is a client of, with their endpoints (for the source-address check).
     pub fn client_endpoints(&self) -> Vec<(PeerId, SocketAddr)> {
         self.peers
