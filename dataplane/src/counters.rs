@@ -105,6 +105,12 @@ crate::counter_set!(
         drop_unapproved_source,
         /// Control frames with no session to send them in.
         drop_frame_no_session,
+        /// Data packets over a client's rate limit (dropped).
+        rate_limit_violations,
+        /// Low-priority packets shed under pressure or degradation.
+        drop_priority_low,
+        /// Normal-priority packets shed under severe pressure or critical degradation.
+        drop_priority_normal,
     }
 );
 

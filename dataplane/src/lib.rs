@@ -13,6 +13,8 @@ pub mod doorbell;
 pub mod io;
 pub mod link;
 pub mod pipeline;
+pub mod priority;
+pub mod ratelimit;
 pub mod replay;
 pub mod route;
 pub mod stage;

@@ -141,6 +141,25 @@ pub enum Command {
         /// Slot.
         peer: PeerId,
     },
+    /// Limit the peer's data traffic, each direction on its own.
+    SetRateLimit {
+        /// Slot.
+        peer: PeerId,
+        /// The limit (`RateLimit::UNLIMITED` lifts it).
+        limit: crate::ratelimit::RateLimit,
+    },
+    /// The degradation controller's level (drives load shedding).
+    SetDegradation {
+        /// Current level.
+        level: crate::priority::Degradation,
+    },
+    /// How inner packets are classed and when to shed them.
+    SetPriorityPolicy {
+        /// DSCP → class.
+        map: crate::priority::PriorityMap,
+        /// RX → crypto ring occupancy (percent) above which Low is shed.
+        high_water_pct: u32,
+    },
     /// Send a veil control frame.
     SendFrame {
         /// Slot.

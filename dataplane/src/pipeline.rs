@@ -203,6 +203,7 @@ pub struct CryptoThread {
     commands: Consumer<Command>,
     events: Producer<Event>,
     spare: Option<Batch>,
+    rx_batches: usize,
 }
 
 /// The TX thread's end of the rings.
@@ -275,6 +276,7 @@ pub fn build(
             commands: cmd_c,
             events: ev_p,
             spare: None,
+            rx_batches: cfg.rx_batches,
         },
         TxThread {
             stage: TxStage::new(shared.tx.clone()),
@@ -395,6 +397,10 @@ impl CryptoThread {
             self.stage.apply(cmd, now);
             moved = true;
         }
+        // Pressure is measured against the batches RX owns: all of them queued means full.
+        let occupancy =
+            u32::try_from(self.from_rx.slots() * 100 / self.rx_batches.max(1)).unwrap_or(100);
+        self.stage.set_ring_occupancy(occupancy);
         let mut events = CountingEvents {
             ring: &mut self.events,
             pushed: 0,

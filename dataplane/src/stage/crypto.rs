@@ -16,6 +16,8 @@ use crate::batch::{ip_info, Action, Batch, Source};
 use crate::counters::{bump, CryptoCounters};
 use crate::crypto::{Keypair, OpenError, SealError};
 use crate::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
+use crate::priority::{Degradation, Priority, PriorityMap, Shedding};
+use crate::ratelimit::DirectionLimiter;
 use crate::route::AllowedIps;
 use crate::timing::Timing;
 use crate::wire::{is_control_frame, ControlFrame, Transport, TRANSPORT_HEADER_LEN};
@@ -71,6 +73,8 @@ struct Peer {
     rekey_asked_for: Option<u32>,
     /// New source address reported to the control thread and not accepted (yet), and when.
     roam_reported: Option<(SocketAddr, Instant)>,
+    /// Rate limits: (from the peer, to the peer); `None` when unlimited.
+    limits: Option<Box<(DirectionLimiter, DirectionLimiter)>>,
 }
 
 impl Peer {
@@ -93,6 +97,10 @@ pub struct CryptoStage {
     timing: Timing,
     epoch: Epoch,
     counters: Arc<CryptoCounters>,
+    priorities: PriorityMap,
+    high_water_pct: u32,
+    level: Degradation,
+    shedding: Shedding,
 }
 
 impl std::fmt::Debug for CryptoStage {
@@ -106,6 +114,9 @@ impl std::fmt::Debug for CryptoStage {
 
 /// How the re-request of a handshake is paced while packets keep arriving.
 const HANDSHAKE_ASK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Default RX → crypto ring occupancy (percent) above which Low traffic is shed.
+pub const DEFAULT_HIGH_WATER_PCT: u32 = 75;
 
 /// How often an unanswered or refused new source address is reported again.
 const ROAM_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -122,7 +133,17 @@ impl CryptoStage {
             timing,
             epoch,
             counters,
+            priorities: PriorityMap::default(),
+            high_water_pct: DEFAULT_HIGH_WATER_PCT,
+            level: Degradation::Normal,
+            shedding: Shedding::default(),
         }
+    }
+
+    /// Occupancy of the RX → crypto ring in percent, measured by the thread shell
+    /// before each round; decides load shedding.
+    pub fn set_ring_occupancy(&mut self, pct: u32) {
+        self.shedding = Shedding::decide(pct, self.high_water_pct, self.level);
     }
 
     /// The stage's counters.
@@ -164,6 +185,7 @@ impl CryptoStage {
                     handshake_asked: None,
                     rekey_asked_for: None,
                     roam_reported: None,
+                    limits: None,
                 });
                 for net in allowed_ips {
                     self.routes.insert(net, peer);
@@ -218,6 +240,24 @@ impl CryptoStage {
                         self.recycle(b);
                     }
                 }
+            }
+            Command::SetRateLimit { peer, limit } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    p.limits = limit.is_limited().then(|| {
+                        Box::new((DirectionLimiter::new(limit), DirectionLimiter::new(limit)))
+                    });
+                }
+            }
+            Command::SetDegradation { level } => {
+                self.level = level;
+                self.set_ring_occupancy(0);
+            }
+            Command::SetPriorityPolicy {
+                map,
+                high_water_pct,
+            } => {
+                self.priorities = map;
+                self.high_water_pct = high_water_pct.min(100);
             }
             Command::SendKeepalive { peer } => self.pending.push_back((peer, Originate::Keepalive)),
             Command::SendFrame { peer, frame } => {
@@ -446,6 +486,12 @@ impl CryptoStage {
                         bump(&self.counters.drop_source_not_allowed, 1)
                     }
                     Some(_) if !approved => bump(&self.counters.drop_unapproved_source, 1),
+                    Some(info) if self.shedding.drops(self.priorities.class(info.dscp)) => {
+                        count_shed(&self.counters, self.priorities.class(info.dscp))
+                    }
+                    Some(info) if !admit(&mut peer.limits, true, info.len, now) => {
+                        bump(&self.counters.rate_limit_violations, 1)
+                    }
                     Some(info) => {
                         stats.last_rx_data.store(stamp, Ordering::Relaxed);
                         bump(&stats.rx_packets, 1);
@@ -488,6 +534,20 @@ impl CryptoStage {
                 bump(&self.counters.drop_no_route, 1);
                 continue;
             };
+            let class = self.priorities.class(info.dscp);
+            if self.shedding.drops(class) {
+                count_shed(&self.counters, class);
+                continue;
+            }
+            let limits = self
+                .peers
+                .get_mut(peer_id.0 as usize)
+                .and_then(Option::as_mut)
+                .map(|p| &mut p.limits);
+            if limits.is_some_and(|l| !admit(l, false, info.len, now)) {
+                bump(&self.counters.rate_limit_violations, 1);
+                continue;
+            }
             match self.seal_for(peer_id, buf, info.len, now, true) {
                 Ok((len, dest, wants_rekey)) => {
                     meta.offset = 0;
@@ -683,6 +743,29 @@ impl CryptoStage {
             .get(peer.0 as usize)
             .and_then(Option::as_ref)
             .map_or(0, |p| p.staged.len())
+    }
+}
+
+/// Count a packet shed by priority.
+fn count_shed(counters: &CryptoCounters, class: Priority) {
+    match class {
+        Priority::Low => bump(&counters.drop_priority_low, 1),
+        _ => bump(&counters.drop_priority_normal, 1),
+    }
+}
+
+/// Rate-limit one data packet of `len` bytes from (`inbound`) or to the peer.
+#[inline]
+fn admit(
+    limits: &mut Option<Box<(DirectionLimiter, DirectionLimiter)>>,
+    inbound: bool,
+    len: usize,
+    now: Instant,
+) -> bool {
+    match limits {
+        None => true,
+        Some(l) if inbound => l.0.admit(len, now),
+        Some(l) => l.1.admit(len, now),
     }
 }
 
