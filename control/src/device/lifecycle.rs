@@ -64,6 +64,10 @@ impl<R: CryptoRngCore> Device<R> {
         }
         self.next_session += 1;
         p.session = Some(Session::new(id, now));
+        self.record_new_session(slot, now);
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
         p.granted.clear();
         p.token = None;
         bump(&self.counters.sessions_created, 1);

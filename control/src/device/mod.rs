@@ -32,8 +32,10 @@ use crate::migration::{MigrationPolicy, TokenMinter};
 use crate::session::{Session, SessionPolicy};
 
 mod lifecycle;
+mod protection;
 
 pub use lifecycle::Reconnect;
+pub use protection::{ProtectionConfig, INITIATIONS_PER_SEC};
 
 /// Handshake backlog above which the control thread considers itself under load.
 pub const UNDER_LOAD_BACKLOG: usize = 128;
@@ -136,6 +138,16 @@ veil_dataplane::counter_set!(
         handshake_refused_draining,
         /// Reconnect attempts after a drain notice.
         reconnect_attempts,
+        /// Initiations dropped by the per-source rate limit (under load).
+        handshake_rate_limited,
+        /// New sessions refused by the reconnect limit.
+        reconnects_refused,
+        /// New sessions refused by degradation (Severe and up) or the Critical session cap.
+        sessions_refused_degraded,
+        /// Current degradation level, 0 (normal) to 4 (critical): a gauge.
+        degradation_level,
+        /// Degradation level changes.
+        degradation_changes,
         /// Keepalives requested by the timers.
         keepalives_requested,
         /// Commands that could not be queued.
@@ -178,6 +190,10 @@ struct Peer {
     reconnect: Option<Reconnect>,
     /// Last time a refused migration of this peer was logged.
     refusal_logged: Option<Instant>,
+    /// New sessions of this peer in the last minute (reconnect limit).
+    new_sessions: VecDeque<Instant>,
+    /// Last time an initiation was resent at once because a cookie reply came.
+    cookie_resent: Option<Instant>,
 }
 
 /// The sans-IO control plane. See the module docs.
@@ -200,6 +216,7 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     tokens: TokenMinter,
     next_session: u64,
     drain: Option<lifecycle::Drain>,
+    protection: protection::Protection,
 }
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
@@ -289,6 +306,7 @@ impl<R: CryptoRngCore> Device<R> {
             tokens,
             next_session: 1,
             drain: None,
+            protection: protection::Protection::new(ProtectionConfig::default()),
         }
     }
 
@@ -351,6 +369,8 @@ impl<R: CryptoRngCore> Device<R> {
             token: None,
             reconnect: None,
             refusal_logged: None,
+            new_sessions: VecDeque::new(),
+            cookie_resent: None,
         });
         self.by_key.insert(spec.public_key, slot);
         self.commands.push_back(Command::AddPeer {
@@ -359,6 +379,11 @@ impl<R: CryptoRngCore> Device<R> {
             endpoint: spec.endpoint,
             stats,
         });
+        let limit = self.protection.limit_for(&spec.public_key);
+        if limit.is_limited() {
+            self.commands
+                .push_back(Command::SetRateLimit { peer: id, limit });
+        }
         // Persistent keepalive starts the session at once, like wg-quick does.
         if let Some(p) = self.peers.get(slot) {
             if p.persistent_keepalive.is_some() && p.endpoint.is_some() {
@@ -385,8 +410,11 @@ impl<R: CryptoRngCore> Device<R> {
             .collect()
     }
 
+    /// Under load, handshakes must carry MAC2 and initiations are rate-limited per source:
+    /// when the handshake ring backs up, or from degradation Severe up.
     fn under_load(&self, now: Instant) -> bool {
         self.under_load_until.is_some_and(|t| now < t)
+            || self.protection.level() >= veil_dataplane::priority::Degradation::Severe
     }
 
     fn new_index(&mut self, slot: usize) -> u32 {
@@ -469,6 +497,9 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         }
         let under_load = self.under_load(now);
+        if !self.admit_initiation(src, now, under_load) {
+            return;
+        }
         let outcome = crate::handshake::consume_initiation(
             &self.identity,
             &mut self.cookies,
@@ -496,6 +527,9 @@ impl<R: CryptoRngCore> Device<R> {
             bump(&self.counters.handshake_unknown_peer, 1);
             return;
         };
+        if !self.admit_new_session(slot, src, now) {
+            return;
+        }
         let index = self.new_index(slot);
         let Some(p) = self.peers.get_mut(slot) else {
             return;
@@ -614,9 +648,19 @@ impl<R: CryptoRngCore> Device<R> {
             Ok(()) => {
                 bump(&self.counters.cookie_replies_received, 1);
                 debug!(
-                    "peer {}: cookie reply accepted; the retry will carry MAC2",
+                    "peer {}: cookie reply accepted; retrying with MAC2",
                     p.short
                 );
+                // The responder is under load: retry now with MAC2 rather than after
+                // REKEY_TIMEOUT, at most once a second.
+                let due = p.retry_at.is_some()
+                    && p.cookie_resent
+                        .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+                if due {
+                    p.cookie_resent = Some(now);
+                    p.last_initiation = None;
+                    self.send_initiation(slot, now);
+                }
             }
             Err(e) => self.count_error(e),
         }
@@ -645,6 +689,7 @@ impl<R: CryptoRngCore> Device<R> {
     fn peer_timers(&mut self, slot: usize, now: Instant) {
         let timing = self.timing;
         let epoch = self.epoch;
+        let stretch = self.timer_stretch();
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
@@ -690,7 +735,7 @@ impl<R: CryptoRngCore> Device<R> {
         }
 
         // Persistent keepalive.
-        if let Some(every) = p.persistent_keepalive {
+        if let Some(every) = p.persistent_keepalive.map(|e| e * stretch) {
             let last = last_tx_any.max(p.keepalive_asked);
             if last.is_none_or(|t| now.saturating_duration_since(t) >= every) {
                 p.keepalive_asked = Some(now);
@@ -737,7 +782,8 @@ impl<R: CryptoRngCore> Device<R> {
         // Timers read dataplane timestamps, so they are polled; the cadence is a
         // fraction of the shortest timer, bounded to keep idle wake-ups rare.
         let tick = (self.timing.rekey_timeout / 5)
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+            .clamp(Duration::from_millis(50), Duration::from_secs(1))
+            * self.timer_stretch();
         let retry = self.peers.iter().filter_map(|p| p.retry_at);
         let reconnect = self
             .peers
