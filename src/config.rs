@@ -48,8 +48,12 @@ pub use veil_dataplane::route::{IpNet, IpNetError};
 use zeroize::Zeroizing;
 
 use crate::keys::{self, Key32, KeyError, KEY_LEN};
+use veil_control::degradation::DegradationPolicy;
+use veil_control::device::ProtectionConfig;
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
+use veil_dataplane::priority::PriorityMap;
+use veil_dataplane::ratelimit::RateLimit;
 
 /// Tunnel MTU when the file sets none.
 pub const DEFAULT_MTU: u16 = 1420;
@@ -74,6 +78,8 @@ pub struct Config {
     pub sessions: SessionPolicy,
     /// The `[migration]` section (client address changes), defaults if absent.
     pub migration: MigrationPolicy,
+    /// `[rate_limiting]`, `[degradation]` and `[priority]`, with per-peer overrides.
+    pub protection: ProtectionConfig,
     /// Things that were accepted but deserve the operator's attention; the caller prints them.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -104,6 +110,10 @@ pub struct PeerConfig {
     pub endpoint: Option<SocketAddr>,
     /// Keepalive interval in seconds; `None` when off.
     pub persistent_keepalive: Option<u16>,
+    /// `per_client_bandwidth_mbps` override for this peer.
+    pub bandwidth_mbps: Option<u32>,
+    /// `per_client_pps` override for this peer.
+    pub pps: Option<u32>,
     /// Line of the `[Peer]` header, so later messages can point at the section.
     pub line: usize,
 }
@@ -475,7 +485,7 @@ impl fmt::Display for ConfigError {
             }
             K::UnknownSection { name } => write!(
                 f,
-                "unknown section [{name}]; veil knows [Interface] and [Peer] \
+                "unknown section [{name}]; veil knows {KNOWN_SECTIONS} \
                  (the keys below it are skipped)"
             ),
             K::KeyOutsideSection { key } => write!(
@@ -873,6 +883,8 @@ struct PeerDraft {
     allowed_ips: Vec<IpNet>,
     endpoint: Option<SocketAddr>,
     persistent_keepalive: Option<u16>,
+    bandwidth_mbps: Option<u32>,
+    pps: Option<u32>,
 }
 
 impl Section for PeerDraft {
@@ -936,6 +948,24 @@ impl Section for PeerDraft {
                 Ok(())
             },
         ),
+        KeySpec::once(
+            "per_client_bandwidth_mbps",
+            "bandwidth",
+            "Mb/s 0..=100000 for this peer (0: unlimited); overrides [rate_limiting]",
+            |d, v, _| {
+                d.bandwidth_mbps = Some(parse_number(v, 0, 100_000)?);
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "per_client_pps",
+            "packet rate",
+            "packets/s 0..=100000000 for this peer (0: unlimited); overrides [rate_limiting]",
+            |d, v, _| {
+                d.pps = Some(parse_number(v, 0, 100_000_000)?);
+                Ok(())
+            },
+        ),
     ];
 }
 
@@ -952,6 +982,10 @@ fn parse_secs(text: &str, min: u32, max: u32) -> Result<Duration, ValueProblem> 
         text, min, max,
     )?)))
 }
+
+/// Every section veil reads, for messages.
+const KNOWN_SECTIONS: &str =
+    "[Interface], [Peer], [sessions], [migration], [rate_limiting], [degradation] and [priority]";
 
 /// A day, a week, a year: upper bounds that catch typos without limiting anyone.
 const DAY: u32 = 86_400;
@@ -1068,6 +1102,165 @@ impl Section for MigrationPolicy {
     ];
 }
 
+fn parse_factor(text: &str, min: u32, max: u32) -> Result<f64, ValueProblem> {
+    let ok = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && text.bytes().filter(|b| *b == b'.').count() <= 1;
+    let v: f64 = if ok {
+        text.parse().map_err(|_| ValueProblem::NotANumber)?
+    } else {
+        return Err(ValueProblem::NotANumber);
+    };
+    if v < f64::from(min) || v > f64::from(max) {
+        return Err(ValueProblem::OutOfRange { min, max });
+    }
+    Ok(v)
+}
+
+fn parse_dscp_list(text: &str) -> Result<u8, ValueProblem> {
+    u8::try_from(parse_number(text, 0, 63)?)
+        .map_err(|_| ValueProblem::OutOfRange { min: 0, max: 63 })
+}
+
+/// `[rate_limiting]` as written; missing keys take the reliability guide's defaults.
+#[derive(Default)]
+struct RateLimitingDraft {
+    bandwidth_mbps: Option<u32>,
+    pps: Option<u32>,
+    burst: Option<f64>,
+    reconnect: Option<u32>,
+    penalty_sec: Option<u32>,
+}
+
+impl Section for RateLimitingDraft {
+    const NAME: &'static str = "rate_limiting";
+    const KEYS: &'static [KeySpec<Self>] = &[
+        KeySpec::<Self>::once("per_client_bandwidth_mbps", "bandwidth", "Mb/s per client and direction 0..=100000 (0: unlimited); default 100", |d, v, _| {
+            d.bandwidth_mbps = Some(parse_number(v, 0, 100_000)?);
+            Ok(())
+        }),
+        KeySpec::once("per_client_pps", "packet rate", "packets/s per client and direction 0..=100000000 (0: unlimited); default 10000", |d, v, _| {
+            d.pps = Some(parse_number(v, 0, 100_000_000)?);
+            Ok(())
+        }),
+        KeySpec::once("burst_allowance_factor", "factor", "1..=100, e.g. 1.5 (burst capacity = rate x factor); default 1.5", |d, v, _| {
+            d.burst = Some(parse_factor(v, 1, 100)?);
+            Ok(())
+        }),
+        KeySpec::once("reconnect_limit_per_minute", "limit", "new sessions per minute per peer and per source address 0..=100000 (0: unlimited); default 5", |d, v, _| {
+            d.reconnect = Some(parse_number(v, 0, 100_000)?);
+            Ok(())
+        }),
+        KeySpec::once("rate_limit_penalty_sec", "penalty", "seconds 0..=3600 without burst after a violation; default 5", |d, v, _| {
+            d.penalty_sec = Some(parse_number(v, 0, 3600)?);
+            Ok(())
+        }),
+    ];
+}
+
+impl Section for DegradationPolicy {
+    const NAME: &'static str = "degradation";
+    const KEYS: &'static [KeySpec<Self>] = &[
+        KeySpec::<Self>::once(
+            "enable_graceful_degradation",
+            "boolean",
+            "true or false; default true",
+            |d, v, _| {
+                d.enabled = parse_bool(v)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "cpu_threshold_percent",
+            "threshold",
+            "percent 1..=100; default 80",
+            |d, v, _| {
+                d.cpu_threshold_pct = parse_factor(v, 1, 100)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "memory_threshold_percent",
+            "threshold",
+            "percent 1..=100; default 85",
+            |d, v, _| {
+                d.memory_threshold_pct = parse_factor(v, 1, 100)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "escalation_delay_sec",
+            "delay",
+            "seconds 0..=3600; default 5",
+            |d, v, _| {
+                d.escalation_delay = parse_secs(v, 0, 3600)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "recovery_delay_sec",
+            "delay",
+            "seconds 0..=3600; default 10",
+            |d, v, _| {
+                d.recovery_delay = parse_secs(v, 0, 3600)?;
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "hysteresis_percent",
+            "margin",
+            "percentage points 0..=50; default 5",
+            |d, v, _| {
+                d.hysteresis_pct = parse_factor(v, 0, 50)?;
+                Ok(())
+            },
+        ),
+    ];
+}
+
+/// `[priority]` as written.
+#[derive(Default)]
+struct PriorityDraft {
+    high: Option<Vec<u8>>,
+    low: Option<Vec<u8>>,
+    high_water: Option<u32>,
+}
+
+impl Section for PriorityDraft {
+    const NAME: &'static str = "priority";
+    const KEYS: &'static [KeySpec<Self>] = &[
+        KeySpec::<Self>::list(
+            "high_dscp",
+            "DSCP",
+            "code points 0..=63, comma-separated; default 46, 40, 48, 56 (EF, CS5-CS7)",
+            |d, v, _| {
+                d.high
+                    .get_or_insert_with(Vec::new)
+                    .push(parse_dscp_list(v)?);
+                Ok(())
+            },
+        ),
+        KeySpec::list(
+            "low_dscp",
+            "DSCP",
+            "code points 0..=63, comma-separated; default 8 (CS1)",
+            |d, v, _| {
+                d.low.get_or_insert_with(Vec::new).push(parse_dscp_list(v)?);
+                Ok(())
+            },
+        ),
+        KeySpec::once(
+            "ring_high_water_percent",
+            "high-water mark",
+            "percent 0..=100 of the RX ring; default 75",
+            |d, v, _| {
+                d.high_water = Some(parse_number(v, 0, 100)?);
+                Ok(())
+            },
+        ),
+    ];
+}
+
 /// Section of a key that is not in `S`, if another section has it. One line per section.
 fn other_section_with(key: &str) -> Option<&'static str> {
     fn has<S: Section>(key: &str) -> bool {
@@ -1085,6 +1278,15 @@ fn other_section_with(key: &str) -> Option<&'static str> {
     }
     if has::<MigrationPolicy>(key) {
         return Some(MigrationPolicy::NAME);
+    }
+    if has::<RateLimitingDraft>(key) {
+        return Some(RateLimitingDraft::NAME);
+    }
+    if has::<DegradationPolicy>(key) {
+        return Some(DegradationPolicy::NAME);
+    }
+    if has::<PriorityDraft>(key) {
+        return Some(PriorityDraft::NAME);
     }
     None
 }
@@ -1284,6 +1486,9 @@ enum Open {
     Peer,
     Sessions,
     Migration,
+    RateLimiting,
+    Degradation,
+    Priority,
     /// An unknown or repeated section, already reported: its keys are ignored.
     Skipped,
 }
@@ -1295,6 +1500,9 @@ struct Parser<'a> {
     peers: Vec<SectionState<PeerDraft>>,
     sessions: Option<SectionState<SessionPolicy>>,
     migration: Option<SectionState<MigrationPolicy>>,
+    rate_limiting: Option<SectionState<RateLimitingDraft>>,
+    degradation: Option<SectionState<DegradationPolicy>>,
+    priority: Option<SectionState<PriorityDraft>>,
 }
 
 impl<'a> Parser<'a> {
@@ -1311,6 +1519,9 @@ impl<'a> Parser<'a> {
             peers: Vec::new(),
             sessions: None,
             migration: None,
+            rate_limiting: None,
+            degradation: None,
+            priority: None,
         }
     }
 
@@ -1369,6 +1580,21 @@ impl<'a> Parser<'a> {
                     self.sink.apply(state, key, value, line);
                 }
             }
+            Open::RateLimiting => {
+                if let Some(state) = self.rate_limiting.as_mut() {
+                    self.sink.apply(state, key, value, line);
+                }
+            }
+            Open::Degradation => {
+                if let Some(state) = self.degradation.as_mut() {
+                    self.sink.apply(state, key, value, line);
+                }
+            }
+            Open::Priority => {
+                if let Some(state) = self.priority.as_mut() {
+                    self.sink.apply(state, key, value, line);
+                }
+            }
         }
     }
 
@@ -1394,6 +1620,22 @@ impl<'a> Parser<'a> {
             self.open = open_once(&mut self.sink, &mut self.sessions, line, Open::Sessions);
         } else if name.eq_ignore_ascii_case(MigrationPolicy::NAME) {
             self.open = open_once(&mut self.sink, &mut self.migration, line, Open::Migration);
+        } else if name.eq_ignore_ascii_case(RateLimitingDraft::NAME) {
+            self.open = open_once(
+                &mut self.sink,
+                &mut self.rate_limiting,
+                line,
+                Open::RateLimiting,
+            );
+        } else if name.eq_ignore_ascii_case(DegradationPolicy::NAME) {
+            self.open = open_once(
+                &mut self.sink,
+                &mut self.degradation,
+                line,
+                Open::Degradation,
+            );
+        } else if name.eq_ignore_ascii_case(PriorityDraft::NAME) {
+            self.open = open_once(&mut self.sink, &mut self.priority, line, Open::Priority);
         } else {
             self.sink.error(
                 Some(line),
@@ -1421,6 +1663,7 @@ impl<'a> Parser<'a> {
         }
         let sessions = self.finish_sessions();
         let migration = self.migration.take().map(|s| s.draft).unwrap_or_default();
+        let protection = self.finish_protection(&done);
         let mut sink = self.sink;
         match interface {
             Some(interface) if sink.errors.is_empty() => Ok(Config {
@@ -1428,6 +1671,7 @@ impl<'a> Parser<'a> {
                 peers: done,
                 sessions,
                 migration,
+                protection,
                 warnings: sink.warnings,
             }),
             _ => {
@@ -1435,6 +1679,51 @@ impl<'a> Parser<'a> {
                 sink.errors.sort_by_key(|e| e.line);
                 Err(ConfigErrors(sink.errors))
             }
+        }
+    }
+
+    fn finish_protection(&mut self, peers: &[PeerConfig]) -> ProtectionConfig {
+        let rl = self
+            .rate_limiting
+            .take()
+            .map(|s| s.draft)
+            .unwrap_or_default();
+        let base = RateLimit::DEFAULT;
+        let limit = |mbps: Option<u32>, pps: Option<u32>| RateLimit {
+            bytes_per_sec: mbps.map_or(base.bytes_per_sec, |m| u64::from(m) * 125_000),
+            packets_per_sec: pps.map_or(base.packets_per_sec, u64::from),
+            burst_factor: rl.burst.unwrap_or(base.burst_factor),
+            penalty: rl
+                .penalty_sec
+                .map_or(base.penalty, |s| Duration::from_secs(u64::from(s))),
+        };
+        let default_limit = limit(rl.bandwidth_mbps, rl.pps);
+        let overrides = peers
+            .iter()
+            .filter(|p| p.bandwidth_mbps.is_some() || p.pps.is_some())
+            .map(|p| {
+                (
+                    p.public_key,
+                    limit(p.bandwidth_mbps.or(rl.bandwidth_mbps), p.pps.or(rl.pps)),
+                )
+            })
+            .collect();
+        let priority = self.priority.take().map(|s| s.draft).unwrap_or_default();
+        let defaults = ProtectionConfig::default();
+        let priorities = match (&priority.high, &priority.low) {
+            (None, None) => defaults.priorities,
+            (high, low) => PriorityMap::new(
+                high.as_deref().unwrap_or(&[46, 40, 48, 56]),
+                low.as_deref().unwrap_or(&[8]),
+            ),
+        };
+        ProtectionConfig {
+            default_limit,
+            overrides,
+            reconnect_limit_per_minute: rl.reconnect.unwrap_or(defaults.reconnect_limit_per_minute),
+            degradation: self.degradation.take().map(|s| s.draft).unwrap_or_default(),
+            priorities,
+            ring_high_water_pct: priority.high_water.unwrap_or(defaults.ring_high_water_pct),
         }
     }
 
@@ -1552,6 +1841,8 @@ impl<'a> Parser<'a> {
             allowed_ips: std::mem::take(&mut draft.allowed_ips),
             endpoint: draft.endpoint,
             persistent_keepalive: draft.persistent_keepalive,
+            bandwidth_mbps: draft.bandwidth_mbps,
+            pps: draft.pps,
             line: header_line,
         })
     }
@@ -1988,13 +2279,14 @@ mod tests {
     #[test]
     fn unknown_section_and_its_keys_are_reported_once() {
         let text = format!(
-            "{}[Sessions]\nidle_timeout = 5\nother = 1\n",
+            "{}[Tunnel]\nidle_timeout = 5\nother = 1\n",
             minimal_interface()
         );
         assert_eq!(
             messages(&text),
             vec![
-                "veil0.conf:3: unknown section [Sessions]; veil knows [Interface] and [Peer] \
+                "veil0.conf:3: unknown section [Tunnel]; veil knows [Interface], [Peer], \
+                 [sessions], [migration], [rate_limiting], [degradation] and [priority] \
                  (the keys below it are skipped)"
             ]
         );

@@ -185,6 +185,7 @@ struct ControlShell {
     device: Device,
     sources: HashMap<PeerId, IpAddr>,
     next_check: Option<Instant>,
+    load: LoadSampler,
 }
 
 /// How often a client checks which source address the kernel uses towards its gateways.
@@ -196,6 +197,7 @@ impl ControlShell {
             device,
             sources: HashMap::new(),
             next_check: None,
+            load: LoadSampler::new(),
         }
     }
 
@@ -219,6 +221,90 @@ impl ControlShell {
     }
 }
 
+/// Reads the process's CPU use and memory once a second for the degradation controller.
+struct LoadSampler {
+    last: Option<(Instant, u64)>,
+    cpus: f64,
+    memory_limit: Option<u64>,
+}
+
+impl LoadSampler {
+    fn new() -> Self {
+        let cpus = sys::available_cpus().len().max(1) as f64;
+        Self {
+            last: None,
+            cpus,
+            memory_limit: memory_limit(),
+        }
+    }
+
+    /// A sample if a second passed since the last one.
+    fn sample(&mut self, now: Instant) -> Option<veil_control::degradation::LoadSample> {
+        if self
+            .last
+            .is_some_and(|(t, _)| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        let ticks = cpu_ticks()?;
+        let previous = self.last.replace((now, ticks));
+        let (t, before) = previous?;
+        let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
+        // USER_HZ is 100 on every Linux architecture veil builds for.
+        let cpu_pct = (ticks.saturating_sub(before) as f64 / 100.0) / secs / self.cpus * 100.0;
+        let memory_pct = match (rss_bytes(), self.memory_limit) {
+            (Some(rss), Some(limit)) if limit > 0 => rss as f64 / limit as f64 * 100.0,
+            _ => 0.0,
+        };
+        Some(veil_control::degradation::LoadSample {
+            cpu_pct,
+            memory_pct,
+        })
+    }
+}
+
+/// utime + stime of this process in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Resident memory of this process.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The memory limit that applies: the cgroup v2 limit when one is set, else the machine's memory.
+fn memory_limit() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| {
+            let path = c
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))?
+                .trim()
+                .to_string();
+            let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).ok()?;
+            max.trim().parse::<u64>().ok()
+        });
+    cgroup.or_else(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kb: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    })
+}
+
 /// The source address the kernel picks for datagrams to `dest` (a connected UDP
 /// socket sends nothing; connect only consults the routing table).
 fn route_source(dest: SocketAddr) -> Option<IpAddr> {
@@ -240,6 +326,9 @@ impl ControlDriver for ControlShell {
     }
     fn on_timeout(&mut self, now: Instant) {
         self.check_sources(now);
+        if let Some(sample) = self.load.sample(now) {
+            self.device.on_load_sample(now, sample);
+        }
         self.device.on_timeout(now);
     }
     fn poll_command(&mut self) -> Option<Command> {
@@ -358,6 +447,7 @@ fn start(p: Prepared) -> Result<Running, String> {
 
     let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch);
     device.set_policies(p.config.sessions, p.config.migration);
+    device.set_protection(p.config.protection.clone());
     for peer in &p.config.peers {
         let spec = PeerSpec {
             public_key: peer.public_key,
