@@ -1,11 +1,13 @@
 //! Graceful degradation, sans-IO: CPU and memory samples in, a load level out.
 //!
 //! A metric at or above its threshold puts the target level at Light; each
-//! further quarter of the distance from the threshold to 100 % raises it one
-//! level (threshold 80: Light from 80, Moderate from 85, Severe from 90,
-//! Critical from 95). The level rises one step when the target has been above
-//! it for `escalation_delay`, and falls one step when even the metric plus a
-//! hysteresis margin has been below the current level for `recovery_delay`.
+//! further step raises it one level, a step being 5 points or a quarter of the
+//! distance from the threshold to 100 %, whichever is smaller (threshold 80:
+//! Light from 80, Moderate from 85, Severe from 90, Critical from 95). The
+//! level rises one step when the target has been above it for
+//! `escalation_delay`, and falls one step when even the metric plus a
+//! hysteresis margin (at most half the threshold) has been below the current
+//! level for `recovery_delay`.
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +56,7 @@ fn level_for(value: f64, threshold: f64) -> Degradation {
     if value < threshold {
         return Degradation::Normal;
     }
-    let step = ((100.0 - threshold) / 4.0).max(f64::EPSILON);
+    let step = ((100.0 - threshold) / 4.0).clamp(f64::EPSILON, 5.0);
     match ((value - threshold) / step) as u32 {
         0 => Degradation::Light,
         1 => Degradation::Moderate,
@@ -97,8 +99,16 @@ impl DegradationController {
 
     fn target(&self, s: LoadSample, margin: f64) -> Degradation {
         let p = &self.policy;
-        level_for(s.cpu_pct + margin, p.cpu_threshold_pct)
-            .max(level_for(s.memory_pct + margin, p.memory_threshold_pct))
+        // The margin never exceeds half a threshold, so a low threshold can still be left.
+        let cpu = level_for(
+            s.cpu_pct + margin.min(p.cpu_threshold_pct / 2.0),
+            p.cpu_threshold_pct,
+        );
+        let mem = level_for(
+            s.memory_pct + margin.min(p.memory_threshold_pct / 2.0),
+            p.memory_threshold_pct,
+        );
+        cpu.max(mem)
     }
 
     /// Take a sample at `now`; returns the new level if it changed.
@@ -149,6 +159,10 @@ mod tests {
         assert_eq!(level_for(90.0, 80.0), Degradation::Severe);
         assert_eq!(level_for(95.0, 80.0), Degradation::Critical);
         assert_eq!(level_for(100.0, 80.0), Degradation::Critical);
+        // Low thresholds step by 5 points.
+        assert_eq!(level_for(6.0, 1.0), Degradation::Moderate);
+        assert_eq!(level_for(11.0, 1.0), Degradation::Severe);
+        assert_eq!(level_for(16.0, 1.0), Degradation::Critical);
     }
 
     #[test]

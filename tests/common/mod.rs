@@ -487,3 +487,63 @@ pub fn start_peer(
     t.ok(ns, &["ip", "link", "set", iface, "mtu", "1420", "up"]);
     proc
 }
+
+// ---------------------------------------------------------------------------------------------
+// A veil gateway and a veil client
+
+pub const GW_PORT: u16 = 51820;
+
+pub struct Setup {
+    pub t: Topology,
+    pub gw: Proc,
+    pub cl: Proc,
+    pub gw_conf: std::path::PathBuf,
+}
+
+/// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
+/// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
+pub fn setup(tag: &str, gw_extra: &str) -> Setup {
+    let t = Topology::new(tag);
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
+             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n\n{gw_extra}\n"
+        ),
+    );
+    let cl_conf = t.write(
+        "veilcl.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {cl_priv}\nAddress = 10.9.0.2/24\n\n\
+             [Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\n",
+            endpoint(A_V4, GW_PORT)
+        ),
+    );
+    let gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
+    Setup { t, gw, cl, gw_conf }
+}
+
+/// Wait until `log()` contains `needle`, at most `limit`; returns the time it took.
+pub fn wait_log(p: &Proc, needle: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if p.log_text().contains(needle) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn counter(log: &str, name: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("counters:"))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.rsplit('.').next() == Some(name))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}

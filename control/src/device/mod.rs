@@ -379,7 +379,9 @@ impl<R: CryptoRngCore> Device<R> {
             endpoint: spec.endpoint,
             stats,
         });
-        let limit = self.protection.limit_for(&spec.public_key);
+        let limit = self
+            .protection
+            .limit_for(&spec.public_key, spec.endpoint.is_some());
         if limit.is_limited() {
             self.commands
                 .push_back(Command::SetRateLimit { peer: id, limit });

@@ -92,12 +92,15 @@ impl Protection {
         self.controller.level()
     }
 
-    pub(super) fn limit_for(&self, public_key: &[u8; 32]) -> RateLimit {
-        self.config
-            .overrides
-            .get(public_key)
-            .copied()
-            .unwrap_or(self.config.default_limit)
+    /// The limit for a peer: its override, else the default for clients. A peer we
+    /// are the client of (it has a configured endpoint: our gateway, or a site we
+    /// dial) is not limited unless it has an override.
+    pub(super) fn limit_for(&self, public_key: &[u8; 32], we_are_its_client: bool) -> RateLimit {
+        match self.config.overrides.get(public_key) {
+            Some(l) => *l,
+            None if we_are_its_client => RateLimit::UNLIMITED,
+            None => self.config.default_limit,
+        }
     }
 }
 
@@ -120,7 +123,9 @@ impl<R: CryptoRngCore> Device<R> {
         });
         self.protection = Protection::new(config);
         for p in &self.peers {
-            let limit = self.protection.limit_for(p.handshake.remote_public());
+            let limit = self
+                .protection
+                .limit_for(p.handshake.remote_public(), p.client_of);
             self.commands
                 .push_back(Command::SetRateLimit { peer: p.id, limit });
         }

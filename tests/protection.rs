@@ -1,0 +1,239 @@
+//! End-to-end protection: per-client rate limits, traffic priority and graceful
+//! degradation, in real namespaces.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// UDP iperf3 from the client namespace to the gateway: (received bit/s, received
+/// packets/s), measured by the receiver after the first `skip` seconds.
+fn udp_run(
+    t: &Topology,
+    rate: &str,
+    len: u32,
+    secs: u32,
+    skip: f64,
+    tos: Option<&str>,
+) -> (f64, f64) {
+    let iperf3 = require("iperf3");
+    let (a, b) = (t.a(), t.b());
+    let mut server = t.spawn(
+        &a,
+        "iperf3-udp-server",
+        &[&iperf3, "-s", "-1", "-J", "-B", "10.9.0.1"],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let (l, s) = (len.to_string(), secs.to_string());
+    let mut args = vec![
+        iperf3.as_str(),
+        "-c",
+        "10.9.0.1",
+        "-u",
+        "-b",
+        rate,
+        "-l",
+        &l,
+        "-t",
+        &s,
+        "-J",
+        "--get-server-output",
+    ];
+    if let Some(tos) = tos {
+        args.extend(["--tos", tos]);
+    }
+    let out = t.exec(&b, &args);
+    server.stop();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("iperf3 JSON: {text}"));
+    let intervals = v["server_output_json"]["intervals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let (mut bytes, mut packets, mut span) = (0.0, 0.0, 0.0);
+    for i in intervals {
+        let sum = &i["sum"];
+        if sum["start"].as_f64().unwrap_or(0.0) >= skip {
+            bytes += sum["bytes"].as_f64().unwrap_or(0.0);
+            // The receiver counts packets by sequence number; the lost ones never arrived.
+            packets += sum["packets"].as_f64().unwrap_or(0.0)
+                - sum["lost_packets"].as_f64().unwrap_or(0.0);
+            span += sum["seconds"].as_f64().unwrap_or(0.0);
+        }
+    }
+    assert!(span > 1.0, "no server intervals after {skip} s: {text}");
+    (bytes * 8.0 / span, packets / span)
+}
+
+#[test]
+fn bandwidth_limit_holds_udp_and_tcp() {
+    let Some(_g) = begin("bandwidth_limit_holds_udp_and_tcp") else {
+        return;
+    };
+    let s = setup(
+        "pb",
+        "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
+    );
+    s.t.wait_ping(&s.t.b(), "10.9.0.1");
+    // 1372-byte payloads make 1400-byte IP packets: 50 Mb/s of packets is 49 Mb/s of payload.
+    let (bps, _) = udp_run(&s.t, "200M", 1372, 8, 3.0, None);
+    let expected = 50e6 * 1372.0 / 1400.0;
+    assert!(
+        (bps - expected).abs() <= expected * 0.10,
+        "UDP delivered {:.1} Mb/s, limit 50",
+        bps / 1e6
+    );
+    let tcp = s.t.iperf(&s.t.a(), &s.t.b(), "10.9.0.1", 8, false);
+    assert!(
+        tcp.bits_per_second <= 55e6,
+        "TCP got {:.1} Mb/s through a 50 Mb/s limit",
+        tcp.bits_per_second / 1e6
+    );
+    assert!(
+        tcp.bits_per_second >= 10e6,
+        "TCP starved: {:.1} Mb/s",
+        tcp.bits_per_second / 1e6
+    );
+}
+
+#[test]
+fn packet_rate_limit_holds_small_packets() {
+    let Some(_g) = begin("packet_rate_limit_holds_small_packets") else {
+        return;
+    };
+    let mut s = setup(
+        "pr",
+        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 2000\n",
+    );
+    s.t.wait_ping(&s.t.b(), "10.9.0.1");
+    // ~9700 packets/s offered.
+    let (_, pps) = udp_run(&s.t, "5M", 64, 8, 3.0, None);
+    assert!(
+        (1800.0..=2200.0).contains(&pps),
+        "{pps:.0} packets/s delivered, limit 2000"
+    );
+    s.gw.stop();
+    assert!(counter(&s.gw.log_text(), "rate_limit_violations") > 1000);
+}
+
+#[test]
+fn low_priority_is_shed_before_normal() {
+    let Some(_g) = begin("low_priority_is_shed_before_normal") else {
+        return;
+    };
+    let extra = "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[priority]\nring_high_water_percent = 0\n";
+    let mut s = setup("pq", extra);
+    s.t.wait_ping(&s.t.b(), "10.9.0.1");
+    // CS1 (DSCP 8, TOS 0x20) and unmarked traffic, each as fast as it goes.
+    let (cs1, _) = udp_run(&s.t, "0", 1372, 5, 1.0, Some("32"));
+    let (unmarked, _) = udp_run(&s.t, "0", 1372, 5, 1.0, None);
+    s.gw.stop();
+    let log = s.gw.log_text();
+    let low = counter(&log, "drop_priority_low");
+    let normal = counter(&log, "drop_priority_normal");
+    assert!(low > 0, "no CS1 traffic shed:\n{log}");
+    assert!(
+        low > normal,
+        "Normal shed ({normal}) as much as Low ({low})"
+    );
+    assert!(
+        cs1 < unmarked,
+        "CS1 got {:.0} Mb/s, unmarked {:.0} Mb/s",
+        cs1 / 1e6,
+        unmarked / 1e6
+    );
+}
+
+#[test]
+fn degradation_rises_refuses_new_sessions_and_recovers() {
+    let Some(_g) = begin("degradation_rises_refuses_new_sessions_and_recovers") else {
+        return;
+    };
+    let t = Topology::new("pd");
+    let (gw_priv, gw_pub) = keypair();
+    let (c1_priv, c1_pub) = keypair();
+    let (c2_priv, c2_pub) = keypair();
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24, 10.9.1.1/24\n\n\
+             [Peer]\nPublicKey = {c1_pub}\nAllowedIPs = 10.9.0.2/32\n\n\
+             [Peer]\nPublicKey = {c2_pub}\nAllowedIPs = 10.9.1.2/32\n\n\
+             [rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n\
+             [degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n"
+        ),
+    );
+    let client = |name: &str, key: &str, addr: &str, net: &str| {
+        t.write(
+            &format!("{name}.conf"),
+            &format!(
+                "[Interface]\nPrivateKey = {key}\nAddress = {addr}/24\n\n[Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = {net}\n",
+                endpoint(A_V4, GW_PORT)
+            ),
+        )
+    };
+    let c1_conf = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
+    let c2_conf = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
+    let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let _c1 = veil_up(&t, &t.b(), &c1_conf, &[], &[]);
+    t.wait_ping(&t.b(), "10.9.0.1");
+    // Load: a TCP stream for 12 s in the background.
+    let (a, b) = (t.a(), t.b());
+    let iperf3 = require("iperf3");
+    let mut server = t.spawn(
+        &a,
+        "iperf3-server",
+        &[&iperf3, "-s", "-1", "-B", "10.9.0.1"],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut load = t.spawn(
+        &b,
+        "iperf3-load",
+        &[&iperf3, "-c", "10.9.0.1", "-t", "12"],
+        &[],
+    );
+    assert!(
+        wait_log(&gw, "-> severe", Duration::from_secs(10)).is_some(),
+        "never reached Severe:\n{}",
+        gw.log_text()
+    );
+    // At Severe a new session is refused while the existing stream flows.
+    let _c2 = veil_up(&t, &b, &c2_conf, &[], &[]);
+    assert_eq!(
+        t.ping(&b, "10.9.1.1", 3),
+        0,
+        "a new session was accepted at Severe"
+    );
+    assert!(
+        wait_log(&gw, "refused (degradation", Duration::from_secs(3)).is_some(),
+        "{}",
+        gw.log_text()
+    );
+    assert_eq!(
+        t.ping(&b, "10.9.0.1", 3),
+        3,
+        "the existing session stopped carrying traffic"
+    );
+    let _ = load.stop();
+    server.stop();
+    // Load gone: the level comes down, and the new peer gets in (it retries every 5 s).
+    assert!(
+        wait_log(&gw, "-> normal", Duration::from_secs(15)).is_some(),
+        "never recovered:\n{}",
+        gw.log_text()
+    );
+    t.wait_ping(&b, "10.9.1.1");
+    gw.stop();
+    let log = gw.log_text();
+    assert!(counter(&log, "sessions_refused_degraded") >= 1, "{log}");
+    // Each step waited for the escalation delay.
+    let times: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("degradation ") && l.contains("->"))
+        .collect();
+    assert!(times.len() >= 4, "level changes:\n{}", times.join("\n"));
+}
