@@ -44,6 +44,9 @@ use std::path::Path;
 
 pub use veil_dataplane::route::{IpNet, IpNetError};
 
+mod ops;
+pub use ops::{CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig};
+
 use zeroize::Zeroizing;
 
 use crate::keys::{self, Key32, KeyError, KEY_LEN};
@@ -67,6 +70,12 @@ pub struct Config {
     pub interface: InterfaceConfig,
     /// The `[Peer]` sections, in file order.
     pub peers: Vec<PeerConfig>,
+    /// The `[logging]` section (defaults when absent).
+    pub logging: LoggingConfig,
+    /// The `[metrics]` section (defaults when absent).
+    pub metrics: MetricsConfig,
+    /// The `[threading]` section (defaults when absent); `veil up` flags override it.
+    pub threading: ThreadingConfig,
     /// Things that were accepted but deserve the operator's attention; the caller prints them.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -283,6 +292,16 @@ pub enum ValueProblem {
     Network(IpNetError),
     /// A malformed or unresolvable endpoint.
     Endpoint(EndpointError),
+    /// Not one of the allowed words.
+    NotAChoice,
+    /// Not true/false.
+    NotABool,
+    /// Not a plain decimal number.
+    NotAFraction,
+    /// A decimal number outside 0.0..=1.0.
+    FractionOutOfRange,
+    /// Not an IP:PORT socket address.
+    NotAListenAddress,
 }
 
 impl From<KeyError> for ValueProblem {
@@ -316,6 +335,13 @@ impl fmt::Display for ValueProblem {
             Self::Key(e) => e.fmt(f),
             Self::Network(e) => e.fmt(f),
             Self::Endpoint(e) => e.fmt(f),
+            Self::NotAChoice => f.write_str("not one of the allowed values"),
+            Self::NotABool => f.write_str("not true or false"),
+            Self::NotAFraction => f.write_str("not a decimal number"),
+            Self::FractionOutOfRange => f.write_str("must be 0.0..=1.0"),
+            Self::NotAListenAddress => {
+                f.write_str("not an IP address and port (host names are not accepted here)")
+            }
         }
     }
 }
@@ -414,6 +440,15 @@ pub enum ConfigErrorKind {
     },
     /// A peer whose public key is our own.
     PeerIsSelf,
+    /// A key that contradicts another setting of the file.
+    Contradiction {
+        /// Canonical key name.
+        key: &'static str,
+        /// The other setting, as it would be written.
+        other: &'static str,
+        /// Where that is.
+        other_line: usize,
+    },
 }
 
 /// One problem in a configuration file.
@@ -455,13 +490,24 @@ impl fmt::Display for ConfigError {
             }
             K::UnknownSection { name } => write!(
                 f,
-                "unknown section [{name}]; veil knows [Interface] and [Peer] \
-                 (the keys below it are skipped)"
+                "unknown section [{name}]; veil knows {} (the keys below it are skipped)",
+                known_sections()
             ),
-            K::KeyOutsideSection { key } => write!(
-                f,
-                "{key}: key before any section; put it under [Interface] or [Peer]"
-            ),
+            K::KeyOutsideSection { key } => {
+                let home = match key {
+                    Echo::Text(k) => ops::section_with(k),
+                    Echo::Redacted => None,
+                };
+                match home {
+                    Some(section) => {
+                        write!(f, "{key}: key before any section; put it under [{section}]")
+                    }
+                    None => write!(
+                        f,
+                        "{key}: key before any section; put it under [Interface] or [Peer]"
+                    ),
+                }
+            }
             K::UnknownKey {
                 section,
                 key,
@@ -528,6 +574,14 @@ impl fmt::Display for ConfigError {
                 "PublicKey: '{public_key}' is also the key of the peer on line {first_line}; \
                  each peer needs its own key, so merge the two [Peer] sections"
             ),
+            K::Contradiction {
+                key,
+                other,
+                other_line,
+            } => write!(
+                f,
+                "{key}: contradicts '{other}' on line {other_line}; remove one of them"
+            ),
             K::PeerIsSelf => f.write_str(
                 "PublicKey: this is our own public key (from PrivateKey); a peer's PublicKey \
                  is the other side's `wg pubkey` output",
@@ -537,6 +591,16 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// "[Interface], [Peer], [logging], …" for messages.
+fn known_sections() -> String {
+    let names: Vec<String> = [InterfaceDraft::NAME, PeerDraft::NAME]
+        .iter()
+        .chain(ops::NAMES.iter())
+        .map(|n| format!("[{n}]"))
+        .collect();
+    names.join(", ")
+}
 
 /// Every problem found in one file, in line order. `Display` prints one per line.
 #[derive(Debug)]
@@ -931,7 +995,7 @@ fn other_section_with(key: &str) -> Option<&'static str> {
     if has::<PeerDraft>(key) {
         return Some(PeerDraft::NAME);
     }
-    None
+    ops::section_with(key)
 }
 
 /// Lower-case and drop separators, so `allowed_ips`, `Allowed-IPs` and `AllowedIPs` compare equal.
@@ -1106,6 +1170,8 @@ enum Open {
     Nothing,
     Interface,
     Peer,
+    /// `[logging]`, `[metrics]` or `[threading]`.
+    Ops(ops::OpsSection),
     /// An unknown or repeated section, already reported: its keys are ignored.
     Skipped,
 }
@@ -1115,6 +1181,7 @@ struct Parser<'a> {
     open: Open,
     interface: Option<SectionState<InterfaceDraft>>,
     peers: Vec<SectionState<PeerDraft>>,
+    ops: ops::OpsDrafts,
 }
 
 impl<'a> Parser<'a> {
@@ -1129,6 +1196,7 @@ impl<'a> Parser<'a> {
             open: Open::Nothing,
             interface: None,
             peers: Vec::new(),
+            ops: ops::OpsDrafts::default(),
         }
     }
 
@@ -1177,6 +1245,7 @@ impl<'a> Parser<'a> {
                     self.sink.apply(state, key, value, line);
                 }
             }
+            Open::Ops(which) => self.ops.apply(which, &mut self.sink, key, value, line),
         }
     }
 
@@ -1198,6 +1267,8 @@ impl<'a> Parser<'a> {
         } else if name.eq_ignore_ascii_case(PeerDraft::NAME) {
             self.peers.push(SectionState::new(line));
             self.open = Open::Peer;
+        } else if let Some(open) = self.ops.header(name, line, &mut self.sink) {
+            self.open = open;
         } else {
             self.sink.error(
                 Some(line),
@@ -1224,10 +1295,14 @@ impl<'a> Parser<'a> {
             }
         }
         let mut sink = self.sink;
+        let ops = self.ops.finish(&mut sink);
         match interface {
             Some(interface) if sink.errors.is_empty() => Ok(Config {
                 interface,
                 peers: done,
+                logging: ops.logging,
+                metrics: ops.metrics,
+                threading: ops.threading,
                 warnings: sink.warnings,
             }),
             _ => {
@@ -1763,14 +1838,14 @@ mod tests {
     #[test]
     fn unknown_section_and_its_keys_are_reported_once() {
         let text = format!(
-            "{}[Sessions]\nidle_timeout = 5\nother = 1\n",
+            "{}[Frobnicate]\nidle_timeout = 5\nother = 1\n",
             minimal_interface()
         );
         assert_eq!(
             messages(&text),
             vec![
-                "veil0.conf:3: unknown section [Sessions]; veil knows [Interface] and [Peer] \
-                 (the keys below it are skipped)"
+                "veil0.conf:3: unknown section [Frobnicate]; veil knows [Interface], [Peer], \
+                 [logging], [metrics], [threading] (the keys below it are skipped)"
             ]
         );
     }
