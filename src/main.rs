@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod keys;
+mod logging;
 mod runtime;
 
 use std::io::{Read, Write};

@@ -77,23 +77,17 @@ fn timing_from_env() -> Result<Timing, String> {
     }
 }
 
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .try_init();
-}
-
 /// `veil up`.
 pub fn up(args: UpArgs) -> ExitCode {
-    init_logging();
-    match prepare(&args) {
+    let code = match prepare(&args) {
         Ok(prepared) => run(prepared),
         Err(Fail::Config(msg)) => {
             eprintln!("{msg}");
             ExitCode::from(EXIT_CONFIG)
         }
-    }
+    };
+    crate::logging::flush();
+    code
 }
 
 enum Fail {
@@ -110,6 +104,7 @@ struct Prepared {
 
 fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let config = Config::load(&args.config).map_err(|e| Fail::Config(e.to_string()))?;
+    crate::logging::init(&config.logging).map_err(Fail::Config)?;
     for w in &config.warnings {
         warn!("{w}");
     }
@@ -367,6 +362,7 @@ impl Running {
                 use std::os::fd::AsFd;
                 sys::wait_readable(&[signals.as_fd()], Some(Duration::from_secs(1)))
             };
+            crate::logging::tick();
             match ready.and_then(|_| signals.read()) {
                 Ok(Some(sig)) => {
                     info!("{}: {sig:?} received; shutting down", self.name);

@@ -173,7 +173,8 @@ impl IoTrouble {
         if self.streak == 0 {
             // Once per streak, not per error: the counters have the totals.
             log::warn!(
-                "{thread}: {} failed: {error}; retrying with backoff (transient)",
+                class = "transient";
+                "{thread}: {} failed: {error}; retrying with backoff",
                 op.describe()
             );
         }
