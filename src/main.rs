@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod failure;
 mod keys;
 mod logging;
 mod runtime;

@@ -15,6 +15,7 @@ use veil_dataplane::timing::Timing;
 
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
+use crate::failure::{supervisor, ErrorClass, Failure};
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
@@ -100,11 +101,14 @@ struct Prepared {
     pinning: Pinning,
     threading: Threading,
     timing: Timing,
+    /// Test-only fault injection: heartbeat-slot masks (stall, panic).
+    test_hooks: (u8, u8),
 }
 
 fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let config = Config::load(&args.config).map_err(|e| Fail::Config(e.to_string()))?;
     crate::logging::init(&config.logging).map_err(Fail::Config)?;
+    crate::failure::install_panic_hook();
     for w in &config.warnings {
         warn!("{w}");
     }
@@ -115,12 +119,14 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     };
     let pinning = pinning(args).map_err(|e| Fail::Config(format!("veil up: {e}")))?;
     let timing = timing_from_env().map_err(Fail::Config)?;
+    let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
     Ok(Prepared {
         name,
         config,
         pinning,
         threading: args.threading,
         timing,
+        test_hooks,
     })
 }
 
@@ -186,6 +192,9 @@ impl Waiter for IoWaiter {
     }
 }
 
+/// Start a named thread. A panic in `body` is caught here, at the thread's
+/// boundary, and it and any unexpected return are reported to the supervisor,
+/// which wakes the main thread to shut down with a failure.
 fn spawn<F: FnOnce() + Send + 'static>(
     name: &str,
     cpu: Option<usize>,
@@ -200,7 +209,9 @@ fn spawn<F: FnOnce() + Send + 'static>(
                     warn!("{thread_name}: cannot pin to CPU {cpu}: {e}");
                 }
             }
-            body();
+            // The body's state is dropped while unwinding and never used again.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            supervisor().thread_ended(&thread_name, outcome.err());
         })
         .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
@@ -215,8 +226,12 @@ fn run(p: Prepared) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let test_hooks = p.test_hooks;
     match start(p) {
-        Ok(running) => running.wait(&signals),
+        Ok(running) => {
+            running.shared.test_hooks.arm(test_hooks.0, test_hooks.1);
+            running.wait(&signals)
+        }
         Err(msg) => {
             error!("{msg}");
             ExitCode::FAILURE
@@ -356,49 +371,71 @@ impl Running {
         info!("{}: counters: {}", self.name, line.join(" "));
     }
 
+    /// Until a signal or a failure; then shut down. The supervisor's eventfd
+    /// makes a failure (a panic, a fatal dataplane error) stop veil at once.
     fn wait(self, signals: &sys::SignalFd) -> ExitCode {
-        loop {
+        let supervisor = supervisor();
+        let failure = loop {
             let ready = {
                 use std::os::fd::AsFd;
-                sys::wait_readable(&[signals.as_fd()], Some(Duration::from_secs(1)))
+                let mut fds = vec![signals.as_fd()];
+                fds.extend(supervisor.bell_fd());
+                sys::wait_readable(&fds, Some(Duration::from_secs(1)))
             };
             crate::logging::tick();
+            supervisor.drain_bell();
+            if let Some(f) = supervisor.failure() {
+                break Some(f);
+            }
             match ready.and_then(|_| signals.read()) {
                 Ok(Some(sig)) => {
                     info!("{}: {sig:?} received; shutting down", self.name);
-                    break;
+                    break None;
                 }
-                Ok(None) => {
-                    if self.threads.iter().any(|t| t.is_finished()) {
-                        error!(
-                            "{}: a dataplane thread stopped unexpectedly; shutting down",
-                            self.name
-                        );
-                        self.shared.shutdown();
-                        for t in self.threads {
-                            let _ = t.join();
-                        }
-                        return ExitCode::FAILURE;
-                    }
-                }
+                Ok(None) => {}
                 Err(e) => {
                     error!("signal wait failed: {e}");
-                    break;
+                    break None;
                 }
             }
+        };
+        supervisor.begin_shutdown();
+        if let Some(f) = &failure {
+            self.log_failure(f);
         }
         self.shared.shutdown();
         self.log_counters_after_join()
     }
 
+    fn log_failure(&self, failure: &Failure) {
+        // A thread that ended on its own after a dataplane fault: the fault is the cause.
+        match (failure, self.shared.fault.get()) {
+            (Failure::Ended { .. }, Some(fault)) => error!(
+                class = ErrorClass::Fatal.as_str();
+                "{}: {fault}; shutting down so the service manager can restart veil",
+                self.name
+            ),
+            (Failure::Panicked { .. }, _) => error!(
+                class = ErrorClass::Panic.as_str();
+                "{}: {failure}; shutting down so the service manager can restart veil",
+                self.name
+            ),
+            (Failure::Ended { .. }, None) => error!(
+                class = ErrorClass::Fatal.as_str();
+                "{}: {failure}; shutting down so the service manager can restart veil",
+                self.name
+            ),
+        }
+    }
+
     fn log_counters_after_join(mut self) -> ExitCode {
-        let mut ok = true;
         for t in std::mem::take(&mut self.threads) {
-            ok &= t.join().is_ok();
+            let _ = t.join();
         }
         self.log_counters();
         info!("{}: stopped; interface removed", self.name);
-        if ok {
+        // Also a failure during shutdown (a panic while draining) is one.
+        if supervisor().failure().is_none() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
