@@ -7,6 +7,7 @@ mod config;
 mod failure;
 mod keys;
 mod logging;
+mod notify;
 mod runtime;
 
 use std::io::{Read, Write};

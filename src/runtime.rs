@@ -16,6 +16,7 @@ use veil_dataplane::timing::Timing;
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, ErrorClass, Failure};
+use crate::notify::{Notifier, Watchdog};
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
@@ -227,10 +228,22 @@ fn run(p: Prepared) -> ExitCode {
         }
     };
     let test_hooks = p.test_hooks;
+    let threading = p.threading;
     match start(p) {
         Ok(running) => {
+            let notifier = Arc::new(Notifier::from_env());
+            notifier.ready(&format!("{}: up", running.name));
+            let names = match threading {
+                Threading::Pipeline => ["veil-rx", "veil-crypto", "veil-tx", "veil-control"],
+                Threading::Single => ["veil-single"; 4],
+            };
+            let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
+                Watchdog::start(notifier.clone(), running.shared.clone(), names, interval)
+                    .map_err(|e| error!("cannot start the watchdog thread: {e}"))
+                    .ok()
+            });
             running.shared.test_hooks.arm(test_hooks.0, test_hooks.1);
-            running.wait(&signals)
+            running.wait(&signals, &notifier, watchdog)
         }
         Err(msg) => {
             error!("{msg}");
@@ -373,7 +386,12 @@ impl Running {
 
     /// Until a signal or a failure; then shut down. The supervisor's eventfd
     /// makes a failure (a panic, a fatal dataplane error) stop veil at once.
-    fn wait(self, signals: &sys::SignalFd) -> ExitCode {
+    fn wait(
+        self,
+        signals: &sys::SignalFd,
+        notifier: &Notifier,
+        mut watchdog: Option<Watchdog>,
+    ) -> ExitCode {
         let supervisor = supervisor();
         let failure = loop {
             let ready = {
@@ -402,6 +420,13 @@ impl Running {
         supervisor.begin_shutdown();
         if let Some(f) = &failure {
             self.log_failure(f);
+        }
+        notifier.stopping(&match &failure {
+            Some(f) => format!("{}: failed: {f}", self.name),
+            None => format!("{}: stopping", self.name),
+        });
+        if let Some(w) = watchdog.as_mut() {
+            w.stop();
         }
         self.shared.shutdown();
         self.log_counters_after_join()
