@@ -17,6 +17,7 @@ use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, ErrorClass, Failure};
 use crate::notify::{Notifier, Watchdog};
+use crate::threading::{Pinning, ThreadFlags};
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
@@ -24,48 +25,6 @@ const EXIT_CONFIG: u8 = 2;
 const SOCKET_BUFFER: usize = 8 << 20;
 /// Test-only: shorten every protocol timer so rekeys happen within seconds.
 const ENV_TEST_REKEY: &str = "VEIL_TEST_REKEY_AFTER_SECS";
-
-/// Which CPU each thread is pinned to (`None`: not pinned).
-#[derive(Debug, Clone, Copy, Default)]
-struct Pinning {
-    rx: Option<usize>,
-    crypto: Option<usize>,
-    tx: Option<usize>,
-    control: Option<usize>,
-}
-
-fn pinning(args: &UpArgs) -> Result<Pinning, String> {
-    let cpus = sys::available_cpus();
-    for (flag, cpu) in [
-        ("--rx-cpu", args.rx_cpu),
-        ("--crypto-cpu", args.crypto_cpu),
-        ("--tx-cpu", args.tx_cpu),
-        ("--control-cpu", args.control_cpu),
-    ] {
-        if let Some(c) = cpu {
-            if args.no_pin {
-                return Err(format!("{flag} {c} contradicts --no-pin"));
-            }
-            if !cpus.contains(&c) {
-                let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-                return Err(format!(
-                    "{flag} {c}: no such CPU; this process may use CPUs {}",
-                    list.join(", ")
-                ));
-            }
-        }
-    }
-    if args.no_pin || cpus.is_empty() {
-        return Ok(Pinning::default());
-    }
-    let nth = |i: usize| cpus.get(i % cpus.len()).copied();
-    Ok(Pinning {
-        rx: args.rx_cpu.or(nth(0)),
-        crypto: args.crypto_cpu.or(nth(1)),
-        tx: args.tx_cpu.or(nth(2)),
-        control: args.control_cpu,
-    })
-}
 
 fn timing_from_env() -> Result<Timing, String> {
     match std::env::var(ENV_TEST_REKEY) {
@@ -118,14 +77,21 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
             .map_err(|e| Fail::Config(format!("--interface: {e}")))?,
         None => interface_name_from_path(&args.config).map_err(|e| Fail::Config(e.to_string()))?,
     };
-    let pinning = pinning(args).map_err(|e| Fail::Config(format!("veil up: {e}")))?;
+    // Flags override the file's [threading]; missing CPUs are refused here.
+    let (threading, pinning) = crate::threading::resolve(
+        &ThreadFlags::from(args),
+        &config.threading,
+        &sys::available_cpus(),
+        &args.config.display().to_string(),
+    )
+    .map_err(Fail::Config)?;
     let timing = timing_from_env().map_err(Fail::Config)?;
     let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
     Ok(Prepared {
         name,
         config,
         pinning,
-        threading: args.threading,
+        threading,
         timing,
         test_hooks,
     })
