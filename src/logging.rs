@@ -544,10 +544,24 @@ impl Log for Logger {
                 let _ = out.lock().unwrap_or_else(|e| e.into_inner()).flush();
             }
             Output::Queue { tx, .. } => {
+                // Bounded like everything else here: a writer stuck for good (a
+                // stderr nobody reads) must not turn an exit or a panic into a hang.
+                let deadline = Instant::now() + FLUSH_WAIT;
                 let (ack_tx, ack_rx) = sync_channel(1);
-                // Blocking is fine here: this is the last thing before exit.
-                if tx.send(Queued::Flush(ack_tx)).is_ok() {
-                    let _ = ack_rx.recv_timeout(FLUSH_WAIT);
+                let mut marker = Queued::Flush(ack_tx);
+                loop {
+                    match tx.try_send(marker) {
+                        Ok(()) => {
+                            let wait = deadline.saturating_duration_since(Instant::now());
+                            let _ = ack_rx.recv_timeout(wait);
+                            return;
+                        }
+                        Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                            marker = m;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => return,
+                    }
                 }
             }
         }
@@ -832,6 +846,30 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn flush_gives_up_on_a_writer_stuck_for_good() {
+        let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let out = Stuck {
+            release: release.clone(),
+            inner: Buf::default(),
+        };
+        let c = cfg(|c| {
+            c.async_logging = true;
+            c.async_queue_size = 16;
+        });
+        let l = Logger::new(&c, None, Box::new(out)).unwrap();
+        for i in 0..100 {
+            log(&l, Level::Info, "veil", &format!("line {i}"));
+        }
+        let start = Instant::now();
+        Log::flush(&l);
+        let took = start.elapsed();
+        assert!(took >= FLUSH_WAIT && took < FLUSH_WAIT * 2, "{took:?}");
+        let (m, cv) = &*release;
+        *m.lock().unwrap() = true;
+        cv.notify_all();
     }
 
     #[test]
