@@ -5,7 +5,8 @@
 #
 #   --tunnel-peers     also install the peers we test and measure against:
 #                      wireguard-go (Debian package) and boringtun-cli (crates.io). Default.
-#   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps.
+#   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps,
+#                      and systemd (for systemd-analyze, which checks scripts/veil@.service).
 #
 # Environment:
 #   BORINGTUN_VERSION  boringtun-cli version to install (default below).
@@ -59,6 +60,8 @@ quietly() {
 
 # --- Debian packages -------------------------------------------------------------------------
 packages=(iproute2 iputils-ping iperf3 wireguard-tools procps ca-certificates)
+# systemd-analyze verifies the unit file; only its files are needed, not systemd as PID 1.
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 if [ "$tunnel_peers" = yes ]; then
     # Debian ships wireguard-go since bullseye; it is the reference userspace implementation.
     packages+=(wireguard-go)
@@ -133,6 +136,7 @@ report ping ping -V
 report iperf3 iperf3 --version
 report wg wg --version
 report ps ps --version
+report systemd-analyze systemd-analyze --version
 if [ "$tunnel_peers" = yes ]; then
     report wireguard-go wireguard-go --version
     report boringtun-cli "$boringtun_bin" --version

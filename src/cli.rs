@@ -19,6 +19,7 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Up(UpArgs),
+    Check(CheckArgs),
     GenKey(GenKeyArgs),
     PubKey(PubKeyArgs),
     GenPsk(GenPskArgs),
@@ -39,12 +40,13 @@ pub struct UpArgs {
     #[argh(option)]
     pub interface: Option<String>,
 
-    /// threading mode: pipeline (RX, crypto and TX threads; default) or single
-    /// (one dataplane thread)
-    #[argh(option, default = "Threading::Pipeline")]
-    pub threading: Threading,
+    /// threading mode: pipeline (RX, crypto and TX threads) or single (one
+    /// dataplane thread); overrides [threading] mode (default pipeline)
+    #[argh(option)]
+    pub threading: Option<Threading>,
 
-    /// CPU for the RX thread (default: the first CPU this process may use)
+    /// CPU for the RX thread (default: [threading] rx_cpu, else the first CPU
+    /// this process may use)
     #[argh(option)]
     pub rx_cpu: Option<usize>,
 
@@ -60,9 +62,19 @@ pub struct UpArgs {
     #[argh(option)]
     pub control_cpu: Option<usize>,
 
-    /// do not pin any thread to a CPU
+    /// do not pin any thread to a CPU (overrides [threading])
     #[argh(switch)]
     pub no_pin: bool,
+}
+
+/// Validate a config file without starting anything: every problem with
+/// file:line and exit status 2, or a one-line summary and exit status 0.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+pub struct CheckArgs {
+    /// path of the config file, as for `veil up`
+    #[argh(positional)]
+    pub config: PathBuf,
 }
 
 /// Threading mode of the dataplane.

@@ -45,6 +45,9 @@ use std::time::Duration;
 
 pub use veil_dataplane::route::{IpNet, IpNetError};
 
+mod ops;
+pub use ops::{CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig};
+
 use zeroize::Zeroizing;
 
 use crate::keys::{self, Key32, KeyError, KEY_LEN};
@@ -80,6 +83,12 @@ pub struct Config {
     pub migration: MigrationPolicy,
     /// `[rate_limiting]`, `[degradation]` and `[priority]`, with per-peer overrides.
     pub protection: ProtectionConfig,
+    /// The `[logging]` section (defaults when absent).
+    pub logging: LoggingConfig,
+    /// The `[metrics]` section (defaults when absent).
+    pub metrics: MetricsConfig,
+    /// The `[threading]` section (defaults when absent); `veil up` flags override it.
+    pub threading: ThreadingConfig,
     /// Things that were accepted but deserve the operator's attention; the caller prints them.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -309,6 +318,14 @@ pub enum ValueProblem {
         /// Its value.
         value: u64,
     },
+    /// Not one of the allowed words.
+    NotAChoice,
+    /// Not a plain decimal number.
+    NotAFraction,
+    /// A decimal number outside 0.0..=1.0.
+    FractionOutOfRange,
+    /// Not an IP:PORT socket address.
+    NotAListenAddress,
 }
 
 impl From<KeyError> for ValueProblem {
@@ -342,9 +359,15 @@ impl fmt::Display for ValueProblem {
             Self::Key(e) => e.fmt(f),
             Self::Network(e) => e.fmt(f),
             Self::Endpoint(e) => e.fmt(f),
-            Self::NotABool => f.write_str("not a boolean"),
+            Self::NotABool => f.write_str("not true or false"),
             Self::MustBeBelow { other, value } => {
                 write!(f, "must be less than {other} ({value})")
+            }
+            Self::NotAChoice => f.write_str("not one of the allowed values"),
+            Self::NotAFraction => f.write_str("not a decimal number"),
+            Self::FractionOutOfRange => f.write_str("must be 0.0..=1.0"),
+            Self::NotAListenAddress => {
+                f.write_str("not an IP address and port (host names are not accepted here)")
             }
         }
     }
@@ -444,6 +467,15 @@ pub enum ConfigErrorKind {
     },
     /// A peer whose public key is our own.
     PeerIsSelf,
+    /// A key that contradicts another setting of the file.
+    Contradiction {
+        /// Canonical key name.
+        key: &'static str,
+        /// The other setting, as it would be written.
+        other: &'static str,
+        /// Where that is.
+        other_line: usize,
+    },
 }
 
 /// One problem in a configuration file.
@@ -485,13 +517,24 @@ impl fmt::Display for ConfigError {
             }
             K::UnknownSection { name } => write!(
                 f,
-                "unknown section [{name}]; veil knows {KNOWN_SECTIONS} \
-                 (the keys below it are skipped)"
+                "unknown section [{name}]; veil knows {} (the keys below it are skipped)",
+                known_sections()
             ),
-            K::KeyOutsideSection { key } => write!(
-                f,
-                "{key}: key before any section; put it under [Interface] or [Peer]"
-            ),
+            K::KeyOutsideSection { key } => {
+                let home = match key {
+                    Echo::Text(k) => other_section_with(k),
+                    Echo::Redacted => None,
+                };
+                match home {
+                    Some(section) => {
+                        write!(f, "{key}: key before any section; put it under [{section}]")
+                    }
+                    None => write!(
+                        f,
+                        "{key}: key before any section; put it under [Interface] or [Peer]"
+                    ),
+                }
+            }
             K::UnknownKey {
                 section,
                 key,
@@ -558,6 +601,14 @@ impl fmt::Display for ConfigError {
                 "PublicKey: '{public_key}' is also the key of the peer on line {first_line}; \
                  each peer needs its own key, so merge the two [Peer] sections"
             ),
+            K::Contradiction {
+                key,
+                other,
+                other_line,
+            } => write!(
+                f,
+                "{key}: contradicts '{other}' on line {other_line}; remove one of them"
+            ),
             K::PeerIsSelf => f.write_str(
                 "PublicKey: this is our own public key (from PrivateKey); a peer's PublicKey \
                  is the other side's `wg pubkey` output",
@@ -567,6 +618,24 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// "[Interface], [Peer], [logging], …" for messages.
+fn known_sections() -> String {
+    let names: Vec<String> = [
+        InterfaceDraft::NAME,
+        PeerDraft::NAME,
+        SessionPolicy::NAME,
+        MigrationPolicy::NAME,
+        RateLimitingDraft::NAME,
+        DegradationPolicy::NAME,
+        PriorityDraft::NAME,
+    ]
+    .iter()
+    .chain(ops::NAMES.iter())
+    .map(|n| format!("[{n}]"))
+    .collect();
+    names.join(", ")
+}
 
 /// Every problem found in one file, in line order. `Display` prints one per line.
 #[derive(Debug)]
@@ -983,10 +1052,6 @@ fn parse_secs(text: &str, min: u32, max: u32) -> Result<Duration, ValueProblem> 
     )?)))
 }
 
-/// Every section veil reads, for messages.
-const KNOWN_SECTIONS: &str =
-    "[Interface], [Peer], [sessions], [migration], [rate_limiting], [degradation] and [priority]";
-
 /// A day, a week, a year: upper bounds that catch typos without limiting anyone.
 const DAY: u32 = 86_400;
 const YEAR: u32 = 365 * DAY;
@@ -1288,7 +1353,7 @@ fn other_section_with(key: &str) -> Option<&'static str> {
     if has::<PriorityDraft>(key) {
         return Some(PriorityDraft::NAME);
     }
-    None
+    ops::section_with(key)
 }
 
 /// Lower-case and drop separators, so `allowed_ips`, `Allowed-IPs` and `AllowedIPs` compare equal.
@@ -1489,6 +1554,8 @@ enum Open {
     RateLimiting,
     Degradation,
     Priority,
+    /// `[logging]`, `[metrics]` or `[threading]`.
+    Ops(ops::OpsSection),
     /// An unknown or repeated section, already reported: its keys are ignored.
     Skipped,
 }
@@ -1503,6 +1570,7 @@ struct Parser<'a> {
     rate_limiting: Option<SectionState<RateLimitingDraft>>,
     degradation: Option<SectionState<DegradationPolicy>>,
     priority: Option<SectionState<PriorityDraft>>,
+    ops: ops::OpsDrafts,
 }
 
 impl<'a> Parser<'a> {
@@ -1522,6 +1590,7 @@ impl<'a> Parser<'a> {
             rate_limiting: None,
             degradation: None,
             priority: None,
+            ops: ops::OpsDrafts::default(),
         }
     }
 
@@ -1595,6 +1664,7 @@ impl<'a> Parser<'a> {
                     self.sink.apply(state, key, value, line);
                 }
             }
+            Open::Ops(which) => self.ops.apply(which, &mut self.sink, key, value, line),
         }
     }
 
@@ -1636,6 +1706,8 @@ impl<'a> Parser<'a> {
             );
         } else if name.eq_ignore_ascii_case(PriorityDraft::NAME) {
             self.open = open_once(&mut self.sink, &mut self.priority, line, Open::Priority);
+        } else if let Some(open) = self.ops.header(name, line, &mut self.sink) {
+            self.open = open;
         } else {
             self.sink.error(
                 Some(line),
@@ -1665,6 +1737,7 @@ impl<'a> Parser<'a> {
         let migration = self.migration.take().map(|s| s.draft).unwrap_or_default();
         let protection = self.finish_protection(&done);
         let mut sink = self.sink;
+        let ops = self.ops.finish(&mut sink);
         match interface {
             Some(interface) if sink.errors.is_empty() => Ok(Config {
                 interface,
@@ -1672,6 +1745,9 @@ impl<'a> Parser<'a> {
                 sessions,
                 migration,
                 protection,
+                logging: ops.logging,
+                metrics: ops.metrics,
+                threading: ops.threading,
                 warnings: sink.warnings,
             }),
             _ => {
@@ -2279,15 +2355,15 @@ mod tests {
     #[test]
     fn unknown_section_and_its_keys_are_reported_once() {
         let text = format!(
-            "{}[Tunnel]\nidle_timeout = 5\nother = 1\n",
+            "{}[Frobnicate]\nidle_timeout = 5\nother = 1\n",
             minimal_interface()
         );
         assert_eq!(
             messages(&text),
             vec![
-                "veil0.conf:3: unknown section [Tunnel]; veil knows [Interface], [Peer], \
-                 [sessions], [migration], [rate_limiting], [degradation] and [priority] \
-                 (the keys below it are skipped)"
+                "veil0.conf:3: unknown section [Frobnicate]; veil knows [Interface], [Peer], \
+                 [sessions], [migration], [rate_limiting], [degradation], [priority], \
+                 [logging], [metrics], [threading] (the keys below it are skipped)"
             ]
         );
     }
@@ -2297,7 +2373,7 @@ mod tests {
         let text = format!("ListenPort = 1\n{}", minimal_interface());
         assert_eq!(
             messages(&text),
-            vec!["veil0.conf:1: ListenPort: key before any section; put it under [Interface] or [Peer]"]
+            vec!["veil0.conf:1: ListenPort: key before any section; put it under [Interface]"]
         );
     }
 

@@ -2,10 +2,15 @@
 //! control thread and the dataplane together.
 #![deny(unsafe_code)]
 
+mod check;
 mod cli;
 mod config;
+mod failure;
 mod keys;
+mod logging;
+mod notify;
 mod runtime;
+mod threading;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         }
         Command::PubKey(_) => pubkey(),
         Command::Up(args) => runtime::up(args),
+        Command::Check(args) => check::check(&args),
     }
 }
 

@@ -17,6 +17,9 @@ use veil_dataplane::timing::Timing;
 
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
+use crate::failure::{supervisor, ErrorClass, Failure};
+use crate::notify::{Notifier, Watchdog};
+use crate::threading::{Pinning, ThreadFlags};
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
@@ -24,48 +27,6 @@ const EXIT_CONFIG: u8 = 2;
 const SOCKET_BUFFER: usize = 8 << 20;
 /// Test-only: shorten every protocol timer so rekeys happen within seconds.
 const ENV_TEST_REKEY: &str = "VEIL_TEST_REKEY_AFTER_SECS";
-
-/// Which CPU each thread is pinned to (`None`: not pinned).
-#[derive(Debug, Clone, Copy, Default)]
-struct Pinning {
-    rx: Option<usize>,
-    crypto: Option<usize>,
-    tx: Option<usize>,
-    control: Option<usize>,
-}
-
-fn pinning(args: &UpArgs) -> Result<Pinning, String> {
-    let cpus = sys::available_cpus();
-    for (flag, cpu) in [
-        ("--rx-cpu", args.rx_cpu),
-        ("--crypto-cpu", args.crypto_cpu),
-        ("--tx-cpu", args.tx_cpu),
-        ("--control-cpu", args.control_cpu),
-    ] {
-        if let Some(c) = cpu {
-            if args.no_pin {
-                return Err(format!("{flag} {c} contradicts --no-pin"));
-            }
-            if !cpus.contains(&c) {
-                let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-                return Err(format!(
-                    "{flag} {c}: no such CPU; this process may use CPUs {}",
-                    list.join(", ")
-                ));
-            }
-        }
-    }
-    if args.no_pin || cpus.is_empty() {
-        return Ok(Pinning::default());
-    }
-    let nth = |i: usize| cpus.get(i % cpus.len()).copied();
-    Ok(Pinning {
-        rx: args.rx_cpu.or(nth(0)),
-        crypto: args.crypto_cpu.or(nth(1)),
-        tx: args.tx_cpu.or(nth(2)),
-        control: args.control_cpu,
-    })
-}
 
 fn timing_from_env() -> Result<Timing, String> {
     match std::env::var(ENV_TEST_REKEY) {
@@ -79,23 +40,17 @@ fn timing_from_env() -> Result<Timing, String> {
     }
 }
 
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .try_init();
-}
-
 /// `veil up`.
 pub fn up(args: UpArgs) -> ExitCode {
-    init_logging();
-    match prepare(&args) {
+    let code = match prepare(&args) {
         Ok(prepared) => run(prepared),
         Err(Fail::Config(msg)) => {
             eprintln!("{msg}");
             ExitCode::from(EXIT_CONFIG)
         }
-    }
+    };
+    crate::logging::flush();
+    code
 }
 
 enum Fail {
@@ -108,10 +63,14 @@ struct Prepared {
     pinning: Pinning,
     threading: Threading,
     timing: Timing,
+    /// Test-only fault injection: heartbeat-slot masks (stall, panic).
+    test_hooks: (u8, u8),
 }
 
 fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let config = Config::load(&args.config).map_err(|e| Fail::Config(e.to_string()))?;
+    crate::logging::init(&config.logging).map_err(Fail::Config)?;
+    crate::failure::install_panic_hook();
     for w in &config.warnings {
         warn!("{w}");
     }
@@ -120,14 +79,23 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
             .map_err(|e| Fail::Config(format!("--interface: {e}")))?,
         None => interface_name_from_path(&args.config).map_err(|e| Fail::Config(e.to_string()))?,
     };
-    let pinning = pinning(args).map_err(|e| Fail::Config(format!("veil up: {e}")))?;
+    // Flags override the file's [threading]; missing CPUs are refused here.
+    let (threading, pinning) = crate::threading::resolve(
+        &ThreadFlags::from(args),
+        &config.threading,
+        &sys::available_cpus(),
+        &args.config.display().to_string(),
+    )
+    .map_err(Fail::Config)?;
     let timing = timing_from_env().map_err(Fail::Config)?;
+    let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
     Ok(Prepared {
         name,
         config,
         pinning,
-        threading: args.threading,
+        threading,
         timing,
+        test_hooks,
     })
 }
 
@@ -378,6 +346,9 @@ impl Waiter for IoWaiter {
     }
 }
 
+/// Start a named thread. A panic in `body` is caught here, at the thread's
+/// boundary, and it and any unexpected return are reported to the supervisor,
+/// which wakes the main thread to shut down with a failure.
 fn spawn<F: FnOnce() + Send + 'static>(
     name: &str,
     cpu: Option<usize>,
@@ -392,7 +363,9 @@ fn spawn<F: FnOnce() + Send + 'static>(
                     warn!("{thread_name}: cannot pin to CPU {cpu}: {e}");
                 }
             }
-            body();
+            // The body's state is dropped while unwinding and never used again.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            supervisor().thread_ended(&thread_name, outcome.err());
         })
         .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
@@ -407,8 +380,24 @@ fn run(p: Prepared) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let test_hooks = p.test_hooks;
+    let threading = p.threading;
     match start(p) {
-        Ok(running) => running.wait(&signals),
+        Ok(running) => {
+            let notifier = Arc::new(Notifier::from_env());
+            notifier.ready(&format!("{}: up", running.name));
+            let names = match threading {
+                Threading::Pipeline => ["veil-rx", "veil-crypto", "veil-tx", "veil-control"],
+                Threading::Single => ["veil-single"; 4],
+            };
+            let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
+                Watchdog::start(notifier.clone(), running.shared.clone(), names, interval)
+                    .map_err(|e| error!("cannot start the watchdog thread: {e}"))
+                    .ok()
+            });
+            running.shared.test_hooks.arm(test_hooks.0, test_hooks.1);
+            running.wait(&signals, &notifier, watchdog)
+        }
         Err(msg) => {
             error!("{msg}");
             ExitCode::FAILURE
@@ -554,33 +543,52 @@ impl Running {
         info!("{}: counters: {}", self.name, line.join(" "));
     }
 
-    /// Wait for the first shutdown signal, or a thread that stopped on its own.
-    fn wait(self, signals: &sys::SignalFd) -> ExitCode {
-        loop {
-            match next_signal(signals, Duration::from_secs(1)) {
+    /// Until a signal or a failure; then shut down. The supervisor's eventfd
+    /// makes a failure (a panic, a fatal dataplane error) stop veil at once.
+    fn wait(
+        self,
+        signals: &sys::SignalFd,
+        notifier: &Notifier,
+        mut watchdog: Option<Watchdog>,
+    ) -> ExitCode {
+        let supervisor = supervisor();
+        let failure = loop {
+            let ready = {
+                use std::os::fd::AsFd;
+                let mut fds = vec![signals.as_fd()];
+                fds.extend(supervisor.bell_fd());
+                sys::wait_readable(&fds, Some(Duration::from_secs(1)))
+            };
+            crate::logging::tick();
+            supervisor.drain_bell();
+            if let Some(f) = supervisor.failure() {
+                break Some(f);
+            }
+            match ready.and_then(|_| signals.read()) {
                 Ok(Some(sig)) => {
                     info!(
                         "{}: {sig:?} received; draining (a second signal stops at once)",
                         self.name
                     );
-                    break;
+                    break None;
                 }
-                Ok(None) => {
-                    if self.threads.iter().any(|t| t.is_finished()) {
-                        error!(
-                            "{}: a dataplane thread stopped unexpectedly; shutting down",
-                            self.name
-                        );
-                        self.shared.shutdown();
-                        let _ = self.log_counters_after_join();
-                        return ExitCode::FAILURE;
-                    }
-                }
+                Ok(None) => {}
                 Err(e) => {
                     error!("signal wait failed: {e}");
-                    break;
+                    break None;
                 }
             }
+        };
+        supervisor.begin_shutdown();
+        if let Some(f) = &failure {
+            self.log_failure(f);
+        }
+        notifier.stopping(&match &failure {
+            Some(f) => format!("{}: failed: {f}", self.name),
+            None => format!("{}: stopping", self.name),
+        });
+        if let Some(w) = watchdog.as_mut() {
+            w.stop();
         }
         self.drain(signals);
         self.shared.shutdown();
@@ -614,14 +622,35 @@ impl Running {
         }
     }
 
+    fn log_failure(&self, failure: &Failure) {
+        // A thread that ended on its own after a dataplane fault: the fault is the cause.
+        match (failure, self.shared.fault.get()) {
+            (Failure::Ended { .. }, Some(fault)) => error!(
+                class = ErrorClass::Fatal.as_str();
+                "{}: {fault}; shutting down so the service manager can restart veil",
+                self.name
+            ),
+            (Failure::Panicked { .. }, _) => error!(
+                class = ErrorClass::Panic.as_str();
+                "{}: {failure}; shutting down so the service manager can restart veil",
+                self.name
+            ),
+            (Failure::Ended { .. }, None) => error!(
+                class = ErrorClass::Fatal.as_str();
+                "{}: {failure}; shutting down so the service manager can restart veil",
+                self.name
+            ),
+        }
+    }
+
     fn log_counters_after_join(mut self) -> ExitCode {
-        let mut ok = true;
         for t in std::mem::take(&mut self.threads) {
-            ok &= t.join().is_ok();
+            let _ = t.join();
         }
         self.log_counters();
         info!("{}: stopped; interface removed", self.name);
-        if ok {
+        // Also a failure during shutdown (a panic while draining) is one.
+        if supervisor().failure().is_none() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

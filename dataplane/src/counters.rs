@@ -57,6 +57,8 @@ crate::counter_set!(
         batches,
         /// Times RX had no free batch and waited for one.
         pool_empty,
+        /// Pauses (with backoff) after a transient receive or read error.
+        io_pauses,
     }
 );
 
@@ -133,6 +135,8 @@ crate::counter_set!(
         tun_errors,
         /// Times the socket was full and TX waited for room.
         udp_would_block,
+        /// Retries after the kernel was short of buffers or memory (ENOBUFS, ENOMEM).
+        udp_retries,
     }
 );
 

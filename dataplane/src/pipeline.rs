@@ -13,6 +13,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use crate::batch::{buffer_size, Batch, Home};
 use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
 use crate::doorbell::{Backoff, Doorbell};
+use crate::fault::{Fault, FaultCell, IoOp, IoTrouble, TestHooks, Verdict};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::{Command, Epoch, Event, HandshakeDatagram};
 use crate::stage::{CryptoStage, EventSink, RxStage, TxStage};
@@ -113,6 +114,10 @@ pub struct Shared {
     pub heartbeats: [AtomicU64; 4],
     /// The process's time base.
     pub epoch: Epoch,
+    /// The fatal error that stopped the dataplane, if one did.
+    pub fault: FaultCell,
+    /// Test-only stall / panic injection (see [`TestHooks`]).
+    pub test_hooks: TestHooks,
 }
 
 impl Shared {
@@ -131,7 +136,16 @@ impl Shared {
             tx: Arc::default(),
             heartbeats: Default::default(),
             epoch,
+            fault: FaultCell::default(),
+            test_hooks: TestHooks::default(),
         }
+    }
+
+    /// A thread hit a fatal error: record it (the first one wins) and stop
+    /// every loop. The runtime sees the thread end and exits non-zero.
+    pub fn fail(&self, fault: Fault) {
+        self.fault.set(fault);
+        self.shutdown();
     }
 
     /// Stop every loop and wake every thread.
@@ -148,6 +162,7 @@ impl Shared {
     }
 
     fn beat(&self, which: usize, now: Instant) {
+        self.test_hooks.at_beat(1 << which, &self.stop);
         if let Some(h) = self.heartbeats.get(which) {
             h.store(self.epoch.nanos(now), Ordering::Relaxed);
         }
@@ -192,6 +207,8 @@ pub struct RxThread {
     to_control: Producer<HandshakeDatagram>,
     spare_udp: Option<Batch>,
     spare_tun: Option<Batch>,
+    /// Errors of the current round, and the backoff after them.
+    trouble: IoTrouble,
 }
 
 /// The crypto thread's end of the rings.
@@ -267,6 +284,7 @@ pub fn build(
             to_control: hs_in_p,
             spare_udp: None,
             spare_tun: None,
+            trouble: IoTrouble::default(),
         },
         CryptoThread {
             stage: CryptoStage::new(cfg.timing, shared.epoch, shared.crypto.clone()),
@@ -321,7 +339,10 @@ impl RxThread {
                     moved = true;
                     self.push(batch, shared);
                 }
-                _ => {
+                other => {
+                    if let Err(e) = other {
+                        self.trouble.note(IoOp::UdpReceive, e);
+                    }
                     moved |= batch.len > 0;
                     self.spare_udp = Some(batch);
                 }
@@ -333,13 +354,17 @@ impl RxThread {
             shared.control_bell.ring();
         }
         if let Some(mut batch) = self.take_batch(false) {
-            match self.stage.read_tun(tun, &mut batch) {
-                Ok(n) if n > 0 => {
-                    batch.stamp = Some(now);
-                    moved = true;
-                    self.push(batch, shared);
-                }
-                _ => self.spare_tun = Some(batch),
+            let read = self.stage.read_tun(tun, &mut batch);
+            if let Err(e) = read {
+                self.trouble.note(IoOp::TunRead, e);
+            }
+            // After an error the packets read before it are still good.
+            if batch.len > 0 {
+                batch.stamp = Some(now);
+                moved = true;
+                self.push(batch, shared);
+            } else {
+                self.spare_tun = Some(batch);
             }
         }
         moved
@@ -350,6 +375,31 @@ impl RxThread {
         // The ring holds every batch there is, so it cannot be full.
         let _ = self.to_crypto.push(batch);
         shared.crypto_bell.ring();
+    }
+
+    /// After a round: on a fatal error record it and stop everything (returns
+    /// false); after a transient one pause with backoff, still woken by the
+    /// doorbell, so a persistent error cannot make the loop spin.
+    fn settle_errors(
+        &mut self,
+        thread: &'static str,
+        waiter: &impl Waiter,
+        shared: &Shared,
+    ) -> bool {
+        match self.trouble.settle(thread) {
+            None => true,
+            Some(Verdict::Pause(pause)) => {
+                bump(&shared.rx.io_pauses, 1);
+                shared.rx_bell.prepare_park();
+                waiter.wait_bell(pause);
+                shared.rx_bell.cancel();
+                true
+            }
+            Some(Verdict::Fatal(fault)) => {
+                shared.fail(fault);
+                false
+            }
+        }
     }
 
     /// Has RX a batch to read into?
@@ -368,7 +418,11 @@ impl RxThread {
         let mut backoff = Backoff::default();
         while !shared.stopped() {
             shared.beat(HEARTBEAT_RX, Instant::now());
-            if self.round(udp, tun, shared) {
+            let moved = self.round(udp, tun, shared);
+            if !self.settle_errors("veil-rx", waiter, shared) {
+                return;
+            }
+            if moved {
                 backoff.reset();
                 continue;
             }
@@ -628,10 +682,14 @@ impl SingleThread {
         let mut backoff = Backoff::default();
         while !shared.stopped() {
             let now = Instant::now();
+            shared.test_hooks.at_beat(0b1111, &shared.stop);
             for h in &shared.heartbeats {
                 h.store(shared.epoch.nanos(now), Ordering::Relaxed);
             }
             let mut moved = self.rx.round(udp, tun, shared);
+            if !self.rx.settle_errors("veil-single", waiter, shared) {
+                break;
+            }
             moved |= self.crypto.round(shared);
             moved |= self.tx.round(udp, tun, shared);
             let deadline = self.control.round(driver, shared);

@@ -14,6 +14,15 @@ use crate::link::HandshakeDatagram;
 /// How long TX waits in total for a full socket before dropping the rest of a batch.
 pub const SEND_STALL_LIMIT: Duration = Duration::from_millis(200);
 
+/// First pause after the kernel ran short of buffers (ENOBUFS, ENOMEM).
+const SHORTAGE_PAUSE_FIRST: Duration = Duration::from_micros(250);
+/// Longest such pause.
+const SHORTAGE_PAUSE_MAX: Duration = Duration::from_millis(20);
+
+fn is_shortage(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
+}
+
 /// TX stage state (its counters).
 #[derive(Debug)]
 pub struct TxStage {
@@ -62,6 +71,7 @@ impl TxStage {
     fn send_all(&mut self, udp: &impl DatagramIo, pkts: &[&[u8]], dests: &[SocketAddr]) {
         let mut done = 0;
         let mut stalled_since: Option<Instant> = None;
+        let mut pause = SHORTAGE_PAUSE_FIRST;
         while done < pkts.len() {
             let mut failed = 0;
             match udp.send_batch(&pkts[done..], &dests[done..], &mut failed) {
@@ -87,6 +97,14 @@ impl TxStage {
                     self.stall(udp, &mut stalled_since)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_shortage(&e) => {
+                    // Not this datagram's fault: pause with a growing backoff
+                    // and retry, within the same stall limit as a full socket.
+                    bump(&self.counters.udp_retries, 1);
+                    stalled_since.get_or_insert_with(Instant::now);
+                    std::thread::sleep(pause);
+                    pause = pause.saturating_mul(2).min(SHORTAGE_PAUSE_MAX);
+                }
                 Err(_) => {
                     // The first datagram was refused outright: skip it and go on.
                     bump(&self.counters.udp_errors, 1);

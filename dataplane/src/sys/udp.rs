@@ -346,9 +346,9 @@ impl UdpSocket {
             match classify_send_error(&err) {
                 SendErrorClass::Interrupted => continue,
                 SendErrorClass::Full => break,
-                SendErrorClass::Socket if done == 0 => return Err(err),
+                SendErrorClass::Socket | SendErrorClass::Shortage if done == 0 => return Err(err),
                 // Leave it for the next call to report; report progress now.
-                SendErrorClass::Socket => break,
+                SendErrorClass::Socket | SendErrorClass::Shortage => break,
                 SendErrorClass::Message => {
                     outcome.failed += 1;
                     outcome.last_errno = err.raw_os_error();
@@ -446,6 +446,9 @@ enum SendErrorClass {
     Full,
     /// The socket itself is unusable: every later message would fail too.
     Socket,
+    /// The host is short of buffers or memory (ENOBUFS, ENOMEM): every message
+    /// would fail for now; the caller pauses and retries.
+    Shortage,
     /// Only this datagram is bad (its destination, size or permission).
     Message,
 }
@@ -460,6 +463,7 @@ fn classify_send_error(e: &io::Error) -> SendErrorClass {
         Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP | libc::EPIPE) => {
             SendErrorClass::Socket
         }
+        Some(libc::ENOBUFS | libc::ENOMEM) => SendErrorClass::Shortage,
         _ => SendErrorClass::Message,
     }
 }
