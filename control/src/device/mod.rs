@@ -29,6 +29,13 @@ use crate::handshake::{
     CookieChecker, HandshakeError, InitiationOutcome, PeerHandshake, StaticIdentity,
 };
 
+mod admin;
+pub use admin::{
+    admin_channel, AdminError, AdminHandle, AdminInbox, AdminRequest, AdminResponse, ChangeOutcome,
+    ConfigureError, DeviceChange, DeviceSnapshot, PeerChange, PeerSnapshot, SecretKey, ADMIN_QUEUE,
+    SLOT_QUARANTINE,
+};
+
 /// Handshake backlog above which the control thread considers itself under load.
 pub const UNDER_LOAD_BACKLOG: usize = 128;
 
@@ -114,6 +121,10 @@ veil_dataplane::counter_set!(
         keepalives_requested,
         /// Commands that could not be queued.
         commands_dropped,
+        /// Sessions (keypairs) created by completed handshakes, either role.
+        sessions_created,
+        /// Sessions whose keys expired unused and were wiped.
+        sessions_expired,
     }
 );
 
@@ -155,6 +166,7 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     under_load_until: Option<Instant>,
     next_tick: Option<Instant>,
     counters: Arc<ControlCounters>,
+    admin: admin::AdminState,
 }
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
@@ -235,6 +247,7 @@ impl<R: CryptoRngCore> Device<R> {
             under_load_until: None,
             next_tick: None,
             counters: Arc::default(),
+            admin: Default::default(),
         }
     }
 
@@ -261,10 +274,10 @@ impl<R: CryptoRngCore> Device<R> {
         if handshake.remote_key_is_low_order() {
             return Err(AddPeerError::WeakKey);
         }
-        let slot = self.peers.len();
+        let slot = self.admin.reusable_slot().unwrap_or(self.peers.len());
         let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
         let stats = Arc::new(PeerStats::default());
-        self.peers.push(Peer {
+        let peer = Peer {
             id,
             short: short_id(&spec.public_key),
             handshake,
@@ -283,7 +296,11 @@ impl<R: CryptoRngCore> Device<R> {
             keepalive_asked: None,
             unanswered_for: None,
             keys_live: false,
-        });
+        };
+        match self.peers.get_mut(slot) {
+            Some(vacant) => *vacant = peer,
+            None => self.peers.push(peer),
+        }
         self.by_key.insert(spec.public_key, slot);
         self.commands.push_back(Command::AddPeer {
             peer: id,
@@ -305,7 +322,9 @@ impl<R: CryptoRngCore> Device<R> {
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.peers
             .iter()
-            .map(|p| PeerStatus {
+            .enumerate()
+            .filter(|(slot, _)| self.is_live(*slot))
+            .map(|(_, p)| PeerStatus {
                 id: p.id,
                 public_key: *p.handshake.remote_public(),
                 endpoint: p.endpoint,
@@ -435,6 +454,7 @@ impl<R: CryptoRngCore> Device<R> {
             Ok((response, keypair)) => {
                 bump(&self.counters.handshake_responses_sent, 1);
                 bump(&self.counters.handshakes_completed_responder, 1);
+                bump(&self.counters.sessions_created, 1);
                 if p.endpoint != Some(src) {
                     info!("peer {}: endpoint {}", p.short, src);
                 }
@@ -502,6 +522,7 @@ impl<R: CryptoRngCore> Device<R> {
         match p.handshake.consume_response(&self.identity, msg, now) {
             Ok(keypair) => {
                 bump(&self.counters.handshakes_completed_initiator, 1);
+                bump(&self.counters.sessions_created, 1);
                 p.endpoint = Some(src);
                 p.last_handshake = Some(now);
                 p.attempt_started = None;
@@ -645,6 +666,7 @@ impl<R: CryptoRngCore> Device<R> {
                 .is_some_and(|t| now.saturating_duration_since(t) >= timing.reject_after * 3)
         {
             p.keys_live = false;
+            bump(&self.counters.sessions_expired, 1);
             info!("peer {}: session keys expired and zeroized", p.short);
             self.commands.push_back(Command::ClearKeypairs { peer: id });
         }
@@ -674,6 +696,9 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     }
 
     fn on_event(&mut self, ev: Event, now: Instant) {
+        if self.ignores_event(&ev) {
+            return;
+        }
         match ev {
             Event::HandshakeNeeded { peer } => self.start_handshake(peer.0 as usize, now),
             Event::EndpointChanged { peer, addr } => {
@@ -716,7 +741,12 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
         )
     }
 
+    fn poll_admin(&mut self, now: Instant) {
+        self.serve_admin(now);
+    }
+
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
+        self.admin.backlog = queued;
         if queued >= UNDER_LOAD_BACKLOG {
             self.under_load_until = Some(now + UNDER_LOAD_LINGER);
         }
