@@ -4,8 +4,15 @@
 
 mod cli;
 mod config;
+mod ctl;
+mod health;
+mod http;
 mod keys;
+mod listen;
+mod metrics;
 mod runtime;
+mod services;
+mod uapi;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
         }
         Command::PubKey(_) => pubkey(),
         Command::Up(args) => runtime::up(args),
+        Command::Show(args) => ctl::show(&args.interface, args.json),
+        Command::Health(args) => ctl::health(&args.interface, args.json),
     }
 }
 

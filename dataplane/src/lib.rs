@@ -15,6 +15,7 @@ pub mod link;
 pub mod pipeline;
 pub mod replay;
 pub mod route;
+pub mod sampler;
 pub mod stage;
 #[allow(unsafe_code)]
 pub mod sys;
