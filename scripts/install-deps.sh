@@ -5,7 +5,8 @@
 #
 #   --tunnel-peers     also install the peers we test and measure against:
 #                      wireguard-go (Debian package) and boringtun-cli (crates.io). Default.
-#   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps.
+#   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps,
+#                      curl and promtool.
 #
 # Environment:
 #   BORINGTUN_VERSION  boringtun-cli version to install (default below).
@@ -58,7 +59,12 @@ quietly() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(iproute2 iputils-ping iperf3 wireguard-tools procps ca-certificates)
+packages=(iproute2 iputils-ping iperf3 wireguard-tools procps ca-certificates curl)
+# promtool (the metrics test checks veil's exposition with it) ships only in Debian's prometheus
+# package; skip that sizeable package where a promtool is already on PATH.
+if ! command -v promtool >/dev/null 2>&1; then
+    packages+=(prometheus)
+fi
 if [ "$tunnel_peers" = yes ]; then
     # Debian ships wireguard-go since bullseye; it is the reference userspace implementation.
     packages+=(wireguard-go)
@@ -132,6 +138,8 @@ report ip ip -V
 report ping ping -V
 report iperf3 iperf3 --version
 report wg wg --version
+report curl curl --version
+report promtool promtool --version
 report ps ps --version
 if [ "$tunnel_peers" = yes ]; then
     report wireguard-go wireguard-go --version
