@@ -434,7 +434,7 @@ fn health(json: bool) -> (i32, String, String) {
     if json {
         cmd.arg("--json");
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.output().expect("run veil health");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
