@@ -297,7 +297,7 @@ fn start(p: Prepared) -> Result<Running, String> {
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
     let (services, recorders) = crate::services::wire(
-        p.services.clone(),
+        p.services,
         &p.name,
         &shared,
         p.threading,

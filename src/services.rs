@@ -52,10 +52,10 @@ const POLL: Duration = Duration::from_millis(500);
 pub const ENV_TEST_STALL: &str = "VEIL_TEST_STALL_THREAD";
 
 /// What `veil up` flags say about the services.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServiceOptions {
-    /// `--metrics-listen`.
-    pub metrics_listen: Option<SocketAddr>,
+    /// `--metrics-listen`, bound already so a bad address fails before anything is created.
+    pub metrics_listen: Option<(SocketAddr, TcpListener)>,
     /// `--metrics-peers`.
     pub metrics_peers: usize,
     /// `VEIL_TEST_STALL_THREAD`: heartbeat slot + 1 of the thread `test-stall` may stall.
@@ -63,7 +63,7 @@ pub struct ServiceOptions {
 }
 
 impl ServiceOptions {
-    /// From the flags and the environment.
+    /// From the flags and the environment; binds the metrics address.
     pub fn from_args(args: &UpArgs) -> Result<Self, String> {
         let test_stall = match std::env::var(ENV_TEST_STALL) {
             Err(_) => None,
@@ -80,8 +80,17 @@ impl ServiceOptions {
                 }
             }),
         };
+        let metrics_listen = match args.metrics_listen {
+            None => None,
+            Some(addr) => Some((
+                addr,
+                TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| format!("--metrics-listen {addr}: cannot bind: {e}"))?,
+            )),
+        };
         Ok(Self {
-            metrics_listen: args.metrics_listen,
+            metrics_listen,
             metrics_peers: args.metrics_peers.unwrap_or(DEFAULT_PEER_SERIES),
             test_stall,
         })
@@ -326,9 +335,8 @@ pub struct Services {
 }
 
 impl Wiring {
-    /// Step two: bind the sockets and start the threads. A UAPI or control socket that cannot
-    /// be made is a warning (the tunnel works without it); a metrics address that cannot be
-    /// bound is an error, since the operator asked for it.
+    /// Step two: bind the unix sockets and start the threads. A UAPI or control socket that
+    /// cannot be made is a warning: the tunnel works without it.
     pub fn start(self) -> Result<Services, String> {
         let mut services = Services {
             stop: Arc::new(AtomicBool::new(false)),
@@ -336,10 +344,7 @@ impl Wiring {
             sockets: Vec::new(),
         };
         let name = self.ctx.name.clone();
-        if let Some(addr) = self.options.metrics_listen {
-            let listener = TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| format!("--metrics-listen {addr}: cannot bind: {e}"))?;
+        if let Some((addr, listener)) = self.options.metrics_listen {
             let ctx = self.ctx.clone();
             services.spawn("veil-metrics", listener, move |stream| {
                 serve_http(&ctx, stream);

@@ -18,6 +18,8 @@ use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
+use zeroize::Zeroize;
+
 use veil_control::device::{DeviceChange, DeviceSnapshot, PeerChange, SecretKey};
 use veil_dataplane::route::IpNet;
 
@@ -140,7 +142,8 @@ pub trait Backend {
 pub fn read_request(r: &mut impl BufRead) -> Result<Option<Vec<String>>, UapiError> {
     let mut lines = Vec::new();
     let mut total = 0usize;
-    let mut line = Vec::with_capacity(128);
+    // Wiped on return: a line may hold a key. Lines are short; it never reallocates twice.
+    let mut line = zeroize::Zeroizing::new(Vec::with_capacity(MAX_LINE + 1));
     loop {
         line.clear();
         let n = io::Read::take(&mut *r, (MAX_LINE + 1) as u64)
@@ -368,9 +371,14 @@ pub fn answer(
     request: Result<Request, UapiError>,
     backend: &impl Backend,
 ) -> (String, Option<UapiError>) {
-    let mut out = String::new();
+    // Room for every peer up front: a `get` carries the private key, and a buffer that grows
+    // would leave copies of it in freed memory.
+    let mut out = String::with_capacity(1024);
     let result = request.and_then(|r| match r {
-        Request::Get => backend.get().map(|state| write_get(&state, &mut out)),
+        Request::Get => backend.get().map(|state| {
+            out.reserve(256 + 512 * state.device.peers.len());
+            write_get(&state, &mut out)
+        }),
         Request::Set(set) => backend.set(set),
     });
     match result {
@@ -398,19 +406,21 @@ pub fn serve_connection(stream: impl io::Read + Write, backend: &impl Backend) {
             Err(e) => Err(e),
         };
         let broken = lines.is_err();
-        let request = lines.and_then(|l| parse_request(&l));
+        // The lines may hold a private or pre-shared key in hex.
+        let request = lines.and_then(|mut l| {
+            let r = parse_request(&l);
+            l.zeroize();
+            r
+        });
         let malformed = matches!(request, Err(UapiError::Protocol(_)));
-        let (reply, err) = answer(request, backend);
+        let (mut reply, err) = answer(request, backend);
         if let Some(e) = err {
             log::warn!("UAPI request refused (errno {}): {e}", e.errno());
         }
         let w = reader.get_mut();
-        if w.write_all(reply.as_bytes())
-            .and_then(|()| w.flush())
-            .is_err()
-            || broken
-            || malformed
-        {
+        let sent = w.write_all(reply.as_bytes()).and_then(|()| w.flush());
+        reply.zeroize();
+        if sent.is_err() || broken || malformed {
             return;
         }
     }

@@ -281,7 +281,8 @@ fn showconf_round_trips_through_setconf() {
         "opgx.conf",
         &format!("[Interface]\nPrivateKey = {x_priv}\nAddress = 10.19.0.1/24\n"),
     );
-    let _x = start(&t, &b, &x_conf, &[], &[]);
+    // In single-threaded mode, so the admin channel is tested with its other doorbell.
+    let _x = start(&t, &b, &x_conf, &["--threading", "single"], &[]);
     let conf_file = t.write("showconf.conf", &conf);
     wg(&t, &b, &["setconf", "opgx", &conf_file.to_string_lossy()]);
     let again = wg(&t, &b, &["showconf", "opgx"]);
