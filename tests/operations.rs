@@ -514,3 +514,31 @@ fn health_reports_a_stalled_thread() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+#[test]
+fn alert_rules_pass_promtool() {
+    // Needs no namespaces, only promtool, which scripts/install-deps.sh installs as root.
+    let found = Command::new("sh")
+        .args(["-c", "command -v promtool"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if let Some(why) = cannot_run() {
+            eprintln!("skipped alert_rules_pass_promtool: promtool missing and {why}");
+            return;
+        }
+    }
+    let promtool = require("promtool");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/veil-alerts.yml");
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
