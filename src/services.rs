@@ -488,14 +488,24 @@ impl Services {
         Ok(())
     }
 
-    /// Stop the threads and remove the sockets (also done on drop).
+    /// Remove the sockets and tell the threads to stop (also done on drop). Threads that are
+    /// idle are joined; one still busy with a slow client is left to end with the process
+    /// rather than hold up the shutdown for its client timeout.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
         for p in self.sockets.drain(..) {
             let _ = fs::remove_file(&p);
+        }
+        // An idle thread sees the flag within one poll period.
+        let deadline = std::time::Instant::now() + POLL + POLL;
+        while self.threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
