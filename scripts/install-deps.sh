@@ -7,6 +7,7 @@
 #                      wireguard-go (Debian package) and boringtun-cli (crates.io). Default.
 #   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps,
 #                      and systemd (for systemd-analyze, which checks scripts/veil@.service).
+#                      curl and promtool.
 #
 # Environment:
 #   BORINGTUN_VERSION  boringtun-cli version to install (default below).
@@ -59,9 +60,14 @@ quietly() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(iproute2 iputils-ping iperf3 wireguard-tools procps ca-certificates)
+packages=(iproute2 iputils-ping iperf3 wireguard-tools procps ca-certificates curl)
 # systemd-analyze verifies the unit file; only its files are needed, not systemd as PID 1.
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+# promtool (the metrics test checks veil's exposition with it) ships only in Debian's prometheus
+# package; skip that sizeable package where a promtool is already on PATH.
+if ! command -v promtool >/dev/null 2>&1; then
+    packages+=(prometheus)
+fi
 if [ "$tunnel_peers" = yes ]; then
     # Debian ships wireguard-go since bullseye; it is the reference userspace implementation.
     packages+=(wireguard-go)
@@ -135,6 +141,8 @@ report ip ip -V
 report ping ping -V
 report iperf3 iperf3 --version
 report wg wg --version
+report curl curl --version
+report promtool promtool --version
 report ps ps --version
 report systemd-analyze systemd-analyze --version
 if [ "$tunnel_peers" = yes ]; then

@@ -1,5 +1,6 @@
 //! Command-line interface (argh).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use argh::FromArgs;
@@ -23,6 +24,8 @@ pub enum Command {
     GenKey(GenKeyArgs),
     PubKey(PubKeyArgs),
     GenPsk(GenPskArgs),
+    Show(ShowArgs),
+    Health(HealthArgs),
 }
 
 /// Bring up a tunnel interface from a wg-quick style config file and carry
@@ -65,6 +68,16 @@ pub struct UpArgs {
     /// do not pin any thread to a CPU (overrides [threading])
     #[argh(switch)]
     pub no_pin: bool,
+
+    /// serve Prometheus metrics (GET /metrics) and health (GET /healthz) over
+    /// HTTP on this address, e.g. 127.0.0.1:9586
+    #[argh(option)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// how many peers (the busiest by bytes) get per-peer metric series
+    /// (default 20; 0 for none)
+    #[argh(option)]
+    pub metrics_peers: Option<usize>,
 }
 
 /// Validate a config file without starting anything: every problem with
@@ -113,3 +126,33 @@ pub struct PubKeyArgs {}
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "genpsk")]
 pub struct GenPskArgs {}
+
+/// Show a running interface: its peers (endpoint, allowed IPs, latest
+/// handshake, transfer), counters and latencies. `wg show IFACE` works too.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+pub struct ShowArgs {
+    /// interface name, as given to `veil up`
+    #[argh(positional)]
+    pub interface: String,
+
+    /// print JSON instead of a table
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Check a running interface component by component (UDP socket, TUN device,
+/// crypto self-test, control and dataplane threads). Exit status 0 when all
+/// are ok, 1 when one is degraded, 2 when one failed, 3 when the interface
+/// cannot be reached.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "health")]
+pub struct HealthArgs {
+    /// interface name, as given to `veil up`
+    #[argh(positional)]
+    pub interface: String,
+
+    /// print JSON instead of a table
+    #[argh(switch)]
+    pub json: bool,
+}

@@ -5,12 +5,19 @@
 mod check;
 mod cli;
 mod config;
+mod ctl;
 mod failure;
+mod health;
+mod http;
 mod keys;
+mod listen;
 mod logging;
+mod metrics;
 mod notify;
 mod runtime;
+mod services;
 mod threading;
+mod uapi;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -48,6 +55,8 @@ fn main() -> ExitCode {
         Command::PubKey(_) => pubkey(),
         Command::Up(args) => runtime::up(args),
         Command::Check(args) => check::check(&args),
+        Command::Show(args) => ctl::show(&args.interface, args.json),
+        Command::Health(args) => ctl::health(&args.interface, args.json),
     }
 }
 

@@ -18,13 +18,15 @@ use veil_dataplane::timing::Timing;
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, ErrorClass, Failure};
+use crate::listen::{UdpHandle, UdpSlot};
 use crate::notify::{Notifier, Watchdog};
+use crate::services::ServiceOptions;
 use crate::threading::{Pinning, ThreadFlags};
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
 /// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN).
-const SOCKET_BUFFER: usize = 8 << 20;
+pub(crate) const SOCKET_BUFFER: usize = 8 << 20;
 /// Test-only: shorten every protocol timer so rekeys happen within seconds.
 const ENV_TEST_REKEY: &str = "VEIL_TEST_REKEY_AFTER_SECS";
 
@@ -65,6 +67,7 @@ struct Prepared {
     timing: Timing,
     /// Test-only fault injection: heartbeat-slot masks (stall, panic).
     test_hooks: (u8, u8),
+    services: ServiceOptions,
 }
 
 fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
@@ -89,6 +92,7 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     .map_err(Fail::Config)?;
     let timing = timing_from_env().map_err(Fail::Config)?;
     let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
+    let services = ServiceOptions::from_args(args).map_err(Fail::Config)?;
     Ok(Prepared {
         name,
         config,
@@ -96,10 +100,11 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         threading,
         timing,
         test_hooks,
+        services,
     })
 }
 
-fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
+pub(crate) fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
     match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
         Ok(s) => Ok(s),
         // Hosts with IPv6 disabled still get an IPv4 socket.
@@ -324,7 +329,7 @@ impl ControlDriver for ControlShell {
 
 /// Sleeps of the I/O threads: poll(2) on the socket, the TUN device and the eventfd.
 struct IoWaiter {
-    udp: Arc<UdpSocket>,
+    udp: UdpHandle,
     tun: Arc<Tun>,
     bell: Arc<EventFd>,
 }
@@ -332,10 +337,12 @@ struct IoWaiter {
 impl Waiter for IoWaiter {
     fn wait_io(&self, timeout: Duration) {
         use std::os::fd::AsFd;
-        let _ = sys::wait_readable(
-            &[self.udp.as_fd(), self.tun.as_fd(), self.bell.as_fd()],
-            Some(timeout),
-        );
+        let _ = self.udp.with(|udp| {
+            sys::wait_readable(
+                &[udp.as_fd(), self.tun.as_fd(), self.bell.as_fd()],
+                Some(timeout),
+            )
+        });
         let _ = self.bell.drain();
     }
 
@@ -411,6 +418,7 @@ struct Running {
     control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
     name: String,
+    _services: crate::services::Services,
     // Dropped last: closing the TUN fd removes the interface.
     _tun: Arc<Tun>,
 }
@@ -456,7 +464,7 @@ fn start(p: Prepared) -> Result<Running, String> {
     let control_counters = device.counters().clone();
     let mut device = ControlShell::new(device);
     let drain_timeout = p.config.sessions.drain_timeout;
-    let udp = Arc::new(udp);
+    let udp = Arc::new(UdpSlot::new(udp).map_err(|e| format!("socket address: {e}"))?);
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
     let wake = bell.clone();
@@ -468,9 +476,21 @@ fn start(p: Prepared) -> Result<Running, String> {
         timing: p.timing,
         ..Default::default()
     };
-    let (rx, crypto, tx, control) = pipeline::build(&cfg, &shared);
+    let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
+    let (services, recorders) = crate::services::wire(
+        p.services,
+        &p.name,
+        &shared,
+        p.threading,
+        &udp,
+        tun.ifindex(),
+        &p.config.interface.addresses,
+        &mut device.device,
+        &mut tx,
+    )?;
+    let mut device = crate::metrics::MeteredDevice::new(device, recorders);
     let waiter = IoWaiter {
-        udp: udp.clone(),
+        udp: udp.handle(),
         tun: tun.clone(),
         bell,
     };
@@ -479,7 +499,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         Threading::Pipeline => {
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
             threads.push(spawn("veil-rx", p.pinning.rx, move || {
-                rx.run(&*u, &*t, &waiter, &s)
+                rx.run(&u.handle(), &*t, &waiter, &s)
             })?);
             let s = shared.clone();
             threads.push(spawn("veil-crypto", p.pinning.crypto, move || {
@@ -487,7 +507,7 @@ fn start(p: Prepared) -> Result<Running, String> {
             })?);
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
             threads.push(spawn("veil-tx", p.pinning.tx, move || {
-                tx.run(&*u, &*t, &s)
+                tx.run(&u.handle(), &*t, &s)
             })?);
             let s = shared.clone();
             threads.push(spawn("veil-control", p.pinning.control, move || {
@@ -498,7 +518,7 @@ fn start(p: Prepared) -> Result<Running, String> {
             let single = SingleThread::new((rx, crypto, tx, control));
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
             threads.push(spawn("veil-single", p.pinning.rx, move || {
-                single.run(&*u, &*t, &waiter, &mut device, &s)
+                single.run(&u.handle(), &*t, &waiter, &mut device, &s)
             })?);
         }
     }
@@ -512,12 +532,14 @@ fn start(p: Prepared) -> Result<Running, String> {
             Threading::Single => "single-threaded",
         }
     );
+    let services = services.start()?;
     Ok(Running {
         shared,
         control_counters,
         drain_timeout,
         threads,
         name: p.name,
+        _services: services,
         _tun: tun,
     })
 }

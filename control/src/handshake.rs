@@ -207,6 +207,12 @@ impl StaticIdentity {
     pub fn cookie_checker(&self) -> CookieChecker {
         CookieChecker::from_keys(self.mac1_key, self.cookie_key)
     }
+
+    /// A copy of the private key, for the operator's own configuration interface (UAPI `get`).
+    /// Wiped when dropped; never log it.
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.secret.to_bytes())
+    }
 }
 
 /// Our half of an initiation in flight.
@@ -306,6 +312,18 @@ impl PeerHandshake {
     /// Forget our pending initiation (the timers gave up on it); its ephemeral is wiped.
     pub fn abandon_initiation(&mut self) {
         self.pending = None;
+    }
+
+    /// The pre-shared key, `None` when there is none (all zeros, as WireGuard treats it).
+    pub fn preshared_key(&self) -> Option<Zeroizing<[u8; 32]>> {
+        let zero: bool = self.psk.ct_eq(&[0u8; 32]).into();
+        (!zero).then(|| Zeroizing::new(*self.psk))
+    }
+
+    /// Replace the pre-shared key (`None`: none). Like the kernel, this keeps the replay and
+    /// flood state; handshakes from now on mix in the new key.
+    pub fn set_preshared_key(&mut self, psk: Option<[u8; 32]>) {
+        *self.psk = psk.unwrap_or_default();
     }
 
     /// The cookie to put in MAC2, if we hold one younger than [`COOKIE_LIFETIME`].

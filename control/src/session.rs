@@ -321,8 +321,9 @@ mod tests {
         let p = policy();
         let t0 = Instant::now();
         let mut s = Session::new(1, t0);
+                // Data and the answers arrive together, so idleness never gets in the way.
         let act = |h: u64| Activity {
-            last_data: Some(t0),
+            last_data: Some(at(t0, h)),
             last_heard: Some(at(t0, h)),
         };
         assert_eq!(s.poll(&p, at(t0, 10), act(0)), Due::Probe);

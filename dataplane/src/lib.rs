@@ -18,6 +18,7 @@ pub mod priority;
 pub mod ratelimit;
 pub mod replay;
 pub mod route;
+pub mod sampler;
 pub mod stage;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -4,7 +4,7 @@
 //! work is in the stage functions, which single-threaded mode calls in one
 //! loop. The runtime (the `veil` binary) spawns, names and pins the threads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crate::doorbell::{Backoff, Doorbell};
 use crate::fault::{Fault, FaultCell, IoOp, IoTrouble, TestHooks, Verdict};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::{Command, Epoch, Event, HandshakeDatagram};
+use crate::sampler::Recorder;
 use crate::stage::{CryptoStage, EventSink, RxStage, TxStage};
 use crate::timing::Timing;
 
@@ -118,6 +119,9 @@ pub struct Shared {
     pub fault: FaultCell,
     /// Test-only stall / panic injection (see [`TestHooks`]).
     pub test_hooks: TestHooks,
+    /// Test hook: heartbeat slot + 1 of a thread that is to stall (stop working and beating
+    /// until shutdown), so health checks can be tested; 0 for none. Never set in production.
+    pub test_stall: AtomicUsize,
 }
 
 impl Shared {
@@ -138,6 +142,7 @@ impl Shared {
             epoch,
             fault: FaultCell::default(),
             test_hooks: TestHooks::default(),
+            test_stall: AtomicUsize::new(0),
         }
     }
 
@@ -170,6 +175,17 @@ impl Shared {
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The [`Shared::test_stall`] hook: a thread asked to stall sleeps here until shutdown.
+    /// `which` is the caller's heartbeat slot, `None` for the single thread (it has them all).
+    fn stall_if_asked(&self, which: Option<usize>) {
+        let asked = self.test_stall.load(Ordering::Relaxed);
+        if asked != 0 && which.is_none_or(|w| asked == w.saturating_add(1)) {
+            while !self.stopped() {
+                std::thread::sleep(IDLE_WAIT);
+            }
+        }
     }
 }
 
@@ -230,6 +246,16 @@ pub struct TxThread {
     to_rx: Producer<Batch>,
     to_crypto: Producer<Batch>,
     handshakes: Consumer<HandshakeDatagram>,
+    samples: Option<TxSamples>,
+}
+
+/// Histograms the TX thread records per batch: RX→TX latency and batch size.
+#[derive(Debug)]
+pub struct TxSamples {
+    /// Nanoseconds from RX reading a batch to TX finishing it.
+    pub latency_ns: Recorder,
+    /// Packets per batch.
+    pub batch_size: Recorder,
 }
 
 /// The control thread's end of the rings.
@@ -302,6 +328,7 @@ pub fn build(
             to_rx: rx_free_p,
             to_crypto: cr_free_p,
             handshakes: hs_out_c,
+            samples: None,
         },
         ControlThread {
             handshakes: hs_in_c,
@@ -417,6 +444,7 @@ impl RxThread {
     ) {
         let mut backoff = Backoff::default();
         while !shared.stopped() {
+            shared.stall_if_asked(Some(HEARTBEAT_RX));
             shared.beat(HEARTBEAT_RX, Instant::now());
             let moved = self.round(udp, tun, shared);
             if !self.settle_errors("veil-rx", waiter, shared) {
@@ -500,6 +528,7 @@ impl CryptoThread {
         shared.crypto_bell.register_current();
         let mut backoff = Backoff::default();
         while !shared.stopped() {
+            shared.stall_if_asked(Some(HEARTBEAT_CRYPTO));
             shared.beat(HEARTBEAT_CRYPTO, Instant::now());
             if self.round(shared) {
                 backoff.reset();
@@ -511,6 +540,11 @@ impl CryptoThread {
 }
 
 impl TxThread {
+    /// Record latency and batch-size histograms from now on (one clock read per batch).
+    pub fn record_samples(&mut self, samples: TxSamples) {
+        self.samples = Some(samples);
+    }
+
     /// One round. Returns true if anything moved.
     pub fn round(&mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) -> bool {
         let mut moved = false;
@@ -523,6 +557,16 @@ impl TxThread {
                 break;
             };
             self.stage.flush(&batch, udp, tun);
+            if let Some(s) = &mut self.samples {
+                let now = Instant::now();
+                if let Some(stamp) = batch.stamp {
+                    let ns = now.saturating_duration_since(stamp).as_nanos();
+                    s.latency_ns.record(u64::try_from(ns).unwrap_or(u64::MAX));
+                }
+                s.batch_size.record(batch.len as u64);
+                s.latency_ns.flush_if_due(now);
+                s.batch_size.flush_if_due(now);
+            }
             self.give_back(batch, shared);
             moved = true;
         }
@@ -547,6 +591,7 @@ impl TxThread {
         shared.tx_bell.register_current();
         let mut backoff = Backoff::default();
         while !shared.stopped() {
+            shared.stall_if_asked(Some(HEARTBEAT_TX));
             shared.beat(HEARTBEAT_TX, Instant::now());
             if self.round(udp, tun, shared) {
                 backoff.reset();
@@ -625,6 +670,7 @@ impl ControlThread {
     pub fn run(mut self, driver: &mut impl ControlDriver, shared: &Shared) {
         shared.control_bell.register_current();
         while !shared.stopped() {
+            shared.stall_if_asked(Some(HEARTBEAT_CONTROL));
             let now = Instant::now();
             shared.beat(HEARTBEAT_CONTROL, now);
             let deadline = self.round(driver, shared);
@@ -681,6 +727,7 @@ impl SingleThread {
     ) {
         let mut backoff = Backoff::default();
         while !shared.stopped() {
+            shared.stall_if_asked(None);
             let now = Instant::now();
             shared.test_hooks.at_beat(0b1111, &shared.stop);
             for h in &shared.heartbeats {

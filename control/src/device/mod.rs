@@ -37,6 +37,13 @@ mod protection;
 pub use lifecycle::Reconnect;
 pub use protection::{ProtectionConfig, INITIATIONS_PER_SEC};
 
+mod admin;
+pub use admin::{
+    admin_channel, AdminError, AdminHandle, AdminInbox, AdminRequest, AdminResponse, ChangeOutcome,
+    ConfigureError, DeviceChange, DeviceSnapshot, PeerChange, PeerSnapshot, SecretKey, ADMIN_QUEUE,
+    SLOT_QUARANTINE,
+};
+
 /// Handshake backlog above which the control thread considers itself under load.
 pub const UNDER_LOAD_BACKLOG: usize = 128;
 
@@ -152,7 +159,7 @@ veil_dataplane::counter_set!(
         keepalives_requested,
         /// Commands that could not be queued.
         commands_dropped,
-    }
+            }
 );
 
 struct Peer {
@@ -217,6 +224,7 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     next_session: u64,
     drain: Option<lifecycle::Drain>,
     protection: protection::Protection,
+    admin: admin::AdminState,
 }
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
@@ -307,6 +315,7 @@ impl<R: CryptoRngCore> Device<R> {
             next_session: 1,
             drain: None,
             protection: protection::Protection::new(ProtectionConfig::default()),
+            admin: Default::default(),
         }
     }
 
@@ -340,10 +349,10 @@ impl<R: CryptoRngCore> Device<R> {
         if handshake.remote_key_is_low_order() {
             return Err(AddPeerError::WeakKey);
         }
-        let slot = self.peers.len();
+        let slot = self.admin.reusable_slot().unwrap_or(self.peers.len());
         let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
         let stats = Arc::new(PeerStats::default());
-        self.peers.push(Peer {
+        let peer = Peer {
             id,
             short: short_id(&spec.public_key),
             handshake,
@@ -371,7 +380,11 @@ impl<R: CryptoRngCore> Device<R> {
             refusal_logged: None,
             new_sessions: VecDeque::new(),
             cookie_resent: None,
-        });
+        };
+        match self.peers.get_mut(slot) {
+            Some(vacant) => *vacant = peer,
+            None => self.peers.push(peer),
+        }
         self.by_key.insert(spec.public_key, slot);
         self.commands.push_back(Command::AddPeer {
             peer: id,
@@ -400,7 +413,9 @@ impl<R: CryptoRngCore> Device<R> {
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.peers
             .iter()
-            .map(|p| PeerStatus {
+            .enumerate()
+            .filter(|(slot, _)| self.is_live(*slot))
+            .map(|(_, p)| PeerStatus {
                 id: p.id,
                 public_key: *p.handshake.remote_public(),
                 endpoint: p.endpoint,
@@ -813,6 +828,9 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     }
 
     fn on_event(&mut self, ev: Event, now: Instant) {
+        if self.ignores_event(&ev) {
+            return;
+        }
         match ev {
             Event::HandshakeNeeded { peer } => self.start_handshake(peer.0 as usize, now),
             Event::EndpointChanged { peer, addr } => self.on_roam(peer.0 as usize, addr, now),
@@ -850,7 +868,12 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
         self.drain.as_ref().is_some_and(|d| d.done)
     }
 
+    fn poll_admin(&mut self, now: Instant) {
+        self.serve_admin(now);
+    }
+
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
+        self.admin.backlog = queued;
         if queued >= UNDER_LOAD_BACKLOG {
             self.under_load_until = Some(now + UNDER_LOAD_LINGER);
         }

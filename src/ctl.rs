@@ -1,0 +1,277 @@
+//! veil's own control socket, `/run/veil/IFACE.sock` (mode 0600), and the `veil show` and
+//! `veil health` commands that talk to it.
+//!
+//! Protocol, version 1: the client sends one line, `show text`, `show json`, `health text` or
+//! `health json`; the daemon answers `veil-ctl/1 exit=N` on the first line, then the body, and
+//! closes. `N` is the exit status the command should end with (for `health`, 0 only when every
+//! component is ok). The daemon renders the body, so the client needs no parser.
+//!
+//! Test hook: when the daemon was started with `VEIL_TEST_STALL_THREAD=NAME`, the line
+//! `test-stall` makes that thread stall (stop beating and working) until shutdown, so tests can
+//! watch `veil health` notice. Without the variable the line is refused.
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use crate::keys::encode_key;
+use crate::metrics::{render_json, MetricsData};
+use crate::services::{ctl_socket, Context};
+
+/// First word of every answer.
+const VERSION: &str = "veil-ctl/1";
+/// Exit status when the daemon cannot be reached or answers nonsense.
+const EXIT_UNREACHABLE: u8 = 3;
+/// Longest request line.
+const MAX_LINE: u64 = 256;
+
+fn answer(ctx: &Context, line: &str) -> (u8, String) {
+    match line.trim_end() {
+        "show text" => (0, render_show_text(&ctx.metrics_data(), SystemTime::now())),
+        "show json" => (
+            0,
+            render_json(&ctx.metrics_data(), SystemTime::now()) + "\n",
+        ),
+        "health text" | "health json" => {
+            let report = crate::health::check(ctx);
+            let body = if line.trim_end().ends_with("json") {
+                report.to_json() + "\n"
+            } else {
+                report.to_text()
+            };
+            (report.status().exit_code(), body)
+        }
+        "test-stall" => match ctx.test_stall {
+            Some(slot) => {
+                ctx.shared.test_stall.store(slot, Ordering::Relaxed);
+                log::warn!("{}: test hook: stalling a dataplane thread", ctx.name);
+                (0, "stalled\n".into())
+            }
+            None => (2, "test hooks are off\n".into()),
+        },
+        _ => (
+            2,
+            "unknown request: expected 'show text', 'show json', 'health text' or 'health json'\n"
+                .into(),
+        ),
+    }
+}
+
+/// Serve one connection on the control socket.
+pub fn serve_connection(ctx: &Context, stream: UnixStream) {
+    let mut reader = BufReader::new(&stream).take(MAX_LINE);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let (code, body) = answer(ctx, &line);
+    let mut w = &stream;
+    let _ = write!(w, "{VERSION} exit={code}\n{body}");
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+fn human_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        7200..=172_799 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn millis(seconds: f64) -> String {
+    format!("{:.3} ms", seconds * 1000.0)
+}
+
+/// `veil show IFACE`: the interface, a table of peers, non-zero counters and latencies.
+pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "interface: {}", data.interface);
+    let _ = writeln!(o, "  listening port: {}", data.listen_port);
+    match &data.device {
+        None => {
+            let _ = writeln!(o, "  control thread: NOT ANSWERING (peers unknown)");
+        }
+        Some(d) => {
+            let _ = writeln!(o, "  public key: {}", encode_key(&d.public_key));
+            let _ = writeln!(
+                o,
+                "  peers: {} ({} with an active session)",
+                d.peers.len(),
+                d.active_sessions
+            );
+        }
+    }
+    if let Some(rss) = data.rss_bytes {
+        let _ = writeln!(o, "  memory: {}", human_bytes(rss));
+    }
+    if let Some(d) = &data.device {
+        if !d.peers.is_empty() {
+            let rows: Vec<[String; 6]> = d
+                .peers
+                .iter()
+                .map(|p| {
+                    let ips: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
+                    [
+                        encode_key(&p.public_key),
+                        p.endpoint.map_or("(none)".into(), |e| e.to_string()),
+                        if ips.is_empty() {
+                            "(none)".into()
+                        } else {
+                            ips.join(", ")
+                        },
+                        p.last_handshake.map_or("never".into(), |t| {
+                            human_age(now.duration_since(t).unwrap_or_default())
+                        }),
+                        human_bytes(p.rx_bytes),
+                        human_bytes(p.tx_bytes),
+                    ]
+                })
+                .collect();
+            let head = [
+                "PEER",
+                "ENDPOINT",
+                "ALLOWED IPS",
+                "HANDSHAKE",
+                "RECEIVED",
+                "SENT",
+            ];
+            let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+            for r in &rows {
+                for (w, c) in widths.iter_mut().zip(r) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            o.push('\n');
+            let line = |cells: Vec<&str>| {
+                let mut l = String::new();
+                for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+                    if i + 1 == cells.len() {
+                        l.push_str(c);
+                    } else {
+                        let _ = write!(l, "{c:<w$}  ");
+                    }
+                }
+                l.trim_end().to_string() + "\n"
+            };
+            o.push_str(&line(head.to_vec()));
+            for r in &rows {
+                o.push_str(&line(r.iter().map(String::as_str).collect()));
+            }
+        }
+    }
+    o.push_str("\ncounters (non-zero):\n");
+    for (stage, set) in &data.counters {
+        for (k, v) in set.iter().filter(|(_, v)| *v > 0) {
+            let _ = writeln!(o, "  {stage}.{k} {v}");
+        }
+    }
+    o.push_str("\nlatency:\n");
+    for h in &data.histograms {
+        let [p50, p90, p99, max] = h.quantiles;
+        if h.name.ends_with("_seconds") {
+            let _ = writeln!(
+                o,
+                "  {:<30} n={} p50={} p90={} p99={} max={}",
+                h.name.trim_end_matches("_seconds"),
+                h.count,
+                millis(p50),
+                millis(p90),
+                millis(p99),
+                millis(max)
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "  {:<30} n={} p50={p50} p90={p90} p99={p99} max={max}",
+                h.name, h.count
+            );
+        }
+    }
+    o
+}
+
+fn request(interface: &str, line: &str) -> io::Result<(u8, String)> {
+    let path = ctl_socket(interface);
+    let mut stream = UnixStream::connect(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut reply = String::new();
+    stream.take(64 << 20).read_to_string(&mut reply)?;
+    let (first, body) = reply.split_once('\n').unwrap_or((reply.as_str(), ""));
+    let code = first
+        .strip_prefix(VERSION)
+        .and_then(|r| r.trim().strip_prefix("exit="))
+        .and_then(|c| c.parse::<u8>().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a veil control socket"))?;
+    Ok((code, body.to_string()))
+}
+
+fn run(command: &str, interface: &str, json: bool) -> ExitCode {
+    if let Err(e) = crate::config::validate_interface_name(interface) {
+        eprintln!("veil {command}: interface '{interface}': {e}");
+        return ExitCode::from(2);
+    }
+    let format = if json { "json" } else { "text" };
+    match request(interface, &format!("{command} {format}")) {
+        Ok((code, body)) => {
+            print!("{body}");
+            if code != 0 && command == "health" {
+                // Name what is wrong on stderr too, for scripts that only keep that.
+                if let Some(first) = body.lines().next().filter(|_| !json) {
+                    eprintln!("veil health: {first}");
+                }
+            }
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            eprintln!(
+                "veil {command}: cannot reach interface {interface}: {e} (is `veil up` running for it?)"
+            );
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
+/// `veil show IFACE [--json]`.
+pub fn show(interface: &str, json: bool) -> ExitCode {
+    run("show", interface, json)
+}
+
+/// `veil health IFACE [--json]`.
+pub fn health(interface: &str, json: bool) -> ExitCode {
+    run("health", interface, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages_for_people() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_age(Duration::from_secs(5)), "5s ago");
+        assert_eq!(human_age(Duration::from_secs(600)), "10m ago");
+    }
+}

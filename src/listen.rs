@@ -1,0 +1,178 @@
+//! The outer UDP socket, replaceable while the dataplane runs (UAPI `listen_port=`).
+//!
+//! The RX and TX threads each hold a [`UdpHandle`]: a cached `Arc` of the current socket and
+//! the generation it belongs to. Every batched call first compares the generation with the
+//! [`UdpSlot`]'s (one relaxed-then-acquire load of a read-mostly cache line, no lock, no
+//! atomic write) and only after a rebind takes the slot's lock to pick up the new socket. So
+//! the per-packet path stays lock-free, and a rebind is: bind the new socket first (a busy port
+//! fails without touching anything), publish it, wake RX out of poll(2) so it polls the new
+//! fd. The old socket closes when the last thread has moved on (TX only moves on at its next
+//! send, so the old port can stay bound until then).
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use veil_dataplane::batch::PacketMeta;
+use veil_dataplane::io::DatagramIo;
+use veil_dataplane::sys::UdpSocket;
+
+/// The current outer socket, shared by every thread that sends or receives.
+pub struct UdpSlot {
+    socket: RwLock<Arc<UdpSocket>>,
+    generation: AtomicU64,
+    port: AtomicU16,
+    /// Serialises rebinds (two UAPI clients at once).
+    rebinding: Mutex<()>,
+}
+
+impl std::fmt::Debug for UdpSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSlot")
+            .field("port", &self.port())
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl UdpSlot {
+    /// A slot holding `socket`.
+    pub fn new(socket: UdpSocket) -> io::Result<Self> {
+        let port = socket.local_addr()?.port();
+        Ok(Self {
+            socket: RwLock::new(Arc::new(socket)),
+            generation: AtomicU64::new(0),
+            port: AtomicU16::new(port),
+            rebinding: Mutex::new(()),
+        })
+    }
+
+    /// The socket in use now.
+    pub fn current(&self) -> Arc<UdpSocket> {
+        self.socket.read().clone()
+    }
+
+    /// The port the current socket is bound to.
+    pub fn port(&self) -> u16 {
+        self.port.load(Ordering::Relaxed)
+    }
+
+    /// A handle for one thread.
+    pub fn handle(self: &Arc<Self>) -> UdpHandle {
+        UdpHandle {
+            generation: Cell::new(self.generation.load(Ordering::Acquire)),
+            socket: RefCell::new(self.current()),
+            slot: self.clone(),
+        }
+    }
+
+    /// Move to `port` (0: any free port): `bind` makes the new socket, which replaces the
+    /// current one. The same port again changes nothing. Returns the port now in use; on an
+    /// error the old socket stays.
+    pub fn rebind(
+        &self,
+        port: u16,
+        bind: impl FnOnce(u16) -> io::Result<UdpSocket>,
+    ) -> io::Result<u16> {
+        let _one_at_a_time = self.rebinding.lock();
+        if port != 0 && port == self.port() {
+            return Ok(port);
+        }
+        let socket = bind(port)?;
+        let bound = socket.local_addr()?.port();
+        let old = std::mem::replace(&mut *self.socket.write(), Arc::new(socket));
+        self.port.store(bound, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+        drop(old);
+        Ok(bound)
+    }
+}
+
+/// One thread's view of the [`UdpSlot`]. Not `Sync`: each thread makes its own.
+pub struct UdpHandle {
+    slot: Arc<UdpSlot>,
+    generation: Cell<u64>,
+    socket: RefCell<Arc<UdpSocket>>,
+}
+
+impl std::fmt::Debug for UdpHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpHandle")
+            .field("generation", &self.generation.get())
+            .finish()
+    }
+}
+
+impl UdpHandle {
+    /// Run `f` on the current socket, picking it up first if it was replaced.
+    #[inline]
+    pub fn with<T>(&self, f: impl FnOnce(&UdpSocket) -> T) -> T {
+        let now = self.slot.generation.load(Ordering::Acquire);
+        if now != self.generation.get() {
+            *self.socket.borrow_mut() = self.slot.current();
+            self.generation.set(now);
+        }
+        f(&self.socket.borrow())
+    }
+}
+
+impl DatagramIo for UdpHandle {
+    fn recv_batch(&self, bufs: &mut [Box<[u8]>], metas: &mut [PacketMeta]) -> io::Result<usize> {
+        self.with(|s| DatagramIo::recv_batch(s, bufs, metas))
+    }
+
+    fn send_batch(
+        &self,
+        pkts: &[&[u8]],
+        dests: &[SocketAddr],
+        failed: &mut u64,
+    ) -> io::Result<usize> {
+        self.with(|s| DatagramIo::send_batch(s, pkts, dests, failed))
+    }
+
+    fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize> {
+        self.with(|s| DatagramIo::send_to(s, pkt, dest))
+    }
+
+    fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {
+        self.with(|s| DatagramIo::wait_writable(s, timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn bind(port: u16) -> io::Result<UdpSocket> {
+        UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), false)
+    }
+
+    #[test]
+    fn handles_follow_a_rebind() {
+        let slot = Arc::new(UdpSlot::new(bind(0).unwrap()).unwrap());
+        let h = slot.handle();
+        let first = h.with(|s| s.local_addr().unwrap().port());
+        assert_eq!(first, slot.port());
+        let second = slot.rebind(0, bind).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(h.with(|s| s.local_addr().unwrap().port()), second);
+        // Same port: nothing happens.
+        assert_eq!(slot.rebind(second, |_| unreachable!()).unwrap(), second);
+    }
+
+    #[test]
+    fn a_busy_port_keeps_the_old_socket() {
+        let slot = Arc::new(UdpSlot::new(bind(0).unwrap()).unwrap());
+        let busy = bind(0).unwrap();
+        let busy_port = busy.local_addr().unwrap().port();
+        let before = slot.port();
+        let err = slot.rebind(busy_port, bind).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(slot.port(), before);
+    }
+}

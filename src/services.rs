@@ -1,0 +1,517 @@
+//! The operator-facing services of a running interface, each on a thread of its own (never a
+//! dataplane thread):
+//!
+//! - `veil-uapi`: the `wg` tool's protocol on `/var/run/wireguard/IFACE.sock` ([`crate::uapi`]);
+//! - `veil-ctl`: `veil show` / `veil health` on `/run/veil/IFACE.sock` ([`crate::ctl`]);
+//! - `veil-metrics`: `GET /metrics` and `GET /healthz` on `--metrics-listen` ([`crate::http`]).
+//!
+//! They reach the peer table only through the admin channel into the control thread, and read
+//! counters and heartbeats from [`Shared`]. Sockets are mode 0600 and removed when the
+//! [`Services`] are dropped.
+//!
+//! The runtime wires them in two steps: [`wire`] before the dataplane threads start (it attaches
+//! the admin channel to the device and the histogram recorders to the TX thread), and
+//! [`Wiring::start`] once they run.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{info, warn};
+use veil_control::device::{
+    admin_channel, AdminError, AdminHandle, ChangeOutcome, ConfigureError, ControlCounters, Device,
+};
+use veil_dataplane::pipeline::{
+    Shared, TxThread, HEARTBEAT_CONTROL, HEARTBEAT_CRYPTO, HEARTBEAT_RX, HEARTBEAT_TX,
+};
+use veil_dataplane::route::IpNet;
+use veil_dataplane::sys::{self, Netlink};
+
+use crate::cli::{Threading, UpArgs};
+use crate::listen::UdpSlot;
+use crate::metrics::{self, HandshakeRecorders, MetricsData, MetricsHub, DEFAULT_PEER_SERIES};
+use crate::uapi::{self, Backend, InterfaceState, SetRequest, UapiError};
+
+/// Directory of veil's own control sockets.
+pub const CTL_DIR: &str = "/run/veil";
+/// How long a service waits for the control thread.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read/write timeout of a client connection on a unix socket.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a service thread looks at the stop flag.
+const POLL: Duration = Duration::from_millis(500);
+/// Test-only: arms the `test-stall THREAD` control command (see docs/OPERATIONS.md).
+pub const ENV_TEST_STALL: &str = "VEIL_TEST_STALL_ON_REQUEST";
+
+/// What `veil up` flags say about the services.
+#[derive(Debug)]
+pub struct ServiceOptions {
+    /// `--metrics-listen`, bound already so a bad address fails before anything is created.
+    pub metrics_listen: Option<(SocketAddr, TcpListener)>,
+    /// `--metrics-peers`.
+    pub metrics_peers: usize,
+    /// `VEIL_TEST_STALL_ON_REQUEST`: heartbeat slot + 1 of the thread `test-stall` may stall.
+    pub test_stall: Option<usize>,
+}
+
+impl ServiceOptions {
+    /// From the flags and the environment; binds the metrics address.
+    pub fn from_args(args: &UpArgs) -> Result<Self, String> {
+        let test_stall = match std::env::var(ENV_TEST_STALL) {
+            Err(_) => None,
+            Ok(name) => Some(match name.as_str() {
+                "veil-rx" => HEARTBEAT_RX + 1,
+                "veil-crypto" => HEARTBEAT_CRYPTO + 1,
+                "veil-tx" => HEARTBEAT_TX + 1,
+                "veil-control" => HEARTBEAT_CONTROL + 1,
+                "veil-single" => 1,
+                other => {
+                    return Err(format!(
+                        "{ENV_TEST_STALL}={other}: expected veil-rx, veil-crypto, veil-tx, veil-control or veil-single"
+                    ))
+                }
+            }),
+        };
+        let metrics_listen = match args.metrics_listen {
+            None => None,
+            Some(addr) => Some((
+                addr,
+                TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| format!("--metrics-listen {addr}: cannot bind: {e}"))?,
+            )),
+        };
+        Ok(Self {
+            metrics_listen,
+            metrics_peers: args.metrics_peers.unwrap_or(DEFAULT_PEER_SERIES),
+            test_stall,
+        })
+    }
+}
+
+/// What every service needs to read or change the running interface.
+#[derive(Debug)]
+pub struct Context {
+    /// Interface name.
+    pub name: String,
+    /// Into the control thread.
+    pub admin: AdminHandle,
+    /// Counters, heartbeats, doorbells.
+    pub shared: Arc<Shared>,
+    /// The control thread's counters.
+    pub control_counters: Arc<ControlCounters>,
+    /// The outer socket.
+    pub udp: Arc<UdpSlot>,
+    /// The TUN device's index.
+    pub tun_ifindex: u32,
+    /// Threading mode.
+    pub threading: Threading,
+    /// Histograms.
+    pub hub: Arc<MetricsHub>,
+    /// Networks of the interface's own addresses: their routes are the kernel's, never removed.
+    pub own_networks: Vec<IpNet>,
+    /// Test hook (see [`ServiceOptions::test_stall`]).
+    pub test_stall: Option<usize>,
+}
+
+impl Context {
+    /// Age of a heartbeat slot.
+    pub fn heartbeat_age(&self, slot: usize) -> Option<Duration> {
+        let beat = self.shared.heartbeats.get(slot)?.load(Ordering::Relaxed);
+        let at = self.shared.epoch.instant(beat)?;
+        Some(at.elapsed())
+    }
+
+    /// The dataplane threads by name and heartbeat slot.
+    pub fn dataplane_threads(&self) -> Vec<(&'static str, usize)> {
+        match self.threading {
+            Threading::Pipeline => vec![
+                ("veil-rx", HEARTBEAT_RX),
+                ("veil-crypto", HEARTBEAT_CRYPTO),
+                ("veil-tx", HEARTBEAT_TX),
+            ],
+            Threading::Single => vec![("veil-single", HEARTBEAT_RX)],
+        }
+    }
+
+    /// Gather everything for a scrape or `veil show`.
+    pub fn metrics_data(&self) -> MetricsData {
+        let s = &self.shared;
+        let mut heartbeats: Vec<(&'static str, Option<f64>)> = self
+            .dataplane_threads()
+            .into_iter()
+            .map(|(n, slot)| (n, self.heartbeat_age(slot).map(|d| d.as_secs_f64())))
+            .collect();
+        if self.threading == Threading::Pipeline {
+            heartbeats.push((
+                "veil-control",
+                self.heartbeat_age(HEARTBEAT_CONTROL)
+                    .map(|d| d.as_secs_f64()),
+            ));
+        }
+        MetricsData {
+            interface: self.name.clone(),
+            listen_port: self.udp.port(),
+            counters: vec![
+                ("rx", s.rx.snapshot()),
+                ("crypto", s.crypto.snapshot()),
+                ("tx", s.tx.snapshot()),
+                ("control", self.control_counters.snapshot()),
+            ],
+            device: self.admin.snapshot(false, ADMIN_TIMEOUT).ok(),
+            histograms: self.hub.histograms(),
+            rss_bytes: metrics::rss_bytes(),
+            heartbeats,
+            start_time: metrics::unix_seconds(self.hub.started),
+            peer_series: self.hub.peer_series,
+        }
+    }
+
+    /// Move the outer socket to `port` and wake RX so it polls the new one.
+    pub fn rebind(&self, port: u16) -> Result<u16, UapiError> {
+        let bind = |p: u16| {
+            let s = crate::runtime::bind_udp(p)?;
+            let _ = s.set_buffer_sizes(crate::runtime::SOCKET_BUFFER);
+            Ok(s)
+        };
+        match self.udp.rebind(port, bind) {
+            Ok(bound) => {
+                self.shared.rx_bell.wake_now();
+                info!("{}: listening on UDP port {bound}", self.name);
+                Ok(bound)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(UapiError::PortInUse(port)),
+            Err(e) => Err(UapiError::Io(format!("cannot bind UDP port {port}: {e}"))),
+        }
+    }
+
+    /// Add and remove the kernel routes a change implies, as `veil up` does for the config's
+    /// peers (never a /0, never the interface's own networks).
+    pub fn apply_routes(&self, outcome: &ChangeOutcome) {
+        if outcome.routes_added.is_empty() && outcome.routes_removed.is_empty() {
+            return;
+        }
+        let nl = match Netlink::new() {
+            Ok(nl) => nl,
+            Err(e) => {
+                warn!("{}: netlink: {e}; routes not changed", self.name);
+                return;
+            }
+        };
+        for n in &outcome.routes_added {
+            if n.prefix == 0 {
+                warn!(
+                    "AllowedIPs {n}: veil does not install default routes (it would capture the tunnel's own traffic); add a route yourself"
+                );
+                continue;
+            }
+            if let Err(e) = nl.add_route(self.tun_ifindex, n.addr, n.prefix) {
+                warn!("{}: add route {n}: {e}", self.name);
+            }
+        }
+        for n in &outcome.routes_removed {
+            if n.prefix == 0 || self.own_networks.contains(n) {
+                continue;
+            }
+            match nl.delete_route(self.tun_ifindex, n.addr, n.prefix) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warn!("{}: delete route {n}: {e}", self.name),
+            }
+        }
+    }
+}
+
+fn admin_error(e: AdminError) -> UapiError {
+    match e {
+        AdminError::Busy => UapiError::Busy,
+        AdminError::Timeout => UapiError::TimedOut,
+        AdminError::Closed | AdminError::Mismatch => UapiError::Io(e.to_string()),
+    }
+}
+
+impl Backend for Context {
+    fn get(&self) -> Result<InterfaceState, UapiError> {
+        let device = self
+            .admin
+            .snapshot(true, ADMIN_TIMEOUT)
+            .map_err(admin_error)?;
+        Ok(InterfaceState {
+            listen_port: self.udp.port(),
+            device,
+        })
+    }
+
+    fn set(&self, request: SetRequest) -> Result<(), UapiError> {
+        if let Some(port) = request.listen_port {
+            self.rebind(port)?;
+        }
+        if !request.changes_device() {
+            return Ok(());
+        }
+        let outcome = self
+            .admin
+            .configure(request.change, ADMIN_TIMEOUT)
+            .map_err(admin_error)?
+            .map_err(|e| match e {
+                ConfigureError::ZeroPrivateKey => UapiError::Invalid {
+                    key: "private_key".into(),
+                    reason: "the all-zero key cannot be used",
+                },
+                ConfigureError::OwnKey => UapiError::Invalid {
+                    key: "public_key".into(),
+                    reason: "the interface's own public key",
+                },
+                ConfigureError::WeakKey => UapiError::Invalid {
+                    key: "public_key".into(),
+                    reason: "a low-order point",
+                },
+            })?;
+        self.apply_routes(&outcome);
+        Ok(())
+    }
+}
+
+/// Step one, before the dataplane threads start.
+#[derive(Debug)]
+pub struct Wiring {
+    ctx: Arc<Context>,
+    options: ServiceOptions,
+}
+
+/// Attach the admin channel to `device` and the TX histograms to `tx`; returns the wiring
+/// and the recorders for [`crate::metrics::MeteredDevice`].
+#[allow(clippy::too_many_arguments)]
+pub fn wire(
+    options: ServiceOptions,
+    name: &str,
+    shared: &Arc<Shared>,
+    threading: Threading,
+    udp: &Arc<UdpSlot>,
+    tun_ifindex: u32,
+    addresses: &[IpNet],
+    device: &mut Device,
+    tx: &mut TxThread,
+) -> Result<(Wiring, HandshakeRecorders), String> {
+    let s = shared.clone();
+    // In single mode the one thread sleeps in poll(2) on RX's eventfd.
+    let (admin, inbox) = admin_channel(move || match threading {
+        Threading::Pipeline => s.control_bell.wake_now(),
+        Threading::Single => s.rx_bell.wake_now(),
+    });
+    device.attach_admin(inbox);
+    let (hub, tx_samples, recorders) =
+        MetricsHub::new(options.metrics_peers).map_err(|e| format!("metrics: {e}"))?;
+    tx.record_samples(tx_samples);
+    let ctx = Arc::new(Context {
+        name: name.to_string(),
+        admin,
+        shared: shared.clone(),
+        control_counters: device.counters().clone(),
+        udp: udp.clone(),
+        tun_ifindex,
+        threading,
+        hub,
+        own_networks: addresses.iter().map(IpNet::network).collect(),
+        test_stall: options.test_stall,
+    });
+    Ok((Wiring { ctx, options }, recorders))
+}
+
+/// The running services; dropping them stops their threads and removes their sockets.
+#[derive(Debug)]
+pub struct Services {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    sockets: Vec<PathBuf>,
+}
+
+impl Wiring {
+    /// Step two: bind the unix sockets and start the threads. A UAPI or control socket that
+    /// cannot be made is a warning: the tunnel works without it.
+    pub fn start(self) -> Result<Services, String> {
+        let mut services = Services {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            sockets: Vec::new(),
+        };
+        let name = self.ctx.name.clone();
+        if let Some((addr, listener)) = self.options.metrics_listen {
+            let ctx = self.ctx.clone();
+            services.spawn("veil-metrics", listener, move |stream| {
+                serve_http(&ctx, stream);
+            })?;
+            info!("{name}: metrics on http://{addr}/metrics");
+        }
+        let uapi_path = Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock"));
+        match bind_unix(&uapi_path) {
+            Ok(listener) => {
+                let ctx = self.ctx.clone();
+                services.sockets.push(uapi_path.clone());
+                services.spawn("veil-uapi", listener, move |stream: UnixStream| {
+                    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+                    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+                    uapi::serve_connection(stream, &*ctx);
+                })?;
+            }
+            Err(e) => warn!("{name}: no UAPI socket ({}): {e}", uapi_path.display()),
+        }
+        let ctl_path = ctl_socket(&name);
+        match bind_unix(&ctl_path) {
+            Ok(listener) => {
+                let ctx = self.ctx.clone();
+                services.sockets.push(ctl_path.clone());
+                services.spawn("veil-ctl", listener, move |stream: UnixStream| {
+                    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+                    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+                    crate::ctl::serve_connection(&ctx, stream);
+                })?;
+            }
+            Err(e) => warn!("{name}: no control socket ({}): {e}", ctl_path.display()),
+        }
+        Ok(services)
+    }
+}
+
+/// `/run/veil/IFACE.sock`.
+pub fn ctl_socket(name: &str) -> PathBuf {
+    Path::new(CTL_DIR).join(format!("{name}.sock"))
+}
+
+fn serve_http(ctx: &Context, mut stream: std::net::TcpStream) {
+    crate::http::serve_connection(&mut stream, |path| match path {
+        "/metrics" => crate::http::Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics::render_prometheus(&ctx.metrics_data()),
+        },
+        "/healthz" => {
+            let report = crate::health::check(ctx);
+            crate::http::Response {
+                status: if report.status() == crate::health::Status::Ok {
+                    200
+                } else {
+                    503
+                },
+                content_type: "application/json",
+                body: report.to_json() + "\n",
+            }
+        }
+        _ => crate::http::Response::text(404, "not found: try /metrics or /healthz\n"),
+    });
+}
+
+/// Bind a unix stream socket with mode 0600 in a directory made if missing. A stale socket
+/// file (nobody listening) is replaced; a live one is an error.
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is serving this socket",
+            ));
+        }
+        fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// A listener the accept loop can serve.
+trait Listener: AsFd + Send + 'static {
+    type Stream: Send;
+    fn accept_one(&self) -> io::Result<Self::Stream>;
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    fn accept_one(&self) -> io::Result<UnixStream> {
+        let (s, _) = self.accept()?;
+        s.set_nonblocking(false)?;
+        Ok(s)
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = std::net::TcpStream;
+    fn accept_one(&self) -> io::Result<std::net::TcpStream> {
+        let (s, _) = self.accept()?;
+        s.set_nonblocking(false)?;
+        Ok(s)
+    }
+}
+
+impl Services {
+    fn spawn<L: Listener>(
+        &mut self,
+        name: &str,
+        listener: L,
+        serve: impl Fn(L::Stream) + Send + 'static,
+    ) -> Result<(), String> {
+        let stop = self.stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let ready = sys::wait_readable(&[listener.as_fd()], Some(POLL));
+                    if !matches!(ready, Ok(m) if m.is_readable(0)) {
+                        continue;
+                    }
+                    match listener.accept_one() {
+                        Ok(stream) => serve(stream),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            warn!("accept: {e}");
+                            std::thread::sleep(POLL);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start thread {name}: {e}"))?;
+        self.threads.push(handle);
+        Ok(())
+    }
+
+    /// Remove the sockets and tell the threads to stop (also done on drop). Threads that are
+    /// idle are joined; one still busy with a slow client is left to end with the process
+    /// rather than hold up the shutdown for its client timeout.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for p in self.sockets.drain(..) {
+            let _ = fs::remove_file(&p);
+        }
+        // An idle thread sees the flag within one poll period.
+        let deadline = std::time::Instant::now() + POLL + POLL;
+        while self.threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

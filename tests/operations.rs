@@ -1,0 +1,544 @@
+//! End-to-end: operating a running veil — `wg` over the UAPI socket, Prometheus metrics,
+//! `veil show` and `veil health` — in real network namespaces.
+//!
+//! Skipped, with the reason printed, only where the machine lacks root or /dev/net/tun.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const GW_PORT: u16 = 51820;
+const GW: &str = "opgw";
+const CL: &str = "opcl";
+const METRICS: &str = "127.0.0.1:9586";
+
+struct Keys {
+    gw_priv: String,
+    gw_pub: String,
+    cl_priv: String,
+    cl_pub: String,
+}
+
+fn keys() -> Keys {
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    Keys {
+        gw_priv,
+        gw_pub,
+        cl_priv,
+        cl_pub,
+    }
+}
+
+/// A gateway that knows the client only if `with_client`; a placeholder peer otherwise.
+fn gateway_conf(k: &Keys, with_client: bool) -> String {
+    let peer = if with_client {
+        k.cl_pub.clone()
+    } else {
+        keypair().1
+    };
+    let ips = if with_client {
+        "10.9.0.2/32"
+    } else {
+        "10.9.0.200/32"
+    };
+    format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
+         [Peer]\nPublicKey = {peer}\nAllowedIPs = {ips}\n",
+        k.gw_priv
+    )
+}
+
+fn client_conf(k: &Keys, port: u16) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {}\nAddress = 10.9.0.2/24\n\n\
+         [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\nPersistentKeepalive = 25\n",
+        k.cl_priv,
+        k.gw_pub,
+        endpoint(A_V4, port)
+    )
+}
+
+fn uapi_socket(iface: &str) -> String {
+    format!("/var/run/wireguard/{iface}.sock")
+}
+
+/// Wait until veil's UAPI and control sockets exist (they follow the interface).
+fn wait_sockets(iface: &str, p: &mut Proc) {
+    let start = Instant::now();
+    let ctl = format!("/run/veil/{iface}.sock");
+    while start.elapsed() < Duration::from_secs(10) {
+        if Path::new(&uapi_socket(iface)).exists() && Path::new(&ctl).exists() {
+            return;
+        }
+        if let Some(code) = p.exited() {
+            panic!("{} exited with {code:?}:\n{}", p.name, p.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("sockets of {iface} did not appear:\n{}", p.log_text());
+}
+
+fn start(t: &Topology, ns: &str, conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut p = veil_up(t, ns, conf, args, env);
+    let iface = conf
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    wait_sockets(iface, &mut p);
+    p
+}
+
+/// Run `wg ARGS` in `ns`; must succeed.
+fn wg(t: &Topology, ns: &str, args: &[&str]) -> String {
+    let wg = require("wg");
+    let mut cmd = vec![wg.as_str()];
+    cmd.extend_from_slice(args);
+    t.ok(ns, &cmd)
+}
+
+/// `wg show IFACE dump` peer lines as fields: public key, psk, endpoint, allowed IPs,
+/// latest handshake, rx, tx, keepalive.
+fn dump_peers(t: &Topology, ns: &str, iface: &str) -> Vec<Vec<String>> {
+    wg(t, ns, &["show", iface, "dump"])
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+fn routes(t: &Topology, ns: &str, iface: &str) -> String {
+    t.ok(ns, &["ip", "route", "show", "dev", iface])
+}
+
+#[test]
+fn wg_show_and_set_on_a_running_gateway() {
+    let Some(_g) = begin("wg_show_and_set_on_a_running_gateway") else {
+        return;
+    };
+    let t = Topology::new("ow");
+    let (a, b) = (t.a(), t.b());
+    let k = keys();
+    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, false));
+    let cl_conf = t.write(&format!("{CL}.conf"), &client_conf(&k, GW_PORT));
+    let mut gw = start(&t, &a, &gw_conf, &[], &[]);
+    let _cl = start(&t, &b, &cl_conf, &[], &[]);
+
+    // The gateway does not know the client yet.
+    assert_eq!(
+        t.ping(&b, "10.9.0.1", 2),
+        0,
+        "an unknown client got through"
+    );
+
+    // Add it live; the client's next handshake retry gets through.
+    wg(
+        &t,
+        &a,
+        &[
+            "set",
+            GW,
+            "peer",
+            &k.cl_pub,
+            "allowed-ips",
+            "10.9.0.2/32,10.77.0.0/16",
+        ],
+    );
+    let r = routes(&t, &a, GW);
+    assert!(
+        r.contains("10.9.0.2 ") && r.contains("10.77.0.0/16"),
+        "routes for the new peer's AllowedIPs: {r}"
+    );
+    t.wait_ping(&b, "10.9.0.1");
+    assert_eq!(t.ping(&b, "10.9.0.1", 5), 5);
+
+    // wg show: endpoint, latest handshake, transfer.
+    let show = wg(&t, &a, &["show", GW]);
+    assert!(show.contains(&format!("peer: {}", k.cl_pub)), "{show}");
+    assert!(show.contains(&format!("endpoint: {B_V4}:")), "{show}");
+    assert!(show.contains("latest handshake:"), "{show}");
+    assert!(show.contains("transfer:"), "{show}");
+    assert!(
+        show.contains(&format!("listening port: {GW_PORT}")),
+        "{show}"
+    );
+    let peers = dump_peers(&t, &a, GW);
+    let cl = peers
+        .iter()
+        .find(|p| p[0] == k.cl_pub)
+        .expect("client in dump");
+    assert!(
+        cl[4].parse::<u64>().unwrap() > 0,
+        "latest handshake in dump: {cl:?}"
+    );
+    assert!(
+        cl[5].parse::<u64>().unwrap() > 0,
+        "rx bytes in dump: {cl:?}"
+    );
+    assert!(
+        cl[6].parse::<u64>().unwrap() > 0,
+        "tx bytes in dump: {cl:?}"
+    );
+    assert_eq!(cl[3], "10.9.0.2/32,10.77.0.0/16");
+
+    // Remove it: traffic stops and its routes go.
+    wg(&t, &a, &["set", GW, "peer", &k.cl_pub, "remove"]);
+    assert_eq!(
+        t.ping(&b, "10.9.0.1", 3),
+        0,
+        "a removed peer still gets through"
+    );
+    assert!(dump_peers(&t, &a, GW).iter().all(|p| p[0] != k.cl_pub));
+    let r = routes(&t, &a, GW);
+    assert!(
+        !r.contains("10.77.0.0/16") && !r.contains("10.9.0.2 "),
+        "{r}"
+    );
+
+    // A malformed request gets an errno, and the daemon goes on answering.
+    for junk in [
+        &b"hello world\n\n"[..],
+        b"set=1\nlisten_port=seventy\n\n",
+        b"set=1\nprivate_key=00\n\n",
+        b"\xff\xfe\x00garbage without newline",
+    ] {
+        let mut s = UnixStream::connect(uapi_socket(GW)).expect("connect UAPI");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(junk).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("errno=") && reply != "errno=0\n\n",
+            "junk {junk:?} answered {reply:?}"
+        );
+    }
+    let show = wg(&t, &a, &["show", GW]);
+    assert!(show.contains(&format!("interface: {GW}")), "{show}");
+    assert_eq!(gw.exited(), None, "the gateway died:\n{}", gw.log_text());
+
+    // A new private key: a new identity that wg reports, and clients must use it.
+    let (new_priv, new_pub) = keypair();
+    let key_file = t.write("new.key", &new_priv);
+    wg(
+        &t,
+        &a,
+        &["set", GW, "private-key", &key_file.to_string_lossy()],
+    );
+    let show = wg(&t, &a, &["show", GW, "public-key"]);
+    assert_eq!(show.trim(), new_pub);
+    assert_eq!(gw.stop(), Some(0), "{}", gw.log_text());
+    assert!(
+        !Path::new(&uapi_socket(GW)).exists(),
+        "UAPI socket left behind"
+    );
+}
+
+#[test]
+fn showconf_round_trips_through_setconf() {
+    let Some(_g) = begin("showconf_round_trips_through_setconf") else {
+        return;
+    };
+    let t = Topology::new("oc");
+    let (a, b) = (t.a(), t.b());
+    let k = keys();
+    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
+    let _gw = start(&t, &a, &gw_conf, &[], &[]);
+    let psk = Command::new(veil_bin()).arg("genpsk").output().unwrap();
+    let psk_file = t.write("psk", String::from_utf8_lossy(&psk.stdout).trim());
+    let (_, third) = keypair();
+    wg(
+        &t,
+        &a,
+        &[
+            "set",
+            GW,
+            "peer",
+            &third,
+            "preshared-key",
+            &psk_file.to_string_lossy(),
+            "endpoint",
+            "192.0.2.9:4500",
+            "persistent-keepalive",
+            "30",
+            "allowed-ips",
+            "10.9.0.3/32,fd09::3/128",
+        ],
+    );
+    let conf = wg(&t, &a, &["showconf", GW]);
+    assert!(conf.contains("PresharedKey = "), "{conf}");
+    assert!(conf.contains("PersistentKeepalive = 30"), "{conf}");
+
+    // A second veil, in the other namespace (the port is free there), takes the same config.
+    let (x_priv, _) = keypair();
+    let x_conf = t.write(
+        "opgx.conf",
+        &format!("[Interface]\nPrivateKey = {x_priv}\nAddress = 10.19.0.1/24\n"),
+    );
+    // In single-threaded mode, so the admin channel is tested with its other doorbell.
+    let _x = start(&t, &b, &x_conf, &["--threading", "single"], &[]);
+    let conf_file = t.write("showconf.conf", &conf);
+    wg(&t, &b, &["setconf", "opgx", &conf_file.to_string_lossy()]);
+    let again = wg(&t, &b, &["showconf", "opgx"]);
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(&again),
+        sorted(&conf),
+        "showconf after setconf differs"
+    );
+    let ss = t.ok(&b, &["ss", "-uanp"]);
+    assert!(
+        ss.contains(&format!(":{GW_PORT} ")),
+        "setconf's ListenPort not bound: {ss}"
+    );
+}
+
+#[test]
+fn listen_port_changes_live() {
+    let Some(_g) = begin("listen_port_changes_live") else {
+        return;
+    };
+    let t = Topology::new("op");
+    let (a, b) = (t.a(), t.b());
+    let k = keys();
+    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
+    let _gw = start(&t, &a, &gw_conf, &[], &[]);
+    wg(&t, &a, &["set", GW, "listen-port", "51999"]);
+    assert_eq!(wg(&t, &a, &["show", GW, "listen-port"]).trim(), "51999");
+    // The client is pointed at the new port and connects.
+    let cl_conf = t.write(&format!("{CL}.conf"), &client_conf(&k, 51999));
+    let _cl = start(&t, &b, &cl_conf, &[], &[]);
+    t.wait_ping(&b, "10.9.0.1");
+    assert_eq!(t.ping(&b, "10.9.0.1", 5), 5);
+    let ss = t.ok(&a, &["ss", "-uanp"]);
+    assert!(ss.contains(":51999 "), "{ss}");
+}
+
+fn curl(t: &Topology, ns: &str, path: &str) -> String {
+    let curl = require("curl");
+    t.ok(
+        ns,
+        &[
+            &curl,
+            "-s",
+            "--max-time",
+            "10",
+            &format!("http://{METRICS}{path}"),
+        ],
+    )
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_pass_promtool_and_move_with_traffic() {
+    let Some(_g) = begin("metrics_pass_promtool_and_move_with_traffic") else {
+        return;
+    };
+    let promtool = require("promtool");
+    let t = Topology::new("om");
+    let (a, b) = (t.a(), t.b());
+    let k = keys();
+    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
+    let cl_conf = t.write(&format!("{CL}.conf"), &client_conf(&k, GW_PORT));
+    let _gw = start(&t, &a, &gw_conf, &["--metrics-listen", METRICS], &[]);
+    let _cl = start(&t, &b, &cl_conf, &[], &[]);
+    t.wait_ping(&b, "10.9.0.1");
+
+    let before = curl(&t, &a, "/metrics");
+    let file = t.write("metrics.txt", &before);
+    let check = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{promtool} check metrics < {}", file.display()))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check metrics failed:\n{}{}\n{before}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(t.ping(&b, "10.9.0.1", 10), 10);
+    let after = curl(&t, &a, "/metrics");
+    for series in [
+        "veil_packets_received_total",
+        "veil_bytes_received_total",
+        "veil_packets_sent_total",
+        "veil_bytes_sent_total",
+        "veil_tun_packets_written_total",
+    ] {
+        let (x, y) = (metric(&before, series), metric(&after, series));
+        assert!(y >= x + 10.0, "{series}: {x} before, {y} after ten pings");
+    }
+    assert_eq!(metric(&after, "veil_active_sessions"), 1.0);
+    assert!(metric(&after, "veil_sessions_created_total") >= 1.0);
+    assert!(metric(&after, "veil_memory_usage_bytes") > 0.0);
+    let peer = format!("veil_peer_received_bytes_total{{peer=\"{}\"}}", k.cl_pub);
+    assert!(metric(&after, &peer) > metric(&before, &peer));
+
+    let health = curl(&t, &a, "/healthz");
+    let v: serde_json::Value = serde_json::from_str(&health).expect("healthz JSON");
+    assert_eq!(v["status"], "ok", "{health}");
+    let junk = t.exec(
+        &a,
+        &[
+            &require("curl"),
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{METRICS}/nope"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&junk.stdout), "404");
+
+    // veil show: the same numbers, for people and as JSON.
+    let show = Command::new(veil_bin())
+        .args(["show", GW])
+        .output()
+        .unwrap();
+    assert!(show.status.success());
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains(&k.cl_pub) && text.contains("ENDPOINT"),
+        "{text}"
+    );
+    let json = Command::new(veil_bin())
+        .args(["show", GW, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("show --json");
+    assert_eq!(v["peers"][0]["public_key"], k.cl_pub.as_str());
+    assert!(v["peers"][0]["rx_bytes"].as_u64().unwrap() > 0);
+    assert!(v["counters"]["rx"]["udp_datagrams"].as_u64().unwrap() >= 10);
+}
+
+fn health(json: bool) -> (i32, String, String) {
+    let mut cmd = Command::new(veil_bin());
+    cmd.args(["health", GW]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("run veil health");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn health_reports_a_stalled_thread() {
+    let Some(_g) = begin("health_reports_a_stalled_thread") else {
+        return;
+    };
+    let t = Topology::new("oh");
+    let a = t.a();
+    let k = keys();
+    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
+    let mut gw = start(
+        &t,
+        &a,
+        &gw_conf,
+        &[],
+        &[("VEIL_TEST_STALL_ON_REQUEST", "veil-tx")],
+    );
+    let (code, out, _) = health(false);
+    assert_eq!(code, 0, "healthy gateway:\n{out}");
+    for c in [
+        "udp_socket",
+        "tun_device",
+        "crypto_self_test",
+        "control_thread",
+        "veil-rx",
+        "veil-crypto",
+        "veil-tx",
+    ] {
+        assert!(out.contains(c), "{c} missing:\n{out}");
+    }
+    let (code, out, _) = health(true);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("health --json");
+    assert_eq!((code, v["status"].as_str()), (0, Some("ok")));
+
+    let mut s = UnixStream::connect(format!("/run/veil/{GW}.sock")).unwrap();
+    s.write_all(b"test-stall\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("veil-ctl/1 exit=0"), "{reply}");
+
+    let start = Instant::now();
+    loop {
+        let (code, out, err) = health(false);
+        if code == 2 {
+            assert!(
+                out.contains("veil-tx") && err.contains("veil-tx failed"),
+                "{out}{err}"
+            );
+            let line = out.lines().find(|l| l.contains("veil-tx")).unwrap();
+            assert!(line.contains("failed"), "{out}");
+            assert!(
+                out.lines()
+                    .skip(1)
+                    .filter(|l| l.contains(" failed "))
+                    .count()
+                    == 1,
+                "only the stalled thread fails:\n{out}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "health never noticed the stalled thread: {code}\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Unreachable interface: non-zero, and says so.
+    gw.stop();
+    let (code, _, err) = health(false);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    // Needs no namespaces, only promtool, which scripts/install-deps.sh installs as root.
+    let found = Command::new("sh")
+        .args(["-c", "command -v promtool"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if let Some(why) = cannot_run() {
+            eprintln!("skipped alert_rules_pass_promtool: promtool missing and {why}");
+            return;
+        }
+    }
+    let promtool = require("promtool");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/veil-alerts.yml");
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
