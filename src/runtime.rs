@@ -23,6 +23,11 @@ use crate::notify::{Notifier, Watchdog};
 use crate::services::ServiceOptions;
 use crate::threading::{Pinning, ThreadFlags};
 
+/// Longest drain after a failure (a panic, a fatal dataplane error).
+const FAILED_DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// A heartbeat older than this means the thread is not running its loop.
+const STALE_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
 /// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN).
@@ -545,6 +550,13 @@ fn start(p: Prepared) -> Result<Running, String> {
 }
 
 impl Running {
+    /// Is the thread that runs the control work (control, or the single thread) still beating?
+    fn drainer_alive(&self) -> bool {
+        let beat = &self.shared.heartbeats[pipeline::HEARTBEAT_CONTROL];
+        let last = self.shared.epoch.instant(beat.load(Ordering::Relaxed));
+        last.is_some_and(|t| t.elapsed() < STALE_HEARTBEAT)
+    }
+
     /// One line with every non-zero counter, for operators and tests.
     fn log_counters(&self) {
         let s = &self.shared;
@@ -612,7 +624,13 @@ impl Running {
         if let Some(w) = watchdog.as_mut() {
             w.stop();
         }
-        self.drain(signals);
+        // After a failure, drain only briefly: the service manager should restart veil soon.
+        let limit = if failure.is_some() {
+            self.drain_timeout.min(FAILED_DRAIN_LIMIT)
+        } else {
+            self.drain_timeout
+        };
+        self.drain(signals, limit);
         self.shared.shutdown();
         self.log_counters_after_join()
     }
@@ -620,13 +638,23 @@ impl Running {
     /// Graceful drain: the control thread stops accepting sessions, tells veil peers,
     /// lets in-flight packets out and expires every session; bounded by the drain
     /// timeout, cut short by a second signal.
-    fn drain(&self, signals: &sys::SignalFd) {
+    fn drain(&self, signals: &sys::SignalFd, limit: Duration) {
         self.shared.drain_requested.store(true, Ordering::SeqCst);
         self.shared.control_bell.wake_now();
-        let deadline = Instant::now() + self.drain_timeout;
+        self.shared.rx_bell.wake_now();
+        let deadline = Instant::now() + limit;
         loop {
             if self.shared.drain_done.load(Ordering::SeqCst) {
                 info!("{}: drained", self.name);
+                return;
+            }
+            // Nothing left to drain with: the loops stopped (a fatal fault), or the
+            // thread that drains has not beaten for a while (stalled or dead).
+            if self.shared.stop.load(Ordering::SeqCst) || !self.drainer_alive() {
+                warn!(
+                    "{}: cannot drain (the dataplane has stopped); stopping",
+                    self.name
+                );
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -321,7 +321,7 @@ mod tests {
         let p = policy();
         let t0 = Instant::now();
         let mut s = Session::new(1, t0);
-                // Data and the answers arrive together, so idleness never gets in the way.
+        // Data and the answers arrive together, so idleness never gets in the way.
         let act = |h: u64| Activity {
             last_data: Some(at(t0, h)),
             last_heard: Some(at(t0, h)),
