@@ -8,6 +8,7 @@
 //! | `crypto_self_test` | known-answer seal/open passes | | it does not |
 //! | `control_thread` | answers, heartbeat fresh | heartbeat stale | no answer in time |
 //! | each dataplane thread | heartbeat ≤ [`FRESH`] old | ≤ [`STALLED`] old | older, or never |
+//! | `degradation` | normal or light | moderate or severe | critical |
 //!
 //! Idle threads beat at least every `IDLE_WAIT` (0.5 s), so a heartbeat older than a few
 //! seconds means the thread is stuck. The report's status is the worst component's; the
@@ -197,6 +198,20 @@ fn heartbeat(age: Option<Duration>) -> (Status, String) {
     }
 }
 
+/// The graceful-degradation level: Normal and Light are ok (Light only stretches timers),
+/// Moderate and Severe degraded (traffic shed, sessions refused), Critical failed.
+fn degradation(level: u64) -> (Status, String) {
+    let name = veil_dataplane::priority::Degradation::ALL
+        .get(usize::try_from(level).unwrap_or(usize::MAX))
+        .map_or("unknown", |l| l.as_str());
+    let status = match level {
+        0 | 1 => Status::Ok,
+        2 | 3 => Status::Degraded,
+        _ => Status::Failed,
+    };
+    (status, format!("level {name}"))
+}
+
 /// Check every component of the running interface.
 pub fn check(ctx: &Context) -> HealthReport {
     let mut checks = Vec::new();
@@ -237,6 +252,14 @@ pub fn check(ctx: &Context) -> HealthReport {
     for (name, slot) in ctx.dataplane_threads() {
         add(name, heartbeat(ctx.heartbeat_age(slot)));
     }
+    add(
+        "degradation",
+        degradation(
+            ctx.control_counters
+                .degradation_level
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    );
     HealthReport {
         interface: ctx.name.clone(),
         checks,

@@ -537,10 +537,20 @@ fn counter_name(
             "Handshake messages sent, by type.",
             vec![("type", "cookie_reply")],
         ),
-        ("control", "roams_accepted") => fixed(
+        ("control", "migrations_accepted") => fixed(
             "migrations_total",
-            "Endpoint changes (roaming), by outcome.",
+            "Session migrations (client address changes), by outcome.",
             vec![("outcome", "accepted")],
+        ),
+        ("control", "migrations_refused") => fixed(
+            "migrations_total",
+            "Session migrations (client address changes), by outcome.",
+            vec![("outcome", "refused")],
+        ),
+        ("crypto", "rate_limit_violations") => fixed(
+            "rate_limit_violations_total",
+            "Data packets dropped for exceeding a client's rate limit.",
+            vec![],
         ),
         ("control", "sessions_created") => fixed(
             "sessions_created_total",
@@ -549,7 +559,7 @@ fn counter_name(
         ),
         ("control", "sessions_expired") => fixed(
             "sessions_expired_total",
-            "Sessions whose keys expired and were wiped.",
+            "Sessions ended by a timeout (idle, dead peer, absolute) or drained at shutdown.",
             vec![],
         ),
         _ => (
@@ -565,6 +575,16 @@ pub fn render_prometheus(data: &MetricsData) -> String {
     let mut e = Exposition::default();
     for (stage, set) in &data.counters {
         for (field, value) in set {
+            // The control set carries one gauge among its counters.
+            if (*stage, *field) == ("control", "degradation_level") {
+                e.gauge(
+                    "veil_degradation_level",
+                    "Graceful-degradation level: 0 normal, 1 light, 2 moderate, 3 severe, 4 critical.",
+                    &[],
+                    *value as f64,
+                );
+                continue;
+            }
             let (name, help, l) = counter_name(stage, field);
             e.counter(&name, &help, &l, *value);
         }
