@@ -17,12 +17,25 @@ fn udp_run(
     skip: f64,
     tos: Option<&str>,
 ) -> (f64, f64) {
+    udp_run_to(t, "10.9.0.1", rate, len, secs, skip, tos)
+}
+
+/// [`udp_run`] to an iperf3 server at `server` in the gateway's namespace.
+fn udp_run_to(
+    t: &Topology,
+    server: &str,
+    rate: &str,
+    len: u32,
+    secs: u32,
+    skip: f64,
+    tos: Option<&str>,
+) -> (f64, f64) {
     let iperf3 = require("iperf3");
     let (a, b) = (t.a(), t.b());
-    let mut server = t.spawn(
+    let mut srv = t.spawn(
         &a,
-        "iperf3-udp-server",
-        &[&iperf3, "-s", "-1", "-J", "-B", "10.9.0.1"],
+        &format!("iperf3-udp-server-{server}"),
+        &[&iperf3, "-s", "-1", "-J", "-B", server],
         &[],
     );
     std::thread::sleep(Duration::from_millis(400));
@@ -30,7 +43,7 @@ fn udp_run(
     let mut args = vec![
         iperf3.as_str(),
         "-c",
-        "10.9.0.1",
+        server,
         "-u",
         "-b",
         rate,
@@ -45,7 +58,7 @@ fn udp_run(
         args.extend(["--tos", tos]);
     }
     let out = t.exec(&b, &args);
-    server.stop();
+    srv.stop();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let v: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("iperf3 JSON: {text}"));
@@ -336,4 +349,58 @@ fn handshake_flood_spares_established_flow_and_new_peer() {
         joined <= Duration::from_secs(5),
         "new peer connected after {joined:?}"
     );
+}
+
+#[test]
+fn each_client_gets_its_own_limit() {
+    let Some(_g) = begin("each_client_gets_its_own_limit") else {
+        return;
+    };
+    let t = Topology::new("p2");
+    let (gw_priv, gw_pub) = keypair();
+    let (c1_priv, c1_pub) = keypair();
+    let (c2_priv, c2_pub) = keypair();
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24, 10.9.1.1/24\n\n\
+             [Peer]\nPublicKey = {c1_pub}\nAllowedIPs = 10.9.0.2/32\n\n\
+             [Peer]\nPublicKey = {c2_pub}\nAllowedIPs = 10.9.1.2/32\n\n\
+             [rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n"
+        ),
+    );
+    let client = |name: &str, key: &str, addr: &str, net: &str| {
+        t.write(
+            &format!("{name}.conf"),
+            &format!(
+                "[Interface]\nPrivateKey = {key}\nAddress = {addr}/24\n\n[Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = {net}\n",
+                endpoint(A_V4, GW_PORT)
+            ),
+        )
+    };
+    let c1_conf = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
+    let c2_conf = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
+    let (a, b) = (t.a(), t.b());
+    let _gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    let _c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
+    let _c2 = veil_up(&t, &b, &c2_conf, &[], &[]);
+    t.wait_ping(&b, "10.9.0.1");
+    t.wait_ping(&b, "10.9.1.1");
+    let (tr, tr2) = (&t, &t);
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(move || udp_run_to(tr, "10.9.0.1", "200M", 1372, 8, 3.0, None).0);
+        let two = s.spawn(move || udp_run_to(tr2, "10.9.1.1", "100M", 1372, 8, 3.0, None).0);
+        (
+            one.join().expect("first client"),
+            two.join().expect("second client"),
+        )
+    });
+    let expected = 50e6 * 1372.0 / 1400.0;
+    for (who, bps) in [("first", first), ("second", second)] {
+        assert!(
+            (bps - expected).abs() <= expected * 0.10,
+            "{who} client got {:.1} Mb/s, limit 50",
+            bps / 1e6
+        );
+    }
 }
