@@ -97,7 +97,7 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     .map_err(Fail::Config)?;
     let timing = timing_from_env().map_err(Fail::Config)?;
     let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
-    let services = ServiceOptions::from_args(args).map_err(Fail::Config)?;
+    let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
     Ok(Prepared {
         name,
         config,

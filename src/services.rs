@@ -64,7 +64,8 @@ pub struct ServiceOptions {
 
 impl ServiceOptions {
     /// From the flags and the environment; binds the metrics address.
-    pub fn from_args(args: &UpArgs) -> Result<Self, String> {
+    /// `file` is the config's `[metrics]` section; `--metrics-listen` overrides it.
+    pub fn from_args(args: &UpArgs, file: &crate::config::MetricsConfig) -> Result<Self, String> {
         let test_stall = match std::env::var(ENV_TEST_STALL) {
             Err(_) => None,
             Ok(name) => Some(match name.as_str() {
@@ -80,13 +81,17 @@ impl ServiceOptions {
                 }
             }),
         };
-        let metrics_listen = match args.metrics_listen {
+        let (listen, origin) = match args.metrics_listen {
+            Some(addr) => (Some(addr), "--metrics-listen"),
+            None => (file.enable.then_some(file.listen), "[metrics] listen"),
+        };
+        let metrics_listen = match listen {
             None => None,
             Some(addr) => Some((
                 addr,
                 TcpListener::bind(addr)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|e| format!("--metrics-listen {addr}: cannot bind: {e}"))?,
+                    .map_err(|e| format!("{origin} {addr}: cannot bind: {e}"))?,
             )),
         };
         Ok(Self {
