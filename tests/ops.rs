@@ -576,3 +576,54 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// JSON logs parse line by line, and a flood of junk datagrams (counted drops,
+/// never one log line each) cannot push more than the configured lines a second.
+#[test]
+fn json_logs_stay_parseable_and_bounded_under_junk() {
+    let Some(_g) = begin("json_logs_stay_parseable_and_bounded_under_junk") else {
+        return;
+    };
+    let t = Topology::new("oj");
+    let (k, _) = keypair();
+    let conf = t.write(
+        "veiljs.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {k}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
+             [logging]\nformat = json\nlevel = debug\nrate_limit_logs_per_sec = 5\n"
+        ),
+    );
+    let mut gw = veil_up(&t, &t.a(), &conf, &[], &[("RUST_LOG", "debug")]);
+    let start = std::time::Instant::now();
+    // 20 000 junk datagrams of every shape: bad types, truncated handshakes, garbage.
+    let script = format!(
+        "import socket,os\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(20000):\n    s.sendto(os.urandom(1+i%200), ('{A_V4}', {GW_PORT}))\n"
+    );
+    t.ok(&t.b(), &["python3", "-c", &script]);
+    let secs = start.elapsed().as_secs_f64().max(1.0);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    gw.stop();
+    let log = gw.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v["time"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{l}"
+        );
+    }
+    let summaries = lines.iter().filter(|l| l.contains("suppressed")).count();
+    // Startup and shutdown lines included: 5 a second over the whole run, plus summaries.
+    let budget = ((secs + 4.0) * 5.0) as usize + summaries + 10;
+    assert!(
+        lines.len() <= budget,
+        "{} lines in {secs:.1} s (budget {budget}):\n{log}",
+        lines.len()
+    );
+    assert!(
+        log.contains("rx.drop_malformed=") || log.contains("drop_malformed"),
+        "junk not counted:\n{log}"
+    );
+}
