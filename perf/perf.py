@@ -39,11 +39,24 @@ FIGURES = [
 
 
 def load_json_blob(text):
-    """iperf3 -J output, tolerating stray lines around the JSON object."""
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
+    """iperf3 -J output, tolerating stray lines around it. iperf3 sometimes prints more than
+    one object (e.g. a second one after a late error): take the last with results, else the
+    last one."""
+    dec = json.JSONDecoder()
+    objs, i = [], text.find("{")
+    while 0 <= i < len(text):
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except ValueError:
+            i = text.find("{", i + 1)
+            continue
+        if isinstance(obj, dict):
+            objs.append(obj)
+        i = text.find("{", end)
+    if not objs:
         raise ValueError("no JSON object in iperf3 output")
-    return json.loads(text[start : end + 1])
+    with_results = [o for o in objs if "sum_received" in o.get("end", {})]
+    return (with_results or objs)[-1]
 
 
 def percentile(sorted_values, q):
@@ -56,7 +69,7 @@ def percentile(sorted_values, q):
 
 def parse_iperf(text, workload, cpu_s, tunnel):
     j = load_json_blob(text)
-    if j.get("error"):
+    if j.get("error") and "sum_received" not in j.get("end", {}):
         raise ValueError("iperf3: " + j["error"])
     end = j["end"]
     recv = end["sum_received"]

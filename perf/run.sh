@@ -4,7 +4,7 @@
 # a markdown table, and writes a JSON file and a PNG chart to perf/results/.
 #
 # Usage: perf/run.sh [--duration S] [--repeat N] [--only LIST] [--pin "FLAGS"] [--sweep-pinning]
-#                    [--probes N] [--mtu N] [--no-install] [--no-build]
+#                    [--probes N] [--mtu N] [--no-install] [--no-build] [--keep]
 #
 #   --duration S      seconds of each iperf3 run (default 5)
 #   --repeat N        repetitions; each runs every implementation once, interleaved (default 3)
@@ -21,6 +21,7 @@
 #                     IPv4+UDP+WireGuard overhead, so 1400-byte UDP payloads are not fragmented)
 #   --no-install      skip the install step (iperf3, wg, wireguard-go, boringtun-cli, matplotlib)
 #   --no-build        skip `cargo build --release` (uses the existing binary)
+#   --keep            keep the work directory (configs, logs, raw iperf3/ping output) and say where
 #
 # Workloads, all from namespace b (client) to namespace a (server) through the tunnel:
 #   tcp1, tcp4   iperf3 TCP, 1 and 4 streams: receiver Gbit/s; CPU-seconds of the tunnel processes
@@ -46,6 +47,7 @@ probes=1000
 mtu=1440
 do_install=yes
 do_build=yes
+keep=no
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
@@ -68,6 +70,7 @@ while [ $# -gt 0 ]; do
         --mtu) need_arg "$@"; mtu="$2"; shift 2 ;;
         --no-install) do_install=no; shift ;;
         --no-build) do_build=no; shift ;;
+        --keep) keep=yes; shift ;;
         -h | --help) usage ;;
         *) echo "run.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -122,7 +125,11 @@ cleanup() {
     cleaned=yes
     trap - EXIT INT TERM
     teardown_session
-    rm -rf "$work"
+    if [ "$keep" = yes ]; then
+        echo "run.sh: work directory kept: $work" >&2
+    else
+        rm -rf "$work"
+    fi
     # Say so loudly if anything survived.
     local left
     left="$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${prefix}[ab]$" || true)"
