@@ -107,6 +107,77 @@ def parse_ping(text, workload):
     return m
 
 
+# Kernel counters whose growth during a run says where packets were lost.
+NSTAT_KEYS = (
+    "UdpRcvbufErrors",
+    "UdpSndbufErrors",
+    "UdpInErrors",
+    "TcpRetransSegs",
+    "IpOutDiscards",
+)
+
+
+def read_snap(path):
+    """{ns: {"link": [...], "nstat": {...}}} from run.sh's snap file."""
+    out, ns, part, buf = {}, None, None, []
+
+    def flush():
+        if ns and part and "".join(buf).strip():
+            try:
+                out.setdefault(ns, {})[part] = json.loads("".join(buf))
+            except ValueError:
+                pass
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("### "):
+                flush()
+                ns, part = line[4:].split()
+                buf = []
+            elif part == "udpsock":
+                # /proc/net/udp: local address is field 1 ("HEXADDR:HEXPORT"), drops the last.
+                f = line.split()
+                if len(f) > 12 and ":" in f[1] and f[-1].isdigit():
+                    port = int(f[1].rsplit(":", 1)[1], 16)
+                    socks = out.setdefault(ns, {}).setdefault("udp_drops", {})
+                    socks[port] = socks.get(port, 0) + int(f[-1])
+            else:
+                buf.append(line)
+    flush()
+    return out
+
+
+TUNNEL_PORT = 51820
+
+
+def drop_deltas(before, after, ns_names):
+    """Growth of the drop counters per side ("a" server, "b" client)."""
+    deltas = {}
+    for side, ns in ns_names.items():
+        b, a = before.get(ns, {}), after.get(ns, {})
+        d = {}
+        links_b = {l.get("ifname"): l for l in b.get("link", [])}
+        for link in a.get("link", []):
+            name = link.get("ifname")
+            if name == "lo" or name not in links_b:
+                continue
+            for direction in ("rx", "tx"):
+                x = link.get("stats64", {}).get(direction, {}).get("dropped", 0)
+                y = links_b[name].get("stats64", {}).get(direction, {}).get("dropped", 0)
+                if x - y:
+                    d[f"{name} {direction} dropped"] = x - y
+        kb, ka = b.get("nstat", {}).get("kernel", {}), a.get("nstat", {}).get("kernel", {})
+        for key in NSTAT_KEYS:
+            if key in ka and key in kb and ka[key] - kb[key]:
+                d[key] = ka[key] - kb[key]
+        tb = b.get("udp_drops", {}).get(TUNNEL_PORT, 0)
+        ta = a.get("udp_drops", {}).get(TUNNEL_PORT, 0)
+        if ta - tb:
+            d["tunnel socket rcvbuf drops"] = ta - tb
+        deltas[side] = d
+    return deltas
+
+
 def cmd_record(a):
     cpu_s = a.cpu_ticks / float(a.clk_tck)
     tunnel = a.tunnel == "yes"
@@ -142,6 +213,13 @@ def cmd_record(a):
         except (ValueError, KeyError, TypeError) as e:
             rec["status"] = "failed"
             rec["error"] = str(e)
+    if a.snap_before and a.snap_after:
+        try:
+            rec["kernel_drops"] = drop_deltas(
+                read_snap(a.snap_before), read_snap(a.snap_after), {"a": a.ns_a, "b": a.ns_b}
+            )
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
     if rec["status"] != "ok" and "error" not in rec:
         rec["error"] = text.strip().splitlines()[-1][:200] if text.strip() else "failed"
     with open(a.records, "a", encoding="utf-8") as f:
@@ -159,6 +237,12 @@ def cmd_record(a):
     if "probes_sent" in rec["metrics"]:
         m = rec["metrics"]
         parts.append(f"{m['probes_answered']}/{m['probes_sent']} answered")
+    drops = rec.get("kernel_drops", {})
+    if a.workload.startswith("udp"):
+        shown = [f"{side}:{k} {v}" for side in ("b", "a") for k, v in drops.get(side, {}).items()
+                 if "dropped" in k or "Rcvbuf" in k or "Sndbuf" in k or "socket" in k]
+        if shown:
+            parts.append("drops " + ", ".join(shown))
     print(f"  {a.workload:<9} " + ", ".join(parts), file=sys.stderr)
 
 
@@ -283,8 +367,9 @@ def cmd_report(a):
             lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(
-        "Ratios are veil ÷ the best of " + (", ".join(peers) or "no peer")
-        + " for that figure: above 1 is better for ↑ figures, below 1 is better for ↓ figures. "
+        ("Ratios are veil ÷ the best of " + ", ".join(peers) + " for that figure: "
+         if peers else "No peer was measured, so there are no ratios. ")
+        + "above 1 is better for ↑ figures, below 1 is better for ↓ figures. "
         "veth is the ceiling (no tunnel); its CPU cost is n/a (no tunnel process). "
         "* = some repetitions failed; the median is over the others."
     )
@@ -407,6 +492,10 @@ def main():
     r.add_argument("--cpu-ticks", type=int, required=True)
     r.add_argument("--clk-tck", type=int, required=True)
     r.add_argument("--tunnel", choices=("yes", "no"), required=True)
+    r.add_argument("--snap-before")
+    r.add_argument("--snap-after")
+    r.add_argument("--ns-a", default="")
+    r.add_argument("--ns-b", default="")
     s = sub.add_parser("report")
     s.add_argument("--records", required=True)
     s.add_argument("--meta", required=True)

@@ -6,7 +6,8 @@
 # Usage: perf/run.sh [--duration S] [--repeat N] [--only LIST] [--pin "FLAGS"] [--sweep-pinning]
 #                    [--probes N] [--mtu N] [--no-install] [--no-build] [--keep]
 #
-#   --duration S      seconds of each iperf3 run (default 5)
+#   --duration S      seconds of each iperf3 run (default 4: the default run then takes about
+#                     7 minutes on 2 cores, 10 with a first-time install and build)
 #   --repeat N        repetitions; each runs every implementation once, interleaved (default 3)
 #   --only LIST       comma-separated implementations and/or workloads to run, e.g.
 #                     "veil-pipeline,wireguard-go,tcp1,udp64"; a list naming only implementations
@@ -38,7 +39,7 @@ set -uo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 perf_dir="$repo/perf"
 
-duration=5
+duration=4
 repeat=3
 only=""
 pin=""
@@ -293,6 +294,7 @@ ns_a="${prefix}a" # server side
 ns_b="${prefix}b" # client side
 tunnel_pids=()
 target=""
+session=""
 
 # Sum of utime+stime (clock ticks) of the tunnel processes, all threads.
 cpu_ticks() {
@@ -322,13 +324,14 @@ wait_for() { # tries, command...
 
 start_wg_peer() { # kind ns iface keyfile peerpub addr [endpoint]
     local k="$1" ns="$2" iface="$3" key="$4" peer="$5" addr="$6" ep="${7:-}" p
+    local logf="$work/$session.$iface.log"
     rm -f "/var/run/wireguard/$iface.sock"
     if [ "$k" = wgo ]; then
         ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
-            wireguard-go -f "$iface" >"$work/$iface.log" 2>&1 &
+            wireguard-go -f "$iface" >"$logf" 2>&1 &
     else
         ip netns exec "$ns" boringtun-cli "$iface" --foreground --disable-drop-privileges \
-            >"$work/$iface.log" 2>&1 &
+            >"$logf" 2>&1 &
     fi
     p=$!
     pids+=("$p")
@@ -344,7 +347,7 @@ start_wg_peer() { # kind ns iface keyfile peerpub addr [endpoint]
 start_veil() { # ns iface conf flags
     local ns="$1" iface="$2" conf="$3" flags="$4" p
     # shellcheck disable=SC2086  # flags are words
-    ip netns exec "$ns" "$veil" up "$conf" --interface "$iface" $flags >"$work/$iface.log" 2>&1 &
+    ip netns exec "$ns" "$veil" up "$conf" --interface "$iface" $flags >"$work/$session.$iface.log" 2>&1 &
     p=$!
     pids+=("$p")
     tunnel_pids+=("$p")
@@ -400,7 +403,7 @@ server_listening() {
 
 show_logs() {
     local f
-    for f in "$work/$ifa.log" "$work/$ifb.log"; do
+    for f in "$work/$session.$ifa.log" "$work/$session.$ifb.log"; do
         [ -s "$f" ] && { echo "--- $(basename "$f")"; tail -n 5 "$f"; } >&2
     done
 }
@@ -413,10 +416,29 @@ iperf_client() { # out args...
         iperf3 -c "$target" -p 5201 -t "$duration" -J --connect-timeout 3000 "$@" >"$out" 2>&1
 }
 
+# Kernel counters of both namespaces (links, UDP/TCP MIBs), to tell where packets were dropped:
+# a tunnel's TUN "tx dropped" means the tunnel process did not read fast enough; UdpRcvbufErrors
+# means a socket's receive buffer overflowed; /proc/net/udp tells whether it was the tunnel's
+# (port 51820) or iperf3's.
+snap() { # file
+    local ns
+    for ns in "$ns_a" "$ns_b"; do
+        echo "### $ns link"
+        ip -n "$ns" -s -j link show 2>/dev/null
+        echo
+        echo "### $ns nstat"
+        ip netns exec "$ns" nstat -asz -j 2>/dev/null
+        echo
+        echo "### $ns udpsock"
+        ip netns exec "$ns" cat /proc/net/udp /proc/net/udp6 2>/dev/null
+    done >"$1"
+}
+
 measure() { # impl rep workload
     local impl="$1" rep="$2" w="$3" out="$work/$1.$2.$3.out" t0 t1 rc=1 try
     for try in 1 2; do
         tunnel_alive || { echo "tunnel process died" >"$out"; rc=1; break; }
+        snap "$out.snap0"
         t0="$(cpu_ticks)"
         case "$w" in
             tcp1) iperf_client "$out"; rc=$? ;;
@@ -428,7 +450,7 @@ measure() { # impl rep workload
                 rc=$?
                 ;;
             rtt-load)
-                local secs=$((probes * 2 / 1000 + 3))
+                local secs=$((probes * 2 / 1000 + 2))
                 timeout -k 3 $((secs + 20)) ip netns exec "$ns_b" \
                     iperf3 -c "$target" -p 5201 -t "$secs" -J --connect-timeout 3000 >"$out.load" 2>&1 &
                 local lp=$!
@@ -440,6 +462,7 @@ measure() { # impl rep workload
                 ;;
         esac
         t1="$(cpu_ticks)"
+        snap "$out.snap1"
         # ping exits 1 when some probes were lost; the record counts them.
         if [ "$rc" -eq 0 ] || { [[ "$w" == rtt* ]] && [ "$rc" -eq 1 ] && grep -q 'time=' "$out"; }; then
             rc=0
@@ -451,8 +474,9 @@ measure() { # impl rep workload
     [ "$rc" -eq 0 ] || status=failed
     helper record --records "$records" --impl "$impl" --rep "$rep" --workload "$w" --raw "$out" \
         --status "$status" --cpu-ticks $((t1 - t0)) --clk-tck "$clk_tck" \
+        --snap-before "$out.snap0" --snap-after "$out.snap1" --ns-a "$ns_a" --ns-b "$ns_b" \
         --tunnel "$([ "${kind[$impl]}" = veth ] && echo no || echo yes)"
-    sleep 0.5
+    sleep 0.2
 }
 
 # --- main loop ---------------------------------------------------------------------------------
@@ -467,6 +491,7 @@ for rep in $(seq 1 "$repeat"); do
     for impl in "${order[@]}"; do
         n_done=$((n_done + 1))
         log "[$n_done/$total] repetition $rep/$repeat: $impl"
+        session="$impl.$rep"
         if ! start_session "$impl"; then
             log "  $impl: tunnel did not come up"
             show_logs
