@@ -435,7 +435,8 @@ snap() { # file
 }
 
 measure() { # impl rep workload
-    local impl="$1" rep="$2" w="$3" out="$work/$1.$2.$3.out" t0 t1 rc=1 try
+    local impl="$1" rep="$2" w="$3" t0 t1 rc=1 try
+    local out="$work/$session.$w.out"
     for try in 1 2; do
         tunnel_alive || { echo "tunnel process died" >"$out"; rc=1; break; }
         snap "$out.snap0"
@@ -491,7 +492,8 @@ for rep in $(seq 1 "$repeat"); do
     for impl in "${order[@]}"; do
         n_done=$((n_done + 1))
         log "[$n_done/$total] repetition $rep/$repeat: $impl"
-        session="$impl.$rep"
+        # File-name safe: sweep ids contain '/' and ':'.
+        session="${impl//[^A-Za-z0-9_.-]/_}.$rep"
         if ! start_session "$impl"; then
             log "  $impl: tunnel did not come up"
             show_logs
