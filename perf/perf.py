@@ -368,8 +368,9 @@ def cmd_report(a):
     lines.append("")
     lines.append(
         ("Ratios are veil ÷ the best of " + ", ".join(peers) + " for that figure: "
+         "above 1 is better for ↑ figures, below 1 is better for ↓ figures. "
          if peers else "No peer was measured, so there are no ratios. ")
-        + "above 1 is better for ↑ figures, below 1 is better for ↓ figures. "
+        + 
         "veth is the ceiling (no tunnel); its CPU cost is n/a (no tunnel process). "
         "* = some repetitions failed; the median is over the others."
     )

@@ -58,7 +58,9 @@ die() {
     echo "run.sh: $*" >&2
     exit 1
 }
-need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
+need_arg() {
+    if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi
+}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -79,8 +81,9 @@ done
 [[ "$duration" =~ ^[1-9][0-9]*$ ]] || die "--duration must be a whole number of seconds >= 1, not '$duration'"
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a whole number >= 1, not '$repeat'"
 [[ "$probes" =~ ^[1-9][0-9]*$ ]] || die "--probes must be a whole number >= 1, not '$probes'"
-[[ "$mtu" =~ ^[0-9]+$ ]] && [ "$mtu" -ge 1280 ] && [ "$mtu" -le 1440 ] ||
+if ! [[ "$mtu" =~ ^[0-9]+$ ]] || [ "$mtu" -lt 1280 ] || [ "$mtu" -gt 1440 ]; then
     die "--mtu must be 1280..=1440 (the veth is 1500 and WireGuard over IPv4 adds 60), not '$mtu'"
+fi
 if [ -n "$pin" ] && [ "$sweep" = yes ]; then
     die "--pin and --sweep-pinning exclude each other: the sweep chooses the pinning"
 fi
@@ -148,6 +151,18 @@ on_signal() {
 trap cleanup EXIT
 trap 'on_signal SIGINT 130' INT
 trap 'on_signal SIGTERM 143' TERM
+
+# Namespaces of an earlier run that was killed outright (SIGKILL, power loss) carry the dead
+# run's PID in their name; remove them so they do not pile up.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^vp[0-9]+a$' || true); do
+    old="${ns#vp}"
+    old="${old%a}"
+    if [ "$old" != "$$" ] && ! kill -0 "$old" 2>/dev/null; then
+        log "removing namespaces vp${old}a/vp${old}b left by an earlier run that was killed"
+        bash "$repo/scripts/netns.sh" down "vp$old" >/dev/null 2>&1
+        rm -f "/var/run/wireguard/wp${old}a.sock" "/var/run/wireguard/wp${old}b.sock"
+    fi
+done
 
 # Runs a command in the background and waits for it, so a signal interrupts the wait at once
 # (bash defers traps until a foreground child ends). Returns the command's status.
