@@ -164,10 +164,14 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^vp[0-9]+a$'
     fi
 done
 
-# Runs a command in the background and waits for it, so a signal interrupts the wait at once
-# (bash defers traps until a foreground child ends). Returns the command's status.
-run() {
-    "$@" &
+# Runs a command in the background with its output in OUT and waits for it, so a signal
+# interrupts the wait at once (bash defers traps until a foreground child ends). The redirection
+# is the command's own: redirecting the call would also redirect this shell (and the trap's
+# messages) while it waits. Returns the command's status.
+run() { # out command...
+    local out="$1"
+    shift
+    "$@" >"$out" 2>&1 &
     local p=$!
     pids+=("$p")
     wait "$p"
@@ -337,6 +341,18 @@ wait_for() { # tries, command...
     return 1
 }
 
+# Like wait_for, but gives up at once if process PID exited.
+wait_while_alive() { # pid tries command...
+    local pid="$1" tries="$2"
+    shift 2
+    for _ in $(seq 1 "$tries"); do
+        "$@" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 start_wg_peer() { # kind ns iface keyfile peerpub addr [endpoint]
     local k="$1" ns="$2" iface="$3" key="$4" peer="$5" addr="$6" ep="${7:-}" p
     local logf="$work/$session.$iface.log"
@@ -351,7 +367,7 @@ start_wg_peer() { # kind ns iface keyfile peerpub addr [endpoint]
     p=$!
     pids+=("$p")
     tunnel_pids+=("$p")
-    wait_for 100 test -S "/var/run/wireguard/$iface.sock" || return 1
+    wait_while_alive "$p" 100 test -S "/var/run/wireguard/$iface.sock" || return 1
     local args=(private-key "$key" listen-port 51820 peer "$peer" allowed-ips 10.9.0.0/24)
     [ -z "$ep" ] || args+=(endpoint "$ep")
     ip netns exec "$ns" wg set "$iface" "${args[@]}" || return 1
@@ -366,7 +382,7 @@ start_veil() { # ns iface conf flags
     p=$!
     pids+=("$p")
     tunnel_pids+=("$p")
-    wait_for 100 ip -n "$ns" link show "$iface" || return 1
+    wait_while_alive "$p" 100 ip -n "$ns" link show "$iface" || return 1
 }
 
 start_session() { # impl
@@ -427,8 +443,8 @@ show_logs() {
 iperf_client() { # out args...
     local out="$1"
     shift
-    run timeout -k 3 $((duration + 20)) ip netns exec "$ns_b" \
-        iperf3 -c "$target" -p 5201 -t "$duration" -J --connect-timeout 3000 "$@" >"$out" 2>&1
+    run "$out" timeout -k 3 $((duration + 20)) ip netns exec "$ns_b" \
+        iperf3 -c "$target" -p 5201 -t "$duration" -J --connect-timeout 3000 "$@"
 }
 
 # Kernel counters of both namespaces (links, UDP/TCP MIBs), to tell where packets were dropped:
@@ -462,7 +478,7 @@ measure() { # impl rep workload
             udp1400) iperf_client "$out" -u -b 0 -l 1400; rc=$? ;;
             udp64) iperf_client "$out" -u -b 0 -l 64; rc=$? ;;
             rtt)
-                run ip netns exec "$ns_b" ping -n -c "$probes" -i 0.002 -W 1 "$target" >"$out" 2>&1
+                run "$out" ip netns exec "$ns_b" ping -n -c "$probes" -i 0.002 -W 1 "$target"
                 rc=$?
                 ;;
             rtt-load)
@@ -472,7 +488,7 @@ measure() { # impl rep workload
                 local lp=$!
                 pids+=("$lp")
                 sleep 1
-                run ip netns exec "$ns_b" ping -n -c "$probes" -i 0.002 -W 1 "$target" >"$out" 2>&1
+                run "$out" ip netns exec "$ns_b" ping -n -c "$probes" -i 0.002 -W 1 "$target"
                 rc=$?
                 wait "$lp" || rc=1
                 ;;
