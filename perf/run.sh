@@ -36,6 +36,15 @@
 # processes, UAPI sockets), also on failure or Ctrl-C. Environment: CARGO_TARGET_DIR is honoured.
 set -uo pipefail
 
+# veil's protection sections for benchmark runs (see where the configs are written).
+veil_unlimited='[rate_limiting]
+per_client_bandwidth_mbps = 0
+per_client_pps = 0
+
+[degradation]
+enable_graceful_degradation = false
+'
+
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 perf_dir="$repo/perf"
 
@@ -406,10 +415,13 @@ start_session() { # impl
             veil)
                 (
                     umask 077
-                    printf '[Interface]\nPrivateKey = %s\nListenPort = 51820\nAddress = 10.9.0.1/24\nMTU = %s\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 10.9.0.2/32\n' \
-                        "$a_priv" "$mtu" "$b_pub" >"$work/a.conf"
-                    printf '[Interface]\nPrivateKey = %s\nListenPort = 51820\nAddress = 10.9.0.2/24\nMTU = %s\n\n[Peer]\nPublicKey = %s\nEndpoint = 192.168.241.1:51820\nAllowedIPs = 10.9.0.0/24\n' \
-                        "$b_priv" "$mtu" "$a_pub" >"$work/b.conf"
+                    # The peers compared have no per-client limits or load shedding: lift
+                    # veil's defaults (100 Mb/s per client, degradation) so the table compares
+                    # the tunnels, not veil's protection settings.
+                    printf '[Interface]\nPrivateKey = %s\nListenPort = 51820\nAddress = 10.9.0.1/24\nMTU = %s\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 10.9.0.2/32\n\n%s' \
+                        "$a_priv" "$mtu" "$b_pub" "$veil_unlimited" >"$work/a.conf"
+                    printf '[Interface]\nPrivateKey = %s\nListenPort = 51820\nAddress = 10.9.0.2/24\nMTU = %s\n\n[Peer]\nPublicKey = %s\nEndpoint = 192.168.241.1:51820\nAllowedIPs = 10.9.0.0/24\n\n%s' \
+                        "$b_priv" "$mtu" "$a_pub" "$veil_unlimited" >"$work/b.conf"
                 )
                 start_veil "$ns_a" "$ifa" "$work/a.conf" "${flags_a[$impl]}" || return 1
                 start_veil "$ns_b" "$ifb" "$work/b.conf" "${flags_b[$impl]}" || return 1
