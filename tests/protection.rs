@@ -3,9 +3,39 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
+
+/// Configs of a gateway (namespace a) with two clients (namespace b) on subnets
+/// 10.9.0.0/24 and 10.9.1.0/24, `gw_extra` appended to the gateway's:
+/// (gateway, client 1, client 2, the gateway's public key).
+fn two_clients(t: &Topology, gw_extra: &str) -> (PathBuf, PathBuf, PathBuf, String) {
+    let (gw_priv, gw_pub) = keypair();
+    let (c1_priv, c1_pub) = keypair();
+    let (c2_priv, c2_pub) = keypair();
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24, 10.9.1.1/24\n\n\
+             [Peer]\nPublicKey = {c1_pub}\nAllowedIPs = 10.9.0.2/32\n\n\
+             [Peer]\nPublicKey = {c2_pub}\nAllowedIPs = 10.9.1.2/32\n\n{gw_extra}"
+        ),
+    );
+    let client = |name: &str, key: &str, addr: &str, net: &str| {
+        t.write(
+            &format!("{name}.conf"),
+            &format!(
+                "[Interface]\nPrivateKey = {key}\nAddress = {addr}/24\n\n[Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = {net}\n",
+                endpoint(A_V4, GW_PORT)
+            ),
+        )
+    };
+    let c1 = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
+    let c2 = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
+    (gw_conf, c1, c2, gw_pub)
+}
 
 /// UDP iperf3 from the client namespace to the gateway: (received bit/s, received
 /// packets/s), measured by the receiver after the first `skip` seconds.
@@ -166,30 +196,7 @@ fn degradation_rises_refuses_new_sessions_and_recovers() {
         return;
     };
     let t = Topology::new("pd");
-    let (gw_priv, gw_pub) = keypair();
-    let (c1_priv, c1_pub) = keypair();
-    let (c2_priv, c2_pub) = keypair();
-    let gw_conf = t.write(
-        "veilgw.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24, 10.9.1.1/24\n\n\
-             [Peer]\nPublicKey = {c1_pub}\nAllowedIPs = 10.9.0.2/32\n\n\
-             [Peer]\nPublicKey = {c2_pub}\nAllowedIPs = 10.9.1.2/32\n\n\
-             [rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n\
-             [degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n"
-        ),
-    );
-    let client = |name: &str, key: &str, addr: &str, net: &str| {
-        t.write(
-            &format!("{name}.conf"),
-            &format!(
-                "[Interface]\nPrivateKey = {key}\nAddress = {addr}/24\n\n[Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = {net}\n",
-                endpoint(A_V4, GW_PORT)
-            ),
-        )
-    };
-    let c1_conf = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
-    let c2_conf = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
+    let (gw_conf, c1_conf, c2_conf, _) = two_clients(&t, "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n");
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
     let _c1 = veil_up(&t, &t.b(), &c1_conf, &[], &[]);
     t.wait_ping(&t.b(), "10.9.0.1");
@@ -257,29 +264,10 @@ fn handshake_flood_spares_established_flow_and_new_peer() {
         return;
     };
     let t = Topology::new("pf");
-    let (gw_priv, gw_pub) = keypair();
-    let (c1_priv, c1_pub) = keypair();
-    let (c2_priv, c2_pub) = keypair();
-    let gw_conf = t.write(
-        "veilgw.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24, 10.9.1.1/24\n\n\
-             [Peer]\nPublicKey = {c1_pub}\nAllowedIPs = 10.9.0.2/32\n\n\
-             [Peer]\nPublicKey = {c2_pub}\nAllowedIPs = 10.9.1.2/32\n\n\
-             [rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n"
-        ),
+    let (gw_conf, c1_conf, c2_conf, gw_pub) = two_clients(
+        &t,
+        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n",
     );
-    let client = |name: &str, key: &str, addr: &str, net: &str| {
-        t.write(
-            &format!("{name}.conf"),
-            &format!(
-                "[Interface]\nPrivateKey = {key}\nAddress = {addr}/24\n\n[Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = {net}\n",
-                endpoint(A_V4, GW_PORT)
-            ),
-        )
-    };
-    let c1_conf = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
-    let c2_conf = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
     let (a, b) = (t.a(), t.b());
     let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
     let _c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
@@ -357,29 +345,10 @@ fn each_client_gets_its_own_limit() {
         return;
     };
     let t = Topology::new("p2");
-    let (gw_priv, gw_pub) = keypair();
-    let (c1_priv, c1_pub) = keypair();
-    let (c2_priv, c2_pub) = keypair();
-    let gw_conf = t.write(
-        "veilgw.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24, 10.9.1.1/24\n\n\
-             [Peer]\nPublicKey = {c1_pub}\nAllowedIPs = 10.9.0.2/32\n\n\
-             [Peer]\nPublicKey = {c2_pub}\nAllowedIPs = 10.9.1.2/32\n\n\
-             [rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n"
-        ),
+    let (gw_conf, c1_conf, c2_conf, _) = two_clients(
+        &t,
+        "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
     );
-    let client = |name: &str, key: &str, addr: &str, net: &str| {
-        t.write(
-            &format!("{name}.conf"),
-            &format!(
-                "[Interface]\nPrivateKey = {key}\nAddress = {addr}/24\n\n[Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = {net}\n",
-                endpoint(A_V4, GW_PORT)
-            ),
-        )
-    };
-    let c1_conf = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
-    let c2_conf = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
     let (a, b) = (t.a(), t.b());
     let _gw = veil_up(&t, &a, &gw_conf, &[], &[]);
     let _c1 = veil_up(&t, &b, &c1_conf, &[], &[]);

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-const GW_PORT: u16 = 51820;
-
 struct Pair {
     t: Topology,
     gw: Proc,
@@ -160,17 +158,6 @@ fn unknown_peer_cannot_handshake() {
         counter(&log, "handshake_unknown_peer") >= 1,
         "unknown-peer handshakes not counted:\n{log}"
     );
-}
-
-/// Value of a counter from the summary veil logs when it stops.
-fn counter(log: &str, name: &str) -> u64 {
-    log.lines()
-        .filter(|l| l.contains("counters:"))
-        .flat_map(|l| l.split_whitespace())
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| k.rsplit('.').next() == Some(name))
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]
