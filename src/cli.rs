@@ -29,7 +29,8 @@ pub enum Command {
 }
 
 /// Bring up a tunnel interface from a wg-quick style config file and carry
-/// traffic until SIGINT or SIGTERM, then remove the interface and exit 0.
+/// traffic until SIGINT or SIGTERM, then drain (veil clients are told), remove
+/// the interface and exit 0.
 /// Exit status 2 means the config or flags were rejected (nothing was created).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "up")]
@@ -142,9 +143,9 @@ pub struct ShowArgs {
 }
 
 /// Check a running interface component by component (UDP socket, TUN device,
-/// crypto self-test, control and dataplane threads). Exit status 0 when all
-/// are ok, 1 when one is degraded, 2 when one failed, 3 when the interface
-/// cannot be reached.
+/// crypto self-test, control and dataplane threads, degradation level). Exit
+/// status 0 when all are ok, 1 when one is degraded, 2 when one failed, 3 when
+/// the interface cannot be reached.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "health")]
 pub struct HealthArgs {
