@@ -223,6 +223,10 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     tokens: TokenMinter,
     next_session: u64,
     drain: Option<lifecycle::Drain>,
+    /// The wall clock read once, with the monotonic instant it was read at: TAI64N
+    /// timestamps follow the monotonic clock from there, so they never step back
+    /// when the system clock does (peers would reject our initiations as replays).
+    wall_anchor: (Instant, SystemTime),
     protection: protection::Protection,
     admin: admin::AdminState,
 }
@@ -314,8 +318,20 @@ impl<R: CryptoRngCore> Device<R> {
             tokens,
             next_session: 1,
             drain: None,
+            wall_anchor: (Instant::now(), SystemTime::now()),
             protection: protection::Protection::new(ProtectionConfig::default()),
             admin: Default::default(),
+        }
+    }
+
+    /// Wall time at `now`, from the anchor taken when the device was built.
+    fn wall_time(&self, now: Instant) -> SystemTime {
+        let (at, wall) = self.wall_anchor;
+        match now.checked_duration_since(at) {
+            Some(d) => wall.checked_add(d).unwrap_or(wall),
+            None => wall
+                .checked_sub(at.saturating_duration_since(now))
+                .unwrap_or(wall),
         }
     }
 
@@ -465,22 +481,21 @@ impl<R: CryptoRngCore> Device<R> {
         };
         let index = self.new_index(slot);
         let jitter = self.jitter();
+        let wall = self.wall_time(now);
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
-        let msg = match p.handshake.create_initiation(
-            &self.identity,
-            index,
-            now,
-            SystemTime::now(),
-            &mut self.rng,
-        ) {
-            Ok(m) => m,
-            Err(e) => {
-                warn!("peer {}: cannot initiate a handshake: {e}", p.short);
-                return;
-            }
-        };
+        let msg =
+            match p
+                .handshake
+                .create_initiation(&self.identity, index, now, wall, &mut self.rng)
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!("peer {}: cannot initiate a handshake: {e}", p.short);
+                    return;
+                }
+            };
         p.last_initiation = Some(now);
         p.attempt_started.get_or_insert(now);
         p.retry_at = Some(now + self.timing.rekey_timeout + jitter);
