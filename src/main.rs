@@ -14,8 +14,10 @@ mod listen;
 mod logging;
 mod metrics;
 mod notify;
+mod procfs;
 mod runtime;
 mod services;
+mod text;
 mod threading;
 mod uapi;
 
