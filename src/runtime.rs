@@ -15,12 +15,12 @@ use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, Sing
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun, UdpSocket};
 use veil_dataplane::timing::Timing;
 
+use crate::admin::services::{self, ServiceOptions};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, ErrorClass, Failure};
 use crate::listen::{UdpHandle, UdpSlot};
 use crate::notify::{Notifier, Watchdog};
-use crate::services::ServiceOptions;
 use crate::threading::{Pinning, ThreadFlags};
 
 /// Longest drain after a failure (a panic, a fatal dataplane error).
@@ -423,7 +423,7 @@ struct Running {
     control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
     name: String,
-    _services: crate::services::Services,
+    _services: services::Services,
     // Dropped last: closing the TUN fd removes the interface.
     _tun: Arc<Tun>,
 }
@@ -482,7 +482,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         ..Default::default()
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
-    let (services, recorders) = crate::services::wire(
+    let (services, recorders) = services::wire(
         p.services,
         &p.name,
         &shared,
@@ -493,7 +493,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         &mut device.device,
         &mut tx,
     )?;
-    let mut device = crate::metrics::MeteredDevice::new(device, recorders);
+    let mut device = crate::admin::metrics::MeteredDevice::new(device, recorders);
     let waiter = IoWaiter {
         udp: udp.handle(),
         tun: tun.clone(),

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use veil_dataplane::sys::Netlink;
 use veil_dataplane::Keypair;
 
-use crate::metrics::json_str;
-use crate::services::Context;
+use super::context::Context;
+use super::metrics::json_str;
 
 /// A heartbeat at most this old is healthy.
 pub const FRESH: Duration = Duration::from_secs(2);

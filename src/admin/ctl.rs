@@ -17,11 +17,22 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use std::path::{Path, PathBuf};
+
+use super::context::Context;
+use super::health;
+use super::metrics::{render_json, MetricsData};
 use crate::keys::encode_key;
-use crate::metrics::{render_json, MetricsData};
-use crate::services::{ctl_socket, Context};
 
 /// First word of every answer.
+/// Directory of veil's own control sockets.
+pub const CTL_DIR: &str = "/run/veil";
+
+/// `/run/veil/IFACE.sock`.
+pub fn ctl_socket(name: &str) -> PathBuf {
+    Path::new(CTL_DIR).join(format!("{name}.sock"))
+}
+
 const VERSION: &str = "veil-ctl/1";
 /// Exit status when the daemon cannot be reached or answers nonsense.
 const EXIT_UNREACHABLE: u8 = 3;
@@ -36,7 +47,7 @@ fn answer(ctx: &Context, line: &str) -> (u8, String) {
             render_json(&ctx.metrics_data(), SystemTime::now()) + "\n",
         ),
         "health text" | "health json" => {
-            let report = crate::health::check(ctx);
+            let report = health::check(ctx);
             let body = if line.trim_end().ends_with("json") {
                 report.to_json() + "\n"
             } else {
