@@ -12,6 +12,8 @@ mod listen;
 mod logging;
 mod notify;
 mod runtime;
+#[cfg(debug_assertions)]
+mod test_hooks;
 mod threading;
 
 use std::io::{Read, Write};

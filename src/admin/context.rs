@@ -11,9 +11,8 @@ use log::{info, warn};
 use veil_control::device::{
     AdminError, AdminHandle, ChangeOutcome, ConfigureError, ControlCounters,
 };
-use veil_dataplane::pipeline::{
-    Shared, HEARTBEAT_CONTROL, HEARTBEAT_CRYPTO, HEARTBEAT_RX, HEARTBEAT_TX,
-};
+use veil_dataplane::pipeline::Shared;
+use veil_dataplane::role::Role;
 use veil_dataplane::route::IpNet;
 use veil_dataplane::sys::Netlink;
 
@@ -46,45 +45,49 @@ pub struct Context {
     pub hub: Arc<MetricsHub>,
     /// Networks of the interface's own addresses: their routes are the kernel's, never removed.
     pub own_networks: Vec<IpNet>,
-    /// Test hook (see [`ServiceOptions::test_stall`]).
-    pub test_stall: Option<usize>,
+    /// Test-only stall and panic hooks.
+    #[cfg(debug_assertions)]
+    pub test_hooks: crate::test_hooks::TestHooks,
 }
 
 impl Context {
-    /// Age of a heartbeat slot.
-    pub fn heartbeat_age(&self, slot: usize) -> Option<Duration> {
-        let beat = self.shared.heartbeats.get(slot)?.load(Ordering::Relaxed);
+    /// Age of the heartbeat of `role`'s thread.
+    pub fn heartbeat_age(&self, role: Role) -> Option<Duration> {
+        let beat = self
+            .shared
+            .heartbeats
+            .get(role.slot())?
+            .load(Ordering::Relaxed);
         let at = self.shared.epoch.instant(beat)?;
         Some(at.elapsed())
     }
 
-    /// The dataplane threads by name and heartbeat slot.
-    pub fn dataplane_threads(&self) -> Vec<(&'static str, usize)> {
-        match self.threading {
-            Threading::Pipeline => vec![
-                ("veil-rx", HEARTBEAT_RX),
-                ("veil-crypto", HEARTBEAT_CRYPTO),
-                ("veil-tx", HEARTBEAT_TX),
-            ],
-            Threading::Single => vec![("veil-single", HEARTBEAT_RX)],
-        }
+    /// The threads that run, in heartbeat-slot order.
+    pub fn threads(&self) -> &'static [Role] {
+        Role::threads(self.threading == Threading::Single)
+    }
+
+    /// The threads that run, but the control thread (the single thread included).
+    pub fn dataplane_threads(&self) -> impl Iterator<Item = Role> {
+        self.threads()
+            .iter()
+            .copied()
+            .filter(|r| *r != Role::Control)
     }
 
     /// Gather everything for a scrape or `veil show`.
     pub fn metrics_data(&self) -> MetricsData {
         let s = &self.shared;
-        let mut heartbeats: Vec<(&'static str, Option<f64>)> = self
-            .dataplane_threads()
-            .into_iter()
-            .map(|(n, slot)| (n, self.heartbeat_age(slot).map(|d| d.as_secs_f64())))
+        let heartbeats: Vec<(&'static str, Option<f64>)> = self
+            .threads()
+            .iter()
+            .map(|&r| {
+                (
+                    r.thread_name(),
+                    self.heartbeat_age(r).map(|d| d.as_secs_f64()),
+                )
+            })
             .collect();
-        if self.threading == Threading::Pipeline {
-            heartbeats.push((
-                "veil-control",
-                self.heartbeat_age(HEARTBEAT_CONTROL)
-                    .map(|d| d.as_secs_f64()),
-            ));
-        }
         MetricsData {
             interface: self.name.clone(),
             listen_port: self.udp.port(),

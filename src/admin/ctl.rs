@@ -6,15 +6,15 @@
 //! closes. `N` is the exit status the command should end with (for `health`, 0 only when every
 //! component is ok). The daemon renders the body, so the client needs no parser.
 //!
-//! Test hook: when the daemon was started with `VEIL_TEST_STALL_THREAD=NAME`, the line
-//! `test-stall` makes that thread stall (stop beating and working) until shutdown, so tests can
-//! watch `veil health` notice. Without the variable the line is refused.
+//! Test hook (debug builds, see `crate::test_hooks`): when the daemon was started with
+//! `VEIL_TEST_STALL_ON_REQUEST=NAME`, the line `test-stall` makes that thread stall (stop
+//! beating and working) until shutdown, so tests can watch `veil health` notice. Without the
+//! variable the line is refused.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use std::path::{Path, PathBuf};
@@ -55,14 +55,15 @@ fn answer(ctx: &Context, line: &str) -> (u8, String) {
             };
             (report.status().exit_code(), body)
         }
-        "test-stall" => match ctx.test_stall {
-            Some(slot) => {
-                ctx.shared.test_stall.store(slot, Ordering::Relaxed);
+        #[cfg(debug_assertions)]
+        "test-stall" => {
+            if ctx.test_hooks.stall_on_request(&ctx.shared) {
                 log::warn!("{}: test hook: stalling a dataplane thread", ctx.name);
                 (0, "stalled\n".into())
+            } else {
+                (2, "test hooks are off\n".into())
             }
-            None => (2, "test hooks are off\n".into()),
-        },
+        }
         _ => (
             2,
             "unknown request: expected 'show text', 'show json', 'health text' or 'health json'\n"

@@ -17,6 +17,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use veil_dataplane::role::Role;
 use veil_dataplane::sys::Netlink;
 use veil_dataplane::Keypair;
 
@@ -245,12 +246,12 @@ pub fn check(ctx: &Context) -> HealthReport {
         },
     );
     let control = match ctx.admin.snapshot(false, CONTROL_TIMEOUT) {
-        Ok(_) => heartbeat(ctx.heartbeat_age(veil_dataplane::pipeline::HEARTBEAT_CONTROL)),
+        Ok(_) => heartbeat(ctx.heartbeat_age(Role::Control)),
         Err(e) => (Status::Failed, format!("does not answer: {e}")),
     };
     add("control_thread", control);
-    for (name, slot) in ctx.dataplane_threads() {
-        add(name, heartbeat(ctx.heartbeat_age(slot)));
+    for role in ctx.dataplane_threads() {
+        add(role.thread_name(), heartbeat(ctx.heartbeat_age(role)));
     }
     add(
         "degradation",

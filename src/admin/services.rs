@@ -27,9 +27,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 use veil_control::device::{admin_channel, Device};
-use veil_dataplane::pipeline::{
-    Shared, TxThread, HEARTBEAT_CONTROL, HEARTBEAT_CRYPTO, HEARTBEAT_RX, HEARTBEAT_TX,
-};
+use veil_dataplane::pipeline::{Shared, TxThread};
 use veil_dataplane::route::IpNet;
 use veil_dataplane::sys;
 
@@ -44,8 +42,6 @@ use crate::listen::UdpSlot;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a service thread looks at the stop flag.
 const POLL: Duration = Duration::from_millis(500);
-/// Test-only: arms the `test-stall THREAD` control command (see docs/OPERATIONS.md).
-pub const ENV_TEST_STALL: &str = "VEIL_TEST_STALL_ON_REQUEST";
 
 /// What `veil up` flags say about the services.
 #[derive(Debug)]
@@ -54,29 +50,15 @@ pub struct ServiceOptions {
     pub metrics_listen: Option<(SocketAddr, TcpListener)>,
     /// `--metrics-peers`.
     pub metrics_peers: usize,
-    /// `VEIL_TEST_STALL_ON_REQUEST`: heartbeat slot + 1 of the thread `test-stall` may stall.
-    pub test_stall: Option<usize>,
+    /// Test-only stall and panic hooks, from the environment.
+    #[cfg(debug_assertions)]
+    pub test_hooks: crate::test_hooks::TestHooks,
 }
 
 impl ServiceOptions {
     /// From the flags and the environment; binds the metrics address.
     /// `file` is the config's `[metrics]` section; `--metrics-listen` overrides it.
     pub fn from_args(args: &UpArgs, file: &crate::config::MetricsConfig) -> Result<Self, String> {
-        let test_stall = match std::env::var(ENV_TEST_STALL) {
-            Err(_) => None,
-            Ok(name) => Some(match name.as_str() {
-                "veil-rx" => HEARTBEAT_RX + 1,
-                "veil-crypto" => HEARTBEAT_CRYPTO + 1,
-                "veil-tx" => HEARTBEAT_TX + 1,
-                "veil-control" => HEARTBEAT_CONTROL + 1,
-                "veil-single" => 1,
-                other => {
-                    return Err(format!(
-                        "{ENV_TEST_STALL}={other}: expected veil-rx, veil-crypto, veil-tx, veil-control or veil-single"
-                    ))
-                }
-            }),
-        };
         let (listen, origin) = match args.metrics_listen {
             Some(addr) => (Some(addr), "--metrics-listen"),
             None => (file.enable.then_some(file.listen), "[metrics] listen"),
@@ -93,7 +75,8 @@ impl ServiceOptions {
         Ok(Self {
             metrics_listen,
             metrics_peers: args.metrics_peers.unwrap_or(DEFAULT_PEER_SERIES),
-            test_stall,
+            #[cfg(debug_assertions)]
+            test_hooks: crate::test_hooks::TestHooks::from_env().map_err(|e| e.to_string())?,
         })
     }
 }
@@ -139,7 +122,8 @@ pub fn wire(
         threading,
         hub,
         own_networks: addresses.iter().map(IpNet::network).collect(),
-        test_stall: options.test_stall,
+        #[cfg(debug_assertions)]
+        test_hooks: options.test_hooks,
     });
     Ok((Wiring { ctx, options }, recorders))
 }
