@@ -19,10 +19,11 @@ use veil_dataplane::timing::Timing;
 use crate::admin::services::{self, ServiceOptions};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
-use crate::failure::{supervisor, ErrorClass, Failure};
+use crate::failure::{supervisor, Failure};
 use crate::listen::{UdpHandle, UdpSlot};
 use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Pinning, ThreadFlags};
+use veil_dataplane::error_class::ErrorClass;
 
 /// Longest drain after a failure (a panic, a fatal dataplane error).
 const FAILED_DRAIN_LIMIT: Duration = Duration::from_secs(1);
@@ -93,7 +94,7 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         &sys::available_cpus(),
         &args.config.display().to_string(),
     )
-    .map_err(Fail::Config)?;
+    .map_err(|e| Fail::Config(e.to_string()))?;
     let timing = timing_from_env().map_err(Fail::Config)?;
     let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
     Ok(Prepared {
@@ -632,7 +633,7 @@ impl Running {
         // A thread that ended on its own after a dataplane fault: the fault is the cause.
         match (failure, self.shared.fault.get()) {
             (Failure::Ended { .. }, Some(fault)) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {fault}; shutting down so the service manager can restart veil",
                 self.name
             ),
@@ -642,7 +643,7 @@ impl Running {
                 self.name
             ),
             (Failure::Ended { .. }, None) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {failure}; shutting down so the service manager can restart veil",
                 self.name
             ),

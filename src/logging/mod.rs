@@ -23,7 +23,7 @@
 //! Callers name the peer a message is about with the `peer` key-value
 //! (`info!(peer = short_id; "...")`) or, as the control thread does, by
 //! starting the message with `peer <short id>: `. An error class goes in the
-//! `class` key-value (see [`crate::failure::ErrorClass`]).
+//! `class` key-value (see [`veil_dataplane::error_class::ErrorClass`]).
 //!
 //! Why not env_logger's own logger: its format closure runs in the caller and
 //! writes synchronously, and it has no place for a rate limit, sampling or a
