@@ -144,3 +144,12 @@ pub(super) fn only<S>(states: Vec<SectionState<S>>) -> Option<SectionState<S>> {
 pub(super) fn only_draft<S: Default>(states: Vec<SectionState<S>>) -> S {
     only(states).map(|s| s.draft).unwrap_or_default()
 }
+
+/// Stores a parsed value: the usual setter, `|d, v, _| set(&mut d.field, parse(v))`.
+pub(super) fn set<T, E: Into<ValueProblem>>(
+    slot: &mut T,
+    parsed: Result<T, E>,
+) -> Result<(), ValueProblem> {
+    *slot = parsed.map_err(Into::into)?;
+    Ok(())
+}
