@@ -119,9 +119,7 @@ fn routes(t: &Topology, ns: &str, iface: &str) -> String {
 
 #[test]
 fn wg_show_and_set_on_a_running_gateway() {
-    let Some(_g) = begin("wg_show_and_set_on_a_running_gateway") else {
-        return;
-    };
+    let _g = begin_or_skip!("wg_show_and_set_on_a_running_gateway");
     let t = Topology::new("ow");
     let (a, b) = (t.a(), t.b());
     let k = keys();
@@ -242,9 +240,7 @@ fn wg_show_and_set_on_a_running_gateway() {
 
 #[test]
 fn showconf_round_trips_through_setconf() {
-    let Some(_g) = begin("showconf_round_trips_through_setconf") else {
-        return;
-    };
+    let _g = begin_or_skip!("showconf_round_trips_through_setconf");
     let t = Topology::new("oc");
     let (a, b) = (t.a(), t.b());
     let k = keys();
@@ -305,9 +301,7 @@ fn showconf_round_trips_through_setconf() {
 
 #[test]
 fn listen_port_changes_live() {
-    let Some(_g) = begin("listen_port_changes_live") else {
-        return;
-    };
+    let _g = begin_or_skip!("listen_port_changes_live");
     let t = Topology::new("op");
     let (a, b) = (t.a(), t.b());
     let k = keys();
@@ -347,9 +341,7 @@ fn metric(text: &str, series: &str) -> f64 {
 
 #[test]
 fn metrics_pass_promtool_and_move_with_traffic() {
-    let Some(_g) = begin("metrics_pass_promtool_and_move_with_traffic") else {
-        return;
-    };
+    let _g = begin_or_skip!("metrics_pass_promtool_and_move_with_traffic");
     let promtool = require("promtool");
     let t = Topology::new("om");
     let (a, b) = (t.a(), t.b());
@@ -445,9 +437,7 @@ fn health(json: bool) -> (i32, String, String) {
 
 #[test]
 fn health_reports_a_stalled_thread() {
-    let Some(_g) = begin("health_reports_a_stalled_thread") else {
-        return;
-    };
+    let _g = begin_or_skip!("health_reports_a_stalled_thread");
     let t = Topology::new("oh");
     let a = t.a();
     let k = keys();
