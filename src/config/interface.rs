@@ -47,13 +47,13 @@ impl Section for InterfaceDraft {
             d.listen_port = (port != 0).then_some(port);
             Ok(())
         }),
-        KeySpec::list("Address", "address", "ADDRESS or ADDRESS/PREFIX, e.g. 10.0.0.1/24 or fd00::1/64", |d, v, _| {
+        KeySpec::<Self>::once("Address", "address", "ADDRESS or ADDRESS/PREFIX, e.g. 10.0.0.1/24 or fd00::1/64", |d, v, _| {
             let net: IpNet = v.parse()?;
             if !d.addresses.contains(&net) {
                 d.addresses.push(net);
             }
             Ok(())
-        }),
+        }).list(),
         KeySpec::once("MTU", "MTU", "576..=9000, at least 1280 with an IPv6 Address; default 1420", |d, v, _| set(&mut d.mtu, parse_u16(v, MIN_MTU, MAX_MTU).map(Some))),
     ];
     const IGNORED: &'static [&'static str] = &[

@@ -50,7 +50,7 @@ impl Section for PeerDraft {
     const KEYS: &'static [KeySpec<Self>] = &[
         KeySpec::<Self>::once("PublicKey", "key", "44 characters of base64, as printed by `wg pubkey`", |d, v, _| set(&mut d.public_key, keys::parse_key(v).map(|k| Some(*k.as_bytes())))).required(),
         KeySpec::<Self>::once("PresharedKey", "key", "44 characters of base64, as printed by `wg genpsk`", |d, v, _| set(&mut d.preshared_key, keys::parse_key(v).map(Some))).secret(),
-        KeySpec::list("AllowedIPs", "network", "ADDRESS/PREFIX, e.g. 10.0.0.0/24", |d, v, ctx| {
+        KeySpec::<Self>::once("AllowedIPs", "network", "ADDRESS/PREFIX, e.g. 10.0.0.0/24", |d, v, ctx| {
             let given: IpNet = v.parse()?;
             let network = given.network();
             if network != given {
@@ -60,7 +60,7 @@ impl Section for PeerDraft {
                 d.allowed_ips.push(network);
             }
             Ok(())
-        }),
+        }).list(),
         KeySpec::once("Endpoint", "endpoint", "HOST:PORT, e.g. 192.0.2.1:51820, [fd00::1]:51820 or vpn.example.com:51820", |d, v, ctx| set(&mut d.endpoint, parse_endpoint(v, ctx.resolver).map(Some))),
         KeySpec::once("PersistentKeepalive", "keepalive interval", "seconds 0..=65535, or 'off'; 0 and off disable it", |d, v, _| {
             d.persistent_keepalive = if v.eq_ignore_ascii_case("off") {

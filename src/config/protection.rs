@@ -99,14 +99,14 @@ impl Section for PriorityDraft {
     const NAME: &'static str = "priority";
     #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::list("high_dscp", "DSCP", "code points 0..=63, comma-separated; default 46, 40, 48, 56 (EF, CS5-CS7)", |d, v, _| {
+        KeySpec::<Self>::once("high_dscp", "DSCP", "code points 0..=63, comma-separated; default 46, 40, 48, 56 (EF, CS5-CS7)", |d, v, _| {
             d.high.get_or_insert_with(Vec::new).push(parse_dscp_list(v)?);
             Ok(())
-        }),
-        KeySpec::list("low_dscp", "DSCP", "code points 0..=63, comma-separated; default 8 (CS1)", |d, v, _| {
+        }).list(),
+        KeySpec::<Self>::once("low_dscp", "DSCP", "code points 0..=63, comma-separated; default 8 (CS1)", |d, v, _| {
             d.low.get_or_insert_with(Vec::new).push(parse_dscp_list(v)?);
             Ok(())
-        }),
+        }).list(),
         KeySpec::once("ring_high_water_percent", "high-water mark", "percent 0..=100 of the RX ring; default 75", |d, v, _| set(&mut d.high_water, parse_number(v, 0, 100).map(Some))),
     ];
 

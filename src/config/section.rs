@@ -67,15 +67,11 @@ impl<D> KeySpec<D> {
         }
     }
 
-    pub(super) const fn list(
-        name: &'static str,
-        what: &'static str,
-        expected: &'static str,
-        set: Setter<D>,
-    ) -> Self {
+    /// Any number of times, each a comma-separated list; the setter sees one item at a time.
+    pub(super) const fn list(self) -> Self {
         Self {
             arity: Arity::List,
-            ..Self::once(name, what, expected, set)
+            ..self
         }
     }
 
