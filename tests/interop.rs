@@ -5,20 +5,14 @@ mod common;
 
 use common::*;
 
-const PORT: u16 = 51820;
+const PORT: u16 = GW_PORT;
 
 /// veil gateway in namespace a, `peer` as the client in namespace b.
 fn veil_gateway_with(tag: &str, peer: Peer) {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
-    let gw_conf = t.write(
-        "veilgw.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {PORT}\nAddress = 10.9.0.1/24\n\n\
-             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n"
-        ),
-    );
+    let gw_conf = t.write("veilgw.conf", &one_client_gateway(&gw_priv, &cl_pub));
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
     let key = t.write("client.key", &format!("{cl_priv}\n"));
     let iface = format!("wc{tag}");

@@ -70,6 +70,27 @@ fn stopped_peer_is_probed_and_expired_within_bound() {
     assert!(counter(&log, "sessions_expired") >= 1, "{log}");
 }
 
+/// The client in `ns` takes a second address `ip` on its link and sends from it from now on.
+fn move_client(t: &Topology, ns: &str, ip: &str) {
+    t.ok(
+        ns,
+        &["ip", "addr", "add", &format!("{ip}/24"), "dev", "veth0"],
+    );
+    t.ok(
+        ns,
+        &[
+            "ip",
+            "route",
+            "change",
+            "192.168.241.0/24",
+            "dev",
+            "veth0",
+            "src",
+            ip,
+        ],
+    );
+}
+
 #[test]
 fn client_address_change_migrates_without_handshake() {
     let _g = begin_or_skip!("client_address_change_migrates_without_handshake");
@@ -95,23 +116,7 @@ fn client_address_change_migrates_without_handshake() {
             .output()
     });
     std::thread::sleep(Duration::from_secs(5));
-    t.ok(
-        &b,
-        &["ip", "addr", "add", "192.168.241.3/24", "dev", "veth0"],
-    );
-    t.ok(
-        &b,
-        &[
-            "ip",
-            "route",
-            "change",
-            "192.168.241.0/24",
-            "dev",
-            "veth0",
-            "src",
-            "192.168.241.3",
-        ],
-    );
+    move_client(t, &b, "192.168.241.3");
     let out = iperf.join().expect("iperf thread").expect("iperf3");
     server.stop();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -215,25 +220,7 @@ fn migration_inside_cooldown_needs_a_token() {
     let (t, b) = (&s.t, s.t.b());
     t.wait_ping(&b, "10.9.0.1");
     std::thread::sleep(Duration::from_millis(300));
-    let move_to = |ip: &str| {
-        t.ok(
-            &b,
-            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "veth0"],
-        );
-        t.ok(
-            &b,
-            &[
-                "ip",
-                "route",
-                "change",
-                "192.168.241.0/24",
-                "dev",
-                "veth0",
-                "src",
-                ip,
-            ],
-        );
-    };
+    let move_to = |ip: &str| move_client(t, &b, ip);
     // First move: plain roaming, accepted (no cooldown running yet).
     move_to("192.168.241.3");
     t.wait_ping(&b, "10.9.0.1");

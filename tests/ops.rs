@@ -285,21 +285,22 @@ fn systemd_ready_watchdog_and_stopping() {
     assert!(!t.has_link(&t.a(), "veilgw"));
 }
 
+/// A lone gateway in `mode` with a test hook (`VEIL_TEST_*_THREAD`, thread) set, reporting
+/// to a notify socket.
+fn hooked_gateway(tag: &str, mode: &str, hook: (&str, &str)) -> (Topology, NotifySocket, Proc) {
+    let t = Topology::new(tag);
+    let (key, _) = keypair();
+    let notify = NotifySocket::new(&t.dir);
+    let conf = t.write("veilgw.conf", &lone_gateway(&key, ""));
+    let p = up_with_notify(&t, &conf, &["--threading", mode], &notify, &[hook]);
+    (t, notify, p)
+}
+
 #[test]
 fn a_stalled_thread_silences_the_watchdog() {
     let _g = begin_or_skip!("a_stalled_thread_silences_the_watchdog");
     for (thread, mode) in [("veil-tx", "pipeline"), ("veil-single", "single")] {
-        let t = Topology::new("st");
-        let (key, _) = keypair();
-        let notify = NotifySocket::new(&t.dir);
-        let conf = t.write("veilgw.conf", &lone_gateway(&key, ""));
-        let mut p = up_with_notify(
-            &t,
-            &conf,
-            &["--threading", mode],
-            &notify,
-            &[("VEIL_TEST_STALL_THREAD", thread)],
-        );
+        let (_t, notify, mut p) = hooked_gateway("st", mode, ("VEIL_TEST_STALL_THREAD", thread));
         let ready = notify
             .wait_for("READY=1", Duration::from_secs(10))
             .unwrap_or_else(|| panic!("{thread}: no READY=1:\n{}", p.log_text()));
@@ -330,17 +331,7 @@ fn a_panicking_thread_ends_veil_with_a_failure() {
         ("veil-control", "pipeline"),
         ("veil-single", "single"),
     ] {
-        let t = Topology::new("pn");
-        let (key, _) = keypair();
-        let notify = NotifySocket::new(&t.dir);
-        let conf = t.write("veilgw.conf", &lone_gateway(&key, ""));
-        let mut p = up_with_notify(
-            &t,
-            &conf,
-            &["--threading", mode],
-            &notify,
-            &[("VEIL_TEST_PANIC_THREAD", thread)],
-        );
+        let (t, notify, mut p) = hooked_gateway("pn", mode, ("VEIL_TEST_PANIC_THREAD", thread));
         notify
             .wait_for("READY=1", Duration::from_secs(10))
             .unwrap_or_else(|| panic!("{thread}: no READY=1:\n{}", p.log_text()));

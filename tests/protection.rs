@@ -10,8 +10,9 @@ use common::*;
 
 /// Configs of a gateway (namespace a) with two clients (namespace b) on subnets
 /// 10.9.0.0/24 and 10.9.1.0/24, `gw_extra` appended to the gateway's:
-/// (gateway, client 1, client 2, the gateway's public key).
-fn two_clients(t: &Topology, gw_extra: &str) -> (PathBuf, PathBuf, PathBuf, String) {
+/// (the namespaces, gateway, client 1, client 2, the gateway's public key).
+fn two_clients(tag: &str, gw_extra: &str) -> (Topology, PathBuf, PathBuf, PathBuf, String) {
+    let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (c1_priv, c1_pub) = keypair();
     let (c2_priv, c2_pub) = keypair();
@@ -34,7 +35,7 @@ fn two_clients(t: &Topology, gw_extra: &str) -> (PathBuf, PathBuf, PathBuf, Stri
     };
     let c1 = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
     let c2 = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
-    (gw_conf, c1, c2, gw_pub)
+    (t, gw_conf, c1, c2, gw_pub)
 }
 
 /// UDP iperf3 from the client namespace to the gateway: (received bit/s, received
@@ -187,8 +188,10 @@ fn low_priority_is_shed_before_normal() {
 #[test]
 fn degradation_rises_refuses_new_sessions_and_recovers() {
     let _g = begin_or_skip!("degradation_rises_refuses_new_sessions_and_recovers");
-    let t = Topology::new("pd");
-    let (gw_conf, c1_conf, c2_conf, _) = two_clients(&t, "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n");
+    let (t, gw_conf, c1_conf, c2_conf, _) = two_clients(
+        "pd",
+        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n",
+    );
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
     let _c1 = veil_up(&t, &t.b(), &c1_conf, &[], &[]);
     t.wait_ping(&t.b(), "10.9.0.1");
@@ -253,9 +256,8 @@ fn degradation_rises_refuses_new_sessions_and_recovers() {
 #[test]
 fn handshake_flood_spares_established_flow_and_new_peer() {
     let _g = begin_or_skip!("handshake_flood_spares_established_flow_and_new_peer");
-    let t = Topology::new("pf");
-    let (gw_conf, c1_conf, c2_conf, gw_pub) = two_clients(
-        &t,
+    let (t, gw_conf, c1_conf, c2_conf, gw_pub) = two_clients(
+        "pf",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n",
     );
     let (a, b) = (t.a(), t.b());
@@ -332,9 +334,8 @@ fn handshake_flood_spares_established_flow_and_new_peer() {
 #[test]
 fn each_client_gets_its_own_limit() {
     let _g = begin_or_skip!("each_client_gets_its_own_limit");
-    let t = Topology::new("p2");
-    let (gw_conf, c1_conf, c2_conf, _) = two_clients(
-        &t,
+    let (t, gw_conf, c1_conf, c2_conf, _) = two_clients(
+        "p2",
         "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
     );
     let (a, b) = (t.a(), t.b());
