@@ -4,8 +4,6 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-use super::value::parse_number;
-
 /// Turns a host name into socket addresses. The system resolver is used by [`Config::load`];
 /// tests inject their own so they neither depend on DNS nor wait for it.
 pub trait Resolve {
@@ -63,9 +61,13 @@ fn parse_port(text: &str) -> Result<u16, EndpointError> {
     if text.is_empty() {
         return Err(EndpointError::MissingPort);
     }
-    match parse_number(text, 1, u32::from(u16::MAX)) {
-        Ok(port) => u16::try_from(port).map_err(|_| EndpointError::BadPort),
-        Err(_) => Err(EndpointError::BadPort),
+    // Digits only (no sign, no spaces), 1..=65535.
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EndpointError::BadPort);
+    }
+    match text.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(EndpointError::BadPort),
     }
 }
 

@@ -6,8 +6,6 @@ use std::fmt;
 use std::io;
 
 use super::endpoint::EndpointError;
-use super::interface::MIN_MTU_IPV6;
-use super::table::{known_sections, section_with};
 use super::IpNetError;
 use crate::keys::KeyError;
 use veil_dataplane::route::IpNet;
@@ -77,7 +75,10 @@ pub enum ValueProblem {
         max: u32,
     },
     /// MTU below 1280 although the interface has an IPv6 address.
-    MtuTooSmallForIpv6,
+    MtuTooSmallForIpv6 {
+        /// The smallest MTU with IPv6.
+        min: u16,
+    },
     /// A malformed key.
     Key(KeyError),
     /// A malformed address or network.
@@ -127,9 +128,9 @@ impl fmt::Display for ValueProblem {
             Self::Empty => f.write_str("it is empty"),
             Self::NotANumber => f.write_str("not a whole number"),
             Self::OutOfRange { min, max } => write!(f, "must be {min}..={max}"),
-            Self::MtuTooSmallForIpv6 => write!(
+            Self::MtuTooSmallForIpv6 { min } => write!(
                 f,
-                "IPv6 needs at least {MIN_MTU_IPV6}, and Address has an IPv6 address"
+                "IPv6 needs at least {min}, and Address has an IPv6 address"
             ),
             Self::Key(e) => e.fmt(f),
             Self::Network(e) => e.fmt(f),
@@ -173,11 +174,15 @@ pub enum ConfigErrorKind {
     UnknownSection {
         /// The name between the brackets.
         name: Echo,
+        /// The sections veil knows, in the order of the table.
+        known: Vec<&'static str>,
     },
     /// A `Key = Value` line before the first section header.
     KeyOutsideSection {
         /// The key as written.
         key: Echo,
+        /// The section that has this key, if one does.
+        home: Option<&'static str>,
     },
     /// A key the section does not have.
     UnknownKey {
@@ -290,26 +295,23 @@ impl fmt::Display for ConfigError {
             K::MalformedSection => {
                 f.write_str("a section header must be '[Name]' alone on its line, e.g. [Peer]")
             }
-            K::UnknownSection { name } => write!(
-                f,
-                "unknown section [{name}]; veil knows {} (the keys below it are skipped)",
-                known_sections()
-            ),
-            K::KeyOutsideSection { key } => {
-                let home = match key {
-                    Echo::Text(k) => section_with(k),
-                    Echo::Redacted => None,
-                };
-                match home {
-                    Some(section) => {
-                        write!(f, "{key}: key before any section; put it under [{section}]")
-                    }
-                    None => write!(
-                        f,
-                        "{key}: key before any section; put it under [Interface] or [Peer]"
-                    ),
-                }
+            K::UnknownSection { name, known } => {
+                let known: Vec<String> = known.iter().map(|n| format!("[{n}]")).collect();
+                write!(
+                    f,
+                    "unknown section [{name}]; veil knows {} (the keys below it are skipped)",
+                    known.join(", ")
+                )
             }
+            K::KeyOutsideSection { key, home } => match home {
+                Some(section) => {
+                    write!(f, "{key}: key before any section; put it under [{section}]")
+                }
+                None => write!(
+                    f,
+                    "{key}: key before any section; put it under [Interface] or [Peer]"
+                ),
+            },
             K::UnknownKey {
                 section,
                 key,

@@ -1,7 +1,8 @@
 //! `[Interface]`: our private key, listen port, addresses and MTU.
 
 use super::error::{ConfigErrorKind, Echo, ValueProblem};
-use super::parser::{Parts, Sink};
+use super::output::{InterfaceConfig, Parts};
+use super::section::Sink;
 use super::section::{only, set, KeySpec, Section, SectionState};
 use super::value::parse_u16;
 use crate::keys::{self, Key32};
@@ -15,19 +16,6 @@ pub const MIN_MTU: u16 = 576;
 pub const MIN_MTU_IPV6: u16 = 1280;
 /// Largest MTU accepted: a jumbo frame.
 pub const MAX_MTU: u16 = 9000;
-
-/// The `[Interface]` section.
-#[derive(Debug, Clone)]
-pub struct InterfaceConfig {
-    /// Our static private key.
-    pub private_key: Key32,
-    /// UDP port to listen on; `None` lets the kernel pick one.
-    pub listen_port: Option<u16>,
-    /// Addresses for the tunnel interface, with host bits as written (e.g. 10.0.0.1/24).
-    pub addresses: Vec<IpNet>,
-    /// Tunnel MTU.
-    pub mtu: u16,
-}
 
 #[derive(Default)]
 pub(super) struct InterfaceDraft {
@@ -97,7 +85,7 @@ fn finish_interface(
                 key: "MTU",
                 value: Echo::Text(mtu.to_string()),
                 what: "MTU",
-                problem: ValueProblem::MtuTooSmallForIpv6,
+                problem: ValueProblem::MtuTooSmallForIpv6 { min: MIN_MTU_IPV6 },
                 expected: "1280..=9000 when Address includes an IPv6 address",
             },
         );

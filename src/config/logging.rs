@@ -14,57 +14,15 @@
 
 use log::LevelFilter;
 
-use super::parser::{Parts, Sink};
+use super::output::{LogFormat, LoggingConfig, Parts};
+use super::section::Sink;
 use super::section::{only_draft, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_choice, parse_fraction, parse_number};
 
-/// Default of `rate_limit_logs_per_sec`.
-pub const DEFAULT_LOG_RATE: u32 = 100;
 /// Largest `rate_limit_logs_per_sec`.
 pub const MAX_LOG_RATE: u32 = 1_000_000;
-/// Default of `async_queue_size`.
-pub const DEFAULT_ASYNC_QUEUE: usize = 4096;
 /// Bounds of `async_queue_size`.
 pub const ASYNC_QUEUE_RANGE: (u32, u32) = (16, 1 << 20);
-/// `format` of `[logging]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One human-readable line per message.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// The `[logging]` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggingConfig {
-    /// Most verbose level written (`RUST_LOG` overrides it).
-    pub level: LevelFilter,
-    /// Line format.
-    pub format: LogFormat,
-    /// Messages per second, burst of the same size; 0 means no limit.
-    pub rate_limit_logs_per_sec: u32,
-    /// Share of routine (debug and trace) messages kept, 0.0..=1.0.
-    pub sampling_rate: f64,
-    /// Write from a logger thread through a bounded queue.
-    pub async_logging: bool,
-    /// Capacity of that queue, in lines.
-    pub async_queue_size: usize,
-}
-
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        Self {
-            level: LevelFilter::Info,
-            format: LogFormat::Text,
-            rate_limit_logs_per_sec: DEFAULT_LOG_RATE,
-            sampling_rate: 1.0,
-            async_logging: false,
-            async_queue_size: DEFAULT_ASYNC_QUEUE,
-        }
-    }
-}
-
 const FORMATS: &[(&str, LogFormat)] = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
 
 const LEVELS: &[(&str, LevelFilter)] = &[

@@ -9,32 +9,10 @@
 use std::net::SocketAddr;
 
 use super::error::ValueProblem;
-use super::parser::{Parts, Sink};
+use super::output::{MetricsConfig, Parts};
+use super::section::Sink;
 use super::section::{only_draft, set, KeySpec, Section, SectionState};
 use super::value::parse_bool;
-
-/// The `[metrics]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricsConfig {
-    /// Serve the metrics endpoint.
-    pub enable: bool,
-    /// Where it listens.
-    pub listen: SocketAddr,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            enable: false,
-            listen: default_metrics_listen(),
-        }
-    }
-}
-
-/// Loopback, at the port Prometheus' WireGuard exporter uses.
-fn default_metrics_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9586))
-}
 
 pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, ValueProblem> {
     let addr: SocketAddr = text.parse().map_err(|_| ValueProblem::NotAListenAddress)?;

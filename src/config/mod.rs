@@ -42,16 +42,13 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use veil_control::device::ProtectionConfig;
-use veil_control::migration::MigrationPolicy;
-use veil_control::session::SessionPolicy;
-
 mod endpoint;
 mod error;
 mod ifname;
 mod interface;
 mod logging;
 mod metrics;
+mod output;
 mod parser;
 mod peer;
 mod protection;
@@ -64,37 +61,10 @@ mod value;
 pub use endpoint::{Resolve, SystemResolver};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, WarningKind};
 pub use ifname::{interface_name_from_path, validate_interface_name, InterfaceNameError};
-pub use interface::InterfaceConfig;
-pub use logging::{LogFormat, LoggingConfig};
-pub use metrics::MetricsConfig;
-pub use peer::PeerConfig;
-pub use threading::{CpuSetting, ThreadingConfig};
+pub use output::{Config, CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig};
 pub use veil_dataplane::route::IpNetError;
 
 use parser::Parser;
-
-/// A loaded and validated interface configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The `[Interface]` section.
-    pub interface: InterfaceConfig,
-    /// The `[Peer]` sections, in file order.
-    pub peers: Vec<PeerConfig>,
-    /// The `[sessions]` section (session lifecycle timeouts), defaults if absent.
-    pub sessions: SessionPolicy,
-    /// The `[migration]` section (client address changes), defaults if absent.
-    pub migration: MigrationPolicy,
-    /// `[rate_limiting]`, `[degradation]` and `[priority]`, with per-peer overrides.
-    pub protection: ProtectionConfig,
-    /// The `[logging]` section (defaults when absent).
-    pub logging: LoggingConfig,
-    /// The `[metrics]` section (defaults when absent).
-    pub metrics: MetricsConfig,
-    /// The `[threading]` section (defaults when absent); `veil up` flags override it.
-    pub threading: ThreadingConfig,
-    /// Things that were accepted but deserve the operator's attention; the caller prints them.
-    pub warnings: Vec<ConfigWarning>,
-}
 
 impl Config {
     /// Reads and validates the file at `path`, resolving host names in `Endpoint`.

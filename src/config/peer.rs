@@ -5,32 +5,12 @@ use std::net::SocketAddr;
 
 use super::endpoint::parse_endpoint;
 use super::error::{ConfigErrorKind, ConfigWarning, WarningKind};
-use super::parser::{Parts, Sink};
+use super::output::{Parts, PeerConfig};
+use super::section::Sink;
 use super::section::{set, KeySpec, Section, SectionState};
 use super::value::{parse_number, parse_u16};
 use crate::keys::{self, Key32, KEY_LEN};
 use veil_dataplane::route::IpNet;
-
-/// One `[Peer]` section.
-#[derive(Debug, Clone)]
-pub struct PeerConfig {
-    /// The peer's static public key; unique among peers.
-    pub public_key: [u8; KEY_LEN],
-    /// Optional extra symmetric key mixed into the handshake.
-    pub preshared_key: Option<Key32>,
-    /// Networks routed to this peer and accepted from it; host bits cleared.
-    pub allowed_ips: Vec<IpNet>,
-    /// Where to send the first handshake; resolved when the file was loaded.
-    pub endpoint: Option<SocketAddr>,
-    /// Keepalive interval in seconds; `None` when off.
-    pub persistent_keepalive: Option<u16>,
-    /// `per_client_bandwidth_mbps` override for this peer.
-    pub bandwidth_mbps: Option<u32>,
-    /// `per_client_pps` override for this peer.
-    pub pps: Option<u32>,
-    /// Line of the `[Peer]` header, so later messages can point at the section.
-    pub line: usize,
-}
 
 #[derive(Default)]
 pub(super) struct PeerDraft {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::error::ValueProblem;
-use super::parser::{Parts, Sink};
+use super::output::Parts;
+use super::section::Sink;
 use super::section::{only_draft, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_factor, parse_number, parse_secs};
 use veil_control::degradation::DegradationPolicy;

@@ -3,8 +3,11 @@
 //! `parser.rs` applies `Key = Value` lines through these tables; `table.rs` lists the sections.
 
 use super::endpoint::Resolve;
-use super::error::{ConfigWarning, ValueProblem, WarningKind};
-use super::parser::{Parts, Sink};
+use super::error::{
+    echo_name, echo_value, ConfigError, ConfigErrorKind, ConfigWarning, Echo, KeyHint,
+    ValueProblem, WarningKind,
+};
+use super::output::Parts;
 
 /// What a setter sees besides the value: where it is, and where warnings go.
 pub(super) struct ValueCtx<'a> {
@@ -148,4 +151,168 @@ pub(super) fn set<T, E: Into<ValueProblem>>(
 ) -> Result<(), ValueProblem> {
     *slot = parsed.map_err(Into::into)?;
     Ok(())
+}
+
+/// Where errors and warnings go, kept apart from the sections so both can be borrowed at once.
+pub(super) struct Sink<'a> {
+    pub(super) file: &'a str,
+    pub(super) resolver: &'a dyn Resolve,
+    pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<ConfigWarning>,
+    /// The section that has a key, for "it belongs in [...]" (the table's `section_with`).
+    pub(super) home_of: fn(&str) -> Option<&'static str>,
+}
+
+impl Sink<'_> {
+    pub(super) fn error(&mut self, line: Option<usize>, kind: ConfigErrorKind) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            kind,
+        });
+    }
+
+    /// Applies `key = value` (already trimmed) to a section.
+    pub(super) fn apply<S: Section>(
+        &mut self,
+        state: &mut SectionState<S>,
+        key: &str,
+        value: &str,
+        line: usize,
+    ) {
+        let Some(spec) = S::KEYS.iter().find(|k| k.name.eq_ignore_ascii_case(key)) else {
+            if let Some(&ignored) = S::IGNORED.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+                self.warnings.push(ConfigWarning {
+                    file: self.file.to_string(),
+                    line: Some(line),
+                    kind: WarningKind::IgnoredKey { key: ignored },
+                });
+                return;
+            }
+            let echoed = echo_name(key);
+            let hint = match echoed {
+                Echo::Text(_) => key_hint::<S>(key, self.home_of),
+                Echo::Redacted => None,
+            };
+            self.error(
+                Some(line),
+                ConfigErrorKind::UnknownKey {
+                    section: S::NAME,
+                    key: echoed,
+                    hint,
+                    known: S::KEYS.iter().map(|k| k.name).collect(),
+                },
+            );
+            return;
+        };
+        match (spec.arity, state.line_of(spec.name)) {
+            (Arity::Once, Some(first_line)) => {
+                self.error(
+                    Some(line),
+                    ConfigErrorKind::DuplicateKey {
+                        key: spec.name,
+                        first_line,
+                    },
+                );
+                return;
+            }
+            (_, None) => state.seen.push((spec.name, line)),
+            (Arity::List, Some(_)) => {}
+        }
+        let items: Vec<&str> = match spec.arity {
+            Arity::Once => vec![value],
+            Arity::List => value.split(',').map(str::trim).collect(),
+        };
+        for item in items {
+            let result = if item.is_empty() {
+                Err(ValueProblem::Empty)
+            } else {
+                let mut ctx = ValueCtx {
+                    file: self.file,
+                    line,
+                    warnings: &mut self.warnings,
+                    resolver: self.resolver,
+                };
+                (spec.set)(&mut state.draft, item, &mut ctx)
+            };
+            if let Err(problem) = result {
+                self.error(
+                    Some(line),
+                    ConfigErrorKind::InvalidValue {
+                        key: spec.name,
+                        value: if spec.secret {
+                            Echo::Redacted
+                        } else {
+                            echo_value(item)
+                        },
+                        what: spec.what,
+                        problem,
+                        expected: spec.expected,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reports required keys that never appeared. Returns whether all were there.
+    pub(super) fn check_required<S: Section>(&mut self, state: &SectionState<S>) -> bool {
+        let mut complete = true;
+        for spec in S::KEYS.iter().filter(|k| k.required) {
+            if state.line_of(spec.name).is_none() {
+                complete = false;
+                self.error(
+                    Some(state.header_line),
+                    ConfigErrorKind::MissingKey {
+                        section: S::NAME,
+                        key: spec.name,
+                        expected: spec.expected,
+                    },
+                );
+            }
+        }
+        complete
+    }
+}
+
+/// Lower-case and drop separators, so `allowed_ips`, `Allowed-IPs` and `AllowedIPs` compare equal.
+fn fold_key(key: &str) -> Vec<u8> {
+    key.bytes()
+        .filter(|b| !matches!(b, b'_' | b'-' | b' '))
+        .map(|b| b.to_ascii_lowercase())
+        .collect()
+}
+
+/// Edit distance, for "did you mean". Inputs are short (names of at most 32 bytes).
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        cur.fill(0);
+        if let Some(first) = cur.first_mut() {
+            *first = i + 1;
+        }
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = prev.get(j).copied().unwrap_or(0) + usize::from(ca != cb);
+            let delete = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let insert = cur.get(j).copied().unwrap_or(0) + 1;
+            if let Some(slot) = cur.get_mut(j + 1) {
+                *slot = substitute.min(delete).min(insert);
+            }
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+fn key_hint<S: Section>(key: &str, home_of: fn(&str) -> Option<&'static str>) -> Option<KeyHint> {
+    if let Some(other) = home_of(key) {
+        return Some(KeyHint::BelongsIn(other));
+    }
+    let folded = fold_key(key);
+    S::KEYS
+        .iter()
+        .map(|k| (k.name, edit_distance(&folded, &fold_key(k.name))))
+        .filter(|&(_, d)| d <= 2)
+        .min_by_key(|&(_, d)| d)
+        .map(|(name, _)| KeyHint::DidYouMean(name))
 }

@@ -2,7 +2,8 @@
 //! drafts are the control crate's policies themselves, defaults included.
 
 use super::error::{ConfigErrorKind, Echo, ValueProblem};
-use super::parser::{Parts, Sink};
+use super::output::Parts;
+use super::section::Sink;
 use super::section::{only, only_draft, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_number, parse_secs};
 use veil_control::migration::MigrationPolicy;

@@ -7,13 +7,13 @@
 
 use std::any::Any;
 
-use super::error::KeyHint;
 use super::interface::InterfaceDraft;
 use super::logging::LoggingDraft;
 use super::metrics::MetricsDraft;
-use super::parser::{Parts, Sink};
+use super::output::Parts;
 use super::peer::PeerDraft;
 use super::protection::{PriorityDraft, RateLimitingDraft};
+use super::section::Sink;
 use super::section::{Section, SectionState};
 use super::threading::ThreadingDraft;
 use veil_control::degradation::DegradationPolicy;
@@ -179,10 +179,9 @@ impl Drafts {
     }
 }
 
-/// "[Interface], [Peer], [logging], …" for messages.
-pub(super) fn known_sections() -> String {
-    let names: Vec<String> = SECTIONS.iter().map(|r| format!("[{}]", r.name)).collect();
-    names.join(", ")
+/// The names of all sections, in table order, for messages.
+pub(super) fn section_names() -> Vec<&'static str> {
+    SECTIONS.iter().map(|r| r.name).collect()
 }
 
 /// The first section that has `key`, for "it belongs in [...]" hints.
@@ -191,47 +190,4 @@ pub(super) fn section_with(key: &str) -> Option<&'static str> {
         .iter()
         .find(|row| (row.has_key)(key))
         .map(|row| row.name)
-}
-
-/// Lower-case and drop separators, so `allowed_ips`, `Allowed-IPs` and `AllowedIPs` compare equal.
-fn fold_key(key: &str) -> Vec<u8> {
-    key.bytes()
-        .filter(|b| !matches!(b, b'_' | b'-' | b' '))
-        .map(|b| b.to_ascii_lowercase())
-        .collect()
-}
-
-/// Edit distance, for "did you mean". Inputs are short (names of at most 32 bytes).
-fn edit_distance(a: &[u8], b: &[u8]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, &ca) in a.iter().enumerate() {
-        cur.fill(0);
-        if let Some(first) = cur.first_mut() {
-            *first = i + 1;
-        }
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = prev.get(j).copied().unwrap_or(0) + usize::from(ca != cb);
-            let delete = prev.get(j + 1).copied().unwrap_or(0) + 1;
-            let insert = cur.get(j).copied().unwrap_or(0) + 1;
-            if let Some(slot) = cur.get_mut(j + 1) {
-                *slot = substitute.min(delete).min(insert);
-            }
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev.last().copied().unwrap_or(0)
-}
-
-pub(super) fn key_hint<S: Section>(key: &str) -> Option<KeyHint> {
-    if let Some(other) = section_with(key) {
-        return Some(KeyHint::BelongsIn(other));
-    }
-    let folded = fold_key(key);
-    S::KEYS
-        .iter()
-        .map(|k| (k.name, edit_distance(&folded, &fold_key(k.name))))
-        .filter(|&(_, d)| d <= 2)
-        .min_by_key(|&(_, d)| d)
-        .map(|(name, _)| KeyHint::DidYouMean(name))
 }

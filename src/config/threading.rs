@@ -9,7 +9,8 @@
 //! ```
 
 use super::error::{ConfigErrorKind, ValueProblem};
-use super::parser::{Parts, Sink};
+use super::output::{CpuSetting, Parts, ThreadingConfig};
+use super::section::Sink;
 use super::section::{only, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_choice, parse_number};
 use crate::cli::Threading;
@@ -17,45 +18,6 @@ use crate::cli::Threading;
 /// Largest CPU number accepted in the file (`CONFIG_NR_CPUS` maximum); whether it
 /// exists on this machine is checked when veil starts.
 pub const MAX_CPU: u32 = 8191;
-
-/// A CPU chosen in the file, with its line for messages at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuSetting {
-    /// CPU number.
-    pub cpu: usize,
-    /// Line of the key.
-    pub line: usize,
-}
-
-/// The `[threading]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadingConfig {
-    /// Pipeline (RX, crypto, TX threads) or single-threaded.
-    pub mode: Threading,
-    /// Pin threads to CPUs at all (`--no-pin` overrides).
-    pub pin: bool,
-    /// CPU of the RX thread (of the one thread in single mode).
-    pub rx_cpu: Option<CpuSetting>,
-    /// CPU of the crypto thread.
-    pub crypto_cpu: Option<CpuSetting>,
-    /// CPU of the TX thread.
-    pub tx_cpu: Option<CpuSetting>,
-    /// CPU of the control thread.
-    pub control_cpu: Option<CpuSetting>,
-}
-
-impl Default for ThreadingConfig {
-    fn default() -> Self {
-        Self {
-            mode: Threading::Pipeline,
-            pin: true,
-            rx_cpu: None,
-            crypto_cpu: None,
-            tx_cpu: None,
-            control_cpu: None,
-        }
-    }
-}
 
 fn parse_cpu(text: &str, line: usize) -> Result<Option<CpuSetting>, ValueProblem> {
     let cpu = parse_number(text, 0, MAX_CPU)?;
