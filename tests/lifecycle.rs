@@ -100,12 +100,7 @@ fn client_address_change_migrates_without_handshake() {
     // The client's token request has been answered by now (a ping round trip later).
     std::thread::sleep(Duration::from_millis(500));
     let handshakes_before = s.gw.log_text().matches("handshake completed").count();
-    let mut server = t.spawn(
-        &a,
-        "iperf3-server",
-        &[&require("iperf3"), "-s", "-1", "-B", "10.9.0.1"],
-        &[],
-    );
+    let mut server = t.iperf_server(&a, "10.9.0.1");
     std::thread::sleep(Duration::from_millis(400));
     let (ns, iperf3) = (b.clone(), require("iperf3"));
     let iperf = std::thread::spawn(move || {
@@ -151,12 +146,7 @@ fn sigterm_drains_and_client_reconnects() {
     let mut s = setup("ld", "[sessions]\ndrain_timeout_sec = 2\n");
     let (t, a, b) = (&s.t, s.t.a(), s.t.b());
     t.wait_ping(&b, "10.9.0.1");
-    let mut server = t.spawn(
-        &a,
-        "iperf3-server",
-        &[&require("iperf3"), "-s", "-1", "-B", "10.9.0.1"],
-        &[],
-    );
+    let mut server = t.iperf_server(&a, "10.9.0.1");
     std::thread::sleep(Duration::from_millis(400));
     let mut iperf = t.spawn(
         &b,

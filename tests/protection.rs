@@ -198,12 +198,7 @@ fn degradation_rises_refuses_new_sessions_and_recovers() {
     // Load: a TCP stream for 12 s in the background.
     let (a, b) = (t.a(), t.b());
     let iperf3 = require("iperf3");
-    let mut server = t.spawn(
-        &a,
-        "iperf3-server",
-        &[&iperf3, "-s", "-1", "-B", "10.9.0.1"],
-        &[],
-    );
+    let mut server = t.iperf_server(&a, "10.9.0.1");
     std::thread::sleep(Duration::from_millis(300));
     let mut load = t.spawn(
         &b,

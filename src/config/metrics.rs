@@ -25,18 +25,15 @@ pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, ValueProblem> {
     Ok(addr)
 }
 
-#[derive(Default)]
-pub(super) struct MetricsDraft(MetricsConfig);
-
-impl Section for MetricsDraft {
+impl Section for MetricsConfig {
     const NAME: &'static str = "metrics";
     #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::once("enable", "switch", "true or false; default false", |d, v, _| set(&mut d.0.enable, parse_bool(v))),
-        KeySpec::once("listen", "listen address", "IP:PORT or [IPv6]:PORT, port 1..=65535; default 127.0.0.1:9586", |d, v, _| set(&mut d.0.listen, parse_listen(v))),
+        KeySpec::once("enable", "switch", "true or false; default false", |d, v, _| set(&mut d.enable, parse_bool(v))),
+        KeySpec::once("listen", "listen address", "IP:PORT or [IPv6]:PORT, port 1..=65535; default 127.0.0.1:9586", |d, v, _| set(&mut d.listen, parse_listen(v))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {
-        out.metrics = only_draft(states).0;
+        out.metrics = only_draft(states);
     }
 }

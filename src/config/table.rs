@@ -8,14 +8,11 @@
 use std::any::Any;
 
 use super::interface::InterfaceDraft;
-use super::logging::LoggingDraft;
-use super::metrics::MetricsDraft;
-use super::output::Parts;
+use super::output::{LoggingConfig, MetricsConfig, Parts, ThreadingConfig};
 use super::peer::PeerDraft;
 use super::protection::{PriorityDraft, RateLimitingDraft};
 use super::section::Sink;
 use super::section::{Section, SectionState};
-use super::threading::ThreadingDraft;
 use veil_control::degradation::DegradationPolicy;
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
@@ -30,9 +27,9 @@ pub(super) const SECTIONS: &[SectionRow] = &[
     SectionRow::of::<RateLimitingDraft>(),
     SectionRow::of::<DegradationPolicy>(),
     SectionRow::of::<PriorityDraft>(),
-    SectionRow::of::<LoggingDraft>(),
-    SectionRow::of::<MetricsDraft>(),
-    SectionRow::of::<ThreadingDraft>(),
+    SectionRow::of::<LoggingConfig>(),
+    SectionRow::of::<MetricsConfig>(),
+    SectionRow::of::<ThreadingConfig>(),
 ];
 
 /// One section, its draft type erased so that one table can hold them all. Each function

@@ -27,9 +27,6 @@ fn parse_cpu(text: &str, line: usize) -> Result<Option<CpuSetting>, ValueProblem
     }))
 }
 
-#[derive(Default)]
-pub(super) struct ThreadingDraft(ThreadingConfig);
-
 const MODES: &[(&str, Threading)] = &[
     ("pipeline", Threading::Pipeline),
     ("single", Threading::Single),
@@ -37,16 +34,16 @@ const MODES: &[(&str, Threading)] = &[
 
 const CPU_EXPECTED: &str = "a CPU number, e.g. 2 (see `nproc` and taskset -p $$)";
 
-impl Section for ThreadingDraft {
+impl Section for ThreadingConfig {
     const NAME: &'static str = "threading";
     #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::once("mode", "threading mode", "pipeline or single; default pipeline", |d, v, _| set(&mut d.0.mode, parse_choice(v, MODES))),
-        KeySpec::once("pin", "switch", "true or false; default true", |d, v, _| set(&mut d.0.pin, parse_bool(v))),
-        KeySpec::once("rx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.rx_cpu, parse_cpu(v, ctx.line))),
-        KeySpec::once("crypto_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.crypto_cpu, parse_cpu(v, ctx.line))),
-        KeySpec::once("tx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.tx_cpu, parse_cpu(v, ctx.line))),
-        KeySpec::once("control_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.control_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("mode", "threading mode", "pipeline or single; default pipeline", |d, v, _| set(&mut d.mode, parse_choice(v, MODES))),
+        KeySpec::once("pin", "switch", "true or false; default true", |d, v, _| set(&mut d.pin, parse_bool(v))),
+        KeySpec::once("rx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.rx_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("crypto_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.crypto_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("tx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.tx_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("control_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.control_cpu, parse_cpu(v, ctx.line))),
     ];
 
     /// CPUs chosen while `pin = false` contradict it.
@@ -54,7 +51,7 @@ impl Section for ThreadingDraft {
         let Some(state) = only(states) else {
             return;
         };
-        let t = state.draft.0.clone();
+        let t = state.draft.clone();
         if !t.pin {
             let pin_line = state.line_of("pin").unwrap_or(state.header_line);
             for (key, cpu) in [

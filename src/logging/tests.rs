@@ -32,6 +32,11 @@ fn cfg(f: impl FnOnce(&mut LoggingConfig)) -> LoggingConfig {
     c
 }
 
+/// A logger for `c` writing to `buf`, `RUST_LOG` unset.
+fn logger(c: &LoggingConfig, buf: &Buf) -> Logger {
+    Logger::new(c, None, Box::new(buf.clone())).unwrap()
+}
+
 fn log(l: &Logger, level: Level, target: &str, msg: &str) {
     l.log(
         &Record::builder()
@@ -77,12 +82,7 @@ fn peer_comes_from_the_key_value_or_the_message_convention() {
     assert_eq!(peer_from_message("peer has no endpoint; x: y"), None);
     assert_eq!(peer_from_message("veil0: up"), None);
     let buf = Buf::default();
-    let l = Logger::new(
-        &cfg(|c| c.format = LogFormat::Json),
-        None,
-        Box::new(buf.clone()),
-    )
-    .unwrap();
+    let l = logger(&cfg(|c| c.format = LogFormat::Json), &buf);
     l.log(
         &Record::builder()
             .level(Level::Info)
@@ -180,12 +180,7 @@ fn sampler_keeps_the_configured_share_evenly() {
 #[test]
 fn level_from_config_unless_rust_log_is_set() {
     let buf = Buf::default();
-    let l = Logger::new(
-        &cfg(|c| c.level = LevelFilter::Warn),
-        None,
-        Box::new(buf.clone()),
-    )
-    .unwrap();
+    let l = logger(&cfg(|c| c.level = LevelFilter::Warn), &buf);
     log(&l, Level::Info, "veil", "hidden");
     log(&l, Level::Warn, "veil", "shown");
     assert_eq!(buf.lines().len(), 1);
@@ -227,12 +222,7 @@ fn only_routine_records_are_sampled() {
 #[test]
 fn a_flood_is_limited_and_summarized() {
     let buf = Buf::default();
-    let l = Logger::new(
-        &cfg(|c| c.rate_limit_logs_per_sec = 20),
-        None,
-        Box::new(buf.clone()),
-    )
-    .unwrap();
+    let l = logger(&cfg(|c| c.rate_limit_logs_per_sec = 20), &buf);
     for i in 0..1000 {
         log(&l, Level::Info, "veil", &format!("flood {i}"));
     }

@@ -150,6 +150,12 @@ impl Topology {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A one-shot iperf3 server (`-s -1`) in `ns`, bound to `addr`.
+    pub fn iperf_server(&self, ns: &str, addr: &str) -> Proc {
+        let iperf3 = require("iperf3");
+        self.spawn(ns, "iperf3-server", &[&iperf3, "-s", "-1", "-B", addr], &[])
+    }
+
     /// Start a long-running command inside a namespace, logging to a file.
     pub fn spawn(&self, ns: &str, name: &str, cmd: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = self.dir.join(format!("{name}.log"));

@@ -5,12 +5,10 @@ use proptest::strategy::Strategy;
 
 use super::super::error::ValueProblem;
 use super::super::interface::{InterfaceDraft, DEFAULT_MTU};
-use super::super::logging::LoggingDraft;
-use super::super::metrics::{parse_listen, MetricsDraft};
+use super::super::metrics::parse_listen;
 use super::super::peer::PeerDraft;
 use super::super::protection::{PriorityDraft, RateLimitingDraft};
 use super::super::section::Section;
-use super::super::threading::ThreadingDraft;
 use super::super::value::{parse_bool, parse_fraction};
 use super::super::{
     Config, ConfigErrors, CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig,
@@ -146,9 +144,9 @@ fn example_file_parses_and_documents_every_key_with_its_default() {
     let all = [
         names::<InterfaceDraft>(),
         names::<PeerDraft>(),
-        names::<LoggingDraft>(),
-        names::<MetricsDraft>(),
-        names::<ThreadingDraft>(),
+        names::<LoggingConfig>(),
+        names::<MetricsConfig>(),
+        names::<ThreadingConfig>(),
         names::<veil_control::session::SessionPolicy>(),
         names::<veil_control::migration::MigrationPolicy>(),
         names::<RateLimitingDraft>(),
