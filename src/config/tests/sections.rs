@@ -36,21 +36,15 @@ fn value_parsers() {
     assert!(parse_bool("maybe").is_err());
     assert_eq!(parse_fraction("0.01").ok(), Some(0.01));
     assert_eq!(parse_fraction("1").ok(), Some(1.0));
-    assert!(matches!(
-        parse_fraction("1e-2"),
-        Err(ValueProblem::NotAFraction)
-    ));
-    assert!(matches!(
-        parse_fraction("NaN"),
-        Err(ValueProblem::NotAFraction)
-    ));
+    for text in ["1e-2", "NaN", "1..2"] {
+        assert!(
+            matches!(parse_fraction(text), Err(ValueProblem::NotAFraction)),
+            "{text}"
+        );
+    }
     assert!(matches!(
         parse_fraction("1.5"),
         Err(ValueProblem::FractionOutOfRange)
-    ));
-    assert!(matches!(
-        parse_fraction("1..2"),
-        Err(ValueProblem::NotAFraction)
     ));
     assert_eq!(
         parse_listen("[::1]:9100").ok(),
