@@ -6,17 +6,19 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
-use veil_control::device::{Device, PeerSpec};
+use rand_core::OsRng;
+use veil_control::device::{AdminInbox, Device, PeerSpec};
 use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
 use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun, UdpSocket};
 use veil_dataplane::timing::Timing;
 
-use crate::admin::services::{self, ServiceOptions};
+use crate::admin::metrics::HandshakeRecorders;
+use crate::admin::services::{self, ControlEnds, ServiceOptions};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, ErrorClass, Failure};
@@ -154,10 +156,14 @@ fn next_signal(
     signals.read()
 }
 
-/// The control thread's driver: the sans-IO [`Device`] plus the one piece of I/O a
-/// client needs, noticing that its own source address towards a gateway changed.
+/// The control thread's driver: the sans-IO [`Device`] and the I/O around it. It serves the
+/// admin channel (requests become plain calls on the device), times handshake messages for
+/// the metrics, samples the process's load, and notices that a client's own source address
+/// towards a gateway changed.
 struct ControlShell {
     device: Device,
+    admin: AdminInbox,
+    recorders: HandshakeRecorders,
     sources: HashMap<PeerId, IpAddr>,
     next_check: Option<Instant>,
     load: LoadSampler,
@@ -167,9 +173,11 @@ struct ControlShell {
 const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ControlShell {
-    fn new(device: Device) -> Self {
+    fn new(device: Device, ends: ControlEnds) -> Self {
         Self {
             device,
+            admin: ends.admin,
+            recorders: ends.recorders,
             sources: HashMap::new(),
             next_check: None,
             load: LoadSampler::new(),
@@ -294,7 +302,12 @@ fn route_source(dest: SocketAddr) -> Option<IpAddr> {
 
 impl ControlDriver for ControlShell {
     fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant) {
+        // Reading the clock twice per handshake message is nothing next to the
+        // Diffie-Hellman work in it.
+        let received = msg.received;
+        let start = Instant::now();
         self.device.on_handshake(msg, now);
+        self.recorders.record(start, Instant::now(), received);
     }
     fn on_event(&mut self, ev: Event, now: Instant) {
         self.device.on_event(ev, now);
@@ -316,7 +329,10 @@ impl ControlDriver for ControlShell {
         self.device.next_deadline()
     }
     fn poll_admin(&mut self, now: Instant) {
-        self.device.poll_admin(now);
+        self.recorders.flush_if_due(now);
+        let device = &mut self.device;
+        self.admin
+            .serve(|request| device.handle_admin(request, now));
     }
     fn begin_drain(&mut self, now: Instant) {
         self.device.begin_drain(now);
@@ -443,7 +459,13 @@ fn start(p: Prepared) -> Result<Running, String> {
         Tun::create(&p.name).map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
     configure_interface(&tun, &p.config).map_err(|e| format!("{}: {e}", p.name))?;
 
-    let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch);
+    let mut device = Device::new(
+        p.config.interface.private_key.as_bytes(),
+        p.timing,
+        epoch,
+        (now, SystemTime::now()),
+        OsRng,
+    );
     device.set_policies(p.config.sessions, p.config.migration);
     device.set_protection(p.config.protection.clone());
     for peer in &p.config.peers {
@@ -463,7 +485,6 @@ fn start(p: Prepared) -> Result<Running, String> {
     }
 
     let control_counters = device.counters().clone();
-    let mut device = ControlShell::new(device);
     let drain_timeout = p.config.sessions.drain_timeout;
     let udp = Arc::new(UdpSlot::new(udp).map_err(|e| format!("socket address: {e}"))?);
     let tun = Arc::new(tun);
@@ -478,7 +499,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         ..Default::default()
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
-    let (services, recorders) = services::wire(
+    let (services, control_ends) = services::wire(
         p.services,
         &p.name,
         &shared,
@@ -486,10 +507,10 @@ fn start(p: Prepared) -> Result<Running, String> {
         &udp,
         tun.ifindex(),
         &p.config.interface.addresses,
-        &mut device.device,
+        &control_counters,
         &mut tx,
     )?;
-    let mut device = crate::admin::metrics::MeteredDevice::new(device, recorders);
+    let mut device = ControlShell::new(device, control_ends);
     let waiter = IoWaiter {
         udp: udp.handle(),
         tun: tun.clone(),

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
 use veil_control::device::{
@@ -97,7 +97,10 @@ impl Context {
                 ("tx", s.tx.snapshot()),
                 ("control", self.control_counters.snapshot()),
             ],
-            device: self.admin.snapshot(false, ADMIN_TIMEOUT).ok(),
+            device: self
+                .admin
+                .snapshot(false, SystemTime::now(), ADMIN_TIMEOUT)
+                .ok(),
             histograms: self.hub.histograms(),
             rss_bytes: metrics::rss_bytes(),
             heartbeats,
@@ -173,7 +176,7 @@ impl Backend for Context {
     fn get(&self) -> Result<InterfaceState, UapiError> {
         let device = self
             .admin
-            .snapshot(true, ADMIN_TIMEOUT)
+            .snapshot(true, SystemTime::now(), ADMIN_TIMEOUT)
             .map_err(admin_error)?;
         Ok(InterfaceState {
             listen_port: self.udp.port(),

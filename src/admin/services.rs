@@ -9,8 +9,8 @@
 //! counters and heartbeats from [`Shared`]. Sockets are mode 0600 and removed when the
 //! [`Services`] are dropped.
 //!
-//! The runtime wires them in two steps: [`wire`] before the dataplane threads start (it attaches
-//! the admin channel to the device and the histogram recorders to the TX thread), and
+//! The runtime wires them in two steps: [`wire`] before the dataplane threads start (it makes
+//! the admin channel and the histograms, whose control ends go to the control-thread shell), and
 //! [`Wiring::start`] once they run.
 
 use std::fs;
@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{info, warn};
-use veil_control::device::{admin_channel, Device};
+use veil_control::device::{admin_channel, AdminInbox, ControlCounters};
 use veil_dataplane::pipeline::{Shared, TxThread};
 use veil_dataplane::route::IpNet;
 use veil_dataplane::sys;
@@ -88,8 +88,17 @@ pub struct Wiring {
     options: ServiceOptions,
 }
 
-/// Attach the admin channel to `device` and the TX histograms to `tx`; returns the wiring
-/// and the recorders for [`metrics::MeteredDevice`].
+/// What the control-thread shell serves and records into.
+#[derive(Debug)]
+pub struct ControlEnds {
+    /// The control thread's end of the admin channel.
+    pub admin: AdminInbox,
+    /// Handshake timing.
+    pub recorders: HandshakeRecorders,
+}
+
+/// Make the admin channel and the histograms, and attach the TX histograms to `tx`; returns
+/// the wiring and the control thread's ends.
 #[allow(clippy::too_many_arguments)]
 pub fn wire(
     options: ServiceOptions,
@@ -99,16 +108,15 @@ pub fn wire(
     udp: &Arc<UdpSlot>,
     tun_ifindex: u32,
     addresses: &[IpNet],
-    device: &mut Device,
+    control_counters: &Arc<ControlCounters>,
     tx: &mut TxThread,
-) -> Result<(Wiring, HandshakeRecorders), String> {
+) -> Result<(Wiring, ControlEnds), String> {
     let s = shared.clone();
     // In single mode the one thread sleeps in poll(2) on RX's eventfd.
     let (admin, inbox) = admin_channel(move || match threading {
         Threading::Pipeline => s.control_bell.wake_now(),
         Threading::Single => s.rx_bell.wake_now(),
     });
-    device.attach_admin(inbox);
     let (hub, tx_samples, recorders) =
         MetricsHub::new(options.metrics_peers).map_err(|e| format!("metrics: {e}"))?;
     tx.record_samples(tx_samples);
@@ -116,7 +124,7 @@ pub fn wire(
         name: name.to_string(),
         admin,
         shared: shared.clone(),
-        control_counters: device.counters().clone(),
+        control_counters: control_counters.clone(),
         udp: udp.clone(),
         tun_ifindex,
         threading,
@@ -125,7 +133,13 @@ pub fn wire(
         #[cfg(debug_assertions)]
         test_hooks: options.test_hooks,
     });
-    Ok((Wiring { ctx, options }, recorders))
+    Ok((
+        Wiring { ctx, options },
+        ControlEnds {
+            admin: inbox,
+            recorders,
+        },
+    ))
 }
 
 /// The running services; dropping them stops their threads and removes their sockets.

@@ -161,7 +161,7 @@ impl<R: CryptoRngCore> Device<R> {
         self.protection.session_cap =
             (level == Degradation::Critical).then(|| self.live_sessions());
         self.commands.push_back(Command::SetDegradation { level });
-        self.next_tick = None;
+        self.reschedule();
     }
 
     /// Sessions that are active or draining.
