@@ -1,7 +1,9 @@
 //! Command-line interface (argh).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use argh::FromArgs;
 
@@ -100,14 +102,31 @@ pub enum Threading {
     Single,
 }
 
-impl argh::FromArgValue for Threading {
-    fn from_arg_value(value: &str) -> Result<Self, String> {
+/// A `--threading` value that is neither mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownThreadingMode(String);
+
+impl fmt::Display for UnknownThreadingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "'{}' is not a threading mode: expected 'pipeline' or 'single'",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownThreadingMode {}
+
+// argh parses `--threading` through this (`FromArgValue` for every `FromStr`).
+impl FromStr for Threading {
+    type Err = UnknownThreadingMode;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value {
             "pipeline" => Ok(Threading::Pipeline),
             "single" => Ok(Threading::Single),
-            other => Err(format!(
-                "'{other}' is not a threading mode: expected 'pipeline' or 'single'"
-            )),
+            other => Err(UnknownThreadingMode(other.to_string())),
         }
     }
 }

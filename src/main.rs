@@ -11,9 +11,11 @@ mod keys;
 mod listen;
 mod logging;
 mod notify;
+mod procfs;
 mod runtime;
 #[cfg(debug_assertions)]
 mod test_hooks;
+mod text;
 mod threading;
 
 use std::io::{Read, Write};

@@ -207,7 +207,7 @@ fn ping_while_alive(
                 .collect();
             who.dedup();
             error!(
-                class = crate::failure::ErrorClass::Fatal.as_str();
+                class = veil_dataplane::error_class::ErrorClass::Restart.as_str();
                 "{} stopped making progress (no heartbeat for over {:.1} s); withholding the \
                  systemd watchdog ping so the service is restarted",
                 who.join(", "),

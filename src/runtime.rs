@@ -21,10 +21,11 @@ use crate::admin::metrics::HandshakeRecorders;
 use crate::admin::services::{self, ControlEnds, ServiceOptions};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
-use crate::failure::{supervisor, ErrorClass, Failure};
+use crate::failure::{supervisor, Failure};
 use crate::listen::{UdpHandle, UdpSlot};
 use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Pinning, ThreadFlags};
+use veil_dataplane::error_class::ErrorClass;
 
 /// Longest drain after a failure (a panic, a fatal dataplane error).
 const FAILED_DRAIN_LIMIT: Duration = Duration::from_secs(1);
@@ -78,7 +79,7 @@ struct Prepared {
 
 fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let config = Config::load(&args.config).map_err(|e| Fail::Config(e.to_string()))?;
-    crate::logging::init(&config.logging).map_err(Fail::Config)?;
+    crate::logging::init(&config.logging).map_err(|e| Fail::Config(e.to_string()))?;
     crate::failure::install_panic_hook();
     for w in &config.warnings {
         warn!("{w}");
@@ -95,7 +96,7 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         &sys::available_cpus(),
         &args.config.display().to_string(),
     )
-    .map_err(Fail::Config)?;
+    .map_err(|e| Fail::Config(e.to_string()))?;
     let timing = timing_from_env().map_err(Fail::Config)?;
     let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
     Ok(Prepared {
@@ -217,7 +218,7 @@ impl LoadSampler {
         Self {
             last: None,
             cpus,
-            memory_limit: memory_limit(),
+            memory_limit: crate::procfs::memory_limit(),
         }
     }
 
@@ -229,13 +230,13 @@ impl LoadSampler {
         {
             return None;
         }
-        let ticks = cpu_ticks()?;
+        let ticks = crate::procfs::cpu_ticks()?;
         let previous = self.last.replace((now, ticks));
         let (t, before) = previous?;
         let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
         // USER_HZ is 100 on every Linux architecture veil builds for.
         let cpu_pct = (ticks.saturating_sub(before) as f64 / 100.0) / secs / self.cpus * 100.0;
-        let memory_pct = match (rss_bytes(), self.memory_limit) {
+        let memory_pct = match (crate::procfs::rss_bytes(), self.memory_limit) {
             (Some(rss), Some(limit)) if limit > 0 => rss as f64 / limit as f64 * 100.0,
             _ => 0.0,
         };
@@ -244,48 +245,6 @@ impl LoadSampler {
             memory_pct,
         })
     }
-}
-
-/// utime + stime of this process in clock ticks.
-fn cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Resident memory of this process.
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-/// The memory limit that applies: the cgroup v2 limit when one is set, else the machine's memory.
-fn memory_limit() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|c| {
-            let path = c
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))?
-                .trim()
-                .to_string();
-            let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).ok()?;
-            max.trim().parse::<u64>().ok()
-        });
-    cgroup.or_else(|| {
-        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kb: u64 = info
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    })
 }
 
 /// The source address the kernel picks for datagrams to `dest` (a connected UDP
@@ -695,7 +654,7 @@ impl Running {
         // A thread that ended on its own after a dataplane fault: the fault is the cause.
         match (failure, self.shared.fault.get()) {
             (Failure::Ended { .. }, Some(fault)) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {fault}; shutting down so the service manager can restart veil",
                 self.name
             ),
@@ -705,7 +664,7 @@ impl Running {
                 self.name
             ),
             (Failure::Ended { .. }, None) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {failure}; shutting down so the service manager can restart veil",
                 self.name
             ),

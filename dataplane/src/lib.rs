@@ -10,6 +10,7 @@ pub mod batch;
 pub mod counters;
 pub mod crypto;
 pub mod doorbell;
+pub mod error_class;
 pub mod fault;
 pub mod io;
 pub mod link;
