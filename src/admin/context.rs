@@ -19,7 +19,7 @@ use veil_dataplane::sys::Netlink;
 use super::metrics::{self, MetricsData, MetricsHub};
 use super::uapi::{Backend, InterfaceState, SetRequest, UapiError};
 use crate::cli::Threading;
-use crate::listen::UdpSlot;
+use veil_dataplane::io::UdpSlot;
 
 /// How long a service waits for the control thread.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,12 +111,7 @@ impl Context {
 
     /// Move the outer socket to `port` and wake RX so it polls the new one.
     pub fn rebind(&self, port: u16) -> Result<u16, UapiError> {
-        let bind = |p: u16| {
-            let s = crate::runtime::bind_udp(p)?;
-            let _ = s.set_buffer_sizes(crate::runtime::SOCKET_BUFFER);
-            Ok(s)
-        };
-        match self.udp.rebind(port, bind) {
+        match self.udp.rebind(port) {
             Ok(bound) => {
                 self.shared.rx_bell.wake_now();
                 info!("{}: listening on UDP port {bound}", self.name);

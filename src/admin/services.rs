@@ -36,7 +36,7 @@ use super::ctl::ctl_socket;
 use super::metrics::{self, HandshakeRecorders, MetricsHub, DEFAULT_PEER_SERIES};
 use super::{ctl, health, http, uapi};
 use crate::cli::{Threading, UpArgs};
-use crate::listen::UdpSlot;
+use veil_dataplane::io::UdpSlot;
 
 /// Read/write timeout of a client connection on a unix socket.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
