@@ -102,7 +102,7 @@ impl Context {
                 .snapshot(false, SystemTime::now(), ADMIN_TIMEOUT)
                 .ok(),
             histograms: self.hub.histograms(),
-            rss_bytes: metrics::rss_bytes(),
+            rss_bytes: crate::procfs::rss_bytes(),
             heartbeats,
             start_time: metrics::unix_seconds(self.hub.started),
             peer_series: self.hub.peer_series,

@@ -45,14 +45,6 @@ pub struct MetricsData {
     pub peer_series: usize,
 }
 
-/// Resident set size from /proc/self/status (`VmRSS`).
-pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
-}
-
 /// Seconds since the Unix epoch.
 pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -114,7 +106,7 @@ pub(crate) mod testdata {
                 counters: vec![],
             }),
             histograms: hub.histograms(),
-            rss_bytes: rss_bytes(),
+            rss_bytes: crate::procfs::rss_bytes(),
             heartbeats: vec![("veil-rx", Some(0.1)), ("veil-tx", None)],
             start_time: 1.7e9,
             peer_series: 2,
