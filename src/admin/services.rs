@@ -13,6 +13,7 @@
 //! the admin channel and the histograms, whose control ends go to the control-thread shell), and
 //! [`Wiring::start`] once they run.
 
+use std::fmt;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +30,7 @@ use log::{info, warn};
 use veil_control::device::{admin_channel, AdminInbox, ControlCounters};
 use veil_dataplane::pipeline::{Shared, TxThread};
 use veil_dataplane::route::IpNet;
+use veil_dataplane::sampler::BoundsError;
 use veil_dataplane::sys;
 
 use super::context::Context;
@@ -42,6 +44,68 @@ use veil_dataplane::io::UdpSlot;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a service thread looks at the stop flag.
 const POLL: Duration = Duration::from_millis(500);
+
+/// A flag or variable for the services is refused.
+#[derive(Debug)]
+pub enum ServiceOptionsError {
+    /// The metrics address cannot be bound.
+    MetricsBind {
+        /// `--metrics-listen` or `[metrics] listen`.
+        origin: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A test-hook variable names no thread.
+    #[cfg(debug_assertions)]
+    TestHooks(crate::test_hooks::HookError),
+}
+
+impl fmt::Display for ServiceOptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceOptionsError::MetricsBind {
+                origin,
+                addr,
+                source,
+            } => write!(f, "{origin} {addr}: cannot bind: {source}"),
+            #[cfg(debug_assertions)]
+            ServiceOptionsError::TestHooks(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ServiceOptionsError {}
+
+/// The histograms could not be made.
+#[derive(Debug)]
+pub struct WireError(pub BoundsError);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "metrics: {}", self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// A thread could not be started.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// Its name.
+    pub thread: String,
+    /// Why.
+    pub source: io::Error,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot start thread {}: {}", self.thread, self.source)
+    }
+}
+
+impl std::error::Error for SpawnError {}
 
 /// What `veil up` flags say about the services.
 #[derive(Debug)]
@@ -58,7 +122,10 @@ pub struct ServiceOptions {
 impl ServiceOptions {
     /// From the flags and the environment; binds the metrics address.
     /// `file` is the config's `[metrics]` section; `--metrics-listen` overrides it.
-    pub fn from_args(args: &UpArgs, file: &crate::config::MetricsConfig) -> Result<Self, String> {
+    pub fn from_args(
+        args: &UpArgs,
+        file: &crate::config::MetricsConfig,
+    ) -> Result<Self, ServiceOptionsError> {
         let (listen, origin) = match args.metrics_listen {
             Some(addr) => (Some(addr), "--metrics-listen"),
             None => (file.enable.then_some(file.listen), "[metrics] listen"),
@@ -69,14 +136,19 @@ impl ServiceOptions {
                 addr,
                 TcpListener::bind(addr)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|e| format!("{origin} {addr}: cannot bind: {e}"))?,
+                    .map_err(|source| ServiceOptionsError::MetricsBind {
+                        origin,
+                        addr,
+                        source,
+                    })?,
             )),
         };
         Ok(Self {
             metrics_listen,
             metrics_peers: args.metrics_peers.unwrap_or(DEFAULT_PEER_SERIES),
             #[cfg(debug_assertions)]
-            test_hooks: crate::test_hooks::TestHooks::from_env().map_err(|e| e.to_string())?,
+            test_hooks: crate::test_hooks::TestHooks::from_env()
+                .map_err(ServiceOptionsError::TestHooks)?,
         })
     }
 }
@@ -110,15 +182,14 @@ pub fn wire(
     addresses: &[IpNet],
     control_counters: &Arc<ControlCounters>,
     tx: &mut TxThread,
-) -> Result<(Wiring, ControlEnds), String> {
+) -> Result<(Wiring, ControlEnds), WireError> {
     let s = shared.clone();
     // In single mode the one thread sleeps in poll(2) on RX's eventfd.
     let (admin, inbox) = admin_channel(move || match threading {
         Threading::Pipeline => s.control_bell.wake_now(),
         Threading::Single => s.rx_bell.wake_now(),
     });
-    let (hub, tx_samples, recorders) =
-        MetricsHub::new(options.metrics_peers).map_err(|e| format!("metrics: {e}"))?;
+    let (hub, tx_samples, recorders) = MetricsHub::new(options.metrics_peers).map_err(WireError)?;
     tx.record_samples(tx_samples);
     let ctx = Arc::new(Context {
         name: name.to_string(),
@@ -153,7 +224,7 @@ pub struct Services {
 impl Wiring {
     /// Step two: bind the unix sockets and start the threads. A UAPI or control socket that
     /// cannot be made is a warning: the tunnel works without it.
-    pub fn start(self) -> Result<Services, String> {
+    pub fn start(self) -> Result<Services, SpawnError> {
         let mut services = Services {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
@@ -274,7 +345,7 @@ impl Services {
         name: &str,
         listener: L,
         serve: impl Fn(L::Stream) + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), SpawnError> {
         let stop = self.stop.clone();
         let handle = std::thread::Builder::new()
             .name(name.to_string())
@@ -294,7 +365,10 @@ impl Services {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start thread {name}: {e}"))?;
+            .map_err(|source| SpawnError {
+                thread: name.to_string(),
+                source,
+            })?;
         self.threads.push(handle);
         Ok(())
     }
