@@ -238,32 +238,18 @@ impl Wiring {
             })?;
             info!("{name}: metrics on http://{addr}/metrics");
         }
+        let ctx = self.ctx.clone();
         let uapi_path = Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock"));
-        match bind_unix(&uapi_path) {
-            Ok(listener) => {
-                let ctx = self.ctx.clone();
-                services.sockets.push(uapi_path.clone());
-                services.spawn("veil-uapi", listener, move |stream: UnixStream| {
-                    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-                    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-                    uapi::serve_connection(stream, &*ctx);
-                })?;
-            }
-            Err(e) => warn!("{name}: no UAPI socket ({}): {e}", uapi_path.display()),
-        }
-        let ctl_path = ctl_socket(&name);
-        match bind_unix(&ctl_path) {
-            Ok(listener) => {
-                let ctx = self.ctx.clone();
-                services.sockets.push(ctl_path.clone());
-                services.spawn("veil-ctl", listener, move |stream: UnixStream| {
-                    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-                    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-                    ctl::serve_connection(&ctx, stream);
-                })?;
-            }
-            Err(e) => warn!("{name}: no control socket ({}): {e}", ctl_path.display()),
-        }
+        services.serve_unix(("veil-uapi", "UAPI socket"), &name, uapi_path, move |s| {
+            uapi::serve_connection(s, &*ctx)
+        })?;
+        let ctx = self.ctx.clone();
+        services.serve_unix(
+            ("veil-ctl", "control socket"),
+            &name,
+            ctl_socket(&name),
+            move |s| ctl::serve_connection(&ctx, s),
+        )?;
         Ok(services)
     }
 }
@@ -340,6 +326,31 @@ impl Listener for TcpListener {
 }
 
 impl Services {
+    /// Serve interface `name`'s unix socket at `path` on a thread, with the client timeouts.
+    /// `(thread, what)`: the thread's name and what the socket is, for the warning when it
+    /// cannot be made (the tunnel works without it).
+    fn serve_unix(
+        &mut self,
+        (thread, what): (&str, &str),
+        name: &str,
+        path: PathBuf,
+        serve: impl Fn(UnixStream) + Send + 'static,
+    ) -> Result<(), SpawnError> {
+        let listener = match bind_unix(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("{name}: no {what} ({}): {e}", path.display());
+                return Ok(());
+            }
+        };
+        self.sockets.push(path);
+        self.spawn(thread, listener, move |stream: UnixStream| {
+            let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+            serve(stream);
+        })
+    }
+
     fn spawn<L: Listener>(
         &mut self,
         name: &str,

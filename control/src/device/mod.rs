@@ -544,18 +544,18 @@ impl<R: CryptoRngCore> Device<R> {
                 return;
             }
         }
-        let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
-            bump(&self.counters.handshake_unexpected, 1);
+        let Some(slot) = self.answered_slot(view.receiver_index()) else {
             return;
         };
-        let Some(p) = self.peers.get_mut(slot) else {
-            return;
-        };
-        match p.handshake.consume_response(&self.identity, msg, now) {
-            Ok(keypair) => {
+        let identity = &self.identity;
+        let consumed =
+            (self.peers.get_mut(slot)).map(|p| p.handshake.consume_response(identity, msg, now));
+        match consumed {
+            Some(Ok(keypair)) => {
                 self.handshake_completed(slot, keypair, KeypairRole::Initiator, src, now);
             }
-            Err(e) => self.count_error(e),
+            Some(Err(e)) => self.count_error(e),
+            None => {}
         }
         self.reschedule();
     }
@@ -612,11 +612,9 @@ impl<R: CryptoRngCore> Device<R> {
         let Ok(view) = CookieReply::new_checked(msg) else {
             return;
         };
-        let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
-            bump(&self.counters.handshake_unexpected, 1);
-            return;
-        };
-        let Some(p) = self.peers.get_mut(slot) else {
+        let found = (self.answered_slot(view.receiver_index()))
+            .and_then(|slot| Some((slot, self.peers.get_mut(slot)?)));
+        let Some((slot, p)) = found else {
             return;
         };
         match p.handshake.consume_cookie_reply(msg, now) {
@@ -639,6 +637,16 @@ impl<R: CryptoRngCore> Device<R> {
             }
             Err(e) => self.count_error(e),
         }
+    }
+
+    /// The slot of the handshake of ours that a response or cookie reply with this receiver
+    /// index answers; counted as unexpected when no handshake has the index.
+    fn answered_slot(&self, receiver_index: u32) -> Option<usize> {
+        let slot = self.by_index.get(&receiver_index).copied();
+        if slot.is_none() {
+            bump(&self.counters.handshake_unexpected, 1);
+        }
+        slot
     }
 
     fn count_error(&self, e: HandshakeError) {
