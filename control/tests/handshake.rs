@@ -270,11 +270,8 @@ fn unexpected_response_and_wrong_receiver_index() {
 
 #[test]
 fn every_flipped_bit_in_initiation_is_rejected() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
+    let (mut p, mut cookies, now, mut rng) = setup(8);
     let src = client_addr();
-    let now = Instant::now();
-    let mut rng = TestRng(8);
     // Hold a cookie first so MAC2 is present and, under load, checked.
     let first = initiate(&mut p, 1, now, 0, &mut rng);
     let reply = cookie_reply_to(&p, &mut cookies, &first, now, &mut rng);
@@ -382,11 +379,8 @@ fn every_flipped_bit_in_cookie_reply_is_rejected() {
 
 #[test]
 fn under_load_cookie_then_retry_with_mac2_succeeds() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
+    let (mut p, mut cookies, now, mut rng) = setup(11);
     let src = client_addr();
-    let now = Instant::now();
-    let mut rng = TestRng(11);
 
     let init = initiate(&mut p, 1, now, 0, &mut rng);
     assert_eq!(&init[132..], &[0; 16], "no cookie yet, no MAC2");
@@ -440,11 +434,8 @@ fn under_load_cookie_then_retry_with_mac2_succeeds() {
 
 #[test]
 fn cookie_secret_rotation_invalidates_old_cookies() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
+    let (mut p, mut cookies, t0, mut rng) = setup(12);
     let src = client_addr();
-    let t0 = Instant::now();
-    let mut rng = TestRng(12);
 
     let init = initiate(&mut p, 1, t0, 0, &mut rng);
     let reply = cookie_reply_to(&p, &mut cookies, &init, t0, &mut rng);
