@@ -507,18 +507,26 @@ mod tests {
         std::iter::from_fn(|| d.poll_command()).collect()
     }
 
-    fn add(d: &mut Device, key: [u8; 32], nets: &[&str], now: Instant) -> ChangeOutcome {
-        let mut pc = PeerChange::new(key);
-        pc.allowed_ips = nets.iter().map(|s| net(s)).collect();
-        pc.endpoint = Some("192.0.2.1:51820".parse().unwrap());
+    /// Apply a change of `peers` alone.
+    fn change(
+        d: &mut Device,
+        peers: Vec<PeerChange>,
+        now: Instant,
+    ) -> Result<ChangeOutcome, ConfigureError> {
         d.configure(
             DeviceChange {
-                peers: vec![pc],
+                peers,
                 ..Default::default()
             },
             now,
         )
-        .unwrap()
+    }
+
+    fn add(d: &mut Device, key: [u8; 32], nets: &[&str], now: Instant) -> ChangeOutcome {
+        let mut pc = PeerChange::new(key);
+        pc.allowed_ips = nets.iter().map(|s| net(s)).collect();
+        pc.endpoint = Some("192.0.2.1:51820".parse().unwrap());
+        change(d, vec![pc], now).unwrap()
     }
 
     #[test]
@@ -540,15 +548,7 @@ mod tests {
 
         let mut rm = PeerChange::new(public(1));
         rm.remove = true;
-        let out = d
-            .configure(
-                DeviceChange {
-                    peers: vec![rm],
-                    ..Default::default()
-                },
-                now,
-            )
-            .unwrap();
+        let out = change(&mut d, vec![rm], now).unwrap();
         assert_eq!(out.peers_removed, 1);
         assert_eq!(out.routes_removed.len(), 2);
         assert!(matches!(
@@ -601,15 +601,7 @@ mod tests {
         let mut pc = PeerChange::new(public(1));
         pc.update_only = true;
         pc.allowed_ips = vec![net("10.0.0.2/32")];
-        let out = d
-            .configure(
-                DeviceChange {
-                    peers: vec![pc],
-                    ..Default::default()
-                },
-                now,
-            )
-            .unwrap();
+        let out = change(&mut d, vec![pc], now).unwrap();
         assert_eq!(out, ChangeOutcome::default());
         add(&mut d, public(1), &["10.0.0.2/32"], now);
         add(&mut d, public(2), &["10.0.0.3/32"], now);
@@ -653,26 +645,12 @@ mod tests {
         let mut ok = PeerChange::new(public(1));
         ok.allowed_ips = vec![net("10.0.0.2/32")];
         let own = PeerChange::new(public(7));
-        let err = d
-            .configure(
-                DeviceChange {
-                    peers: vec![ok.clone(), own],
-                    ..Default::default()
-                },
-                now,
-            )
-            .unwrap_err();
+        let err = change(&mut d, vec![ok.clone(), own], now).unwrap_err();
         assert_eq!(err, ConfigureError::OwnKey);
         assert!(d.snapshot(false, now, SystemTime::now()).peers.is_empty());
         let weak = PeerChange::new([0; 32]);
         assert_eq!(
-            d.configure(
-                DeviceChange {
-                    peers: vec![weak],
-                    ..Default::default()
-                },
-                now
-            ),
+            change(&mut d, vec![weak], now),
             Err(ConfigureError::WeakKey)
         );
         assert_eq!(
