@@ -102,17 +102,15 @@ pub enum Threading {
     Single,
 }
 
-/// A `--threading` value that is neither mode.
+/// A `--threading` value that is neither mode (as given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownThreadingMode(String);
 
 impl fmt::Display for UnknownThreadingMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' is not a threading mode: expected 'pipeline' or 'single'",
-            self.0
-        )
+        let Self(given) = self;
+        write!(f, "'{given}' is not a threading mode: ")?;
+        f.write_str("expected 'pipeline' or 'single'")
     }
 }
 

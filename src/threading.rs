@@ -228,6 +228,23 @@ mod tests {
 
     const CPUS: &[usize] = &[0, 1];
 
+    /// Flags that name the CPUs `f` sets.
+    fn pinned(f: impl FnOnce(&mut Pinning)) -> ThreadFlags {
+        let mut cpus = Pinning::default();
+        f(&mut cpus);
+        ThreadFlags {
+            cpus,
+            ..Default::default()
+        }
+    }
+
+    /// Why `flags` over the default file are refused.
+    fn refusal(flags: &ThreadFlags) -> String {
+        resolve(flags, &ThreadingConfig::default(), CPUS, "f")
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn defaults_wrap_around_the_cpus() {
         let (mode, p) = resolve(
@@ -261,11 +278,7 @@ mod tests {
         assert_eq!((p.rx, p.control), (Some(1), Some(1)));
         let flags = ThreadFlags {
             threading: Some(Threading::Pipeline),
-            cpus: Pinning {
-                rx: Some(0),
-                ..Default::default()
-            },
-            ..Default::default()
+            ..pinned(|p| p.rx = Some(0))
         };
         let (mode, p) = resolve(&flags, &cfg, CPUS, "f").unwrap();
         assert_eq!(mode, Threading::Pipeline);
@@ -287,13 +300,7 @@ mod tests {
             resolve(&ThreadFlags::default(), &cfg, CPUS, "f").unwrap().1,
             Pinning::default()
         );
-        let flags = ThreadFlags {
-            cpus: Pinning {
-                tx: Some(1),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let flags = pinned(|p| p.tx = Some(1));
         assert_eq!(
             resolve(&flags, &cfg, CPUS, "f").unwrap().1,
             Pinning {
@@ -313,41 +320,18 @@ mod tests {
             "/etc/veil/veil0.conf:12: crypto_cpu: CPU 9 does not exist here; this process may \
              use CPUs 0, 1 (fix the file, or override it with --crypto-cpu or --no-pin)"
         );
-        let flags = ThreadFlags {
-            cpus: Pinning {
-                rx: Some(5),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let flags = pinned(|p| p.rx = Some(5));
         assert_eq!(
-            resolve(&flags, &ThreadingConfig::default(), CPUS, "f")
-                .unwrap_err()
-                .to_string(),
+            refusal(&flags),
             "veil up: --rx-cpu 5: no such CPU; this process may use CPUs 0, 1"
         );
         let flags = ThreadFlags {
-            cpus: Pinning {
-                rx: Some(0),
-                ..Default::default()
-            },
             no_pin: true,
-            ..Default::default()
+            ..pinned(|p| p.rx = Some(0))
         };
-        assert_eq!(
-            resolve(&flags, &ThreadingConfig::default(), CPUS, "f")
-                .unwrap_err()
-                .to_string(),
-            "veil up: --rx-cpu 0 contradicts --no-pin"
-        );
+        assert_eq!(refusal(&flags), "veil up: --rx-cpu 0 contradicts --no-pin");
         // A flag replaces a bad file value; --no-pin ignores it.
-        let flags = ThreadFlags {
-            cpus: Pinning {
-                crypto: Some(1),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let flags = pinned(|p| p.crypto = Some(1));
         assert!(resolve(&flags, &cfg, CPUS, "f").is_ok());
         let no_pin = ThreadFlags {
             no_pin: true,

@@ -104,34 +104,21 @@ fn traffic(t: &Topology, client_ns: &str, gw_addr: &str, gw_ns: &str, client_add
     );
 }
 
-#[test]
-fn veil_gateway_wireguard_go_client() {
-    let Some(_g) = begin("veil_gateway_wireguard_go_client") else {
-        return;
-    };
-    veil_gateway_with("gg", Peer::WireguardGo);
+/// One `#[test]` per row: its name, then the role veil plays, with the tag that names the
+/// namespaces and interfaces, and the peer.
+macro_rules! interop {
+    ($($name:ident: $role:ident($tag:literal, $peer:expr);)*) => {$(
+        #[test]
+        fn $name() {
+            let _g = begin_or_skip!(stringify!($name));
+            $role($tag, $peer);
+        }
+    )*};
 }
 
-#[test]
-fn veil_gateway_boringtun_client() {
-    let Some(_g) = begin("veil_gateway_boringtun_client") else {
-        return;
-    };
-    veil_gateway_with("gb", Peer::Boringtun);
-}
-
-#[test]
-fn veil_client_wireguard_go_gateway() {
-    let Some(_g) = begin("veil_client_wireguard_go_gateway") else {
-        return;
-    };
-    veil_client_of("cg", Peer::WireguardGo);
-}
-
-#[test]
-fn veil_client_boringtun_gateway() {
-    let Some(_g) = begin("veil_client_boringtun_gateway") else {
-        return;
-    };
-    veil_client_of("cb", Peer::Boringtun);
+interop! {
+    veil_gateway_wireguard_go_client: veil_gateway_with("gg", Peer::WireguardGo);
+    veil_gateway_boringtun_client: veil_gateway_with("gb", Peer::Boringtun);
+    veil_client_wireguard_go_gateway: veil_client_of("cg", Peer::WireguardGo);
+    veil_client_boringtun_gateway: veil_client_of("cb", Peer::Boringtun);
 }

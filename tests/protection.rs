@@ -113,9 +113,7 @@ fn udp_run_to(
 
 #[test]
 fn bandwidth_limit_holds_udp_and_tcp() {
-    let Some(_g) = begin("bandwidth_limit_holds_udp_and_tcp") else {
-        return;
-    };
+    let _g = begin_or_skip!("bandwidth_limit_holds_udp_and_tcp");
     let s = setup(
         "pb",
         "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
@@ -144,9 +142,7 @@ fn bandwidth_limit_holds_udp_and_tcp() {
 
 #[test]
 fn packet_rate_limit_holds_small_packets() {
-    let Some(_g) = begin("packet_rate_limit_holds_small_packets") else {
-        return;
-    };
+    let _g = begin_or_skip!("packet_rate_limit_holds_small_packets");
     let mut s = setup(
         "pr",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 2000\n",
@@ -164,9 +160,7 @@ fn packet_rate_limit_holds_small_packets() {
 
 #[test]
 fn low_priority_is_shed_before_normal() {
-    let Some(_g) = begin("low_priority_is_shed_before_normal") else {
-        return;
-    };
+    let _g = begin_or_skip!("low_priority_is_shed_before_normal");
     let extra = "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[priority]\nring_high_water_percent = 0\n";
     let mut s = setup("pq", extra);
     s.t.wait_ping(&s.t.b(), "10.9.0.1");
@@ -192,9 +186,7 @@ fn low_priority_is_shed_before_normal() {
 
 #[test]
 fn degradation_rises_refuses_new_sessions_and_recovers() {
-    let Some(_g) = begin("degradation_rises_refuses_new_sessions_and_recovers") else {
-        return;
-    };
+    let _g = begin_or_skip!("degradation_rises_refuses_new_sessions_and_recovers");
     let t = Topology::new("pd");
     let (gw_conf, c1_conf, c2_conf, _) = two_clients(&t, "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n");
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
@@ -260,9 +252,7 @@ fn degradation_rises_refuses_new_sessions_and_recovers() {
 
 #[test]
 fn handshake_flood_spares_established_flow_and_new_peer() {
-    let Some(_g) = begin("handshake_flood_spares_established_flow_and_new_peer") else {
-        return;
-    };
+    let _g = begin_or_skip!("handshake_flood_spares_established_flow_and_new_peer");
     let t = Topology::new("pf");
     let (gw_conf, c1_conf, c2_conf, gw_pub) = two_clients(
         &t,
@@ -341,9 +331,7 @@ fn handshake_flood_spares_established_flow_and_new_peer() {
 
 #[test]
 fn each_client_gets_its_own_limit() {
-    let Some(_g) = begin("each_client_gets_its_own_limit") else {
-        return;
-    };
+    let _g = begin_or_skip!("each_client_gets_its_own_limit");
     let t = Topology::new("p2");
     let (gw_conf, c1_conf, c2_conf, _) = two_clients(
         &t,

@@ -56,6 +56,18 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// `let _g = begin_or_skip!("test_name");` at the top of an end-to-end test: holds the
+/// serial lock for the rest of the test, or prints why the test is skipped and returns.
+macro_rules! begin_or_skip {
+    ($test:expr) => {
+        match $crate::common::begin($test) {
+            Some(guard) => guard,
+            None => return,
+        }
+    };
+}
+pub(crate) use begin_or_skip;
+
 /// Require an external tool; the project's install script provides it, so a
 /// missing tool is a failure, not a skip.
 pub fn require(tool: &str) -> String {
