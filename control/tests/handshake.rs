@@ -36,6 +36,13 @@ fn respond(
     p.at_server.respond(&p.server, valid, index, now, rng)
 }
 
+/// The client refuses `response`: why.
+fn client_refuses(p: &mut Pair, response: &[u8], now: Instant) -> HandshakeError {
+    p.at_client
+        .consume_response(&p.client, response, now)
+        .unwrap_err()
+}
+
 /// The client's initiation with sender index `index` at `now` / `wall_secs`.
 fn initiate(
     p: &mut Pair,
@@ -162,12 +169,7 @@ fn psk_mismatch_fails_at_the_initiator() {
     let init = initiate(&mut p, 1, now, 0, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &init, now);
     let (resp, _) = respond(&mut p, valid, 2, now, &mut rng).unwrap();
-    assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &resp, now)
-            .unwrap_err(),
-        HandshakeError::Decrypt
-    );
+    assert_eq!(client_refuses(&mut p, &resp, now), HandshakeError::Decrypt);
 }
 
 #[test]
@@ -254,16 +256,12 @@ fn unexpected_response_and_wrong_receiver_index() {
     // A newer initiation replaced the one this response answers.
     let _newer = initiate(&mut p, 9, now, 1, &mut rng);
     assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &resp, now)
-            .unwrap_err(),
+        client_refuses(&mut p, &resp, now),
         HandshakeError::UnexpectedResponse
     );
     p.at_client.abandon_initiation();
     assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &resp, now)
-            .unwrap_err(),
+        client_refuses(&mut p, &resp, now),
         HandshakeError::UnexpectedResponse
     );
 }
@@ -493,9 +491,7 @@ fn wrong_lengths_and_types_are_malformed() {
         );
     }
     assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &init, now)
-            .unwrap_err(),
+        client_refuses(&mut p, &init, now),
         HandshakeError::Malformed
     );
     assert_eq!(
