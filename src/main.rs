@@ -8,7 +8,6 @@ mod cli;
 mod config;
 mod failure;
 mod keys;
-mod listen;
 mod logging;
 mod notify;
 mod procfs;

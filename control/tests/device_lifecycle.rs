@@ -33,7 +33,13 @@ fn addr(s: &str) -> SocketAddr {
 fn gateway(sessions: SessionPolicy) -> Gateway {
     let t0 = Instant::now();
     let epoch = Epoch::new(t0);
-    let mut dev = Device::new(&GW_SECRET, Timing::default(), epoch);
+    let mut dev = Device::new(
+        &GW_SECRET,
+        Timing::default(),
+        epoch,
+        (t0, SystemTime::now()),
+        OsRng,
+    );
     dev.set_policies(sessions, MigrationPolicy::default());
     let client = StaticIdentity::from_secret(CL_SECRET);
     let peer = dev

@@ -12,8 +12,63 @@ use veil_control::handshake::COOKIE_LIFETIME;
 use veil_control::{
     consume_initiation, CookieChecker, HandshakeError, InitiationOutcome, ValidInitiation,
 };
-use veil_dataplane::wire::{TRANSPORT_HEADER_LEN, TYPE_INITIATION};
+use veil_dataplane::wire::{
+    COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN, TRANSPORT_HEADER_LEN, TYPE_INITIATION,
+};
 use veil_dataplane::{Keypair, OpenError};
+
+/// A fresh pair without a pre-shared key, the server's cookie checker, the time and an RNG
+/// seeded with `seed`.
+fn setup(seed: u64) -> (Pair, CookieChecker, Instant, TestRng) {
+    let p = Pair::new(None);
+    let cookies = p.server.cookie_checker();
+    (p, cookies, Instant::now(), TestRng(seed))
+}
+
+/// The server's response to a valid initiation, with receiver index `index`.
+fn respond(
+    p: &mut Pair,
+    valid: ValidInitiation,
+    index: u32,
+    now: Instant,
+    rng: &mut TestRng,
+) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
+    p.at_server.respond(&p.server, valid, index, now, rng)
+}
+
+/// The client refuses `response`: why.
+fn client_refuses(p: &mut Pair, response: &[u8], now: Instant) -> HandshakeError {
+    p.at_client
+        .consume_response(&p.client, response, now)
+        .unwrap_err()
+}
+
+/// The client's initiation with sender index `index` at `now` / `wall_secs`.
+fn initiate(
+    p: &mut Pair,
+    index: u32,
+    now: Instant,
+    wall_secs: u64,
+    rng: &mut TestRng,
+) -> [u8; INITIATION_LEN] {
+    p.at_client
+        .create_initiation(&p.client, index, now, wall(wall_secs), rng)
+        .unwrap()
+}
+
+/// The server, under load, answers `init` from the client's address with a cookie reply.
+fn cookie_reply_to(
+    p: &Pair,
+    cookies: &mut CookieChecker,
+    init: &[u8],
+    now: Instant,
+    rng: &mut TestRng,
+) -> [u8; COOKIE_REPLY_LEN] {
+    match consume_initiation(&p.server, cookies, init, client_addr(), true, now, rng).unwrap() {
+        InitiationOutcome::CookieReply(reply) => reply,
+        InitiationOutcome::Valid(_) => panic!("expected a cookie reply"),
+    }
+}
 
 /// The server's side of an initiation, expecting it to be valid (not under load).
 fn server_accepts(
@@ -38,17 +93,11 @@ fn handshake(
     wall_secs: u64,
 ) -> (Keypair, Keypair) {
     let mut rng = TestRng(wall_secs);
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 100, now, wall(wall_secs), &mut rng)
-        .unwrap();
+    let init = initiate(p, 100, now, wall_secs, &mut rng);
     let valid = server_accepts(p, cookies, &init, now);
     assert_eq!(valid.remote_static(), p.client.public_key());
     assert_eq!(valid.sender_index(), 100);
-    let (resp, server_kp) = p
-        .at_server
-        .respond(&p.server, valid, 200, now, &mut rng)
-        .unwrap();
+    let (resp, server_kp) = respond(p, valid, 200, now, &mut rng).unwrap();
     let client_kp = p.at_client.consume_response(&p.client, &resp, now).unwrap();
     (client_kp, server_kp)
 }
@@ -117,108 +166,58 @@ fn psk_mismatch_fails_at_the_initiator() {
     let mut cookies = p.server.cookie_checker();
     let now = Instant::now();
     let mut rng = TestRng(3);
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
+    let init = initiate(&mut p, 1, now, 0, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &init, now);
-    let (resp, _) = p
-        .at_server
-        .respond(&p.server, valid, 2, now, &mut rng)
-        .unwrap();
-    assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &resp, now)
-            .unwrap_err(),
-        HandshakeError::Decrypt
-    );
+    let (resp, _) = respond(&mut p, valid, 2, now, &mut rng).unwrap();
+    assert_eq!(client_refuses(&mut p, &resp, now), HandshakeError::Decrypt);
 }
 
 #[test]
 fn replayed_initiation_is_rejected() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
-    let now = Instant::now();
-    let mut rng = TestRng(4);
-    let old = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(10), &mut rng)
-        .unwrap();
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 2, now, wall(20), &mut rng)
-        .unwrap();
+    let (mut p, mut cookies, now, mut rng) = setup(4);
+    let old = initiate(&mut p, 1, now, 10, &mut rng);
+    let init = initiate(&mut p, 2, now, 20, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &init, now);
-    p.at_server
-        .respond(&p.server, valid, 3, now, &mut rng)
-        .unwrap();
+    respond(&mut p, valid, 3, now, &mut rng).unwrap();
 
     // The same bytes again, well after the flood limit: the timestamp is not newer.
     let t = later(now, 5);
     let valid = server_accepts(&p, &mut cookies, &init, t);
     assert_eq!(
-        p.at_server
-            .respond(&p.server, valid, 4, t, &mut rng)
-            .unwrap_err(),
+        respond(&mut p, valid, 4, t, &mut rng).unwrap_err(),
         HandshakeError::ReplayedTimestamp
     );
     // An older capture too.
     let valid = server_accepts(&p, &mut cookies, &old, t);
     assert_eq!(
-        p.at_server
-            .respond(&p.server, valid, 4, t, &mut rng)
-            .unwrap_err(),
+        respond(&mut p, valid, 4, t, &mut rng).unwrap_err(),
         HandshakeError::ReplayedTimestamp
     );
     // A fresh initiation still works.
-    let fresh = p
-        .at_client
-        .create_initiation(&p.client, 5, t, wall(21), &mut rng)
-        .unwrap();
+    let fresh = initiate(&mut p, 5, t, 21, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &fresh, t);
-    let (resp, _) = p
-        .at_server
-        .respond(&p.server, valid, 6, t, &mut rng)
-        .unwrap();
+    let (resp, _) = respond(&mut p, valid, 6, t, &mut rng).unwrap();
     p.at_client.consume_response(&p.client, &resp, t).unwrap();
 }
 
 #[test]
 fn initiations_faster_than_every_20ms_are_rejected() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
-    let now = Instant::now();
-    let mut rng = TestRng(5);
-    let a = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(1), &mut rng)
-        .unwrap();
-    let b = p
-        .at_client
-        .create_initiation(&p.client, 2, now, wall(2), &mut rng)
-        .unwrap();
-    let c = p
-        .at_client
-        .create_initiation(&p.client, 3, now, wall(3), &mut rng)
-        .unwrap();
+    let (mut p, mut cookies, now, mut rng) = setup(5);
+    let a = initiate(&mut p, 1, now, 1, &mut rng);
+    let b = initiate(&mut p, 2, now, 2, &mut rng);
+    let c = initiate(&mut p, 3, now, 3, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &a, now);
-    p.at_server
-        .respond(&p.server, valid, 10, now, &mut rng)
-        .unwrap();
+    respond(&mut p, valid, 10, now, &mut rng).unwrap();
     let t = now + Duration::from_millis(19);
     let valid = server_accepts(&p, &mut cookies, &b, t);
     assert_eq!(
-        p.at_server
-            .respond(&p.server, valid, 11, t, &mut rng)
-            .unwrap_err(),
+        respond(&mut p, valid, 11, t, &mut rng).unwrap_err(),
         HandshakeError::TooFast
     );
     // The refused one did not count: 20 ms after the accepted one is fine.
     let t = now + Duration::from_millis(20);
     let valid = server_accepts(&p, &mut cookies, &c, t);
-    p.at_server
-        .respond(&p.server, valid, 12, t, &mut rng)
-        .unwrap();
+    respond(&mut p, valid, 12, t, &mut rng).unwrap();
 }
 
 #[test]
@@ -230,10 +229,7 @@ fn initiation_for_another_peer_state_is_unknown_peer() {
     let mut cookies = p.server.cookie_checker();
     let now = Instant::now();
     let mut rng = TestRng(6);
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
+    let init = initiate(&mut p, 1, now, 0, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &init, now);
     assert_eq!(
         at_server_for_stranger
@@ -253,61 +249,32 @@ fn initiation_for_another_peer_state_is_unknown_peer() {
 
 #[test]
 fn unexpected_response_and_wrong_receiver_index() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
-    let now = Instant::now();
-    let mut rng = TestRng(7);
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
+    let (mut p, mut cookies, now, mut rng) = setup(7);
+    let init = initiate(&mut p, 1, now, 0, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &init, now);
-    let (resp, _) = p
-        .at_server
-        .respond(&p.server, valid, 2, now, &mut rng)
-        .unwrap();
+    let (resp, _) = respond(&mut p, valid, 2, now, &mut rng).unwrap();
     // A newer initiation replaced the one this response answers.
-    let _newer = p
-        .at_client
-        .create_initiation(&p.client, 9, now, wall(1), &mut rng)
-        .unwrap();
+    let _newer = initiate(&mut p, 9, now, 1, &mut rng);
     assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &resp, now)
-            .unwrap_err(),
+        client_refuses(&mut p, &resp, now),
         HandshakeError::UnexpectedResponse
     );
     p.at_client.abandon_initiation();
     assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &resp, now)
-            .unwrap_err(),
+        client_refuses(&mut p, &resp, now),
         HandshakeError::UnexpectedResponse
     );
 }
 
 #[test]
 fn every_flipped_bit_in_initiation_is_rejected() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
+    let (mut p, mut cookies, now, mut rng) = setup(8);
     let src = client_addr();
-    let now = Instant::now();
-    let mut rng = TestRng(8);
     // Hold a cookie first so MAC2 is present and, under load, checked.
-    let first = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
-    let InitiationOutcome::CookieReply(reply) =
-        consume_initiation(&p.server, &mut cookies, &first, src, true, now, &mut rng).unwrap()
-    else {
-        panic!("expected a cookie reply");
-    };
+    let first = initiate(&mut p, 1, now, 0, &mut rng);
+    let reply = cookie_reply_to(&p, &mut cookies, &first, now, &mut rng);
     p.at_client.consume_cookie_reply(&reply, now).unwrap();
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 2, now, wall(1), &mut rng)
-        .unwrap();
+    let init = initiate(&mut p, 2, now, 1, &mut rng);
 
     for bit in 0..init.len() * 8 {
         let mut m = init;
@@ -321,9 +288,7 @@ fn every_flipped_bit_in_initiation_is_rejected() {
                     assert!(under_load);
                     false
                 }
-                Ok(InitiationOutcome::Valid(v)) => {
-                    p.at_server.respond(&p.server, v, 3, now, &mut rng).is_ok()
-                }
+                Ok(InitiationOutcome::Valid(v)) => respond(&mut p, v, 3, now, &mut rng).is_ok(),
             };
             // Not under load, MAC2 is not looked at (as in WireGuard), so only its bits pass.
             let in_mac2 = bit >= 132 * 8;
@@ -345,9 +310,7 @@ fn every_flipped_bit_in_initiation_is_rejected() {
         InitiationOutcome::Valid(v) => v,
         InitiationOutcome::CookieReply(_) => panic!("genuine initiation with cookie refused"),
     };
-    p.at_server
-        .respond(&p.server, valid, 3, now, &mut rng)
-        .unwrap();
+    respond(&mut p, valid, 3, now, &mut rng).unwrap();
 }
 
 #[test]
@@ -360,15 +323,9 @@ fn every_flipped_bit_in_response_is_rejected() {
     let mut rng = TestRng(9);
 
     // The client is under load: the first response gets a cookie reply, which the server keeps.
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
+    let init = initiate(&mut p, 1, now, 0, &mut rng);
     let valid = server_accepts(&p, &mut server_cookies, &init, now);
-    let (resp, _) = p
-        .at_server
-        .respond(&p.server, valid, 2, now, &mut rng)
-        .unwrap();
+    let (resp, _) = respond(&mut p, valid, 2, now, &mut rng).unwrap();
     assert_eq!(
         client_cookies.check(&resp, server_addr, true, now),
         Err(HandshakeError::Mac2Required)
@@ -380,15 +337,9 @@ fn every_flipped_bit_in_response_is_rejected() {
 
     // The retry's response carries MAC2.
     let t = later(now, 5);
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 3, t, wall(5), &mut rng)
-        .unwrap();
+    let init = initiate(&mut p, 3, t, 5, &mut rng);
     let valid = server_accepts(&p, &mut server_cookies, &init, t);
-    let (resp, _) = p
-        .at_server
-        .respond(&p.server, valid, 4, t, &mut rng)
-        .unwrap();
+    let (resp, _) = respond(&mut p, valid, 4, t, &mut rng).unwrap();
     client_cookies.check(&resp, server_addr, true, t).unwrap();
 
     for bit in 0..resp.len() * 8 {
@@ -405,26 +356,9 @@ fn every_flipped_bit_in_response_is_rejected() {
 
 #[test]
 fn every_flipped_bit_in_cookie_reply_is_rejected() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
-    let now = Instant::now();
-    let mut rng = TestRng(10);
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
-    let InitiationOutcome::CookieReply(reply) = consume_initiation(
-        &p.server,
-        &mut cookies,
-        &init,
-        client_addr(),
-        true,
-        now,
-        &mut rng,
-    )
-    .unwrap() else {
-        panic!("expected a cookie reply");
-    };
+    let (mut p, mut cookies, now, mut rng) = setup(10);
+    let init = initiate(&mut p, 1, now, 0, &mut rng);
+    let reply = cookie_reply_to(&p, &mut cookies, &init, now, &mut rng);
     for bit in 0..reply.len() * 8 {
         let mut m = reply;
         m[bit / 8] ^= 1 << (bit % 8);
@@ -443,16 +377,10 @@ fn every_flipped_bit_in_cookie_reply_is_rejected() {
 
 #[test]
 fn under_load_cookie_then_retry_with_mac2_succeeds() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
+    let (mut p, mut cookies, now, mut rng) = setup(11);
     let src = client_addr();
-    let now = Instant::now();
-    let mut rng = TestRng(11);
 
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
+    let init = initiate(&mut p, 1, now, 0, &mut rng);
     assert_eq!(&init[132..], &[0; 16], "no cookie yet, no MAC2");
     let reply = match consume_initiation(&p.server, &mut cookies, &init, src, true, now, &mut rng)
         .unwrap()
@@ -468,10 +396,7 @@ fn under_load_cookie_then_retry_with_mac2_succeeds() {
     p.at_client.consume_cookie_reply(&reply, now).unwrap();
 
     let t = later(now, 1);
-    let retry = p
-        .at_client
-        .create_initiation(&p.client, 2, t, wall(1), &mut rng)
-        .unwrap();
+    let retry = initiate(&mut p, 2, t, 1, &mut rng);
     assert_ne!(&retry[132..], &[0; 16]);
     assert!(cookies.verify_mac2(&retry, src, t));
     // The cookie is bound to the source address.
@@ -497,10 +422,7 @@ fn under_load_cookie_then_retry_with_mac2_succeeds() {
         InitiationOutcome::Valid(v) => v,
         InitiationOutcome::CookieReply(_) => panic!("MAC2 with a fresh cookie refused"),
     };
-    let (resp, mut s) = p
-        .at_server
-        .respond(&p.server, valid, 3, t, &mut rng)
-        .unwrap();
+    let (resp, mut s) = respond(&mut p, valid, 3, t, &mut rng).unwrap();
     let mut c = p.at_client.consume_response(&p.client, &resp, t).unwrap();
     assert_eq!(
         &transfer(&mut c, &mut s, b"through").unwrap()[..7],
@@ -510,38 +432,22 @@ fn under_load_cookie_then_retry_with_mac2_succeeds() {
 
 #[test]
 fn cookie_secret_rotation_invalidates_old_cookies() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
+    let (mut p, mut cookies, t0, mut rng) = setup(12);
     let src = client_addr();
-    let t0 = Instant::now();
-    let mut rng = TestRng(12);
 
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, t0, wall(0), &mut rng)
-        .unwrap();
-    let InitiationOutcome::CookieReply(reply) =
-        consume_initiation(&p.server, &mut cookies, &init, src, true, t0, &mut rng).unwrap()
-    else {
-        panic!("expected a cookie reply");
-    };
+    let init = initiate(&mut p, 1, t0, 0, &mut rng);
+    let reply = cookie_reply_to(&p, &mut cookies, &init, t0, &mut rng);
     // The client takes the reply late, so its own copy is still young when the server's
     // secret (born at t0) expires.
     let received = later(t0, 100);
     p.at_client.consume_cookie_reply(&reply, received).unwrap();
 
     let before = later(t0, 119);
-    let m = p
-        .at_client
-        .create_initiation(&p.client, 2, before, wall(119), &mut rng)
-        .unwrap();
+    let m = initiate(&mut p, 2, before, 119, &mut rng);
     assert!(cookies.verify_mac2(&m, src, before));
 
     let after = t0 + COOKIE_LIFETIME;
-    let m = p
-        .at_client
-        .create_initiation(&p.client, 3, after, wall(120), &mut rng)
-        .unwrap();
+    let m = initiate(&mut p, 3, after, 120, &mut rng);
     assert_ne!(&m[132..], &[0; 16], "client still uses its cookie");
     assert!(
         !cookies.verify_mac2(&m, src, after),
@@ -555,31 +461,19 @@ fn cookie_secret_rotation_invalidates_old_cookies() {
     // A new secret, hence a new cookie, which works again.
     p.at_client.consume_cookie_reply(&reply, after).unwrap();
     let t = later(after, 1);
-    let m = p
-        .at_client
-        .create_initiation(&p.client, 4, t, wall(121), &mut rng)
-        .unwrap();
+    let m = initiate(&mut p, 4, t, 121, &mut rng);
     assert!(cookies.verify_mac2(&m, src, t));
 
     // The client stops sending MAC2 once its cookie is COOKIE_LIFETIME old.
     let expired = after + COOKIE_LIFETIME;
-    let m = p
-        .at_client
-        .create_initiation(&p.client, 5, expired, wall(300), &mut rng)
-        .unwrap();
+    let m = initiate(&mut p, 5, expired, 300, &mut rng);
     assert_eq!(&m[132..], &[0; 16]);
 }
 
 #[test]
 fn wrong_lengths_and_types_are_malformed() {
-    let mut p = Pair::new(None);
-    let mut cookies = p.server.cookie_checker();
-    let now = Instant::now();
-    let mut rng = TestRng(13);
-    let init = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
+    let (mut p, mut cookies, now, mut rng) = setup(13);
+    let init = initiate(&mut p, 1, now, 0, &mut rng);
     assert_eq!(init[0], TYPE_INITIATION);
     for bad in [&init[..147], &[], &init[..92]] {
         assert_eq!(
@@ -597,9 +491,7 @@ fn wrong_lengths_and_types_are_malformed() {
         );
     }
     assert_eq!(
-        p.at_client
-            .consume_response(&p.client, &init, now)
-            .unwrap_err(),
+        client_refuses(&mut p, &init, now),
         HandshakeError::Malformed
     );
     assert_eq!(
@@ -626,20 +518,15 @@ fn simultaneous_initiations_both_complete() {
     let server_addr: SocketAddr = "203.0.113.1:51820".parse().unwrap();
     let now = Instant::now();
     let mut rng = TestRng(14);
-    let from_client = p
-        .at_client
-        .create_initiation(&p.client, 1, now, wall(0), &mut rng)
-        .unwrap();
+    let from_client = initiate(&mut p, 1, now, 0, &mut rng);
     let from_server = p
         .at_server
         .create_initiation(&p.server, 2, now, wall(0), &mut rng)
         .unwrap();
 
     let valid = server_accepts(&p, &mut server_cookies, &from_client, now);
-    let (resp_to_client, mut server_as_responder) = p
-        .at_server
-        .respond(&p.server, valid, 3, now, &mut rng)
-        .unwrap();
+    let (resp_to_client, mut server_as_responder) =
+        respond(&mut p, valid, 3, now, &mut rng).unwrap();
     let InitiationOutcome::Valid(valid) = consume_initiation(
         &p.client,
         &mut client_cookies,

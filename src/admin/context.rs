@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
 use veil_control::device::{
@@ -19,7 +19,7 @@ use veil_dataplane::sys::Netlink;
 use super::metrics::{self, MetricsData, MetricsHub};
 use super::uapi::{Backend, InterfaceState, SetRequest, UapiError};
 use crate::cli::Threading;
-use crate::listen::UdpSlot;
+use veil_dataplane::io::UdpSlot;
 
 /// How long a service waits for the control thread.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,9 +97,12 @@ impl Context {
                 ("tx", s.tx.snapshot()),
                 ("control", self.control_counters.snapshot()),
             ],
-            device: self.admin.snapshot(false, ADMIN_TIMEOUT).ok(),
+            device: self
+                .admin
+                .snapshot(false, SystemTime::now(), ADMIN_TIMEOUT)
+                .ok(),
             histograms: self.hub.histograms(),
-            rss_bytes: metrics::rss_bytes(),
+            rss_bytes: crate::procfs::rss_bytes(),
             heartbeats,
             start_time: metrics::unix_seconds(self.hub.started),
             peer_series: self.hub.peer_series,
@@ -108,12 +111,7 @@ impl Context {
 
     /// Move the outer socket to `port` and wake RX so it polls the new one.
     pub fn rebind(&self, port: u16) -> Result<u16, UapiError> {
-        let bind = |p: u16| {
-            let s = crate::runtime::bind_udp(p)?;
-            let _ = s.set_buffer_sizes(crate::runtime::SOCKET_BUFFER);
-            Ok(s)
-        };
-        match self.udp.rebind(port, bind) {
+        match self.udp.rebind(port) {
             Ok(bound) => {
                 self.shared.rx_bell.wake_now();
                 info!("{}: listening on UDP port {bound}", self.name);
@@ -173,7 +171,7 @@ impl Backend for Context {
     fn get(&self) -> Result<InterfaceState, UapiError> {
         let device = self
             .admin
-            .snapshot(true, ADMIN_TIMEOUT)
+            .snapshot(true, SystemTime::now(), ADMIN_TIMEOUT)
             .map_err(admin_error)?;
         Ok(InterfaceState {
             listen_port: self.udp.port(),

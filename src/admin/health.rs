@@ -15,7 +15,7 @@
 //! command exits 0 only when it is `ok`.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::Netlink;
@@ -245,7 +245,10 @@ pub fn check(ctx: &Context) -> HealthReport {
             Err(why) => (Status::Failed, why.into()),
         },
     );
-    let control = match ctx.admin.snapshot(false, CONTROL_TIMEOUT) {
+    let control = match ctx
+        .admin
+        .snapshot(false, SystemTime::now(), CONTROL_TIMEOUT)
+    {
         Ok(_) => heartbeat(ctx.heartbeat_age(Role::Control)),
         Err(e) => (Status::Failed, format!("does not answer: {e}")),
     };

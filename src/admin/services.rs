@@ -9,10 +9,11 @@
 //! counters and heartbeats from [`Shared`]. Sockets are mode 0600 and removed when the
 //! [`Services`] are dropped.
 //!
-//! The runtime wires them in two steps: [`wire`] before the dataplane threads start (it attaches
-//! the admin channel to the device and the histogram recorders to the TX thread), and
+//! The runtime wires them in two steps: [`wire`] before the dataplane threads start (it makes
+//! the admin channel and the histograms, whose control ends go to the control-thread shell), and
 //! [`Wiring::start`] once they run.
 
+use std::fmt;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -26,9 +27,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{info, warn};
-use veil_control::device::{admin_channel, Device};
+use veil_control::device::{admin_channel, AdminInbox, ControlCounters};
 use veil_dataplane::pipeline::{Shared, TxThread};
 use veil_dataplane::route::IpNet;
+use veil_dataplane::sampler::BoundsError;
 use veil_dataplane::sys;
 
 use super::context::Context;
@@ -36,12 +38,74 @@ use super::ctl::ctl_socket;
 use super::metrics::{self, HandshakeRecorders, MetricsHub, DEFAULT_PEER_SERIES};
 use super::{ctl, health, http, uapi};
 use crate::cli::{Threading, UpArgs};
-use crate::listen::UdpSlot;
+use veil_dataplane::io::UdpSlot;
 
 /// Read/write timeout of a client connection on a unix socket.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a service thread looks at the stop flag.
 const POLL: Duration = Duration::from_millis(500);
+
+/// A flag or variable for the services is refused.
+#[derive(Debug)]
+pub enum ServiceOptionsError {
+    /// The metrics address cannot be bound.
+    MetricsBind {
+        /// `--metrics-listen` or `[metrics] listen`.
+        origin: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A test-hook variable names no thread.
+    #[cfg(debug_assertions)]
+    TestHooks(crate::test_hooks::HookError),
+}
+
+impl fmt::Display for ServiceOptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceOptionsError::MetricsBind {
+                origin,
+                addr,
+                source,
+            } => write!(f, "{origin} {addr}: cannot bind: {source}"),
+            #[cfg(debug_assertions)]
+            ServiceOptionsError::TestHooks(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ServiceOptionsError {}
+
+/// The histograms could not be made.
+#[derive(Debug)]
+pub struct WireError(pub BoundsError);
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "metrics: {}", self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// A thread could not be started.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// Its name.
+    pub thread: String,
+    /// Why.
+    pub source: io::Error,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot start thread {}: {}", self.thread, self.source)
+    }
+}
+
+impl std::error::Error for SpawnError {}
 
 /// What `veil up` flags say about the services.
 #[derive(Debug)]
@@ -58,7 +122,10 @@ pub struct ServiceOptions {
 impl ServiceOptions {
     /// From the flags and the environment; binds the metrics address.
     /// `file` is the config's `[metrics]` section; `--metrics-listen` overrides it.
-    pub fn from_args(args: &UpArgs, file: &crate::config::MetricsConfig) -> Result<Self, String> {
+    pub fn from_args(
+        args: &UpArgs,
+        file: &crate::config::MetricsConfig,
+    ) -> Result<Self, ServiceOptionsError> {
         let (listen, origin) = match args.metrics_listen {
             Some(addr) => (Some(addr), "--metrics-listen"),
             None => (file.enable.then_some(file.listen), "[metrics] listen"),
@@ -69,14 +136,19 @@ impl ServiceOptions {
                 addr,
                 TcpListener::bind(addr)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|e| format!("{origin} {addr}: cannot bind: {e}"))?,
+                    .map_err(|source| ServiceOptionsError::MetricsBind {
+                        origin,
+                        addr,
+                        source,
+                    })?,
             )),
         };
         Ok(Self {
             metrics_listen,
             metrics_peers: args.metrics_peers.unwrap_or(DEFAULT_PEER_SERIES),
             #[cfg(debug_assertions)]
-            test_hooks: crate::test_hooks::TestHooks::from_env().map_err(|e| e.to_string())?,
+            test_hooks: crate::test_hooks::TestHooks::from_env()
+                .map_err(ServiceOptionsError::TestHooks)?,
         })
     }
 }
@@ -88,8 +160,17 @@ pub struct Wiring {
     options: ServiceOptions,
 }
 
-/// Attach the admin channel to `device` and the TX histograms to `tx`; returns the wiring
-/// and the recorders for [`metrics::MeteredDevice`].
+/// What the control-thread shell serves and records into.
+#[derive(Debug)]
+pub struct ControlEnds {
+    /// The control thread's end of the admin channel.
+    pub admin: AdminInbox,
+    /// Handshake timing.
+    pub recorders: HandshakeRecorders,
+}
+
+/// Make the admin channel and the histograms, and attach the TX histograms to `tx`; returns
+/// the wiring and the control thread's ends.
 #[allow(clippy::too_many_arguments)]
 pub fn wire(
     options: ServiceOptions,
@@ -99,24 +180,22 @@ pub fn wire(
     udp: &Arc<UdpSlot>,
     tun_ifindex: u32,
     addresses: &[IpNet],
-    device: &mut Device,
+    control_counters: &Arc<ControlCounters>,
     tx: &mut TxThread,
-) -> Result<(Wiring, HandshakeRecorders), String> {
+) -> Result<(Wiring, ControlEnds), WireError> {
     let s = shared.clone();
     // In single mode the one thread sleeps in poll(2) on RX's eventfd.
     let (admin, inbox) = admin_channel(move || match threading {
         Threading::Pipeline => s.control_bell.wake_now(),
         Threading::Single => s.rx_bell.wake_now(),
     });
-    device.attach_admin(inbox);
-    let (hub, tx_samples, recorders) =
-        MetricsHub::new(options.metrics_peers).map_err(|e| format!("metrics: {e}"))?;
+    let (hub, tx_samples, recorders) = MetricsHub::new(options.metrics_peers).map_err(WireError)?;
     tx.record_samples(tx_samples);
     let ctx = Arc::new(Context {
         name: name.to_string(),
         admin,
         shared: shared.clone(),
-        control_counters: device.counters().clone(),
+        control_counters: control_counters.clone(),
         udp: udp.clone(),
         tun_ifindex,
         threading,
@@ -125,7 +204,13 @@ pub fn wire(
         #[cfg(debug_assertions)]
         test_hooks: options.test_hooks,
     });
-    Ok((Wiring { ctx, options }, recorders))
+    Ok((
+        Wiring { ctx, options },
+        ControlEnds {
+            admin: inbox,
+            recorders,
+        },
+    ))
 }
 
 /// The running services; dropping them stops their threads and removes their sockets.
@@ -139,7 +224,7 @@ pub struct Services {
 impl Wiring {
     /// Step two: bind the unix sockets and start the threads. A UAPI or control socket that
     /// cannot be made is a warning: the tunnel works without it.
-    pub fn start(self) -> Result<Services, String> {
+    pub fn start(self) -> Result<Services, SpawnError> {
         let mut services = Services {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
@@ -153,32 +238,18 @@ impl Wiring {
             })?;
             info!("{name}: metrics on http://{addr}/metrics");
         }
+        let ctx = self.ctx.clone();
         let uapi_path = Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock"));
-        match bind_unix(&uapi_path) {
-            Ok(listener) => {
-                let ctx = self.ctx.clone();
-                services.sockets.push(uapi_path.clone());
-                services.spawn("veil-uapi", listener, move |stream: UnixStream| {
-                    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-                    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-                    uapi::serve_connection(stream, &*ctx);
-                })?;
-            }
-            Err(e) => warn!("{name}: no UAPI socket ({}): {e}", uapi_path.display()),
-        }
-        let ctl_path = ctl_socket(&name);
-        match bind_unix(&ctl_path) {
-            Ok(listener) => {
-                let ctx = self.ctx.clone();
-                services.sockets.push(ctl_path.clone());
-                services.spawn("veil-ctl", listener, move |stream: UnixStream| {
-                    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-                    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-                    ctl::serve_connection(&ctx, stream);
-                })?;
-            }
-            Err(e) => warn!("{name}: no control socket ({}): {e}", ctl_path.display()),
-        }
+        services.serve_unix(("veil-uapi", "UAPI socket"), &name, uapi_path, move |s| {
+            uapi::serve_connection(s, &*ctx)
+        })?;
+        let ctx = self.ctx.clone();
+        services.serve_unix(
+            ("veil-ctl", "control socket"),
+            &name,
+            ctl_socket(&name),
+            move |s| ctl::serve_connection(&ctx, s),
+        )?;
         Ok(services)
     }
 }
@@ -255,12 +326,37 @@ impl Listener for TcpListener {
 }
 
 impl Services {
+    /// Serve interface `name`'s unix socket at `path` on a thread, with the client timeouts.
+    /// `(thread, what)`: the thread's name and what the socket is, for the warning when it
+    /// cannot be made (the tunnel works without it).
+    fn serve_unix(
+        &mut self,
+        (thread, what): (&str, &str),
+        name: &str,
+        path: PathBuf,
+        serve: impl Fn(UnixStream) + Send + 'static,
+    ) -> Result<(), SpawnError> {
+        let listener = match bind_unix(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("{name}: no {what} ({}): {e}", path.display());
+                return Ok(());
+            }
+        };
+        self.sockets.push(path);
+        self.spawn(thread, listener, move |stream: UnixStream| {
+            let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+            serve(stream);
+        })
+    }
+
     fn spawn<L: Listener>(
         &mut self,
         name: &str,
         listener: L,
         serve: impl Fn(L::Stream) + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), SpawnError> {
         let stop = self.stop.clone();
         let handle = std::thread::Builder::new()
             .name(name.to_string())
@@ -280,7 +376,10 @@ impl Services {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start thread {name}: {e}"))?;
+            .map_err(|source| SpawnError {
+                thread: name.to_string(),
+                source,
+            })?;
         self.threads.push(handle);
         Ok(())
     }

@@ -224,7 +224,7 @@ impl<R: CryptoRngCore> Device<R> {
                         next_at: now + wait + jitter,
                     });
                 }
-                self.next_tick = None;
+                self.reschedule();
             }
             ControlFrame::Goodbye { reason } => {
                 info!("peer {}: said goodbye (reason {reason})", p.short);
@@ -479,7 +479,7 @@ impl<R: CryptoRngCore> Device<R> {
                 self.commands.push_back(Command::SendFrame { peer, frame });
             }
         }
-        self.next_tick = None;
+        self.reschedule();
     }
 
     pub(super) fn drain_timer(&mut self, now: Instant) {

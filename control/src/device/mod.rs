@@ -38,10 +38,15 @@ pub use lifecycle::Reconnect;
 pub use protection::{ProtectionConfig, INITIATIONS_PER_SEC};
 
 mod admin;
-pub use admin::{
-    admin_channel, AdminError, AdminHandle, AdminInbox, AdminRequest, AdminResponse, ChangeOutcome,
-    ConfigureError, DeviceChange, DeviceSnapshot, PeerChange, PeerSnapshot, SecretKey, ADMIN_QUEUE,
-    SLOT_QUARANTINE,
+mod counters;
+mod peers;
+mod requests;
+pub use admin::{admin_channel, AdminError, AdminHandle, AdminInbox, ADMIN_QUEUE};
+pub use counters::ControlCounters;
+pub use peers::SLOT_QUARANTINE;
+pub use requests::{
+    AdminRequest, AdminResponse, ChangeOutcome, ConfigureError, DeviceChange, DeviceSnapshot,
+    PeerChange, PeerSnapshot, SecretKey,
 };
 
 /// Handshake backlog above which the control thread considers itself under load.
@@ -94,74 +99,6 @@ pub fn short_id(public_key: &[u8; 32]) -> String {
     out
 }
 
-veil_dataplane::counter_set!(
-    /// Counters of the control thread.
-    ControlCounters {
-        /// Initiations we sent.
-        handshake_initiations_sent,
-        /// Initiations we answered with a response.
-        handshake_responses_sent,
-        /// Handshakes completed as initiator.
-        handshakes_completed_initiator,
-        /// Handshakes completed as responder.
-        handshakes_completed_responder,
-        /// Cookie replies sent (under load).
-        cookie_replies_sent,
-        /// Cookie replies received and accepted.
-        cookie_replies_received,
-        /// Handshake messages with a bad MAC1.
-        handshake_bad_mac,
-        /// Handshake messages that failed to decrypt or verify.
-        handshake_bad_crypto,
-        /// Initiations from a static key not in the peer table.
-        handshake_unknown_peer,
-        /// Initiations with a timestamp not newer than the last one (replays).
-        handshake_replayed,
-        /// Initiations arriving faster than a peer may send them.
-        handshake_too_fast,
-        /// Responses or cookie replies for no pending handshake.
-        handshake_unexpected,
-        /// Handshake attempts given up after REKEY_ATTEMPT_TIME.
-        handshake_gave_up,
-        /// Migrations (source address changes) accepted.
-        migrations_accepted,
-        /// Migrations refused by policy.
-        migrations_refused,
-        /// Migration tokens granted.
-        migration_tokens_granted,
-        /// Sessions established (first handshake of a session; rekeys do not count).
-        sessions_created,
-        /// Sessions ended by a timeout (idle, dead peer, absolute) or drained.
-        sessions_expired,
-        /// Sessions ended by force (operator, the peer's goodbye).
-        sessions_terminated,
-        /// Sessions moved to Draining at shutdown.
-        sessions_draining,
-        /// Idle warnings sent to veil peers.
-        idle_warnings_sent,
-        /// Liveness probes sent.
-        probes_sent,
-        /// Initiations refused because the gateway is draining.
-        handshake_refused_draining,
-        /// Reconnect attempts after a drain notice.
-        reconnect_attempts,
-        /// Initiations dropped by the per-source rate limit (under load).
-        handshake_rate_limited,
-        /// New sessions refused by the reconnect limit.
-        reconnects_refused,
-        /// New sessions refused by degradation (Severe and up) or the Critical session cap.
-        sessions_refused_degraded,
-        /// Current degradation level, 0 (normal) to 4 (critical): a gauge.
-        degradation_level,
-        /// Degradation level changes.
-        degradation_changes,
-        /// Keepalives requested by the timers.
-        keepalives_requested,
-        /// Commands that could not be queued.
-        commands_dropped,
-            }
-);
-
 struct Peer {
     id: PeerId,
     short: String,
@@ -207,7 +144,7 @@ struct Peer {
 pub struct Device<R: CryptoRngCore = OsRng> {
     identity: StaticIdentity,
     cookies: CookieChecker,
-    peers: Vec<Peer>,
+    peers: peers::PeerTable,
     by_key: HashMap<[u8; 32], usize>,
     by_index: HashMap<u32, usize>,
     timing: Timing,
@@ -216,7 +153,11 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     commands: VecDeque<Command>,
     transmits: VecDeque<HandshakeDatagram>,
     under_load_until: Option<Instant>,
-    next_tick: Option<Instant>,
+    /// When `on_timeout` must run next: the next timer, or the moment something changed the
+    /// timers (they are recomputed then).
+    next_tick: Instant,
+    /// The latest `now` the control loop passed in.
+    last_now: Instant,
     counters: Arc<ControlCounters>,
     sessions: SessionPolicy,
     migration: MigrationPolicy,
@@ -228,7 +169,8 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     /// when the system clock does (peers would reject our initiations as replays).
     wall_anchor: (Instant, SystemTime),
     protection: protection::Protection,
-    admin: admin::AdminState,
+    /// Last handshake backlog reported by the control loop.
+    backlog: usize,
 }
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
@@ -283,16 +225,18 @@ pub struct PeerStatus {
     pub persistent_keepalive: Option<u16>,
 }
 
-impl Device<OsRng> {
-    /// A device with the operating system's randomness.
-    pub fn new(private_key: &[u8; 32], timing: Timing, epoch: Epoch) -> Self {
-        Self::with_rng(private_key, timing, epoch, OsRng)
-    }
-}
-
 impl<R: CryptoRngCore> Device<R> {
-    /// A device with injected randomness (tests).
-    pub fn with_rng(private_key: &[u8; 32], timing: Timing, epoch: Epoch, mut rng: R) -> Self {
+    /// A device. `wall_anchor` is the wall clock read once with the monotonic instant it was
+    /// read at (TAI64N timestamps follow the monotonic clock from there); `rng` is the
+    /// randomness for keys, indices and jitter (the operating system's in the runtime, a
+    /// seeded one in tests).
+    pub fn new(
+        private_key: &[u8; 32],
+        timing: Timing,
+        epoch: Epoch,
+        wall_anchor: (Instant, SystemTime),
+        mut rng: R,
+    ) -> Self {
         let identity = StaticIdentity::from_secret(*private_key);
         let cookies = identity.cookie_checker();
         let mut token_secret = [0u8; 32];
@@ -302,7 +246,7 @@ impl<R: CryptoRngCore> Device<R> {
         Self {
             identity,
             cookies,
-            peers: Vec::new(),
+            peers: peers::PeerTable::default(),
             by_key: HashMap::new(),
             by_index: HashMap::new(),
             timing,
@@ -311,17 +255,28 @@ impl<R: CryptoRngCore> Device<R> {
             commands: VecDeque::new(),
             transmits: VecDeque::new(),
             under_load_until: None,
-            next_tick: None,
+            next_tick: wall_anchor.0,
+            last_now: wall_anchor.0,
             counters: Arc::default(),
             sessions: SessionPolicy::default(),
             migration: MigrationPolicy::default(),
             tokens,
             next_session: 1,
             drain: None,
-            wall_anchor: (Instant::now(), SystemTime::now()),
+            wall_anchor,
             protection: protection::Protection::new(ProtectionConfig::default()),
-            admin: Default::default(),
+            backlog: 0,
         }
+    }
+
+    /// Something changed the timers: recompute them at the next round.
+    fn reschedule(&mut self) {
+        self.next_tick = self.next_tick.min(self.last_now);
+    }
+
+    /// The control loop passed `now` in.
+    fn saw(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
     }
 
     /// Wall time at `now`, from the anchor taken when the device was built.
@@ -339,7 +294,7 @@ impl<R: CryptoRngCore> Device<R> {
     pub fn set_policies(&mut self, sessions: SessionPolicy, migration: MigrationPolicy) {
         self.sessions = sessions;
         self.migration = migration;
-        self.next_tick = None;
+        self.reschedule();
     }
 
     /// Our public key.
@@ -354,6 +309,15 @@ impl<R: CryptoRngCore> Device<R> {
 
     /// Add a peer and tell the dataplane about it.
     pub fn add_peer(&mut self, spec: PeerSpec) -> Result<PeerId, AddPeerError> {
+        self.insert_peer(spec, None)
+    }
+
+    /// Add a peer in a new slot, or at `now` in a removed peer's slot out of quarantine.
+    fn insert_peer(
+        &mut self,
+        spec: PeerSpec,
+        now: Option<Instant>,
+    ) -> Result<PeerId, AddPeerError> {
         if spec.public_key == *self.identity.public_key() {
             return Err(AddPeerError::OwnKey);
         }
@@ -365,42 +329,11 @@ impl<R: CryptoRngCore> Device<R> {
         if handshake.remote_key_is_low_order() {
             return Err(AddPeerError::WeakKey);
         }
-        let slot = self.admin.reusable_slot().unwrap_or(self.peers.len());
+        let slot = self.peers.free_slot(now);
         let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
-        let stats = Arc::new(PeerStats::default());
-        let peer = Peer {
-            id,
-            short: short_id(&spec.public_key),
-            handshake,
-            allowed_ips: spec.allowed_ips.clone(),
-            endpoint: spec.endpoint,
-            persistent_keepalive: spec
-                .persistent_keepalive
-                .filter(|s| *s > 0)
-                .map(|s| Duration::from_secs(s.into())),
-            stats: stats.clone(),
-            attempt_started: None,
-            retry_at: None,
-            last_initiation: None,
-            last_handshake: None,
-            indices: VecDeque::new(),
-            keepalive_asked: None,
-            unanswered_for: None,
-            keys_live: false,
-            session: None,
-            veil_peer: false,
-            client_of: spec.endpoint.is_some(),
-            granted: Vec::new(),
-            token: None,
-            reconnect: None,
-            refusal_logged: None,
-            new_sessions: VecDeque::new(),
-            cookie_resent: None,
-        };
-        match self.peers.get_mut(slot) {
-            Some(vacant) => *vacant = peer,
-            None => self.peers.push(peer),
-        }
+        let peer = Peer::new(id, handshake, &spec);
+        let stats = peer.stats.clone();
+        self.peers.insert(slot, peer);
         self.by_key.insert(spec.public_key, slot);
         self.commands.push_back(Command::AddPeer {
             peer: id,
@@ -421,7 +354,7 @@ impl<R: CryptoRngCore> Device<R> {
                 self.commands.push_back(Command::SendKeepalive { peer: id });
             }
         }
-        self.next_tick = None;
+        self.reschedule();
         Ok(id)
     }
 
@@ -429,9 +362,7 @@ impl<R: CryptoRngCore> Device<R> {
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.peers
             .iter()
-            .enumerate()
-            .filter(|(slot, _)| self.is_live(*slot))
-            .map(|(_, p)| PeerStatus {
+            .map(|p| PeerStatus {
                 id: p.id,
                 public_key: *p.handshake.remote_public(),
                 endpoint: p.endpoint,
@@ -504,7 +435,7 @@ impl<R: CryptoRngCore> Device<R> {
         if let Some(d) = HandshakeDatagram::new(&msg, endpoint, None) {
             self.transmits.push_back(d);
         }
-        self.next_tick = None;
+        self.reschedule();
     }
 
     /// Begin a handshake round unless one is running or one was sent too recently.
@@ -572,25 +503,7 @@ impl<R: CryptoRngCore> Device<R> {
         {
             Ok((response, keypair)) => {
                 bump(&self.counters.handshake_responses_sent, 1);
-                bump(&self.counters.handshakes_completed_responder, 1);
-                if p.endpoint != Some(src) {
-                    info!("peer {}: endpoint {}", p.short, src);
-                }
-                p.endpoint = Some(src);
-                p.last_handshake = Some(now);
-                p.keys_live = true;
-                info!("peer {}: handshake completed (responder)", p.short);
-                let id = p.id;
-                self.commands.push_back(Command::SetEndpoint {
-                    peer: id,
-                    endpoint: src,
-                });
-                self.commands.push_back(Command::InstallKeypair {
-                    peer: id,
-                    keypair: Box::new(keypair),
-                    role: KeypairRole::Responder,
-                });
-                self.session_established(slot, now, false);
+                self.handshake_completed(slot, keypair, KeypairRole::Responder, src, now);
                 if let Some(d) = HandshakeDatagram::new(&response, src, None) {
                     self.transmits.push_back(d);
                 }
@@ -604,7 +517,7 @@ impl<R: CryptoRngCore> Device<R> {
                 self.count_error(e);
             }
         }
-        self.next_tick = None;
+        self.reschedule();
     }
 
     fn on_response(&mut self, msg: &[u8], src: SocketAddr, now: Instant) {
@@ -631,49 +544,77 @@ impl<R: CryptoRngCore> Device<R> {
                 return;
             }
         }
-        let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
-            bump(&self.counters.handshake_unexpected, 1);
+        let Some(slot) = self.answered_slot(view.receiver_index()) else {
             return;
         };
+        let identity = &self.identity;
+        let consumed =
+            (self.peers.get_mut(slot)).map(|p| p.handshake.consume_response(identity, msg, now));
+        match consumed {
+            Some(Ok(keypair)) => {
+                self.handshake_completed(slot, keypair, KeypairRole::Initiator, src, now);
+            }
+            Some(Err(e)) => self.count_error(e),
+            None => {}
+        }
+        self.reschedule();
+    }
+
+    /// A handshake completed in either role: fresh keys for the dataplane, the endpoint it came
+    /// from, and the end of any initiation round of ours (as WireGuard's "handshake complete"
+    /// timer event stops the retransmissions whichever side initiated: the new keys make them
+    /// moot).
+    fn handshake_completed(
+        &mut self,
+        slot: usize,
+        keypair: veil_dataplane::Keypair,
+        role: KeypairRole,
+        src: SocketAddr,
+        now: Instant,
+    ) {
+        let (completed, as_initiator) = match role {
+            KeypairRole::Initiator => (&self.counters.handshakes_completed_initiator, true),
+            KeypairRole::Responder => (&self.counters.handshakes_completed_responder, false),
+        };
+        bump(completed, 1);
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
-        match p.handshake.consume_response(&self.identity, msg, now) {
-            Ok(keypair) => {
-                bump(&self.counters.handshakes_completed_initiator, 1);
-                p.endpoint = Some(src);
-                p.last_handshake = Some(now);
-                p.attempt_started = None;
-                p.retry_at = None;
-                p.unanswered_for = None;
-                p.keys_live = true;
-                info!("peer {}: handshake completed (initiator)", p.short);
-                let id = p.id;
-                self.commands.push_back(Command::SetEndpoint {
-                    peer: id,
-                    endpoint: src,
-                });
-                self.commands.push_back(Command::InstallKeypair {
-                    peer: id,
-                    keypair: Box::new(keypair),
-                    role: KeypairRole::Initiator,
-                });
-                self.session_established(slot, now, true);
-            }
-            Err(e) => self.count_error(e),
+        if p.endpoint != Some(src) {
+            info!("peer {}: endpoint {}", p.short, src);
         }
-        self.next_tick = None;
+        p.endpoint = Some(src);
+        p.last_handshake = Some(now);
+        p.attempt_started = None;
+        p.retry_at = None;
+        p.unanswered_for = None;
+        p.keys_live = true;
+        let who = if as_initiator {
+            "initiator"
+        } else {
+            "responder"
+        };
+        info!("peer {}: handshake completed ({who})", p.short);
+        let id = p.id;
+        self.commands.push_back(Command::SetEndpoint {
+            peer: id,
+            endpoint: src,
+        });
+        self.commands.push_back(Command::InstallKeypair {
+            peer: id,
+            keypair: Box::new(keypair),
+            role,
+        });
+        self.session_established(slot, now, as_initiator);
     }
 
     fn on_cookie_reply(&mut self, msg: &[u8], now: Instant) {
         let Ok(view) = CookieReply::new_checked(msg) else {
             return;
         };
-        let Some(&slot) = self.by_index.get(&view.receiver_index()) else {
-            bump(&self.counters.handshake_unexpected, 1);
-            return;
-        };
-        let Some(p) = self.peers.get_mut(slot) else {
+        let found = (self.answered_slot(view.receiver_index()))
+            .and_then(|slot| Some((slot, self.peers.get_mut(slot)?)));
+        let Some((slot, p)) = found else {
             return;
         };
         match p.handshake.consume_cookie_reply(msg, now) {
@@ -696,6 +637,16 @@ impl<R: CryptoRngCore> Device<R> {
             }
             Err(e) => self.count_error(e),
         }
+    }
+
+    /// The slot of the handshake of ours that a response or cookie reply with this receiver
+    /// index answers; counted as unexpected when no handshake has the index.
+    fn answered_slot(&self, receiver_index: u32) -> Option<usize> {
+        let slot = self.by_index.get(&receiver_index).copied();
+        if slot.is_none() {
+            bump(&self.counters.handshake_unexpected, 1);
+        }
+        slot
     }
 
     fn count_error(&self, e: HandshakeError) {
@@ -833,6 +784,7 @@ impl<R: CryptoRngCore> Device<R> {
 
 impl<R: CryptoRngCore> ControlDriver for Device<R> {
     fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant) {
+        self.saw(now);
         let bytes = msg.as_bytes();
         match message_type(bytes) {
             Some(TYPE_INITIATION) => self.on_initiation(bytes, msg.addr, now),
@@ -843,6 +795,7 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     }
 
     fn on_event(&mut self, ev: Event, now: Instant) {
+        self.saw(now);
         if self.ignores_event(&ev) {
             return;
         }
@@ -854,9 +807,10 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     }
 
     fn on_timeout(&mut self, now: Instant) {
+        self.saw(now);
         self.run_timers(now);
         self.drain_timer(now);
-        self.next_tick = Some(self.compute_deadline(now));
+        self.next_tick = self.compute_deadline(now);
     }
 
     fn poll_command(&mut self) -> Option<Command> {
@@ -868,14 +822,11 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        // `None` in next_tick means "recompute now".
-        Some(
-            self.next_tick
-                .unwrap_or_else(|| self.epoch.instant(1).unwrap_or_else(Instant::now)),
-        )
+        Some(self.next_tick)
     }
 
     fn begin_drain(&mut self, now: Instant) {
+        self.saw(now);
         self.start_drain(now);
     }
 
@@ -883,12 +834,9 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
         self.drain.as_ref().is_some_and(|d| d.done)
     }
 
-    fn poll_admin(&mut self, now: Instant) {
-        self.serve_admin(now);
-    }
-
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
-        self.admin.backlog = queued;
+        self.saw(now);
+        self.backlog = queued;
         if queued >= UNDER_LOAD_BACKLOG {
             self.under_load_until = Some(now + UNDER_LOAD_LINGER);
         }

@@ -11,7 +11,7 @@ use rand_core::CryptoRngCore;
 use veil_dataplane::counters::bump;
 use veil_dataplane::link::Command;
 use veil_dataplane::priority::{Degradation, PriorityMap};
-use veil_dataplane::ratelimit::RateLimit;
+use veil_dataplane::ratelimit::{RateLimit, TokenBucket};
 
 use super::Device;
 use crate::degradation::{DegradationController, DegradationPolicy, LoadSample};
@@ -68,8 +68,8 @@ pub(super) struct Protection {
     pub(super) controller: DegradationController,
     /// New sessions per source address, oldest first.
     sessions_by_src: HashMap<IpAddr, VecDeque<Instant>>,
-    /// Initiation token buckets per source address: (tokens, last refill).
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    /// Initiation token buckets per source address.
+    buckets: HashMap<IpAddr, TokenBucket>,
     /// Live sessions allowed while Critical.
     session_cap: Option<usize>,
     refusal_logged: Option<Instant>,
@@ -161,7 +161,7 @@ impl<R: CryptoRngCore> Device<R> {
         self.protection.session_cap =
             (level == Degradation::Critical).then(|| self.live_sessions());
         self.commands.push_back(Command::SetDegradation { level });
-        self.next_tick = None;
+        self.reschedule();
     }
 
     /// Sessions that are active or draining.
@@ -200,17 +200,16 @@ impl<R: CryptoRngCore> Device<R> {
         let buckets = &mut self.protection.buckets;
         if buckets.len() >= MAX_TRACKED_SOURCES && !buckets.contains_key(&src.ip()) {
             // Full buckets are forgotten first: they carry no information.
-            buckets.retain(|_, (tokens, last)| {
-                *tokens < INITIATION_BURST
-                    && now.saturating_duration_since(*last).as_secs_f64() * rate < INITIATION_BURST
+            buckets.retain(|_, b| {
+                b.tokens() < INITIATION_BURST
+                    && b.idle_for(now).as_secs_f64() * rate < INITIATION_BURST
             });
         }
-        let (tokens, last) = buckets.entry(src.ip()).or_insert((INITIATION_BURST, now));
-        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate)
-            .min(INITIATION_BURST);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        let bucket = buckets
+            .entry(src.ip())
+            .or_insert(TokenBucket::full(INITIATION_BURST));
+        bucket.refill(now, rate, INITIATION_BURST);
+        if bucket.try_take(1.0) {
             true
         } else {
             bump(&self.counters.handshake_rate_limited, 1);

@@ -2,7 +2,7 @@
 //! once a second; the hub is their reading side for scrapes and `veil show`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use veil_dataplane::pipeline::TxSamples;
@@ -91,11 +91,29 @@ pub struct MetricsHub {
     pub started: SystemTime,
 }
 
-/// The control thread's recorders, given to [`MeteredDevice::new`].
+/// The control thread's recorders: how long it spent on a handshake message, and how long
+/// the message waited for it.
 #[derive(Debug)]
 pub struct HandshakeRecorders {
-    pub(crate) processing: Recorder,
-    pub(crate) queue: Recorder,
+    processing: Recorder,
+    queue: Recorder,
+}
+
+impl HandshakeRecorders {
+    /// One handshake message, handled from `start` to `end`, read by RX at `received`.
+    pub fn record(&mut self, start: Instant, end: Instant, received: Option<Instant>) {
+        self.processing
+            .record(nanos(end.saturating_duration_since(start)));
+        if let Some(r) = received {
+            self.queue.record(nanos(start.saturating_duration_since(r)));
+        }
+    }
+
+    /// Hand the histograms over to the hub once a second.
+    pub fn flush_if_due(&mut self, now: Instant) {
+        self.processing.flush_if_due(now);
+        self.queue.flush_if_due(now);
+    }
 }
 
 impl MetricsHub {
@@ -163,6 +181,6 @@ impl MetricsHub {
     }
 }
 
-pub(crate) fn nanos(d: Duration) -> u64 {
+fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -4,7 +4,7 @@
 //! control thread's `ControlCounters`); per-peer numbers and active sessions from a snapshot the
 //! control thread answers over the admin channel; histograms from [`Recorder`]s on the TX thread
 //! (RX→TX latency, batch size) and around the control thread's handshake handling
-//! ([`MeteredDevice`]), collected here. Nothing on the per-packet path locks or allocates.
+//! ([`HandshakeRecorders`], in the control-thread shell), collected here. Nothing on the per-packet path locks or allocates.
 //!
 //! Every counter of every set is exported, so a counter added to a stage shows up without a
 //! change here: the well-known ones under the names in docs/OPERATIONS.md, every `drop_*`
@@ -12,7 +12,6 @@
 
 mod hub;
 mod json;
-mod metered;
 mod prometheus;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +20,6 @@ use veil_control::device::DeviceSnapshot;
 
 pub use hub::{HandshakeRecorders, HistogramData, MetricsHub, DEFAULT_PEER_SERIES};
 pub use json::{json_str, render_json};
-pub use metered::MeteredDevice;
 pub use prometheus::render_prometheus;
 
 /// Everything one scrape or `veil show` reports, gathered at one moment.
@@ -45,14 +43,6 @@ pub struct MetricsData {
     pub start_time: f64,
     /// Per-peer series limit.
     pub peer_series: usize,
-}
-
-/// Resident set size from /proc/self/status (`VmRSS`).
-pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
 }
 
 /// Seconds since the Unix epoch.
@@ -116,7 +106,7 @@ pub(crate) mod testdata {
                 counters: vec![],
             }),
             histograms: hub.histograms(),
-            rss_bytes: rss_bytes(),
+            rss_bytes: crate::procfs::rss_bytes(),
             heartbeats: vec![("veil-rx", Some(0.1)), ("veil-tx", None)],
             start_time: 1.7e9,
             peer_series: 2,

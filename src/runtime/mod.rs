@@ -1,28 +1,33 @@
 //! `veil up`: bring the interface up, start the threads, stop on a signal.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
+use rand_core::OsRng;
 use veil_control::device::{Device, PeerSpec};
-use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
-use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
+use veil_dataplane::io::{self, UdpHandle, UdpSlot};
+use veil_dataplane::link::Epoch;
+use veil_dataplane::pipeline::{self, PipelineConfig, Shared, SingleThread, Waiter};
 use veil_dataplane::role::Role;
-use veil_dataplane::sys::{self, EventFd, Netlink, Tun, UdpSocket};
+use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
 
-use crate::admin::services::{self, ServiceOptions};
+use crate::admin::services::{self, ServiceOptions, SpawnError};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, Failure};
-use crate::listen::{UdpHandle, UdpSlot};
 use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Pinning, ThreadFlags};
+
+mod error;
+mod shell;
+
+use error::{InterfaceError, PrepareError, StartError, TimingError};
+use shell::ControlShell;
 use veil_dataplane::error_class::ErrorClass;
 
 /// Longest drain after a failure (a panic, a fatal dataplane error).
@@ -32,19 +37,18 @@ const STALE_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
-/// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN).
-pub(crate) const SOCKET_BUFFER: usize = 8 << 20;
 /// Test-only: shorten every protocol timer so rekeys happen within seconds.
 const ENV_TEST_REKEY: &str = "VEIL_TEST_REKEY_AFTER_SECS";
 
-fn timing_from_env() -> Result<Timing, String> {
+fn timing_from_env() -> Result<Timing, TimingError> {
     match std::env::var(ENV_TEST_REKEY) {
         Err(_) => Ok(Timing::default()),
         Ok(v) => match v.parse::<u64>() {
             Ok(secs) if secs > 0 => Ok(Timing::with_rekey_after(secs)),
-            _ => Err(format!(
-                "{ENV_TEST_REKEY}={v}: expected a whole number of seconds > 0"
-            )),
+            _ => Err(TimingError {
+                var: ENV_TEST_REKEY,
+                value: v,
+            }),
         },
     }
 }
@@ -53,17 +57,13 @@ fn timing_from_env() -> Result<Timing, String> {
 pub fn up(args: UpArgs) -> ExitCode {
     let code = match prepare(&args) {
         Ok(prepared) => run(prepared),
-        Err(Fail::Config(msg)) => {
-            eprintln!("{msg}");
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(EXIT_CONFIG)
         }
     };
     crate::logging::flush();
     code
-}
-
-enum Fail {
-    Config(String),
 }
 
 struct Prepared {
@@ -75,17 +75,18 @@ struct Prepared {
     services: ServiceOptions,
 }
 
-fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
-    let config = Config::load(&args.config).map_err(|e| Fail::Config(e.to_string()))?;
-    crate::logging::init(&config.logging).map_err(|e| Fail::Config(e.to_string()))?;
+fn prepare(args: &UpArgs) -> Result<Prepared, PrepareError> {
+    let config = Config::load(&args.config).map_err(PrepareError::Config)?;
+    crate::logging::init(&config.logging).map_err(PrepareError::Logger)?;
     crate::failure::install_panic_hook();
     for w in &config.warnings {
         warn!("{w}");
     }
     let name = match &args.interface {
-        Some(n) => crate::config::validate_interface_name(n)
-            .map_err(|e| Fail::Config(format!("--interface: {e}")))?,
-        None => interface_name_from_path(&args.config).map_err(|e| Fail::Config(e.to_string()))?,
+        Some(n) => {
+            crate::config::validate_interface_name(n).map_err(PrepareError::InterfaceFlag)?
+        }
+        None => interface_name_from_path(&args.config).map_err(PrepareError::InterfaceName)?,
     };
     // Flags override the file's [threading]; missing CPUs are refused here.
     let (threading, pinning) = crate::threading::resolve(
@@ -94,9 +95,10 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         &sys::available_cpus(),
         &args.config.display().to_string(),
     )
-    .map_err(|e| Fail::Config(e.to_string()))?;
-    let timing = timing_from_env().map_err(Fail::Config)?;
-    let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
+    .map_err(PrepareError::Threading)?;
+    let timing = timing_from_env().map_err(PrepareError::Timing)?;
+    let services =
+        ServiceOptions::from_args(args, &config.metrics).map_err(PrepareError::Services)?;
     Ok(Prepared {
         name,
         config,
@@ -107,28 +109,17 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     })
 }
 
-pub(crate) fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
-    match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
-        Ok(s) => Ok(s),
-        // Hosts with IPv6 disabled still get an IPv4 socket.
-        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-            UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)), false)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn configure_interface(tun: &Tun, config: &Config) -> Result<(), String> {
-    let nl = Netlink::new().map_err(|e| format!("netlink: {e}"))?;
+fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError> {
+    let nl = Netlink::new().map_err(InterfaceError::Netlink)?;
     let idx = tun.ifindex();
     nl.set_mtu(idx, u32::from(config.interface.mtu))
-        .map_err(|e| format!("set MTU: {e}"))?;
+        .map_err(InterfaceError::Mtu)?;
     for a in &config.interface.addresses {
         nl.add_address(idx, a.addr, a.prefix)
-            .map_err(|e| format!("add address {a}: {e}"))?;
+            .map_err(|e| InterfaceError::Address(*a, e))?;
     }
     nl.set_up(idx)
-        .map_err(|e| format!("set {} up: {e}", tun.name()))?;
+        .map_err(|e| InterfaceError::Up(tun.name().to_string(), e))?;
     for peer in &config.peers {
         for net in &peer.allowed_ips {
             if net.prefix == 0 {
@@ -139,7 +130,7 @@ fn configure_interface(tun: &Tun, config: &Config) -> Result<(), String> {
             }
             let n = net.network();
             nl.add_route(idx, n.addr, n.prefix)
-                .map_err(|e| format!("add route {n}: {e}"))?;
+                .map_err(|e| InterfaceError::Route(n, e))?;
         }
     }
     Ok(())
@@ -153,139 +144,6 @@ fn next_signal(
     use std::os::fd::AsFd;
     sys::wait_readable(&[signals.as_fd()], Some(timeout))?;
     signals.read()
-}
-
-/// The control thread's driver: the sans-IO [`Device`] plus the one piece of I/O a
-/// client needs, noticing that its own source address towards a gateway changed.
-struct ControlShell {
-    device: Device,
-    sources: HashMap<PeerId, IpAddr>,
-    next_check: Option<Instant>,
-    load: LoadSampler,
-}
-
-/// How often a client checks which source address the kernel uses towards its gateways.
-const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-impl ControlShell {
-    fn new(device: Device) -> Self {
-        Self {
-            device,
-            sources: HashMap::new(),
-            next_check: None,
-            load: LoadSampler::new(),
-        }
-    }
-
-    fn check_sources(&mut self, now: Instant) {
-        if self.next_check.is_some_and(|t| now < t) {
-            return;
-        }
-        self.next_check = Some(now + SOURCE_CHECK_INTERVAL);
-        for (peer, endpoint) in self.device.client_endpoints() {
-            let Some(src) = route_source(endpoint) else {
-                continue;
-            };
-            match self.sources.insert(peer, src) {
-                Some(old) if old != src => {
-                    info!("local source address towards {endpoint} changed: {old} -> {src}");
-                    self.device.local_source_changed(peer, now);
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Reads the process's CPU use and memory once a second for the degradation controller.
-struct LoadSampler {
-    last: Option<(Instant, u64)>,
-    cpus: f64,
-    memory_limit: Option<u64>,
-}
-
-impl LoadSampler {
-    fn new() -> Self {
-        let cpus = sys::available_cpus().len().max(1) as f64;
-        Self {
-            last: None,
-            cpus,
-            memory_limit: crate::procfs::memory_limit(),
-        }
-    }
-
-    /// A sample if a second passed since the last one.
-    fn sample(&mut self, now: Instant) -> Option<veil_control::degradation::LoadSample> {
-        if self
-            .last
-            .is_some_and(|(t, _)| now.saturating_duration_since(t) < Duration::from_secs(1))
-        {
-            return None;
-        }
-        let ticks = crate::procfs::cpu_ticks()?;
-        let previous = self.last.replace((now, ticks));
-        let (t, before) = previous?;
-        let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
-        // USER_HZ is 100 on every Linux architecture veil builds for.
-        let cpu_pct = (ticks.saturating_sub(before) as f64 / 100.0) / secs / self.cpus * 100.0;
-        let memory_pct = match (crate::procfs::rss_bytes(), self.memory_limit) {
-            (Some(rss), Some(limit)) if limit > 0 => rss as f64 / limit as f64 * 100.0,
-            _ => 0.0,
-        };
-        Some(veil_control::degradation::LoadSample {
-            cpu_pct,
-            memory_pct,
-        })
-    }
-}
-
-/// The source address the kernel picks for datagrams to `dest` (a connected UDP
-/// socket sends nothing; connect only consults the routing table).
-fn route_source(dest: SocketAddr) -> Option<IpAddr> {
-    let bind: SocketAddr = match dest {
-        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-    };
-    let sock = std::net::UdpSocket::bind(bind).ok()?;
-    sock.connect(dest).ok()?;
-    sock.local_addr().ok().map(|a| a.ip())
-}
-
-impl ControlDriver for ControlShell {
-    fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant) {
-        self.device.on_handshake(msg, now);
-    }
-    fn on_event(&mut self, ev: Event, now: Instant) {
-        self.device.on_event(ev, now);
-    }
-    fn on_timeout(&mut self, now: Instant) {
-        self.check_sources(now);
-        if let Some(sample) = self.load.sample(now) {
-            self.device.on_load_sample(now, sample);
-        }
-        self.device.on_timeout(now);
-    }
-    fn poll_command(&mut self) -> Option<Command> {
-        self.device.poll_command()
-    }
-    fn poll_transmit(&mut self) -> Option<HandshakeDatagram> {
-        self.device.poll_transmit()
-    }
-    fn next_deadline(&self) -> Option<Instant> {
-        self.device.next_deadline()
-    }
-    fn poll_admin(&mut self, now: Instant) {
-        self.device.poll_admin(now);
-    }
-    fn begin_drain(&mut self, now: Instant) {
-        self.device.begin_drain(now);
-    }
-    fn drained(&self) -> bool {
-        self.device.drained()
-    }
-    fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
-        self.device.set_handshake_backlog(queued, now);
-    }
 }
 
 /// Sleeps of the I/O threads: poll(2) on the socket, the TUN device and the eventfd.
@@ -321,7 +179,7 @@ fn spawn<F: FnOnce() + Send + 'static>(
     role: Role,
     cpu: Option<usize>,
     body: F,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, SpawnError> {
     let name = role.thread_name();
     let thread_name = name.to_string();
     std::thread::Builder::new()
@@ -336,7 +194,10 @@ fn spawn<F: FnOnce() + Send + 'static>(
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
             supervisor().thread_ended(&thread_name, outcome.err());
         })
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
+        .map_err(|source| SpawnError {
+            thread: name.to_string(),
+            source,
+        })
 }
 
 fn run(p: Prepared) -> ExitCode {
@@ -365,8 +226,8 @@ fn run(p: Prepared) -> ExitCode {
             test_hooks.arm(&running.shared);
             running.wait(&signals, &notifier, watchdog)
         }
-        Err(msg) => {
-            error!("{msg}");
+        Err(e) => {
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -383,26 +244,22 @@ struct Running {
     _tun: Arc<Tun>,
 }
 
-fn start(p: Prepared) -> Result<Running, String> {
+fn start(p: Prepared) -> Result<Running, StartError> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
-    let udp = bind_udp(p.config.interface.listen_port.unwrap_or(0)).map_err(|e| {
-        format!(
-            "cannot bind UDP port {}: {e}",
-            p.config.interface.listen_port.unwrap_or(0)
-        )
-    })?;
-    if let Ok((rcv, snd)) = udp.set_buffer_sizes(SOCKET_BUFFER) {
-        log::debug!("socket buffers: receive {rcv} bytes, send {snd} bytes");
-    }
-    let local = udp
-        .local_addr()
-        .map_err(|e| format!("socket address: {e}"))?;
-    let tun =
-        Tun::create(&p.name).map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
-    configure_interface(&tun, &p.config).map_err(|e| format!("{}: {e}", p.name))?;
+    let port = p.config.interface.listen_port.unwrap_or(0);
+    let udp = io::bind_listen(port).map_err(|e| StartError::Bind(port, e))?;
+    let local = udp.local_addr().map_err(StartError::SocketAddress)?;
+    let tun = Tun::create(&p.name).map_err(|e| StartError::CreateTun(p.name.clone(), e))?;
+    configure_interface(&tun, &p.config).map_err(|e| StartError::Interface(p.name.clone(), e))?;
 
-    let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch);
+    let mut device = Device::new(
+        p.config.interface.private_key.as_bytes(),
+        p.timing,
+        epoch,
+        (now, SystemTime::now()),
+        OsRng,
+    );
     device.set_policies(p.config.sessions, p.config.migration);
     device.set_protection(p.config.protection.clone());
     for peer in &p.config.peers {
@@ -418,15 +275,14 @@ fn start(p: Prepared) -> Result<Running, String> {
         };
         device
             .add_peer(spec)
-            .map_err(|e| format!("peer at line {}: {e}", peer.line))?;
+            .map_err(|e| StartError::Peer(peer.line, e))?;
     }
 
     let control_counters = device.counters().clone();
-    let mut device = ControlShell::new(device);
     let drain_timeout = p.config.sessions.drain_timeout;
-    let udp = Arc::new(UdpSlot::new(udp).map_err(|e| format!("socket address: {e}"))?);
+    let udp = Arc::new(UdpSlot::new(udp).map_err(StartError::SocketAddress)?);
     let tun = Arc::new(tun);
-    let bell = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let bell = Arc::new(EventFd::new().map_err(StartError::EventFd)?);
     let wake = bell.clone();
     let shared = Arc::new(Shared::new(epoch, move || {
         let _ = wake.wake();
@@ -437,7 +293,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         ..Default::default()
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
-    let (services, recorders) = services::wire(
+    let (services, control_ends) = services::wire(
         p.services,
         &p.name,
         &shared,
@@ -445,10 +301,11 @@ fn start(p: Prepared) -> Result<Running, String> {
         &udp,
         tun.ifindex(),
         &p.config.interface.addresses,
-        &mut device.device,
+        &control_counters,
         &mut tx,
-    )?;
-    let mut device = crate::admin::metrics::MeteredDevice::new(device, recorders);
+    )
+    .map_err(StartError::Wire)?;
+    let mut device = ControlShell::new(device, control_ends);
     let waiter = IoWaiter {
         udp: udp.handle(),
         tun: tun.clone(),

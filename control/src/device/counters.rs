@@ -1,0 +1,69 @@
+//! The control thread's counters.
+
+veil_dataplane::counter_set!(
+    /// Counters of the control thread.
+    ControlCounters {
+        /// Initiations we sent.
+        handshake_initiations_sent,
+        /// Initiations we answered with a response.
+        handshake_responses_sent,
+        /// Handshakes completed as initiator.
+        handshakes_completed_initiator,
+        /// Handshakes completed as responder.
+        handshakes_completed_responder,
+        /// Cookie replies sent (under load).
+        cookie_replies_sent,
+        /// Cookie replies received and accepted.
+        cookie_replies_received,
+        /// Handshake messages with a bad MAC1.
+        handshake_bad_mac,
+        /// Handshake messages that failed to decrypt or verify.
+        handshake_bad_crypto,
+        /// Initiations from a static key not in the peer table.
+        handshake_unknown_peer,
+        /// Initiations with a timestamp not newer than the last one (replays).
+        handshake_replayed,
+        /// Initiations arriving faster than a peer may send them.
+        handshake_too_fast,
+        /// Responses or cookie replies for no pending handshake.
+        handshake_unexpected,
+        /// Handshake attempts given up after REKEY_ATTEMPT_TIME.
+        handshake_gave_up,
+        /// Migrations (source address changes) accepted.
+        migrations_accepted,
+        /// Migrations refused by policy.
+        migrations_refused,
+        /// Migration tokens granted.
+        migration_tokens_granted,
+        /// Sessions established (first handshake of a session; rekeys do not count).
+        sessions_created,
+        /// Sessions ended by a timeout (idle, dead peer, absolute) or drained.
+        sessions_expired,
+        /// Sessions ended by force (operator, the peer's goodbye).
+        sessions_terminated,
+        /// Sessions moved to Draining at shutdown.
+        sessions_draining,
+        /// Idle warnings sent to veil peers.
+        idle_warnings_sent,
+        /// Liveness probes sent.
+        probes_sent,
+        /// Initiations refused because the gateway is draining.
+        handshake_refused_draining,
+        /// Reconnect attempts after a drain notice.
+        reconnect_attempts,
+        /// Initiations dropped by the per-source rate limit (under load).
+        handshake_rate_limited,
+        /// New sessions refused by the reconnect limit.
+        reconnects_refused,
+        /// New sessions refused by degradation (Severe and up) or the Critical session cap.
+        sessions_refused_degraded,
+        /// Current degradation level, 0 (normal) to 4 (critical): a gauge.
+        degradation_level,
+        /// Degradation level changes.
+        degradation_changes,
+        /// Keepalives requested by the timers.
+        keepalives_requested,
+        /// Commands that could not be queued.
+        commands_dropped,
+            }
+);

@@ -1,0 +1,161 @@
+//! The control thread's shell: what runs around the sans-IO `Device` on the control thread.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::info;
+use veil_control::device::{AdminInbox, Device};
+use veil_dataplane::link::{Command, Event, HandshakeDatagram, PeerId};
+use veil_dataplane::pipeline::ControlDriver;
+use veil_dataplane::sys;
+
+use crate::admin::metrics::HandshakeRecorders;
+use crate::admin::services::ControlEnds;
+
+/// The control thread's driver: the sans-IO [`Device`] and the I/O around it. It serves the
+/// admin channel (requests become plain calls on the device), times handshake messages for
+/// the metrics, samples the process's load, and notices that a client's own source address
+/// towards a gateway changed.
+pub(super) struct ControlShell {
+    device: Device,
+    admin: AdminInbox,
+    recorders: HandshakeRecorders,
+    sources: HashMap<PeerId, IpAddr>,
+    next_check: Option<Instant>,
+    load: LoadSampler,
+}
+
+/// How often a client checks which source address the kernel uses towards its gateways.
+const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl ControlShell {
+    pub(super) fn new(device: Device, ends: ControlEnds) -> Self {
+        Self {
+            device,
+            admin: ends.admin,
+            recorders: ends.recorders,
+            sources: HashMap::new(),
+            next_check: None,
+            load: LoadSampler::new(),
+        }
+    }
+
+    fn check_sources(&mut self, now: Instant) {
+        if self.next_check.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_check = Some(now + SOURCE_CHECK_INTERVAL);
+        for (peer, endpoint) in self.device.client_endpoints() {
+            let Some(src) = route_source(endpoint) else {
+                continue;
+            };
+            match self.sources.insert(peer, src) {
+                Some(old) if old != src => {
+                    info!("local source address towards {endpoint} changed: {old} -> {src}");
+                    self.device.local_source_changed(peer, now);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Reads the process's CPU use and memory once a second for the degradation controller.
+struct LoadSampler {
+    last: Option<(Instant, u64)>,
+    cpus: f64,
+    memory_limit: Option<u64>,
+}
+
+impl LoadSampler {
+    fn new() -> Self {
+        let cpus = sys::available_cpus().len().max(1) as f64;
+        Self {
+            last: None,
+            cpus,
+            memory_limit: crate::procfs::memory_limit(),
+        }
+    }
+
+    /// A sample if a second passed since the last one.
+    fn sample(&mut self, now: Instant) -> Option<veil_control::degradation::LoadSample> {
+        if self
+            .last
+            .is_some_and(|(t, _)| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        let ticks = crate::procfs::cpu_ticks()?;
+        let previous = self.last.replace((now, ticks));
+        let (t, before) = previous?;
+        let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
+        // USER_HZ is 100 on every Linux architecture veil builds for.
+        let cpu_pct = (ticks.saturating_sub(before) as f64 / 100.0) / secs / self.cpus * 100.0;
+        let memory_pct = match (crate::procfs::rss_bytes(), self.memory_limit) {
+            (Some(rss), Some(limit)) if limit > 0 => rss as f64 / limit as f64 * 100.0,
+            _ => 0.0,
+        };
+        Some(veil_control::degradation::LoadSample {
+            cpu_pct,
+            memory_pct,
+        })
+    }
+}
+
+/// The source address the kernel picks for datagrams to `dest` (a connected UDP
+/// socket sends nothing; connect only consults the routing table).
+fn route_source(dest: SocketAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = match dest {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let sock = std::net::UdpSocket::bind(bind).ok()?;
+    sock.connect(dest).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+impl ControlDriver for ControlShell {
+    fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant) {
+        // Reading the clock twice per handshake message is nothing next to the
+        // Diffie-Hellman work in it.
+        let received = msg.received;
+        let start = Instant::now();
+        self.device.on_handshake(msg, now);
+        self.recorders.record(start, Instant::now(), received);
+    }
+    fn on_event(&mut self, ev: Event, now: Instant) {
+        self.device.on_event(ev, now);
+    }
+    fn on_timeout(&mut self, now: Instant) {
+        self.check_sources(now);
+        if let Some(sample) = self.load.sample(now) {
+            self.device.on_load_sample(now, sample);
+        }
+        self.device.on_timeout(now);
+    }
+    fn poll_command(&mut self) -> Option<Command> {
+        self.device.poll_command()
+    }
+    fn poll_transmit(&mut self) -> Option<HandshakeDatagram> {
+        self.device.poll_transmit()
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.device.next_deadline()
+    }
+    fn poll_admin(&mut self, now: Instant) {
+        self.recorders.flush_if_due(now);
+        let device = &mut self.device;
+        self.admin
+            .serve(|request| device.handle_admin(request, now));
+    }
+    fn begin_drain(&mut self, now: Instant) {
+        self.device.begin_drain(now);
+    }
+    fn drained(&self) -> bool {
+        self.device.drained()
+    }
+    fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
+        self.device.set_handshake_backlog(queued, now);
+    }
+}
