@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use common::*;
 
-/// Configs of a gateway (namespace a) with two clients (namespace b) on subnets
-/// 10.9.0.0/24 and 10.9.1.0/24, `gw_extra` appended to the gateway's:
-/// (the namespaces, gateway, client 1, client 2, the gateway's public key).
-fn two_clients(tag: &str, gw_extra: &str) -> (Topology, PathBuf, PathBuf, PathBuf, String) {
+/// A gateway (namespace a) with two clients (namespace b) on subnets 10.9.0.0/24 and
+/// 10.9.1.0/24, `gw_extra` appended to the gateway's config. The gateway and client 1 are
+/// started: (the namespaces, the gateway, client 1, client 2's config, the gateway's
+/// public key).
+fn two_clients(tag: &str, gw_extra: &str) -> (Topology, Proc, Proc, PathBuf, String) {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (c1_priv, c1_pub) = keypair();
@@ -35,7 +36,9 @@ fn two_clients(tag: &str, gw_extra: &str) -> (Topology, PathBuf, PathBuf, PathBu
     };
     let c1 = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
     let c2 = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
-    (t, gw_conf, c1, c2, gw_pub)
+    let gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let c1 = veil_up(&t, &t.b(), &c1, &[], &[]);
+    (t, gw, c1, c2, gw_pub)
 }
 
 /// UDP iperf3 from the client namespace to the gateway: (received bit/s, received
@@ -188,12 +191,10 @@ fn low_priority_is_shed_before_normal() {
 #[test]
 fn degradation_rises_refuses_new_sessions_and_recovers() {
     let _g = begin_or_skip!("degradation_rises_refuses_new_sessions_and_recovers");
-    let (t, gw_conf, c1_conf, c2_conf, _) = two_clients(
+    let (t, mut gw, _c1, c2_conf, _) = two_clients(
         "pd",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n",
     );
-    let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
-    let _c1 = veil_up(&t, &t.b(), &c1_conf, &[], &[]);
     t.wait_ping(&t.b(), "10.9.0.1");
     // Load: a TCP stream for 12 s in the background.
     let (a, b) = (t.a(), t.b());
@@ -251,13 +252,11 @@ fn degradation_rises_refuses_new_sessions_and_recovers() {
 #[test]
 fn handshake_flood_spares_established_flow_and_new_peer() {
     let _g = begin_or_skip!("handshake_flood_spares_established_flow_and_new_peer");
-    let (t, gw_conf, c1_conf, c2_conf, gw_pub) = two_clients(
+    let (t, mut gw, _c1, c2_conf, gw_pub) = two_clients(
         "pf",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n",
     );
     let (a, b) = (t.a(), t.b());
-    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
-    let _c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
     t.wait_ping(&b, "10.9.0.1");
     let baseline = t.iperf(&a, &b, "10.9.0.1", 5, false).bits_per_second;
     // The flood comes from its own address on the client's side of the wire.
@@ -329,13 +328,11 @@ fn handshake_flood_spares_established_flow_and_new_peer() {
 #[test]
 fn each_client_gets_its_own_limit() {
     let _g = begin_or_skip!("each_client_gets_its_own_limit");
-    let (t, gw_conf, c1_conf, c2_conf, _) = two_clients(
+    let (t, _gw, _c1, c2_conf, _) = two_clients(
         "p2",
         "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
     );
-    let (a, b) = (t.a(), t.b());
-    let _gw = veil_up(&t, &a, &gw_conf, &[], &[]);
-    let _c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
+    let b = t.b();
     let _c2 = veil_up(&t, &b, &c2_conf, &[], &[]);
     t.wait_ping(&b, "10.9.0.1");
     t.wait_ping(&b, "10.9.1.1");
