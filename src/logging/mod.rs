@@ -160,7 +160,7 @@ impl Logger {
                     // them here too, or the kernel may deliver them to this thread
                     // and kill the process instead of the signalfd reading them.
                     let _ = veil_dataplane::sys::block_shutdown_signals();
-                    write_queued(&rx, out, &counter, format);
+                    write_queued(&rx, out, &counter, format, tick);
                 })
                 .map_err(LoggerError::Thread)?;
             Output::Queue { tx, dropped }

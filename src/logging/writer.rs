@@ -10,7 +10,6 @@ use log::Level;
 
 use super::format::{format_line, Fields};
 use super::limiter::SUMMARY_EVERY;
-use super::tick;
 use crate::config::LogFormat;
 
 pub(super) enum Queued {
@@ -27,11 +26,13 @@ pub(super) enum Output {
 }
 
 /// The logger thread: write lines as they come; after a gap, say how many were dropped.
+/// `idle` runs when no line came for a second (the logger passes its `tick`).
 pub(super) fn write_queued(
     rx: &Receiver<Queued>,
     mut out: Box<dyn Write + Send>,
     dropped: &AtomicU64,
     format: LogFormat,
+    idle: fn(),
 ) {
     let write = |out: &mut Box<dyn Write + Send>, line: String| {
         let mut buf = line.into_bytes();
@@ -65,7 +66,7 @@ pub(super) fn write_queued(
                 let _ = out.flush();
                 let _ = ack.send(());
             }
-            None => tick(),
+            None => idle(),
         }
     }
 }
