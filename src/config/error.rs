@@ -6,9 +6,9 @@ use std::fmt;
 use std::io;
 
 use super::endpoint::EndpointError;
-use super::IpNetError;
 use crate::keys::KeyError;
 use veil_dataplane::route::IpNet;
+use veil_dataplane::route::IpNetError;
 
 /// Text from the file, shown in a message, or a marker where showing it could leak a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

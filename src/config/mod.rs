@@ -64,7 +64,6 @@ pub use ifname::{
     interface_name_from_path, validate_interface_name, InterfaceNameError, InterfaceNameProblem,
 };
 pub use output::{Config, CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig};
-pub use veil_dataplane::route::IpNetError;
 
 use parser::Parser;
 
