@@ -11,7 +11,7 @@ use super::ifname::InterfaceNameProblem;
 use super::interface::DEFAULT_MTU;
 use super::*;
 use crate::keys;
-use veil_dataplane::route::IpNet;
+use veil_dataplane::route::{IpNet, IpNetError};
 
 mod sections;
 
