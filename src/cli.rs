@@ -22,6 +22,7 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Up(UpArgs),
+    Down(DownArgs),
     Check(CheckArgs),
     GenKey(GenKeyArgs),
     PubKey(PubKeyArgs),
@@ -37,8 +38,9 @@ pub enum Command {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "up")]
 pub struct UpArgs {
-    /// path of the config file; the interface is named after its stem
-    /// (veil0.conf -> veil0)
+    /// path of the config file, or an interface name NAME (as for
+    /// wg-quick): /etc/veil/NAME.conf, else /etc/wireguard/NAME.conf; the
+    /// interface is named after the file's stem (veil0.conf -> veil0)
     #[argh(positional)]
     pub config: PathBuf,
 
@@ -83,12 +85,22 @@ pub struct UpArgs {
     pub metrics_peers: Option<usize>,
 }
 
+/// Stop a running interface as SIGTERM would (drain, PreDown/PostDown, the
+/// interface removed), through its control socket, and wait until it is gone.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "down")]
+pub struct DownArgs {
+    /// interface name, as given to `veil up`
+    #[argh(positional)]
+    pub interface: String,
+}
+
 /// Validate a config file without starting anything: every problem with
 /// file:line and exit status 2, or a one-line summary and exit status 0.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "check")]
 pub struct CheckArgs {
-    /// path of the config file, as for `veil up`
+    /// path of the config file or an interface name, as for `veil up`
     #[argh(positional)]
     pub config: PathBuf,
 }

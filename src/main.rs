@@ -51,8 +51,27 @@ fn main() -> ExitCode {
             print_key(keys::generate_psk().map(|k| keys::encode_key(k.as_bytes())))
         }
         Command::PubKey(_) => pubkey(),
-        Command::Up(args) => runtime::up(args),
-        Command::Check(args) => check::check(&args),
+        Command::Up(mut args) => match config::find_system_config(&args.config) {
+            Ok(path) => {
+                args.config = path;
+                runtime::up(args)
+            }
+            Err(e) => {
+                eprintln!("veil up: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Down(args) => admin::ctl::down(&args.interface),
+        Command::Check(mut args) => match config::find_system_config(&args.config) {
+            Ok(path) => {
+                args.config = path;
+                check::check(&args)
+            }
+            Err(e) => {
+                eprintln!("veil check: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Command::Show(args) => admin::ctl::show(&args.interface, args.json),
         Command::Health(args) => admin::ctl::health(&args.interface, args.json),
     }

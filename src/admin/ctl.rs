@@ -55,6 +55,13 @@ fn answer(ctx: &Context, line: &str) -> (u8, String) {
             };
             (report.status().exit_code(), body)
         }
+        "down" => match veil_dataplane::sys::request_shutdown() {
+            Ok(()) => {
+                log::info!("{}: shutdown requested through the control socket", ctx.name);
+                (0, "stopping\n".into())
+            }
+            Err(e) => (1, format!("cannot signal the daemon: {e}\n")),
+        },
         #[cfg(debug_assertions)]
         "test-stall" => {
             if ctx.test_hooks.stall_on_request(&ctx.shared) {
@@ -66,7 +73,7 @@ fn answer(ctx: &Context, line: &str) -> (u8, String) {
         }
         _ => (
             2,
-            "unknown request: expected 'show text', 'show json', 'health text' or 'health json'\n"
+            "unknown request: expected 'show text', 'show json', 'health text', 'health json' or 'down'\n"
                 .into(),
         ),
     }
@@ -273,6 +280,45 @@ pub fn show(interface: &str, json: bool) -> ExitCode {
 /// `veil health IFACE [--json]`.
 pub fn health(interface: &str, json: bool) -> ExitCode {
     run("health", interface, json)
+}
+
+/// Longest `veil down` waits for the daemon to finish (its drain included).
+const DOWN_WAIT: Duration = Duration::from_secs(60);
+
+/// `veil down IFACE`: asks the daemon to stop (the SIGTERM path: drain, hooks, interface
+/// removed) and waits until its control socket is gone.
+pub fn down(interface: &str) -> ExitCode {
+    if let Err(e) = crate::config::validate_interface_name(interface) {
+        eprintln!("veil down: interface '{interface}': {e}");
+        return ExitCode::from(2);
+    }
+    match request(interface, "down") {
+        Ok((0, _)) => {}
+        Ok((code, body)) => {
+            eprint!("veil down: {interface}: {body}");
+            return ExitCode::from(code);
+        }
+        Err(e) => {
+            eprintln!(
+                "veil down: cannot reach interface {interface}: {e} (is `veil up` running for it?)"
+            );
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    }
+    let path = ctl_socket(interface);
+    let deadline = std::time::Instant::now() + DOWN_WAIT;
+    while UnixStream::connect(&path).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "veil down: {interface} is still running after {}s",
+                DOWN_WAIT.as_secs()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("{interface}: down");
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the kernel's rules.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a file name cannot be an interface name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,4 +103,69 @@ pub fn validate_interface_name(name: &str) -> Result<String, InterfaceNameProble
         return Err(InterfaceNameProblem::ForbiddenChar(c));
     }
     Ok(name.to_string())
+}
+
+/// Where `veil up NAME` looks for `NAME.conf`, in this order.
+pub const CONFIG_DIRS: &[&str] = &["/etc/veil", "/etc/wireguard"];
+
+/// A bare interface name with no `NAME.conf` in any of [`CONFIG_DIRS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigNotFound {
+    /// The name as given.
+    pub name: String,
+    /// Every path looked at, in order.
+    pub tried: Vec<PathBuf>,
+}
+
+impl fmt::Display for ConfigNotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: no such file, and no config for interface {}: looked at ",
+            self.name, self.name
+        )?;
+        let tried: Vec<String> = self.tried.iter().map(|p| p.display().to_string()).collect();
+        f.write_str(&tried.join(", "))
+    }
+}
+
+impl std::error::Error for ConfigNotFound {}
+
+/// The config file `veil up ARG` means. ARG is a path, or (as for wg-quick) an interface name
+/// (`wg0`: one path component, a valid interface name, not ending in `.conf`), which is looked
+/// up as `DIR/wg0.conf` in `dirs` in order; a file of that bare name in the current directory
+/// is taken only when no directory has one.
+pub fn find_config(arg: &Path, dirs: &[&Path]) -> Result<PathBuf, ConfigNotFound> {
+    let Some(name) = bare_interface_name(arg) else {
+        return Ok(arg.to_path_buf());
+    };
+    let tried: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| d.join(format!("{name}.conf")))
+        .collect();
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    if arg.is_file() {
+        return Ok(arg.to_path_buf());
+    }
+    Err(ConfigNotFound {
+        name: name.to_string(),
+        tried,
+    })
+}
+
+/// [`find_config`] in the system's [`CONFIG_DIRS`].
+pub fn find_system_config(arg: &Path) -> Result<PathBuf, ConfigNotFound> {
+    let dirs: Vec<&Path> = CONFIG_DIRS.iter().map(Path::new).collect();
+    find_config(arg, &dirs)
+}
+
+fn bare_interface_name(arg: &Path) -> Option<&str> {
+    let name = arg.to_str()?;
+    if name.contains('/') || name.ends_with(".conf") {
+        return None;
+    }
+    validate_interface_name(name).ok()?;
+    Some(name)
 }

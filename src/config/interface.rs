@@ -1,7 +1,7 @@
-//! `[Interface]`: our private key, listen port, addresses and MTU.
+//! `[Interface]`: our private key, listen port, addresses, MTU and wg-quick's hooks.
 
 use super::error::{ConfigErrorKind, Echo, ValueProblem};
-use super::output::{InterfaceConfig, Parts};
+use super::output::{Hooks, InterfaceConfig, Parts};
 use super::section::Sink;
 use super::section::{only, set, KeySpec, Section, SectionState};
 use super::value::parse_u16;
@@ -23,6 +23,12 @@ pub(super) struct InterfaceDraft {
     listen_port: Option<u16>,
     addresses: Vec<IpNet>,
     mtu: Option<u16>,
+    hooks: Hooks,
+}
+
+fn hook(list: &mut Vec<String>, command: &str) -> Result<(), ValueProblem> {
+    list.push(command.to_string());
+    Ok(())
 }
 
 impl Section for InterfaceDraft {
@@ -43,17 +49,12 @@ impl Section for InterfaceDraft {
             Ok(())
         }).list(),
         KeySpec::once("MTU", "MTU", "576..=9000, at least 1280 with an IPv6 Address; default 1420", |d, v, _| set(&mut d.mtu, parse_u16(v, MIN_MTU, MAX_MTU).map(Some))),
+        KeySpec::<Self>::once("PreUp", "command", "a bash command line; %i is the interface name", |d, v, _| hook(&mut d.hooks.pre_up, v)).lines(),
+        KeySpec::<Self>::once("PostUp", "command", "a bash command line; %i is the interface name", |d, v, _| hook(&mut d.hooks.post_up, v)).lines(),
+        KeySpec::<Self>::once("PreDown", "command", "a bash command line; %i is the interface name", |d, v, _| hook(&mut d.hooks.pre_down, v)).lines(),
+        KeySpec::<Self>::once("PostDown", "command", "a bash command line; %i is the interface name", |d, v, _| hook(&mut d.hooks.post_down, v)).lines(),
     ];
-    const IGNORED: &'static [&'static str] = &[
-        "DNS",
-        "Table",
-        "PreUp",
-        "PostUp",
-        "PreDown",
-        "PostDown",
-        "SaveConfig",
-        "FwMark",
-    ];
+    const IGNORED: &'static [&'static str] = &["DNS", "Table", "SaveConfig", "FwMark"];
 
     fn finish(states: Vec<SectionState<Self>>, sink: &mut Sink<'_>, out: &mut Parts) {
         out.interface = finish_interface(only(states), sink);
@@ -97,5 +98,6 @@ fn finish_interface(
         listen_port: draft.listen_port,
         addresses: std::mem::take(&mut draft.addresses),
         mtu,
+        hooks: std::mem::take(&mut draft.hooks),
     })
 }

@@ -1,4 +1,6 @@
-//! `[metrics]`: the Prometheus endpoint. Every key is optional.
+//! `[metrics]`: the Prometheus endpoint. Every key is optional. A `listen` without `enable`
+//! turns the endpoint on (a file that names an address wants it); `enable = false` keeps it
+//! off whatever `listen` says.
 //!
 //! ```text
 //! [metrics]
@@ -25,15 +27,32 @@ pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, ValueProblem> {
     Ok(addr)
 }
 
-impl Section for MetricsConfig {
+/// What the file said: `None` for a key it left out.
+#[derive(Default)]
+pub(super) struct MetricsDraft {
+    enable: Option<bool>,
+    listen: Option<SocketAddr>,
+}
+
+impl MetricsDraft {
+    fn finish(self) -> MetricsConfig {
+        let defaults = MetricsConfig::default();
+        MetricsConfig {
+            enable: self.enable.unwrap_or(self.listen.is_some()),
+            listen: self.listen.unwrap_or(defaults.listen),
+        }
+    }
+}
+
+impl Section for MetricsDraft {
     const NAME: &'static str = "metrics";
     #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::once("enable", "switch", "true or false; default false", |d, v, _| set(&mut d.enable, parse_bool(v))),
-        KeySpec::once("listen", "listen address", "IP:PORT or [IPv6]:PORT, port 1..=65535; default 127.0.0.1:9586", |d, v, _| set(&mut d.listen, parse_listen(v))),
+        KeySpec::once("enable", "switch", "true or false; default false", |d, v, _| set(&mut d.enable, parse_bool(v).map(Some))),
+        KeySpec::once("listen", "listen address", "IP:PORT or [IPv6]:PORT, port 1..=65535; default 127.0.0.1:9586", |d, v, _| set(&mut d.listen, parse_listen(v).map(Some))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {
-        out.metrics = only_draft(states);
+        out.metrics = only_draft(states).finish();
     }
 }

@@ -61,7 +61,8 @@ mod value;
 pub use endpoint::{Resolve, SystemResolver};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, WarningKind};
 pub use ifname::{
-    interface_name_from_path, validate_interface_name, InterfaceNameError, InterfaceNameProblem,
+    find_system_config, interface_name_from_path, validate_interface_name, InterfaceNameError,
+    InterfaceNameProblem,
 };
 pub use output::{Config, CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig};
 

@@ -48,6 +48,22 @@ pub struct InterfaceConfig {
     pub addresses: Vec<IpNet>,
     /// Tunnel MTU.
     pub mtu: u16,
+    /// wg-quick's `PreUp`, `PostUp`, `PreDown`, `PostDown` command lines.
+    pub hooks: Hooks,
+}
+
+/// Command lines run around the interface's life, as wg-quick runs them: each through
+/// `bash -c` with `%i` replaced by the interface name, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Before the interface is created.
+    pub pre_up: Vec<String>,
+    /// Once the interface is up, addressed and routed.
+    pub post_up: Vec<String>,
+    /// When shutdown begins, before the interface is removed.
+    pub pre_down: Vec<String>,
+    /// After the interface is removed.
+    pub post_down: Vec<String>,
 }
 
 /// One `[Peer]` section.

@@ -36,6 +36,8 @@ pub(super) enum Arity {
     Once,
     /// Any number of times, each a comma-separated list; the setter sees one item at a time.
     List,
+    /// Any number of times, each value whole (commas included): `PostUp` command lines.
+    Lines,
 }
 
 /// One key of a section: its name, how to parse it, and what to say when that fails.
@@ -74,6 +76,13 @@ impl<D> KeySpec<D> {
     pub(super) const fn list(self) -> Self {
         Self {
             arity: Arity::List,
+            ..self
+        }
+    }
+
+    pub(super) const fn lines(self) -> Self {
+        Self {
+            arity: Arity::Lines,
             ..self
         }
     }
@@ -217,10 +226,10 @@ impl Sink<'_> {
                 return;
             }
             (_, None) => state.seen.push((spec.name, line)),
-            (Arity::List, Some(_)) => {}
+            (Arity::List | Arity::Lines, Some(_)) => {}
         }
         let items: Vec<&str> = match spec.arity {
-            Arity::Once => vec![value],
+            Arity::Once | Arity::Lines => vec![value],
             Arity::List => value.split(',').map(str::trim).collect(),
         };
         for item in items {

@@ -8,7 +8,8 @@
 use std::any::Any;
 
 use super::interface::InterfaceDraft;
-use super::output::{LoggingConfig, MetricsConfig, Parts, ThreadingConfig};
+use super::metrics::MetricsDraft;
+use super::output::{LoggingConfig, Parts, ThreadingConfig};
 use super::peer::PeerDraft;
 use super::protection::{PriorityDraft, RateLimitingDraft};
 use super::section::Sink;
@@ -28,7 +29,7 @@ pub(super) const SECTIONS: &[SectionRow] = &[
     SectionRow::of::<DegradationPolicy>(),
     SectionRow::of::<PriorityDraft>(),
     SectionRow::of::<LoggingConfig>(),
-    SectionRow::of::<MetricsConfig>(),
+    SectionRow::of::<MetricsDraft>(),
     SectionRow::of::<ThreadingConfig>(),
 ];
 

@@ -24,6 +24,7 @@ use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Pinning, ThreadFlags};
 
 mod error;
+mod hooks;
 mod shell;
 
 use error::{InterfaceError, PrepareError, StartError, TimingError};
@@ -213,8 +214,22 @@ fn run(p: Prepared) -> ExitCode {
     #[cfg(debug_assertions)]
     let test_hooks = p.services.test_hooks;
     let threads = Role::threads(p.threading == Threading::Single);
+    // wg-quick's hooks, at wg-quick's moments: PreUp before anything exists, PostUp once the
+    // interface is up and carrying traffic; PreDown in `wait`, PostDown once it is gone.
+    // Privileges may only be dropped after PostUp (the hooks need them).
+    let name = p.name.clone();
+    let hooks = p.config.interface.hooks.clone();
+    if let Err(e) = hooks::run(hooks::Moment::PreUp, &hooks.pre_up, &name) {
+        error!("{name}: {e}; nothing was created");
+        return ExitCode::FAILURE;
+    }
     match start(p) {
         Ok(running) => {
+            if let Err(e) = hooks::run(hooks::Moment::PostUp, &hooks.post_up, &name) {
+                error!("{name}: {e}; removing the interface");
+                running.abort();
+                return ExitCode::FAILURE;
+            }
             let notifier = Arc::new(Notifier::from_env());
             notifier.ready(&format!("{}: up", running.name));
             let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
@@ -224,7 +239,9 @@ fn run(p: Prepared) -> ExitCode {
             });
             #[cfg(debug_assertions)]
             test_hooks.arm(&running.shared);
-            running.wait(&signals, &notifier, watchdog)
+            let code = running.wait(&signals, &notifier, watchdog, &hooks.pre_down);
+            hooks::run_logged(hooks::Moment::PostDown, &hooks.post_down, &name);
+            code
         }
         Err(e) => {
             error!("{e}");
@@ -398,6 +415,7 @@ impl Running {
         signals: &sys::SignalFd,
         notifier: &Notifier,
         mut watchdog: Option<Watchdog>,
+        pre_down: &[String],
     ) -> ExitCode {
         let supervisor = supervisor();
         let failure = loop {
@@ -438,6 +456,7 @@ impl Running {
         if let Some(w) = watchdog.as_mut() {
             w.stop();
         }
+        hooks::run_logged(hooks::Moment::PreDown, pre_down, &self.name);
         // After a failure, drain only briefly: the service manager should restart veil soon.
         let limit = if failure.is_some() {
             self.drain_timeout.min(FAILED_DRAIN_LIMIT)
@@ -484,6 +503,14 @@ impl Running {
                 return;
             }
         }
+    }
+
+    /// Start-up failed after the threads started (a failing PostUp): stop them without a
+    /// drain and remove the interface, as wg-quick's `del_if` would (no down hooks).
+    fn abort(self) {
+        supervisor().begin_shutdown();
+        self.shared.shutdown();
+        let _ = self.log_counters_after_join();
     }
 
     fn log_failure(&self, failure: &Failure) {

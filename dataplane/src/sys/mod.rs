@@ -26,7 +26,7 @@ pub mod udp;
 
 pub use netlink::{LinkInfo, Netlink};
 pub use poll::{wait, wait_readable, wait_writable, EventFd, Interest, ReadyMask, MAX_WAIT_FDS};
-pub use signals::{block_shutdown_signals, ShutdownSignal, SignalFd};
+pub use signals::{block_shutdown_signals, request_shutdown, ShutdownSignal, SignalFd};
 pub use thread::{available_cpus, current_tid, pin_current_thread, CpuNotAllowed};
 pub use tun::Tun;
 pub use udp::{SendOutcome, UdpSocket};

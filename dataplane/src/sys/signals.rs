@@ -92,6 +92,13 @@ impl SignalFd {
     }
 }
 
+/// Sends `SIGTERM` to this process, as `kill PID` or systemd's stop would: `veil down` takes
+/// the same shutdown path as the signal. Process-directed, so whichever thread reads the
+/// signalfd (the main thread; the others block the signal) gets it.
+pub fn request_shutdown() -> io::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM).map_err(io::Error::from)
+}
+
 impl AsFd for SignalFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.as_fd()

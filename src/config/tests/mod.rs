@@ -7,8 +7,9 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
-use super::ifname::InterfaceNameProblem;
+use super::ifname::{find_config, InterfaceNameProblem};
 use super::interface::DEFAULT_MTU;
+use super::output::Hooks;
 use super::*;
 use crate::keys;
 use veil_dataplane::route::{IpNet, IpNetError};
@@ -252,7 +253,7 @@ fn unknown_key_with_hints() {
         vec![
             "veil0.conf:3: Adress: unknown key in [Interface]; did you mean Address?",
             "veil0.conf:4: Frobnicate: unknown key in [Interface] \
-             (known keys: PrivateKey, ListenPort, Address, MTU)",
+             (known keys: PrivateKey, ListenPort, Address, MTU, PreUp, PostUp, PreDown, PostDown)",
             "veil0.conf:5: Endpoint: unknown key in [Interface]; it belongs in a [Peer] section",
         ]
     );
@@ -368,7 +369,6 @@ fn wg_quick_only_keys_are_warnings() {
         got,
         vec![
             (Some(3), WarningKind::IgnoredKey { key: "DNS" }),
-            (Some(4), WarningKind::IgnoredKey { key: "PostUp" }),
             (Some(5), WarningKind::IgnoredKey { key: "SaveConfig" }),
             (Some(6), WarningKind::IgnoredKey { key: "Table" }),
             (Some(7), WarningKind::IgnoredKey { key: "FwMark" }),
@@ -379,8 +379,34 @@ fn wg_quick_only_keys_are_warnings() {
         "veil0.conf:3: DNS: wg-quick setting that veil does not act on, ignored \
          (do it outside veil, or remove the line)"
     );
-    // Not echoed: hook commands can hold anything.
-    assert!(!config.warnings[1].to_string().contains("iptables"));
+    // PostUp is acted on now (issue 17): a hook, not a warning.
+    assert_eq!(
+        config.interface.hooks.post_up,
+        vec!["iptables -A FORWARD -i %i -j ACCEPT".to_string()]
+    );
+}
+
+#[test]
+fn hooks_keep_file_order_and_whole_lines() {
+    let text = format!(
+        "{}PostUp = nft add table ip nat; echo a, b = c\nPreUp = echo pre\n\
+         POSTUP = echo second\nPreDown = echo down\nPostDown = echo gone %i\n",
+        minimal_interface()
+    );
+    let config = parse(&text).expect("valid");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(
+        config.interface.hooks,
+        Hooks {
+            pre_up: vec!["echo pre".into()],
+            post_up: vec![
+                "nft add table ip nat; echo a, b = c".into(),
+                "echo second".into()
+            ],
+            pre_down: vec!["echo down".into()],
+            post_down: vec!["echo gone %i".into()],
+        }
+    );
 }
 
 #[test]
@@ -844,4 +870,34 @@ proptest! {
         };
         prop_assert!(!shown.contains(&secret), "{}", shown);
     }
+}
+
+#[test]
+fn a_bare_interface_name_is_looked_up_in_order() {
+    let root = std::env::temp_dir().join(format!("veil-find-config-{}", std::process::id()));
+    let (first, second) = (root.join("veil"), root.join("wireguard"));
+    fs::create_dir_all(&first).expect("mkdir");
+    fs::create_dir_all(&second).expect("mkdir");
+    fs::write(second.join("wg0.conf"), "").expect("write");
+    let dirs = [first.as_path(), second.as_path()];
+    assert_eq!(
+        find_config(Path::new("wg0"), &dirs),
+        Ok(second.join("wg0.conf"))
+    );
+    fs::write(first.join("wg0.conf"), "").expect("write");
+    assert_eq!(
+        find_config(Path::new("wg0"), &dirs),
+        Ok(first.join("wg0.conf")),
+        "the first directory wins"
+    );
+    // Paths stay paths, found or not.
+    for path in ["wg0.conf", "./wg0", "/nowhere/wg1.conf"] {
+        assert_eq!(find_config(Path::new(path), &dirs), Ok(path.into()));
+    }
+    let missing = find_config(Path::new("wg9"), &dirs).expect_err("nothing there");
+    assert_eq!(
+        missing.tried,
+        vec![first.join("wg9.conf"), second.join("wg9.conf")]
+    );
+    let _ = fs::remove_dir_all(&root);
 }

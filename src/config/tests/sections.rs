@@ -5,7 +5,7 @@ use proptest::strategy::Strategy;
 
 use super::super::error::ValueProblem;
 use super::super::interface::{InterfaceDraft, DEFAULT_MTU};
-use super::super::metrics::parse_listen;
+use super::super::metrics::{parse_listen, MetricsDraft};
 use super::super::peer::PeerDraft;
 use super::super::protection::{PriorityDraft, RateLimitingDraft};
 use super::super::section::Section;
@@ -84,6 +84,30 @@ fn absent_sections_give_the_defaults() {
 }
 
 #[test]
+fn metrics_listen_alone_turns_the_endpoint_on() {
+    let on = Config::parse(
+        &with_interface("[metrics]\nlisten = 127.0.0.1:9100\n"),
+        "veil0.conf",
+    )
+    .expect("valid");
+    assert_eq!(
+        on.metrics,
+        MetricsConfig {
+            enable: true,
+            listen: "127.0.0.1:9100".parse().expect("addr"),
+        }
+    );
+    let off = Config::parse(
+        &with_interface("[metrics]\nlisten = 127.0.0.1:9100\nenable = false\n"),
+        "veil0.conf",
+    )
+    .expect("valid");
+    assert!(!off.metrics.enable, "an explicit enable = false wins");
+    let empty = Config::parse(&with_interface("[metrics]\n"), "veil0.conf").expect("valid");
+    assert_eq!(empty.metrics, MetricsConfig::default());
+}
+
+#[test]
 fn every_key_parses() {
     let text = with_interface(
         "[LOGGING]\nLevel = debug\nformat = JSON\nrate_limit_logs_per_sec = 0\n\
@@ -139,7 +163,7 @@ fn example_file_parses_and_documents_every_key_with_its_default() {
         names::<InterfaceDraft>(),
         names::<PeerDraft>(),
         names::<LoggingConfig>(),
-        names::<MetricsConfig>(),
+        names::<MetricsDraft>(),
         names::<ThreadingConfig>(),
         names::<veil_control::session::SessionPolicy>(),
         names::<veil_control::migration::MigrationPolicy>(),
