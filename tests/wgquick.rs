@@ -1,0 +1,129 @@
+//! wg-quick users' files (issue 17): hooks at wg-quick's moments, `veil down`, and a failing
+//! `PostUp`, end to end in namespaces.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits (bounded) for `p` to exit; its exit code.
+fn wait_exit(p: &mut Proc, limit: Duration) -> Option<Option<i32>> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(code) = p.exited() {
+            return Some(code);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A gateway config whose hooks write to `trace`: the moment, and
+/// whether the interface exists at that moment.
+fn traced_gateway(trace: &str, post_up: &str) -> String {
+    let (private, _) = keypair();
+    let (_, peer) = keypair();
+    let probe = |moment: &str| {
+        format!("if ip link show %i >/dev/null 2>&1; then echo {moment} %i present >> {trace}; else echo {moment} %i absent >> {trace}; fi")
+    };
+    format!(
+        "[Interface]\nPrivateKey = {private}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\
+         PreUp = {}\nPostUp = {}\nPostUp = {post_up}\nPreDown = {}\nPostDown = {}\n\n\
+         [Peer]\nPublicKey = {peer}\nAllowedIPs = 10.9.0.2/32\n",
+        probe("PreUp"),
+        probe("PostUp"),
+        probe("PreDown"),
+        probe("PostDown"),
+    )
+}
+
+#[test]
+fn hooks_run_at_wg_quick_moments_and_veil_down_stops() {
+    let _g = begin_or_skip!("hooks_run_at_wg_quick_moments_and_veil_down_stops");
+    let t = Topology::new("wq");
+    let a = t.a();
+    // Unique per test process: the control socket lives in /run/veil, outside the namespace.
+    let iface = format!("wqh{}", std::process::id() % 100_000);
+    let trace = t.dir.join("trace");
+    let trace_s = trace.display().to_string();
+    let conf = t.write(
+        &format!("{iface}.conf"),
+        &traced_gateway(&trace_s, "echo second-postup-output"),
+    );
+    let mut gw = veil_up(&t, &a, &conf, &[], &[]);
+    // PostUp runs after the link appears: wait for its line.
+    assert!(
+        wait_log(&gw, "second-postup-output", Duration::from_secs(10)).is_some(),
+        "PostUp output not in the log:\n{}",
+        gw.log_text()
+    );
+    let down = t.exec(&a, &[veil_bin(), "down", &iface]);
+    assert!(
+        down.status.success(),
+        "veil down failed: {}{}",
+        String::from_utf8_lossy(&down.stdout),
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        wait_exit(&mut gw, Duration::from_secs(10)),
+        Some(Some(0)),
+        "{}",
+        gw.log_text()
+    );
+    assert!(!t.has_link(&a, &iface), "interface left behind");
+    let got = fs::read_to_string(&trace).unwrap_or_default();
+    assert_eq!(
+        got,
+        format!(
+            "PreUp {iface} absent\nPostUp {iface} present\nPreDown {iface} present\n\
+             PostDown {iface} absent\n"
+        ),
+        "log:\n{}",
+        gw.log_text()
+    );
+    assert!(
+        gw.log_text()
+            .contains("shutdown requested through the control socket"),
+        "{}",
+        gw.log_text()
+    );
+}
+
+#[test]
+fn failing_post_up_leaves_no_interface_and_exits_non_zero_with_its_output() {
+    let _g = begin_or_skip!("failing_post_up_leaves_no_interface_and_exits_non_zero");
+    let t = Topology::new("wf");
+    let a = t.a();
+    let iface = format!("wqf{}", std::process::id() % 100_000);
+    let trace = t.dir.join("trace");
+    let trace_s = trace.display().to_string();
+    let conf = t.write(
+        &format!("{iface}.conf"),
+        &traced_gateway(&trace_s, "echo nat-rule-refused >&2; exit 7"),
+    );
+    let conf_s = conf.display().to_string();
+    let mut gw = t.spawn(
+        &a,
+        "veil-failing",
+        &[veil_bin(), "up", &conf_s],
+        &[("RUST_LOG", "info")],
+    );
+    let code = wait_exit(&mut gw, Duration::from_secs(15));
+    let log = gw.log_text();
+    assert_eq!(code, Some(Some(1)), "{log}");
+    assert!(
+        log.contains("nat-rule-refused"),
+        "hook output missing:\n{log}"
+    );
+    assert!(log.contains("exit status: 7"), "{log}");
+    assert!(!t.has_link(&a, &iface), "interface left behind:\n{log}");
+    // wg-quick's undo is del_if: no PreDown, no PostDown.
+    let got = fs::read_to_string(&trace).unwrap_or_default();
+    assert_eq!(
+        got,
+        format!("PreUp {iface} absent\nPostUp {iface} present\n"),
+        "{log}"
+    );
+}
