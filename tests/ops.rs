@@ -237,18 +237,6 @@ fn up_with_notify(
     t.spawn(&t.a(), "veil", &cmd, &env)
 }
 
-/// Wait for the process to exit; its status code, or None after `limit`.
-fn wait_exit(p: &mut Proc, limit: Duration) -> Option<Option<i32>> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(code) = p.exited() {
-            return Some(code);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 #[test]
 fn systemd_ready_watchdog_and_stopping() {
     let _g = begin_or_skip!("systemd_ready_watchdog_and_stopping");

@@ -4,21 +4,10 @@
 mod common;
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use common::*;
-
-/// Waits (bounded) for `p` to exit; its exit code.
-fn wait_exit(p: &mut Proc, limit: Duration) -> Option<Option<i32>> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(code) = p.exited() {
-            return Some(code);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
 
 /// A gateway config whose hooks write to `trace`: the moment, and
 /// whether the interface exists at that moment.
@@ -39,19 +28,25 @@ fn traced_gateway(trace: &str, post_up: &str) -> String {
     )
 }
 
+/// A topology and a traced gateway config for interface `{tag}PID` (unique per test process:
+/// the control socket lives in /run/veil, outside the namespace): (topology, interface,
+/// trace file, config file).
+fn traced(tag: &str, post_up: &str) -> (Topology, String, PathBuf, PathBuf) {
+    let t = Topology::new(tag);
+    let iface = format!("{tag}{}", std::process::id() % 100_000);
+    let trace = t.dir.join("trace");
+    let conf = t.write(
+        &format!("{iface}.conf"),
+        &traced_gateway(&trace.display().to_string(), post_up),
+    );
+    (t, iface, trace, conf)
+}
+
 #[test]
 fn hooks_run_at_wg_quick_moments_and_veil_down_stops() {
     let _g = begin_or_skip!("hooks_run_at_wg_quick_moments_and_veil_down_stops");
-    let t = Topology::new("wq");
+    let (t, iface, trace, conf) = traced("wq", "echo second-postup-output");
     let a = t.a();
-    // Unique per test process: the control socket lives in /run/veil, outside the namespace.
-    let iface = format!("wqh{}", std::process::id() % 100_000);
-    let trace = t.dir.join("trace");
-    let trace_s = trace.display().to_string();
-    let conf = t.write(
-        &format!("{iface}.conf"),
-        &traced_gateway(&trace_s, "echo second-postup-output"),
-    );
     let mut gw = veil_up(&t, &a, &conf, &[], &[]);
     // PostUp runs after the link appears: wait for its line.
     assert!(
@@ -94,15 +89,8 @@ fn hooks_run_at_wg_quick_moments_and_veil_down_stops() {
 #[test]
 fn failing_post_up_leaves_no_interface_and_exits_non_zero_with_its_output() {
     let _g = begin_or_skip!("failing_post_up_leaves_no_interface_and_exits_non_zero");
-    let t = Topology::new("wf");
+    let (t, iface, trace, conf) = traced("wf", "echo nat-rule-refused >&2; exit 7");
     let a = t.a();
-    let iface = format!("wqf{}", std::process::id() % 100_000);
-    let trace = t.dir.join("trace");
-    let trace_s = trace.display().to_string();
-    let conf = t.write(
-        &format!("{iface}.conf"),
-        &traced_gateway(&trace_s, "echo nat-rule-refused >&2; exit 7"),
-    );
     let conf_s = conf.display().to_string();
     let mut gw = t.spawn(
         &a,

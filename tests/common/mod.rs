@@ -549,6 +549,18 @@ pub fn setup(tag: &str, gw_extra: &str) -> Setup {
     Setup { t, gw, cl, gw_conf }
 }
 
+/// Wait for the process to exit; its status code, or None after `limit`.
+pub fn wait_exit(p: &mut Proc, limit: Duration) -> Option<Option<i32>> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(code) = p.exited() {
+            return Some(code);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// Wait until `log()` contains `needle`, at most `limit`; returns the time it took.
 pub fn wait_log(p: &Proc, needle: &str, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
