@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::{unix_seconds, MetricsData};
 use crate::keys::encode_key;
+use veil_control::device::PeerSnapshot;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -287,6 +288,37 @@ fn counter_name(
     }
 }
 
+/// The series `prometheus_wireguard_exporter` exports for a peer, with its default labels
+/// (`interface`, `public_key`, `allowed_ips` joined by commas), so dashboards built on it
+/// work unchanged.
+fn exporter_series(e: &mut Exposition, interface: &str, key: &str, p: &PeerSnapshot) {
+    let allowed: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
+    let allowed = allowed.join(",");
+    let l = [
+        ("interface", interface),
+        ("public_key", key),
+        ("allowed_ips", allowed.as_str()),
+    ];
+    e.counter(
+        "wireguard_sent_bytes_total",
+        "Bytes sent to the peer",
+        &l,
+        p.tx_bytes,
+    );
+    e.counter(
+        "wireguard_received_bytes_total",
+        "Bytes received from the peer",
+        &l,
+        p.rx_bytes,
+    );
+    e.gauge(
+        "wireguard_latest_handshake_seconds",
+        "Seconds from the last handshake",
+        &l,
+        p.last_handshake.map_or(0.0, |t| unix_seconds(t).floor()),
+    );
+}
+
 /// The Prometheus text exposition (format 0.0.4) of `data`.
 pub fn render_prometheus(data: &MetricsData) -> String {
     let mut e = Exposition::default();
@@ -371,6 +403,7 @@ pub fn render_prometheus(data: &MetricsData) -> String {
                 &l,
                 p.last_handshake.map_or(0.0, unix_seconds),
             );
+            exporter_series(&mut e, &data.interface, &key, p);
         }
     }
     let mut out = String::with_capacity(8192);
@@ -411,7 +444,10 @@ mod tests {
                 }
             } else if !line.starts_with('#') {
                 let (series, value) = line.rsplit_once(' ').unwrap();
-                assert!(series.starts_with("veil_"), "{line}");
+                assert!(
+                    series.starts_with("veil_") || series.starts_with("wireguard_"),
+                    "{line}"
+                );
                 assert!(
                     value.parse::<f64>().is_ok() || value == "+Inf",
                     "bad value in {line}"
@@ -432,6 +468,45 @@ mod tests {
         assert!(text.contains("veil_rx_to_tx_latency_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("veil_rx_to_tx_latency_seconds_count 2"));
         assert!(text.contains("veil_batch_size_packets_bucket{le=\"64\"} 1"));
+    }
+
+    #[test]
+    fn prometheus_wireguard_exporter_series_for_the_top_peers() {
+        let mut d = data(5);
+        if let Some(dev) = d.device.as_mut() {
+            if let Some(p) = dev.peers.get_mut(4) {
+                p.allowed_ips = vec![
+                    "10.70.0.2/32".parse().unwrap(),
+                    "fd70::2/128".parse().unwrap(),
+                ];
+                p.last_handshake = Some(
+                    std::time::SystemTime::UNIX_EPOCH
+                        + std::time::Duration::from_millis(1_562_834_127_900),
+                );
+            }
+        }
+        let text = render_prometheus(&d);
+        let key = encode_key(&[4; 32]);
+        let l = format!(
+            "{{interface=\"veil0\",public_key=\"{key}\",allowed_ips=\"10.70.0.2/32,fd70::2/128\"}}"
+        );
+        assert!(
+            text.contains(&format!("wireguard_sent_bytes_total{l} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("wireguard_received_bytes_total{l} 400\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "wireguard_latest_handshake_seconds{l} 1562834127\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE wireguard_latest_handshake_seconds gauge"));
+        // The same peers as veil's own per-peer series.
+        assert_eq!(text.matches("wireguard_sent_bytes_total{").count(), 2);
     }
 
     #[test]
