@@ -27,6 +27,12 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args
+        .first()
+        .is_some_and(|a| runtime::userspace::invoked_as(a))
+    {
+        return runtime::userspace::main(args.get(1..).unwrap_or_default());
+    }
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let cli = match <Cli as argh::FromArgs>::from_args(&["veil"], &rest) {
         Ok(cli) => cli,

@@ -115,3 +115,92 @@ fn failing_post_up_leaves_no_interface_and_exits_non_zero_with_its_output() {
         "{log}"
     );
 }
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn wg_quick_runs_veil_as_its_userspace_implementation() {
+    let _g = begin_or_skip!("wg_quick_runs_veil_as_its_userspace_implementation");
+    if std::path::Path::new("/sys/module/wireguard").exists() {
+        eprintln!("skipped: the kernel has WireGuard, so wg-quick would not use a userspace one");
+        return;
+    }
+    let wg_quick = require("wg-quick");
+    let t = Topology::new("wu");
+    let (a, b) = (t.a(), t.b());
+    let iface = format!("wu{}", std::process::id() % 100_000);
+    // wg-quick starts the implementation by name: veil answers to veil-wg.
+    let link = t.dir.join("veil-wg");
+    std::os::unix::fs::symlink(veil_bin(), &link).expect("symlink veil-wg");
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let marker = t.dir.join("postup");
+    let gw_conf = t.write(
+        &format!("{iface}.conf"),
+        &format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\
+             PostUp = echo %i > {}\n\n[Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n",
+            marker.display()
+        ),
+    );
+    let cl_conf = t.write(
+        "veilcl.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {cl_priv}\nAddress = 10.9.0.2/24\n\n\
+             [Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\n",
+            endpoint(A_V4, GW_PORT)
+        ),
+    );
+    let gw_s = gw_conf.display().to_string();
+    let link_s = link.display().to_string();
+    // Also on failure: removing the socket file stops the daemon (it removes the interface).
+    let _cleanup = RemoveOnDrop(format!("/var/run/wireguard/{iface}.sock").into());
+    // The daemon keeps wg-quick's stderr (its log, as wireguard-go's): a file, not a pipe.
+    let up_log = t.dir.join("wg-quick-up.log");
+    let log_file = fs::File::create(&up_log).expect("log file");
+    let up = std::process::Command::new("ip")
+        .args(["netns", "exec", &a, &wg_quick, "up", &gw_s])
+        .env("WG_QUICK_USERSPACE_IMPLEMENTATION", &link_s)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .status()
+        .expect("run wg-quick up");
+    let up_err = fs::read_to_string(&up_log).unwrap_or_default();
+    assert!(up.success(), "wg-quick up failed:\n{up_err}");
+    assert_eq!(
+        fs::read_to_string(&marker).unwrap_or_default().trim(),
+        iface,
+        "{up_err}"
+    );
+    let _cl = veil_up(&t, &b, &cl_conf, &[], &[]);
+    t.wait_ping(&b, "10.9.0.1");
+    assert_eq!(t.ping(&b, "10.9.0.1", 5), 5, "{up_err}");
+    let show = t.ok(&a, &["wg", "show", &iface, "latest-handshakes"]);
+    assert!(show.contains(&cl_pub), "{show}");
+    let down = t.exec(&a, &[&wg_quick, "down", &gw_s]);
+    assert!(
+        down.status.success(),
+        "wg-quick down failed:\n{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let start = std::time::Instant::now();
+    while t.has_link(&a, &iface) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!t.has_link(&a, &iface), "interface left behind");
+    let sock = format!("/var/run/wireguard/{iface}.sock");
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&sock).exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+}

@@ -26,6 +26,7 @@ use crate::threading::{Pinning, ThreadFlags};
 mod error;
 mod hooks;
 mod shell;
+pub mod userspace;
 
 use error::{InterfaceError, PrepareError, StartError, TimingError};
 use shell::ControlShell;
@@ -56,7 +57,10 @@ fn timing_from_env() -> Result<Timing, TimingError> {
 
 /// `veil up`.
 pub fn up(args: UpArgs) -> ExitCode {
-    let code = match prepare(&args) {
+    let code = match Config::load(&args.config)
+        .map_err(PrepareError::Config)
+        .and_then(|config| prepare(&args, config))
+    {
         Ok(prepared) => run(prepared),
         Err(e) => {
             eprintln!("{e}");
@@ -74,10 +78,12 @@ struct Prepared {
     threading: Threading,
     timing: Timing,
     services: ServiceOptions,
+    /// Stop when the UAPI socket file is removed (wg-quick's `down` for a userspace
+    /// implementation); set by [`userspace`].
+    stop_without_uapi_socket: bool,
 }
 
-fn prepare(args: &UpArgs) -> Result<Prepared, PrepareError> {
-    let config = Config::load(&args.config).map_err(PrepareError::Config)?;
+fn prepare(args: &UpArgs, config: Config) -> Result<Prepared, PrepareError> {
     crate::logging::init(&config.logging).map_err(PrepareError::Logger)?;
     crate::failure::install_panic_hook();
     for w in &config.warnings {
@@ -107,6 +113,7 @@ fn prepare(args: &UpArgs) -> Result<Prepared, PrepareError> {
         threading,
         timing,
         services,
+        stop_without_uapi_socket: false,
     })
 }
 
@@ -256,6 +263,8 @@ struct Running {
     control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
     name: String,
+    /// See [`Prepared::stop_without_uapi_socket`].
+    uapi_watch: Option<std::path::PathBuf>,
     _services: services::Services,
     // Dropped last: closing the TUN fd removes the interface.
     _tun: Arc<Tun>,
@@ -372,6 +381,9 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         control_counters,
         drain_timeout,
         threads,
+        uapi_watch: p.stop_without_uapi_socket.then(|| {
+            std::path::Path::new(crate::admin::uapi::SOCKET_DIR).join(format!("{}.sock", p.name))
+        }),
         name: p.name,
         _services: services,
         _tun: tun,
@@ -429,6 +441,10 @@ impl Running {
             supervisor.drain_bell();
             if let Some(f) = supervisor.failure() {
                 break Some(f);
+            }
+            if let Some(path) = self.uapi_watch.as_ref().filter(|p| !p.exists()) {
+                info!("{}: {} was removed; stopping", self.name, path.display());
+                break None;
             }
             match ready.and_then(|_| signals.read()) {
                 Ok(Some(sig)) => {
