@@ -185,6 +185,17 @@ macro_rules! fields {
     };
 }
 
+/// MAC1 and MAC2: the last [`MACS_LEN`] bytes of a handshake message of `$len` bytes
+/// (what [`mac1_input`] and [`mac2_input`] cut off).
+macro_rules! macs {
+    ($msg:ident, $len:expr) => {
+        fields!($msg {
+            mac1, mac1_mut: [16] @ $len - MACS_LEN;
+            mac2, mac2_mut: [16] @ $len - MACS_LEN / 2;
+        });
+    };
+}
+
 fixed_message!(
     /// Handshake initiation (type 1, 148 bytes).
     Initiation, TYPE_INITIATION, INITIATION_LEN
@@ -203,18 +214,16 @@ fields!(Initiation {
     ephemeral, ephemeral_mut: [32] @ 8;
     encrypted_static, encrypted_static_mut: [48] @ 40;
     encrypted_timestamp, encrypted_timestamp_mut: [28] @ 88;
-    mac1, mac1_mut: [16] @ 116;
-    mac2, mac2_mut: [16] @ 132;
 });
+macs!(Initiation, INITIATION_LEN);
 
 fields!(Response {
     sender_index, set_sender_index: u32 @ 4;
     receiver_index, set_receiver_index: u32 @ 8;
     ephemeral, ephemeral_mut: [32] @ 12;
     encrypted_nothing, encrypted_nothing_mut: [16] @ 44;
-    mac1, mac1_mut: [16] @ 60;
-    mac2, mac2_mut: [16] @ 76;
 });
+macs!(Response, RESPONSE_LEN);
 
 fields!(CookieReply {
     receiver_index, set_receiver_index: u32 @ 4;

@@ -328,7 +328,7 @@ fn goodbye_is_sealed_before_keys_are_wiped() {
 #[test]
 fn expired_keypair_is_not_used() {
     let now = Instant::now();
-    let (mut a, mut b) = installed(now);
+    let (mut a, _b) = installed(now);
     let later = now + Timing::default().reject_after;
     let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
     a.stage.process(&mut batch, later, &mut a.events);
