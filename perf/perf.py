@@ -400,6 +400,8 @@ def cmd_report(a):
             for k in ("duration", "repeat", "probes", "mtu", "pin", "sweep", "only", "workloads")
         },
         "implementations": impls,
+        # The transport AEAD each veil variant ran with (its start-up log line).
+        "veil_aead": {k[len("aead."):]: v for k, v in meta.items() if k.startswith("aead.")},
         "figures": {
             key: {"label": label, "unit": unit, "better": better, "workload": w}
             for key, label, unit, better, w, _ in figures

@@ -435,6 +435,9 @@ start_session() { # impl
     # First packet triggers the handshake; wait until the tunnel carries traffic.
     wait_for 100 ip netns exec "$ns_b" ping -c 1 -W 1 "$target" || return 1
     tunnel_alive || return 1
+    if [ "$k" = veil ]; then # the AEAD backend veil's start-up line names, for the JSON
+        echo "aead.$impl=$(grep -o 'aead [a-z-]*' "$work/$session.$ifa.log" | head -n 1 | cut -d' ' -f2)" >>"$work/meta.env"
+    fi
     ip netns exec "$ns_a" iperf3 -s -p 5201 >"$work/iperf3-server.log" 2>&1 &
     pids+=("$!")
     wait_for 50 server_listening || return 1

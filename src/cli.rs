@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use argh::FromArgs;
+use veil_dataplane::crypto::BackendChoice;
 
 /// veil: a userspace WireGuard-compatible VPN gateway for Linux.
 ///
@@ -65,6 +66,11 @@ pub struct UpArgs {
     /// CPU for the control thread (default: not pinned)
     #[argh(option)]
     pub control_cpu: Option<usize>,
+
+    /// transport AEAD library: auto (the fastest here, timed at start-up),
+    /// ring, aws-lc or rustcrypto; overrides [threading] aead (default auto)
+    #[argh(option)]
+    pub aead: Option<BackendChoice>,
 
     /// do not pin any thread to a CPU (overrides [threading])
     #[argh(switch)]

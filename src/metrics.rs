@@ -259,6 +259,8 @@ pub struct MetricsData {
     pub interface: String,
     /// UDP port in use.
     pub listen_port: u16,
+    /// The transport AEAD backend sealing new sessions (`veil_dataplane::crypto::Backend`).
+    pub aead: &'static str,
     /// Counter sets by stage: ("rx", …), ("crypto", …), ("tx", …), ("control", …).
     pub counters: Vec<(&'static str, Vec<(&'static str, u64)>)>,
     /// The control thread's snapshot; `None` if it did not answer.
@@ -590,6 +592,12 @@ pub fn render_prometheus(data: &MetricsData) -> String {
         }
     }
     e.gauge(
+        "veil_aead_backend_info",
+        "The library sealing and opening transport data (always 1; the label names it).",
+        &[("backend", data.aead)],
+        1.0,
+    );
+    e.gauge(
         "veil_start_time_seconds",
         "When the process started, seconds since the Unix epoch.",
         &[],
@@ -711,6 +719,7 @@ pub fn render_json(data: &MetricsData, now: SystemTime) -> String {
     o.push('{');
     let _ = write!(o, "\"interface\":{},", json_str(&data.interface));
     let _ = write!(o, "\"listen_port\":{},", data.listen_port);
+    let _ = write!(o, "\"aead\":{},", json_str(data.aead));
     let _ = write!(o, "\"control_responsive\":{},", data.device.is_some());
     if let Some(d) = &data.device {
         let _ = write!(
@@ -837,6 +846,7 @@ mod tests {
         MetricsData {
             interface: "veil0".into(),
             listen_port: 51820,
+            aead: "ring",
             counters: vec![
                 ("rx", RxCounters::default().snapshot()),
                 ("crypto", CryptoCounters::default().snapshot()),

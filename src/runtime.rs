@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use veil_control::device::{Device, PeerSpec};
+use veil_dataplane::crypto::{Backend, BackendChoice};
 use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
 use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun, UdpSocket};
@@ -69,6 +70,9 @@ struct Prepared {
     config: Config,
     pinning: Pinning,
     threading: Threading,
+    /// What the operator asked for, and the backend it resolved to.
+    aead_choice: BackendChoice,
+    aead: Backend,
     timing: Timing,
     /// Test-only fault injection: heartbeat-slot masks (stall, panic).
     test_hooks: (u8, u8),
@@ -96,6 +100,10 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     )
     .map_err(Fail::Config)?;
     let timing = timing_from_env().map_err(Fail::Config)?;
+    // Before the first keypair exists: every session seals with this backend.
+    let aead_choice = args.aead.unwrap_or(config.threading.aead);
+    let aead = aead_choice.resolve();
+    veil_dataplane::crypto::install(aead);
     let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
     let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
     Ok(Prepared {
@@ -103,6 +111,8 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         config,
         pinning,
         threading,
+        aead_choice,
+        aead,
         timing,
         test_hooks,
         services,
@@ -528,13 +538,18 @@ fn start(p: Prepared) -> Result<Running, String> {
         }
     }
     info!(
-        "{}: up, listening on UDP port {}, {} peer(s), {} mode",
+        "{}: up, listening on UDP port {}, {} peer(s), {} mode, aead {} ({})",
         p.name,
         local.port(),
         p.config.peers.len(),
         match p.threading {
             Threading::Pipeline => "pipeline",
             Threading::Single => "single-threaded",
+        },
+        p.aead,
+        match p.aead_choice {
+            BackendChoice::Auto => "auto: fastest here",
+            BackendChoice::Fixed(_) => "configured",
         }
     );
     let services = services.start()?;

@@ -25,7 +25,7 @@ pub mod sys;
 pub mod timing;
 pub mod wire;
 
-pub use crypto::{ChaChaPoly, Keypair, OpenError, SealError, TransportAead};
+pub use crypto::{Backend, ChaChaPoly, Cipher, Keypair, OpenError, SealError, TransportAead};
 pub use replay::ReplayWindow;
 
 /// Send a message with this counter, then ask for a new handshake (WireGuard `REKEY_AFTER_MESSAGES`).

@@ -19,6 +19,7 @@
 //! mode = pipeline                 # pipeline | single
 //! pin = true
 //! rx_cpu = 0                      # crypto_cpu, tx_cpu, control_cpu alike
+//! aead = auto                     # auto | ring | aws-lc | rustcrypto
 //! ```
 //!
 //! Each section may appear once. Command-line flags of `veil up` override
@@ -33,6 +34,7 @@ use super::{
     parse_number, ConfigErrorKind, KeySpec, Open, Section, SectionState, Sink, ValueProblem,
 };
 use crate::cli::Threading;
+use veil_dataplane::crypto::{Backend, BackendChoice};
 
 /// Default of `rate_limit_logs_per_sec`.
 pub const DEFAULT_LOG_RATE: u32 = 100;
@@ -135,6 +137,8 @@ pub struct ThreadingConfig {
     pub tx_cpu: Option<CpuSetting>,
     /// CPU of the control thread.
     pub control_cpu: Option<CpuSetting>,
+    /// Transport AEAD library (`veil up --aead` overrides).
+    pub aead: BackendChoice,
 }
 
 impl Default for ThreadingConfig {
@@ -146,6 +150,7 @@ impl Default for ThreadingConfig {
             crypto_cpu: None,
             tx_cpu: None,
             control_cpu: None,
+            aead: BackendChoice::Auto,
         }
     }
 }
@@ -352,6 +357,23 @@ impl Section for ThreadingDraft {
             d.0.control_cpu = parse_cpu(v, ctx.line)?;
             Ok(())
         }),
+        KeySpec::once(
+            "aead",
+            "AEAD backend",
+            "auto, ring, aws-lc or rustcrypto; default auto",
+            |d, v, _| {
+                d.0.aead = parse_choice(
+                    v,
+                    &[
+                        ("auto", BackendChoice::Auto),
+                        ("ring", BackendChoice::Fixed(Backend::Ring)),
+                        ("aws-lc", BackendChoice::Fixed(Backend::AwsLc)),
+                        ("rustcrypto", BackendChoice::Fixed(Backend::RustCrypto)),
+                    ],
+                )?;
+                Ok(())
+            },
+        ),
     ];
 }
 
@@ -612,6 +634,7 @@ mod tests {
                 crypto_cpu: cpu(0, 17),
                 tx_cpu: cpu(2, 18),
                 control_cpu: cpu(3, 19),
+                aead: BackendChoice::Auto,
             }
         );
     }
