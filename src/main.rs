@@ -10,7 +10,6 @@ mod failure;
 mod health;
 mod http;
 mod keys;
-mod listen;
 mod logging;
 mod metrics;
 mod notify;

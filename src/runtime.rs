@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use veil_control::device::{Device, PeerSpec};
 use veil_dataplane::crypto::{Backend, BackendChoice};
+use veil_dataplane::io::{self, UdpHandle, UdpSlot};
 use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
 use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
-use veil_dataplane::sys::{self, EventFd, Netlink, Tun, UdpSocket};
+use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
 
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, ErrorClass, Failure};
-use crate::listen::{UdpHandle, UdpSlot};
 use crate::notify::{Notifier, Watchdog};
 use crate::services::ServiceOptions;
 use crate::threading::{Pinning, ThreadFlags};
@@ -31,8 +31,6 @@ const STALE_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
-/// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN).
-pub(crate) const SOCKET_BUFFER: usize = 8 << 20;
 /// Test-only: shorten every protocol timer so rekeys happen within seconds.
 const ENV_TEST_REKEY: &str = "VEIL_TEST_REKEY_AFTER_SECS";
 
@@ -117,17 +115,6 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         test_hooks,
         services,
     })
-}
-
-pub(crate) fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
-    match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
-        Ok(s) => Ok(s),
-        // Hosts with IPv6 disabled still get an IPv4 socket.
-        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-            UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)), false)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 fn configure_interface(tun: &Tun, config: &Config) -> Result<(), String> {
@@ -441,15 +428,12 @@ struct Running {
 fn start(p: Prepared) -> Result<Running, String> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
-    let udp = bind_udp(p.config.interface.listen_port.unwrap_or(0)).map_err(|e| {
+    let udp = io::bind_listen(p.config.interface.listen_port.unwrap_or(0)).map_err(|e| {
         format!(
             "cannot bind UDP port {}: {e}",
             p.config.interface.listen_port.unwrap_or(0)
         )
     })?;
-    if let Ok((rcv, snd)) = udp.set_buffer_sizes(SOCKET_BUFFER) {
-        log::debug!("socket buffers: receive {rcv} bytes, send {snd} bytes");
-    }
     let local = udp
         .local_addr()
         .map_err(|e| format!("socket address: {e}"))?;

@@ -36,9 +36,9 @@ use veil_dataplane::route::IpNet;
 use veil_dataplane::sys::{self, Netlink};
 
 use crate::cli::{Threading, UpArgs};
-use crate::listen::UdpSlot;
 use crate::metrics::{self, HandshakeRecorders, MetricsData, MetricsHub, DEFAULT_PEER_SERIES};
 use crate::uapi::{self, Backend, InterfaceState, SetRequest, UapiError};
+use veil_dataplane::io::UdpSlot;
 
 /// Directory of veil's own control sockets.
 pub const CTL_DIR: &str = "/run/veil";
@@ -183,12 +183,7 @@ impl Context {
 
     /// Move the outer socket to `port` and wake RX so it polls the new one.
     pub fn rebind(&self, port: u16) -> Result<u16, UapiError> {
-        let bind = |p: u16| {
-            let s = crate::runtime::bind_udp(p)?;
-            let _ = s.set_buffer_sizes(crate::runtime::SOCKET_BUFFER);
-            Ok(s)
-        };
-        match self.udp.rebind(port, bind) {
+        match self.udp.rebind(port) {
             Ok(bound) => {
                 self.shared.rx_bell.wake_now();
                 info!("{}: listening on UDP port {bound}", self.name);

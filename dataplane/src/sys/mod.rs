@@ -29,7 +29,7 @@ pub use poll::{wait, wait_readable, wait_writable, EventFd, Interest, ReadyMask,
 pub use signals::{block_shutdown_signals, ShutdownSignal, SignalFd};
 pub use thread::{available_cpus, current_tid, pin_current_thread, CpuNotAllowed};
 pub use tun::Tun;
-pub use udp::{SendOutcome, UdpSocket, MAX_BATCH};
+pub use udp::{SendOutcome, UdpSocket};
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

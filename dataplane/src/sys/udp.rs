@@ -1,6 +1,6 @@
 //! The tunnel's outer UDP socket, with batched `recvmmsg` / `sendmmsg`.
 //!
-//! One syscall moves up to [`MAX_BATCH`] datagrams. The batch paths keep
+//! One syscall moves up to [`BATCH_MAX`] datagrams. The batch paths keep
 //! their `mmsghdr` / `iovec` / address arrays on the stack (about 14 KiB) and
 //! never allocate, so they can run on the per-packet path.
 //!
@@ -19,10 +19,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{cvt, cvt_size, getsockopt_int, setsockopt_int, socklen_of};
-
-/// Most datagrams one [`UdpSocket::recv_batch`] / [`UdpSocket::send_batch`]
-/// call moves; longer slices are served up to this many.
-pub const MAX_BATCH: usize = 128;
+use crate::batch::{PacketMeta, BATCH_MAX};
 
 /// What one [`UdpSocket::send_batch_outcome`] call did with the front of the batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -162,26 +159,25 @@ impl UdpSocket {
         ))
     }
 
-    /// Receive up to `min(bufs.len(), lens.len(), addrs.len(), MAX_BATCH)`
-    /// datagrams without blocking. For each datagram `i < n`, `lens[i]` is its
-    /// length in `bufs[i]` and `addrs[i]` its source.
+    /// Receive up to `min(bufs.len(), metas.len(), BATCH_MAX)` datagrams
+    /// without blocking. For each datagram `i < n`, `metas[i]` gets offset 0,
+    /// its length in `bufs[i]` and its source.
     ///
-    /// A datagram longer than its buffer (`MSG_TRUNC`) gets `lens[i] == 0`:
-    /// the caller drops and counts it, as it does an (invalid) empty one.
+    /// A datagram longer than its buffer (`MSG_TRUNC`) gets length 0: the
+    /// caller drops and counts it, as it does an (invalid) empty one.
     /// Returns `WouldBlock` when nothing is queued.
     pub fn recv_batch<B: AsMut<[u8]>>(
         &self,
         bufs: &mut [B],
-        lens: &mut [usize],
-        addrs: &mut [SocketAddr],
+        metas: &mut [PacketMeta],
     ) -> io::Result<usize> {
-        let n = bufs.len().min(lens.len()).min(addrs.len()).min(MAX_BATCH);
+        let n = bufs.len().min(metas.len()).min(BATCH_MAX);
         if n == 0 {
             return Ok(0);
         }
-        let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; MAX_BATCH];
-        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
-        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+        let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; BATCH_MAX];
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_MAX];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_MAX];
 
         for (((buf, iov), name), hdr) in bufs
             .iter_mut()
@@ -228,29 +224,25 @@ impl UdpSocket {
             }
         };
 
-        for ((hdr, name), (len, addr)) in hdrs
-            .iter()
-            .zip(&names)
-            .zip(lens.iter_mut().zip(addrs.iter_mut()))
-            .take(got)
-        {
+        for ((hdr, name), meta) in hdrs.iter().zip(&names).zip(metas.iter_mut()).take(got) {
             // SAFETY: all of the first `n >= got` headers were initialised above.
             let hdr = unsafe { hdr.assume_init_ref() };
             // SAFETY: the kernel filled `msg_namelen` bytes of this name slot
             // (bounded by its size) for each of the `got` datagrams.
             let from = unsafe { RawAddr::decode(name.as_ptr(), hdr.msg_hdr.msg_namelen) };
             let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            *len = if truncated || from.is_none() {
+            meta.offset = 0;
+            meta.len = if truncated || from.is_none() {
                 0
             } else {
                 hdr.msg_len as usize
             };
-            *addr = from.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
+            meta.addr = from.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
         }
         Ok(got)
     }
 
-    /// Send `pkts[i]` to `dests[i]` without blocking, up to [`MAX_BATCH`].
+    /// Send `pkts[i]` to `dests[i]` without blocking, up to [`BATCH_MAX`].
     ///
     /// Returns how many datagrams from the front of `pkts` are finished
     /// with: each was either sent, or rejected by the kernel on its own
@@ -280,14 +272,14 @@ impl UdpSocket {
                 "send_batch: pkts and dests differ in length",
             ));
         }
-        let n = pkts.len().min(MAX_BATCH);
+        let n = pkts.len().min(BATCH_MAX);
         let mut outcome = SendOutcome::default();
         if n == 0 {
             return Ok(outcome);
         }
-        let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; MAX_BATCH];
-        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
-        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+        let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; BATCH_MAX];
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_MAX];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_MAX];
 
         for ((((pkt, dest), iov), name), hdr) in pkts
             .iter()
@@ -600,15 +592,14 @@ mod tests {
         buf_len: usize,
     ) -> Vec<(Vec<u8>, usize, SocketAddr)> {
         let mut got = Vec::new();
-        let mut bufs = vec![vec![0u8; buf_len]; MAX_BATCH];
-        let mut lens = [0usize; MAX_BATCH];
-        let mut addrs = [SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); MAX_BATCH];
+        let mut bufs = vec![vec![0u8; buf_len]; BATCH_MAX];
+        let mut metas = [PacketMeta::default(); BATCH_MAX];
         let deadline = Instant::now() + Duration::from_secs(5);
         while got.len() < want && Instant::now() < deadline {
-            match sock.recv_batch(&mut bufs, &mut lens, &mut addrs) {
+            match sock.recv_batch(&mut bufs, &mut metas) {
                 Ok(n) => {
-                    for i in 0..n {
-                        got.push((bufs[i][..lens[i]].to_vec(), lens[i], addrs[i]));
+                    for (buf, m) in bufs.iter().zip(&metas).take(n) {
+                        got.push((buf[..m.len].to_vec(), m.len, m.addr));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -739,20 +730,15 @@ mod tests {
     fn empty_socket_would_block() {
         let rx = bind("127.0.0.1:0");
         let mut bufs = [[0u8; 64]; 4];
-        let mut lens = [0; 4];
-        let mut addrs = [SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); 4];
+        let mut metas = [PacketMeta::default(); 4];
         let err = rx
-            .recv_batch(&mut bufs, &mut lens, &mut addrs)
+            .recv_batch(&mut bufs, &mut metas)
             .expect_err("nothing queued");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         let err = rx.recv_from(&mut bufs[0]).expect_err("nothing queued");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         // Zero capacity is not an error.
-        assert_eq!(
-            rx.recv_batch(&mut bufs, &mut lens, &mut addrs[..0])
-                .expect("empty"),
-            0
-        );
+        assert_eq!(rx.recv_batch(&mut bufs, &mut metas[..0]).expect("empty"), 0);
     }
 
     #[test]
@@ -803,17 +789,14 @@ mod tests {
         rx.set_buffer_sizes(1 << 20).expect("buffers");
         let tx = bind("127.0.0.1:0");
         let dest = rx.local_addr().expect("addr");
-        let pkts = vec![[7u8; 16]; MAX_BATCH + 10];
+        let pkts = vec![[7u8; 16]; BATCH_MAX + 10];
         let dests = vec![dest; pkts.len()];
-        assert_eq!(tx.send_batch(&pkts, &dests).expect("send"), MAX_BATCH);
-        let mut bufs = vec![[0u8; 32]; MAX_BATCH + 10];
-        let mut lens = vec![0; MAX_BATCH + 10];
-        let mut addrs = vec![dest; MAX_BATCH + 10];
+        assert_eq!(tx.send_batch(&pkts, &dests).expect("send"), BATCH_MAX);
+        let mut bufs = vec![[0u8; 32]; BATCH_MAX + 10];
+        let mut metas = vec![PacketMeta::default(); BATCH_MAX + 10];
         wait_readable(&[rx.as_fd()], Some(Duration::from_secs(5))).expect("poll");
-        let n = rx
-            .recv_batch(&mut bufs, &mut lens, &mut addrs)
-            .expect("recv");
-        assert!(n > 0 && n <= MAX_BATCH);
+        let n = rx.recv_batch(&mut bufs, &mut metas).expect("recv");
+        assert!(n > 0 && n <= BATCH_MAX);
     }
 
     #[test]

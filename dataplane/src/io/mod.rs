@@ -1,11 +1,17 @@
 //! The I/O the stages need, as traits: the kernel (UDP socket, TUN device)
-//! implements them in `sys`, and tests implement them in memory.
+//! implements them in `sys`, and tests implement them in memory; and the outer
+//! socket's [`UdpSlot`], replaceable while the dataplane runs.
+
+mod slot;
+
+pub use slot::{bind_listen, UdpHandle, UdpSlot, SOCKET_BUFFER};
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::batch::{PacketMeta, BATCH_MAX};
+use crate::batch::PacketMeta;
+use crate::sys::UdpSocket;
 
 /// A datagram socket that moves batches.
 pub trait DatagramIo {
@@ -35,23 +41,24 @@ pub trait PacketIo {
     fn write_packet(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
-impl DatagramIo for crate::sys::UdpSocket {
+/// Something that lends out the current UDP socket: the socket itself, or a thread's
+/// [`UdpHandle`] on a replaceable [`UdpSlot`]. Both do their I/O through the one
+/// [`DatagramIo`] implementation below.
+pub trait WithSocket {
+    /// Run `f` on the socket in use now.
+    fn with_socket<T>(&self, f: impl FnOnce(&UdpSocket) -> T) -> T;
+}
+
+impl WithSocket for UdpSocket {
+    #[inline]
+    fn with_socket<T>(&self, f: impl FnOnce(&UdpSocket) -> T) -> T {
+        f(self)
+    }
+}
+
+impl<S: WithSocket> DatagramIo for S {
     fn recv_batch(&self, bufs: &mut [Box<[u8]>], metas: &mut [PacketMeta]) -> io::Result<usize> {
-        let n = bufs.len().min(metas.len()).min(BATCH_MAX);
-        let mut lens = [0usize; BATCH_MAX];
-        let mut addrs = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
-        let got = crate::sys::UdpSocket::recv_batch(
-            self,
-            &mut bufs[..n],
-            &mut lens[..n],
-            &mut addrs[..n],
-        )?;
-        for ((meta, len), addr) in metas.iter_mut().zip(lens).zip(addrs).take(got) {
-            meta.offset = 0;
-            meta.len = len;
-            meta.addr = addr;
-        }
-        Ok(got)
+        self.with_socket(|s| s.recv_batch(bufs, metas))
     }
 
     fn send_batch(
@@ -60,18 +67,20 @@ impl DatagramIo for crate::sys::UdpSocket {
         dests: &[SocketAddr],
         failed: &mut u64,
     ) -> io::Result<usize> {
-        let outcome = self.send_batch_outcome(pkts, dests)?;
-        *failed += outcome.failed as u64;
-        Ok(outcome.consumed())
+        self.with_socket(|s| {
+            let outcome = s.send_batch_outcome(pkts, dests)?;
+            *failed += outcome.failed as u64;
+            Ok(outcome.consumed())
+        })
     }
 
     fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize> {
-        crate::sys::UdpSocket::send_to(self, pkt, dest)
+        self.with_socket(|s| s.send_to(pkt, dest))
     }
 
     fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {
         use std::os::fd::AsFd;
-        crate::sys::wait_writable(self.as_fd(), Some(timeout))
+        self.with_socket(|s| crate::sys::wait_writable(s.as_fd(), Some(timeout)))
     }
 }
 

@@ -11,15 +11,32 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use parking_lot::{Mutex, RwLock};
-use veil_dataplane::batch::PacketMeta;
-use veil_dataplane::io::DatagramIo;
-use veil_dataplane::sys::UdpSocket;
+use crate::sys::UdpSocket;
+
+/// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN).
+pub const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Bind the tunnel's outer socket on `port` (0: any free port): dual-stack `[::]`, or
+/// `0.0.0.0` on hosts with IPv6 disabled, with [`SOCKET_BUFFER`]-sized buffers where the
+/// kernel allows. The one place veil binds its listening socket (start and rebind).
+pub fn bind_listen(port: u16) -> io::Result<UdpSocket> {
+    let socket = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
+        Ok(s) => s,
+        // Hosts with IPv6 disabled still get an IPv4 socket.
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)), false)?
+        }
+        Err(e) => return Err(e),
+    };
+    if let Ok((rcv, snd)) = socket.set_buffer_sizes(SOCKET_BUFFER) {
+        log::debug!("socket buffers: receive {rcv} bytes, send {snd} bytes");
+    }
+    Ok(socket)
+}
 
 /// The current outer socket, shared by every thread that sends or receives.
 pub struct UdpSlot {
@@ -53,7 +70,11 @@ impl UdpSlot {
 
     /// The socket in use now.
     pub fn current(&self) -> Arc<UdpSocket> {
-        self.socket.read().clone()
+        // A panic elsewhere cannot leave the Arc half-written: use it as it is.
+        self.socket
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The port the current socket is bound to.
@@ -70,21 +91,32 @@ impl UdpSlot {
         }
     }
 
-    /// Move to `port` (0: any free port): `bind` makes the new socket, which replaces the
-    /// current one. The same port again changes nothing. Returns the port now in use; on an
-    /// error the old socket stays.
-    pub fn rebind(
+    /// Move to `port` (0: any free port) with a socket made by [`bind_listen`], which
+    /// replaces the current one. The same port again changes nothing. Returns the port now
+    /// in use; on an error the old socket stays.
+    pub fn rebind(&self, port: u16) -> io::Result<u16> {
+        self.rebind_with(port, bind_listen)
+    }
+
+    /// [`UdpSlot::rebind`] with `bind` making the new socket.
+    fn rebind_with(
         &self,
         port: u16,
         bind: impl FnOnce(u16) -> io::Result<UdpSocket>,
     ) -> io::Result<u16> {
-        let _one_at_a_time = self.rebinding.lock();
+        let _one_at_a_time = self
+            .rebinding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if port != 0 && port == self.port() {
             return Ok(port);
         }
         let socket = bind(port)?;
         let bound = socket.local_addr()?.port();
-        let old = std::mem::replace(&mut *self.socket.write(), Arc::new(socket));
+        let old = std::mem::replace(
+            &mut *self.socket.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::new(socket),
+        );
         self.port.store(bound, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
         drop(old);
@@ -120,26 +152,10 @@ impl UdpHandle {
     }
 }
 
-impl DatagramIo for UdpHandle {
-    fn recv_batch(&self, bufs: &mut [Box<[u8]>], metas: &mut [PacketMeta]) -> io::Result<usize> {
-        self.with(|s| DatagramIo::recv_batch(s, bufs, metas))
-    }
-
-    fn send_batch(
-        &self,
-        pkts: &[&[u8]],
-        dests: &[SocketAddr],
-        failed: &mut u64,
-    ) -> io::Result<usize> {
-        self.with(|s| DatagramIo::send_batch(s, pkts, dests, failed))
-    }
-
-    fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize> {
-        self.with(|s| DatagramIo::send_to(s, pkt, dest))
-    }
-
-    fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {
-        self.with(|s| DatagramIo::wait_writable(s, timeout))
+impl super::WithSocket for UdpHandle {
+    #[inline]
+    fn with_socket<T>(&self, f: impl FnOnce(&UdpSocket) -> T) -> T {
+        self.with(f)
     }
 }
 
@@ -158,11 +174,14 @@ mod tests {
         let h = slot.handle();
         let first = h.with(|s| s.local_addr().unwrap().port());
         assert_eq!(first, slot.port());
-        let second = slot.rebind(0, bind).unwrap();
+        let second = slot.rebind_with(0, bind).unwrap();
         assert_ne!(first, second);
         assert_eq!(h.with(|s| s.local_addr().unwrap().port()), second);
         // Same port: nothing happens.
-        assert_eq!(slot.rebind(second, |_| unreachable!()).unwrap(), second);
+        assert_eq!(
+            slot.rebind_with(second, |_| unreachable!()).unwrap(),
+            second
+        );
     }
 
     #[test]
@@ -171,7 +190,7 @@ mod tests {
         let busy = bind(0).unwrap();
         let busy_port = busy.local_addr().unwrap().port();
         let before = slot.port();
-        let err = slot.rebind(busy_port, bind).unwrap_err();
+        let err = slot.rebind_with(busy_port, bind).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert_eq!(slot.port(), before);
     }
