@@ -22,7 +22,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use veil_dataplane::fault::slots_of_thread;
 use veil_dataplane::sys::EventFd;
 
 /// Class of an error that stops veil, as logged in the `class` key-value (the
@@ -186,29 +185,6 @@ pub fn install_panic_hook() {
         );
         crate::logging::flush();
     }));
-}
-
-/// Test-only: `VEIL_TEST_STALL_THREAD` (the named thread stops its loop and
-/// sleeps until shutdown, without beating) and `VEIL_TEST_PANIC_THREAD` (the
-/// named thread panics), both from the moment the interface is up. Names:
-/// veil-rx, veil-crypto, veil-tx, veil-control, veil-single. Returns the
-/// heartbeat-slot masks (stall, panic).
-pub fn test_hooks_from_env() -> Result<(u8, u8), String> {
-    let mask = |var: &str| -> Result<u8, String> {
-        match std::env::var(var) {
-            Err(_) => Ok(0),
-            Ok(name) => slots_of_thread(&name).ok_or_else(|| {
-                format!(
-                    "{var}={name}: expected a thread name: veil-rx, veil-crypto, veil-tx, \
-                     veil-control or veil-single"
-                )
-            }),
-        }
-    };
-    Ok((
-        mask("VEIL_TEST_STALL_THREAD")?,
-        mask("VEIL_TEST_PANIC_THREAD")?,
-    ))
 }
 
 #[cfg(test)]

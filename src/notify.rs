@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use veil_dataplane::pipeline::{Shared, IDLE_WAIT};
+use veil_dataplane::role::Role;
 
 /// A thread whose heartbeat is older than this is stuck. Idle threads beat at
 /// least every [`IDLE_WAIT`]; four of those leave room for a loaded machine.
@@ -141,18 +142,18 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Ping `notifier` every `interval` while every heartbeat of `shared` is
-    /// fresh. `names` names the thread of each heartbeat slot, for messages.
+    /// fresh. `threads` are the threads that beat the slots, for messages.
     pub fn start(
         notifier: Arc<Notifier>,
         shared: Arc<Shared>,
-        names: [&'static str; 4],
+        threads: &'static [Role],
         interval: Duration,
     ) -> io::Result<Watchdog> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("veil-watchdog".into())
-            .spawn(move || ping_while_alive(&notifier, &shared, names, interval, &flag))?;
+            .spawn(move || ping_while_alive(&notifier, &shared, threads, interval, &flag))?;
         Ok(Watchdog {
             stop,
             thread: Some(thread),
@@ -181,7 +182,7 @@ impl Drop for Watchdog {
 fn ping_while_alive(
     notifier: &Notifier,
     shared: &Shared,
-    names: [&'static str; 4],
+    threads: &[Role],
     interval: Duration,
     stop: &(Mutex<bool>, Condvar),
 ) {
@@ -202,7 +203,7 @@ fn ping_while_alive(
         } else if !withheld {
             let mut who: Vec<&str> = stale
                 .iter()
-                .filter_map(|&i| names.get(i).copied())
+                .filter_map(|&i| Role::beating(threads, i).map(Role::thread_name))
                 .collect();
             who.dedup();
             error!(
@@ -315,9 +316,13 @@ mod tests {
             }
         };
         beat(&shared);
-        let names = ["veil-rx", "veil-crypto", "veil-tx", "veil-control"];
-        let mut wd =
-            Watchdog::start(notifier, shared.clone(), names, Duration::from_millis(20)).unwrap();
+        let mut wd = Watchdog::start(
+            notifier,
+            shared.clone(),
+            &Role::PIPELINE,
+            Duration::from_millis(20),
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let pings = receive_all(&listener).len();
         assert!(pings >= 4, "{pings} pings while fresh");

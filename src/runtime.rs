@@ -14,14 +14,15 @@ use veil_dataplane::crypto::{Backend, BackendChoice};
 use veil_dataplane::io::{self, UdpHandle, UdpSlot};
 use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
 use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
+use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
 
+use crate::admin::services::{self, ServiceOptions};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, ErrorClass, Failure};
 use crate::notify::{Notifier, Watchdog};
-use crate::services::ServiceOptions;
 use crate::threading::{Pinning, ThreadFlags};
 
 /// Longest drain after a failure (a panic, a fatal dataplane error).
@@ -72,8 +73,6 @@ struct Prepared {
     aead_choice: BackendChoice,
     aead: Backend,
     timing: Timing,
-    /// Test-only fault injection: heartbeat-slot masks (stall, panic).
-    test_hooks: (u8, u8),
     services: ServiceOptions,
 }
 
@@ -102,7 +101,6 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let aead_choice = args.aead.unwrap_or(config.threading.aead);
     let aead = aead_choice.resolve();
     veil_dataplane::crypto::install(aead);
-    let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
     let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
     Ok(Prepared {
         name,
@@ -112,7 +110,6 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         aead_choice,
         aead,
         timing,
-        test_hooks,
         services,
     })
 }
@@ -359,10 +356,11 @@ impl Waiter for IoWaiter {
 /// boundary, and it and any unexpected return are reported to the supervisor,
 /// which wakes the main thread to shut down with a failure.
 fn spawn<F: FnOnce() + Send + 'static>(
-    name: &str,
+    role: Role,
     cpu: Option<usize>,
     body: F,
 ) -> Result<JoinHandle<()>, String> {
+    let name = role.thread_name();
     let thread_name = name.to_string();
     std::thread::Builder::new()
         .name(thread_name.clone())
@@ -389,22 +387,20 @@ fn run(p: Prepared) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let test_hooks = p.test_hooks;
-    let threading = p.threading;
+    #[cfg(debug_assertions)]
+    let test_hooks = p.services.test_hooks;
+    let threads = Role::threads(p.threading == Threading::Single);
     match start(p) {
         Ok(running) => {
             let notifier = Arc::new(Notifier::from_env());
             notifier.ready(&format!("{}: up", running.name));
-            let names = match threading {
-                Threading::Pipeline => ["veil-rx", "veil-crypto", "veil-tx", "veil-control"],
-                Threading::Single => ["veil-single"; 4],
-            };
             let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
-                Watchdog::start(notifier.clone(), running.shared.clone(), names, interval)
+                Watchdog::start(notifier.clone(), running.shared.clone(), threads, interval)
                     .map_err(|e| error!("cannot start the watchdog thread: {e}"))
                     .ok()
             });
-            running.shared.test_hooks.arm(test_hooks.0, test_hooks.1);
+            #[cfg(debug_assertions)]
+            test_hooks.arm(&running.shared);
             running.wait(&signals, &notifier, watchdog)
         }
         Err(msg) => {
@@ -420,7 +416,7 @@ struct Running {
     control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
     name: String,
-    _services: crate::services::Services,
+    _services: services::Services,
     // Dropped last: closing the TUN fd removes the interface.
     _tun: Arc<Tun>,
 }
@@ -476,7 +472,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         ..Default::default()
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
-    let (services, recorders) = crate::services::wire(
+    let (services, recorders) = services::wire(
         p.services,
         &p.name,
         &shared,
@@ -487,7 +483,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         &mut device.device,
         &mut tx,
     )?;
-    let mut device = crate::metrics::MeteredDevice::new(device, recorders);
+    let mut device = crate::admin::metrics::MeteredDevice::new(device, recorders);
     let waiter = IoWaiter {
         udp: udp.handle(),
         tun: tun.clone(),
@@ -497,26 +493,26 @@ fn start(p: Prepared) -> Result<Running, String> {
     match p.threading {
         Threading::Pipeline => {
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-rx", p.pinning.rx, move || {
+            threads.push(spawn(Role::Rx, p.pinning.rx, move || {
                 rx.run(&u.handle(), &*t, &waiter, &s)
             })?);
             let s = shared.clone();
-            threads.push(spawn("veil-crypto", p.pinning.crypto, move || {
+            threads.push(spawn(Role::Crypto, p.pinning.crypto, move || {
                 crypto.run(&s)
             })?);
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-tx", p.pinning.tx, move || {
+            threads.push(spawn(Role::Tx, p.pinning.tx, move || {
                 tx.run(&u.handle(), &*t, &s)
             })?);
             let s = shared.clone();
-            threads.push(spawn("veil-control", p.pinning.control, move || {
+            threads.push(spawn(Role::Control, p.pinning.control, move || {
                 control.run(&mut device, &s)
             })?);
         }
         Threading::Single => {
             let single = SingleThread::new((rx, crypto, tx, control));
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-single", p.pinning.rx, move || {
+            threads.push(spawn(Role::Single, p.pinning.rx, move || {
                 single.run(&u.handle(), &*t, &waiter, &mut device, &s)
             })?);
         }
@@ -551,7 +547,9 @@ fn start(p: Prepared) -> Result<Running, String> {
 impl Running {
     /// Is the thread that runs the control work (control, or the single thread) still beating?
     fn drainer_alive(&self) -> bool {
-        let beat = &self.shared.heartbeats[pipeline::HEARTBEAT_CONTROL];
+        let Some(beat) = self.shared.heartbeats.get(Role::Control.slot()) else {
+            return false;
+        };
         let last = self.shared.epoch.instant(beat.load(Ordering::Relaxed));
         last.is_some_and(|t| t.elapsed() < STALE_HEARTBEAT)
     }

@@ -1,14 +1,13 @@
 //! When I/O fails on a dataplane thread: which errors are transient (pause with a
 //! growing backoff, count, go on) and which are fatal (record a [`Fault`], stop
 //! every thread, let the runtime exit non-zero so the service manager restarts
-//! veil). Also the test-only hooks that stall or crash one thread on purpose.
+//! veil).
 //!
 //! Nothing here runs per packet: errors are looked at once per round, after the
 //! batched read that failed.
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -190,63 +189,6 @@ pub fn backoff(streak: u32) -> Duration {
     BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Test-only hooks
-
-/// Heartbeat slots of a thread name, as a bit mask (bit = slot in
-/// [`crate::pipeline::Shared::heartbeats`]). `veil-single` has all four.
-pub fn slots_of_thread(name: &str) -> Option<u8> {
-    use crate::pipeline::{HEARTBEAT_CONTROL, HEARTBEAT_CRYPTO, HEARTBEAT_RX, HEARTBEAT_TX};
-    let slot = match name {
-        "veil-rx" => HEARTBEAT_RX,
-        "veil-crypto" => HEARTBEAT_CRYPTO,
-        "veil-tx" => HEARTBEAT_TX,
-        "veil-control" => HEARTBEAT_CONTROL,
-        "veil-single" => return Some(0b1111),
-        _ => return None,
-    };
-    Some(1 << slot)
-}
-
-/// Faults injected by tests (`VEIL_TEST_STALL_THREAD`, `VEIL_TEST_PANIC_THREAD`).
-/// Disarmed, they cost one relaxed load per loop round.
-#[derive(Debug, Default)]
-pub struct TestHooks {
-    armed: AtomicBool,
-    stall: AtomicU8,
-    panic: AtomicU8,
-}
-
-impl TestHooks {
-    /// From now on, the threads of `stall` slots stop their loop and sleep until
-    /// shutdown without beating; those of `panic` slots panic.
-    pub fn arm(&self, stall: u8, panic: u8) {
-        self.stall.store(stall, Ordering::Relaxed);
-        self.panic.store(panic, Ordering::Relaxed);
-        self.armed.store(stall | panic != 0, Ordering::Release);
-    }
-
-    /// Called by a thread at its heartbeat for the slots it beats.
-    #[inline]
-    pub fn at_beat(&self, slots: u8, stop: &AtomicBool) {
-        if self.armed.load(Ordering::Relaxed) {
-            self.fire(slots, stop);
-        }
-    }
-
-    #[cold]
-    fn fire(&self, slots: u8, stop: &AtomicBool) {
-        if self.panic.load(Ordering::Acquire) & slots != 0 {
-            panic!("VEIL_TEST_PANIC_THREAD: panicking on purpose");
-        }
-        if self.stall.load(Ordering::Acquire) & slots != 0 {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,33 +274,5 @@ mod tests {
         assert!(cell.set(fault("veil-rx")));
         assert!(!cell.set(fault("veil-single")));
         assert_eq!(cell.get().map(|f| f.thread), Some("veil-rx"));
-    }
-
-    #[test]
-    fn thread_names_map_to_slots() {
-        assert_eq!(slots_of_thread("veil-rx"), Some(0b0001));
-        assert_eq!(slots_of_thread("veil-tx"), Some(0b0100));
-        assert_eq!(slots_of_thread("veil-single"), Some(0b1111));
-        assert_eq!(slots_of_thread("veil-nope"), None);
-    }
-
-    #[test]
-    fn stalled_hook_returns_at_shutdown_and_panic_hook_panics() {
-        let hooks = std::sync::Arc::new(TestHooks::default());
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        hooks.at_beat(0b1111, &stop); // disarmed: returns at once
-        hooks.arm(0b0100, 0b0010);
-        hooks.at_beat(0b0001, &stop); // another slot: returns at once
-        let (h, s) = (hooks.clone(), stop.clone());
-        let stalled = std::thread::spawn(move || h.at_beat(0b0100, &s));
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!stalled.is_finished());
-        stop.store(true, Ordering::Relaxed);
-        stalled.join().unwrap();
-        let h = hooks.clone();
-        let s = stop.clone();
-        assert!(std::thread::spawn(move || h.at_beat(0b0010, &s))
-            .join()
-            .is_err());
     }
 }

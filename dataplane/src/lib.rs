@@ -17,11 +17,14 @@ pub mod pipeline;
 pub mod priority;
 pub mod ratelimit;
 pub mod replay;
+pub mod role;
 pub mod route;
 pub mod sampler;
 pub mod stage;
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(debug_assertions)]
+pub mod test_hooks;
 pub mod timing;
 pub mod wire;
 

@@ -367,7 +367,9 @@ fn threading_aead_picks_a_backend_or_auto() {
     }
     assert_eq!(
         messages(&with_interface("[threading]\naead = openssl\n")),
-        ["veil0.conf:4: aead: 'openssl' is not a valid AEAD backend: not one of the allowed \
-          values (expected auto, ring, aws-lc or rustcrypto; default auto)"]
+        [
+            "veil0.conf:4: aead: 'openssl' is not a valid AEAD backend: not one of the allowed \
+          values (expected auto, ring, aws-lc or rustcrypto; default auto)"
+        ]
     );
 }
