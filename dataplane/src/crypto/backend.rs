@@ -150,8 +150,9 @@ impl FromStr for BackendChoice {
     }
 }
 
-/// The default before [`install`] runs (library users, tests): the fastest in perf/README.md.
-const DEFAULT: Backend = Backend::Ring;
+/// The backend before [`install`] runs (library users, tests): the fastest in perf/README.md's
+/// AEAD table. `veil up` installs what `[threading] aead` says (`auto`: measured at start-up).
+const DEFAULT: Backend = Backend::AwsLc;
 
 static CURRENT: AtomicU8 = AtomicU8::new(code(DEFAULT));
 
