@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use veil_control::device::{Device, PeerSpec};
 use veil_dataplane::crypto::{Backend, BackendChoice};
+use veil_dataplane::doorbell::spin_budget;
 use veil_dataplane::io::{self, UdpHandle, UdpSlot};
 use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
-use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
+use veil_dataplane::pipeline::{
+    self, ControlDriver, PipelineConfig, Readiness, Shared, SingleThread, Waiter,
+};
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
@@ -334,15 +337,23 @@ struct IoWaiter {
 }
 
 impl Waiter for IoWaiter {
-    fn wait_io(&self, timeout: Duration) {
+    fn wait_io(&self, timeout: Duration) -> Readiness {
         use std::os::fd::AsFd;
-        let _ = self.udp.with(|udp| {
+        let polled = self.udp.with(|udp| {
             sys::wait_readable(
                 &[udp.as_fd(), self.tun.as_fd(), self.bell.as_fd()],
                 Some(timeout),
             )
         });
         let _ = self.bell.drain();
+        match polled {
+            // Only the fds poll reported; after the bell or a timeout, both once more.
+            Ok(m) if !m.is_empty() && !m.is_readable(2) => Readiness {
+                udp: m.is_readable(0),
+                tun: m.is_readable(1),
+            },
+            _ => Readiness::BOTH,
+        }
     }
 
     fn wait_bell(&self, timeout: Duration) {
@@ -469,6 +480,14 @@ fn start(p: Prepared) -> Result<Running, String> {
     let cfg = PipelineConfig {
         mtu: usize::from(p.config.interface.mtu),
         timing: p.timing,
+        // Spin on the rings only where every busy dataplane thread has a core and one is spare.
+        spin: spin_budget(
+            sys::available_cpus().len(),
+            match p.threading {
+                Threading::Pipeline => 3,
+                Threading::Single => 1,
+            },
+        ),
         ..Default::default()
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);

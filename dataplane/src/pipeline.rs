@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::batch::{buffer_size, Batch, Home};
+use crate::batch::{buffer_size, Batch, Home, BATCH_MAX};
 use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
-use crate::doorbell::{Backoff, Doorbell};
+use crate::doorbell::{Backoff, Doorbell, DEFAULT_SPIN};
 use crate::fault::{Fault, FaultCell, IoOp, IoTrouble, Verdict};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::{Command, Epoch, Event, HandshakeDatagram};
@@ -52,11 +52,35 @@ pub trait ControlDriver {
     fn set_handshake_backlog(&mut self, _queued: usize, _now: Instant) {}
 }
 
+/// Which of RX's two sources may have data to read. RX reads only a source marked ready,
+/// clears the mark on the first EAGAIN, and parks in poll(2) once neither is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The UDP socket.
+    pub udp: bool,
+    /// The TUN device.
+    pub tun: bool,
+}
+
+impl Readiness {
+    /// Both sources: look at each once (start, a doorbell, a timeout).
+    pub const BOTH: Self = Self {
+        udp: true,
+        tun: true,
+    };
+
+    /// Is either source ready?
+    pub fn any(self) -> bool {
+        self.udp || self.tun
+    }
+}
+
 /// Ways an I/O thread can sleep until its fds or its doorbell need it.
 pub trait Waiter {
     /// Block until the UDP socket or TUN device is readable, the doorbell
-    /// rang, or `timeout` passed.
-    fn wait_io(&self, timeout: Duration);
+    /// rang, or `timeout` passed. Returns the sources poll reported readable, or
+    /// [`Readiness::BOTH`] after a doorbell or a timeout (something else changed: look again).
+    fn wait_io(&self, timeout: Duration) -> Readiness;
     /// Block until the doorbell rang or `timeout` passed.
     fn wait_bell(&self, timeout: Duration);
 }
@@ -76,6 +100,9 @@ pub struct PipelineConfig {
     pub control_ring: usize,
     /// The protocol's timers.
     pub timing: Timing,
+    /// How long an idle thread spins on its rings before parking ([`spin_budget`](crate::doorbell::spin_budget): zero
+    /// unless there are more cores than busy dataplane threads).
+    pub spin: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -87,6 +114,7 @@ impl Default for PipelineConfig {
             handshake_ring: 1024,
             control_ring: 4096,
             timing: Timing::default(),
+            spin: DEFAULT_SPIN,
         }
     }
 }
@@ -211,6 +239,9 @@ pub struct RxThread {
     spare_tun: Option<Batch>,
     /// Errors of the current round, and the backoff after them.
     trouble: IoTrouble,
+    /// Sources that may have data (see [`Readiness`]).
+    ready: Readiness,
+    spin: Duration,
 }
 
 /// The crypto thread's end of the rings.
@@ -223,6 +254,7 @@ pub struct CryptoThread {
     events: Producer<Event>,
     spare: Option<Batch>,
     rx_batches: usize,
+    spin: Duration,
 }
 
 /// The TX thread's end of the rings.
@@ -233,6 +265,7 @@ pub struct TxThread {
     to_crypto: Producer<Batch>,
     handshakes: Consumer<HandshakeDatagram>,
     samples: Option<TxSamples>,
+    spin: Duration,
 }
 
 /// Histograms the TX thread records per batch: RX→TX latency and batch size.
@@ -297,6 +330,8 @@ pub fn build(
             spare_udp: None,
             spare_tun: None,
             trouble: IoTrouble::default(),
+            ready: Readiness::BOTH,
+            spin: cfg.spin,
         },
         CryptoThread {
             stage: CryptoStage::new(cfg.timing, shared.epoch, shared.crypto.clone()),
@@ -307,6 +342,7 @@ pub fn build(
             events: ev_p,
             spare: None,
             rx_batches: cfg.rx_batches,
+            spin: cfg.spin,
         },
         TxThread {
             stage: TxStage::new(shared.tx.clone()),
@@ -315,6 +351,7 @@ pub fn build(
             to_crypto: cr_free_p,
             handshakes: hs_out_c,
             samples: None,
+            spin: cfg.spin,
         },
         ControlThread {
             handshakes: hs_in_c,
@@ -339,10 +376,22 @@ impl RxThread {
 
     /// One round: read what is there from both sources. Returns true if anything moved.
     pub fn round(&mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) -> bool {
+        self.ready = Readiness::BOTH;
+        self.round_ready(udp, tun, shared)
+    }
+
+    /// One round over the sources marked ready; a source whose read hit EAGAIN is marked
+    /// not ready until poll says otherwise. Returns true if anything moved.
+    fn round_ready(&mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) -> bool {
         let now = Instant::now();
         let mut moved = false;
         let before = self.to_control.slots();
-        if let Some(mut batch) = self.take_batch(true) {
+        let udp_batch = if self.ready.udp {
+            self.take_batch(true)
+        } else {
+            None
+        };
+        if let Some(mut batch) = udp_batch {
             match self
                 .stage
                 .recv_udp(udp, &mut batch, &mut self.to_control, now)
@@ -353,23 +402,34 @@ impl RxThread {
                     self.push(batch, shared);
                 }
                 other => {
-                    if let Err(e) = other {
-                        self.trouble.note(IoOp::UdpReceive, e);
+                    match other {
+                        Err(e) => self.trouble.note(IoOp::UdpReceive, e),
+                        // Nothing received: EAGAIN.
+                        Ok(_) if batch.len == 0 => self.ready.udp = false,
+                        Ok(_) => {}
                     }
                     moved |= batch.len > 0;
                     self.spare_udp = Some(batch);
                 }
             }
-        } else {
+        } else if self.ready.udp {
             bump(&shared.rx.pool_empty, 1);
         }
         if self.to_control.slots() != before {
             shared.control_bell.ring();
         }
-        if let Some(mut batch) = self.take_batch(false) {
+        let tun_batch = if self.ready.tun {
+            self.take_batch(false)
+        } else {
+            None
+        };
+        if let Some(mut batch) = tun_batch {
             let read = self.stage.read_tun(tun, &mut batch);
-            if let Err(e) = read {
-                self.trouble.note(IoOp::TunRead, e);
+            match read {
+                Err(e) => self.trouble.note(IoOp::TunRead, e),
+                // A short batch: its last read hit EAGAIN.
+                Ok(n) if n < BATCH_MAX => self.ready.tun = false,
+                Ok(_) => {}
             }
             // After an error the packets read before it are still good.
             if batch.len > 0 {
@@ -423,10 +483,11 @@ impl RxThread {
         waiter: &impl Waiter,
         shared: &Shared,
     ) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.spin);
+        self.ready = Readiness::BOTH;
         while !shared.stopped() {
             shared.beat(Role::Rx, Instant::now());
-            let moved = self.round(udp, tun, shared);
+            let moved = self.round_ready(udp, tun, shared);
             if !self.settle_errors(Role::Rx, waiter, shared) {
                 return;
             }
@@ -434,18 +495,24 @@ impl RxThread {
                 backoff.reset();
                 continue;
             }
+            if self.has_batch() && !self.ready.any() {
+                // Both sources said EAGAIN: no syscall until poll reports one readable.
+                shared.rx_bell.prepare_park();
+                self.ready = waiter.wait_io(IDLE_WAIT);
+                shared.rx_bell.cancel();
+                continue;
+            }
+            // No batch to read into: spin on the free ring (bounded), then wait for TX.
             if !backoff.idle() {
                 continue;
             }
             shared.rx_bell.prepare_park();
             if !self.has_batch() {
-                if self.free.is_empty() {
-                    waiter.wait_bell(IDLE_WAIT);
-                }
-            } else {
-                waiter.wait_io(IDLE_WAIT);
+                waiter.wait_bell(IDLE_WAIT);
             }
             shared.rx_bell.cancel();
+            // Woken (or timed out): look at both sources again.
+            self.ready = Readiness::BOTH;
         }
     }
 }
@@ -506,7 +573,7 @@ impl CryptoThread {
     /// The crypto thread's loop.
     pub fn run(mut self, shared: &Shared) {
         shared.crypto_bell.register_current();
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.spin);
         while !shared.stopped() {
             shared.beat(Role::Crypto, Instant::now());
             if self.round(shared) {
@@ -568,7 +635,7 @@ impl TxThread {
     /// The TX thread's loop.
     pub fn run(mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) {
         shared.tx_bell.register_current();
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.spin);
         while !shared.stopped() {
             shared.beat(Role::Tx, Instant::now());
             if self.round(udp, tun, shared) {
@@ -702,10 +769,10 @@ impl SingleThread {
         driver: &mut impl ControlDriver,
         shared: &Shared,
     ) {
-        let mut backoff = Backoff::default();
+        self.rx.ready = Readiness::BOTH;
         while !shared.stopped() {
             shared.beat(Role::Single, Instant::now());
-            let mut moved = self.rx.round(udp, tun, shared);
+            let mut moved = self.rx.round_ready(udp, tun, shared);
             if !self.rx.settle_errors(Role::Single, waiter, shared) {
                 break;
             }
@@ -715,18 +782,23 @@ impl SingleThread {
             // Commands and handshake replies the control round produced.
             moved |= self.crypto.round(shared);
             moved |= self.tx.round(udp, tun, shared);
+            // One thread runs every stage: nothing else can fill a ring while it spins, so
+            // it parks in poll as soon as there is nothing left to do.
             if moved || self.control.has_work() {
-                backoff.reset();
-                continue;
-            }
-            if !backoff.idle() {
                 continue;
             }
             let wait = deadline
                 .map_or(IDLE_WAIT, |d| d.saturating_duration_since(Instant::now()))
                 .min(IDLE_WAIT);
             shared.rx_bell.prepare_park();
-            waiter.wait_io(wait);
+            self.rx.ready = if self.rx.has_batch() && !self.rx.ready.any() {
+                waiter.wait_io(wait)
+            } else {
+                // A source is still ready but was not read (no batch free): wait for
+                // the timers only, then look at both again.
+                waiter.wait_bell(wait);
+                Readiness::BOTH
+            };
             shared.rx_bell.cancel();
         }
         self.control.forward(driver, shared);

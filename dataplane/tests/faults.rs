@@ -13,7 +13,7 @@ use veil_dataplane::batch::{Action, Batch, Home, PacketMeta};
 use veil_dataplane::fault::{IoOp, BACKOFF_MAX};
 use veil_dataplane::io::{DatagramIo, PacketIo};
 use veil_dataplane::link::Epoch;
-use veil_dataplane::pipeline::{self, PipelineConfig, Shared, Waiter};
+use veil_dataplane::pipeline::{self, PipelineConfig, Readiness, Shared, Waiter};
 use veil_dataplane::stage::TxStage;
 
 /// A socket whose every receive fails with `errno` (0: nothing to read).
@@ -64,7 +64,9 @@ impl PacketIo for FailingTun {
 struct ImpatientWaiter;
 
 impl Waiter for ImpatientWaiter {
-    fn wait_io(&self, _: Duration) {}
+    fn wait_io(&self, _: Duration) -> Readiness {
+        Readiness::BOTH
+    }
     fn wait_bell(&self, timeout: Duration) {
         std::thread::sleep(timeout);
     }
