@@ -78,6 +78,9 @@ pub struct Batch {
     pub len: usize,
     /// When RX read the batch (set on sampled batches, for the RX→TX latency histogram).
     pub stamp: Option<Instant>,
+    /// Bytes RX counted into its direction's [`ByteQueue`](crate::bql::ByteQueue); TX
+    /// completes the same number.
+    pub queued_bytes: u64,
     bufs: Vec<Box<[u8]>>,
     meta: Vec<PacketMeta>,
 }
@@ -105,6 +108,7 @@ impl Batch {
             home,
             len: 0,
             stamp: None,
+            queued_bytes: 0,
             bufs: (0..BATCH_MAX)
                 .map(|_| vec![0u8; buf_size].into_boxed_slice())
                 .collect(),
@@ -122,6 +126,7 @@ impl Batch {
         self.source = source;
         self.len = 0;
         self.stamp = None;
+        self.queued_bytes = 0;
     }
 
     /// Is there room for one more packet?
@@ -141,6 +146,12 @@ impl Batch {
         let meta = self.meta.get(i)?;
         let bytes = self.bufs.get(i)?.get(meta.offset..meta.offset + meta.len)?;
         Some((bytes, meta))
+    }
+
+    /// Bytes of the packets in use.
+    pub fn payload_bytes(&self) -> u64 {
+        let n = self.len.min(self.meta.len());
+        self.meta[..n].iter().map(|m| m.len as u64).sum()
     }
 
     /// Every buffer and metadata slot, in use or not (for a batched receive).

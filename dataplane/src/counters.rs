@@ -59,6 +59,9 @@ crate::counter_set!(
         pool_empty,
         /// Pauses (with backoff) after a transient receive or read error.
         io_pauses,
+        /// Rounds a source was left unread because its direction's bytes in flight reached
+        /// the byte queue limit (the packets wait in the kernel's queue instead).
+        bql_held,
     }
 );
 
@@ -137,6 +140,9 @@ crate::counter_set!(
         udp_would_block,
         /// Retries after the kernel was short of buffers or memory (ENOBUFS, ENOMEM).
         udp_retries,
+        /// Datagrams dropped because the kernel could not take them within the stall limit
+        /// (`stage::tx::SEND_STALL_LIMIT`, 3 ms per batch; also counted in `udp_errors`).
+        drop_send_stall,
     }
 );
 

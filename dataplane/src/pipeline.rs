@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::batch::{buffer_size, Batch, Home, BATCH_MAX};
+use crate::batch::{buffer_size, Batch, Home, Source, BATCH_MAX};
+use crate::bql::{ByteQueue, LimitTuner};
 use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
 use crate::doorbell::{Backoff, Doorbell, DEFAULT_SPIN};
 use crate::fault::{Fault, FaultCell, IoOp, IoTrouble, Verdict};
@@ -142,6 +143,10 @@ pub struct Shared {
     pub crypto: Arc<CryptoCounters>,
     /// TX counters.
     pub tx: Arc<TxCounters>,
+    /// Bytes in flight from RX to TX of datagrams (to be opened and written to TUN).
+    pub inbound: ByteQueue,
+    /// Bytes in flight from RX to TX of TUN packets (to be sealed and sent).
+    pub outbound: ByteQueue,
     /// Last loop iteration of each thread (epoch nanos), by [`Role::slot`].
     pub heartbeats: [AtomicU64; HEARTBEAT_SLOTS],
     /// The process's time base.
@@ -167,6 +172,8 @@ impl Shared {
             rx: Arc::default(),
             crypto: Arc::default(),
             tx: Arc::default(),
+            inbound: ByteQueue::default(),
+            outbound: ByteQueue::default(),
             heartbeats: Default::default(),
             epoch,
             fault: FaultCell::default(),
@@ -266,6 +273,8 @@ pub struct TxThread {
     handshakes: Consumer<HandshakeDatagram>,
     samples: Option<TxSamples>,
     spin: Duration,
+    /// Adapts [`Shared::inbound`] and [`Shared::outbound`].
+    tuners: (LimitTuner, LimitTuner),
 }
 
 /// Histograms the TX thread records per batch: RX→TX latency and batch size.
@@ -352,6 +361,7 @@ pub fn build(
             handshakes: hs_out_c,
             samples: None,
             spin: cfg.spin,
+            tuners: Default::default(),
         },
         ControlThread {
             handshakes: hs_in_c,
@@ -386,7 +396,7 @@ impl RxThread {
         let now = Instant::now();
         let mut moved = false;
         let before = self.to_control.slots();
-        let udp_batch = if self.ready.udp {
+        let udp_batch = if self.ready.udp && self.room(&shared.inbound, shared) {
             self.take_batch(true)
         } else {
             None
@@ -418,7 +428,7 @@ impl RxThread {
         if self.to_control.slots() != before {
             shared.control_bell.ring();
         }
-        let tun_batch = if self.ready.tun {
+        let tun_batch = if self.ready.tun && self.room(&shared.outbound, shared) {
             self.take_batch(false)
         } else {
             None
@@ -443,8 +453,30 @@ impl RxThread {
         moved
     }
 
-    fn push(&mut self, batch: Batch, shared: &Shared) {
+    /// Is there room under the byte queue limit of this direction? Counts when not.
+    fn room(&self, queue: &ByteQueue, shared: &Shared) -> bool {
+        let room = queue.has_room();
+        if !room {
+            bump(&shared.rx.bql_held, 1);
+        }
+        room
+    }
+
+    /// Could a round read anything: a ready source with room and a batch?
+    fn can_read(&self, shared: &Shared) -> bool {
+        self.has_batch()
+            && (self.ready.udp && shared.inbound.has_room()
+                || self.ready.tun && shared.outbound.has_room())
+    }
+
+    fn push(&mut self, mut batch: Batch, shared: &Shared) {
         bump(&shared.rx.batches, 1);
+        batch.queued_bytes = batch.payload_bytes();
+        match batch.source {
+            Source::Udp => shared.inbound.queued(batch.queued_bytes),
+            Source::Tun => shared.outbound.queued(batch.queued_bytes),
+            Source::Originated => batch.queued_bytes = 0,
+        }
         // The ring holds every batch there is, so it cannot be full.
         let _ = self.to_crypto.push(batch);
         shared.crypto_bell.ring();
@@ -502,12 +534,13 @@ impl RxThread {
                 shared.rx_bell.cancel();
                 continue;
             }
-            // No batch to read into: spin on the free ring (bounded), then wait for TX.
+            // No batch to read into, or the ready sources are at their byte limit: spin on
+            // the rings (bounded), then wait for TX to give batches back or finish bytes.
             if !backoff.idle() {
                 continue;
             }
             shared.rx_bell.prepare_park();
-            if !self.has_batch() {
+            if !self.can_read(shared) {
                 waiter.wait_bell(IDLE_WAIT);
             }
             shared.rx_bell.cancel();
@@ -620,6 +653,23 @@ impl TxThread {
     }
 
     fn give_back(&mut self, batch: Batch, shared: &Shared) {
+        // Before the batch goes home, so RX sees the room when it is woken.
+        if batch.queued_bytes > 0 {
+            let now = Instant::now();
+            match batch.source {
+                Source::Udp => {
+                    shared
+                        .inbound
+                        .completed(batch.queued_bytes, &mut self.tuners.0, now)
+                }
+                Source::Tun => {
+                    shared
+                        .outbound
+                        .completed(batch.queued_bytes, &mut self.tuners.1, now)
+                }
+                Source::Originated => {}
+            }
+        }
         match batch.home {
             Home::Rx => {
                 let _ = self.to_rx.push(batch);

@@ -11,13 +11,22 @@ use crate::counters::{bump, TxCounters};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::HandshakeDatagram;
 
-/// How long TX waits in total for a full socket before dropping the rest of a batch.
-pub const SEND_STALL_LIMIT: Duration = Duration::from_millis(200);
+/// How long TX waits in total, per batch, for a full socket or for kernel buffers before it
+/// drops the rest of the batch (counted in `udp_errors` and `drop_send_stall`): a few ms, so
+/// a stuck socket never holds the thread (and every packet queued behind it) longer.
+pub const SEND_STALL_LIMIT: Duration = Duration::from_millis(3);
 
 /// First pause after the kernel ran short of buffers (ENOBUFS, ENOMEM).
-const SHORTAGE_PAUSE_FIRST: Duration = Duration::from_micros(250);
+const SHORTAGE_PAUSE_FIRST: Duration = Duration::from_micros(20);
 /// Longest such pause.
-const SHORTAGE_PAUSE_MAX: Duration = Duration::from_millis(20);
+const SHORTAGE_PAUSE_MAX: Duration = Duration::from_micros(250);
+/// Longest single wait for a full socket to become writable.
+const WRITABLE_WAIT_MAX: Duration = Duration::from_millis(1);
+
+/// What is left of the batch's stall budget that began at `since`.
+fn remaining(since: Instant) -> Duration {
+    SEND_STALL_LIMIT.saturating_sub(since.elapsed())
+}
 
 fn is_shortage(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
@@ -78,7 +87,9 @@ impl TxStage {
                 Ok(0) | Err(_)
                     if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) =>
                 {
-                    bump(&self.counters.udp_errors, (pkts.len() - done) as u64);
+                    let dropped = (pkts.len() - done) as u64;
+                    bump(&self.counters.udp_errors, dropped);
+                    bump(&self.counters.drop_send_stall, dropped);
                     return;
                 }
                 Ok(k) if k > 0 => {
@@ -90,7 +101,6 @@ impl TxStage {
                     bump(&self.counters.udp_bytes, bytes as u64);
                     bump(&self.counters.udp_errors, failed);
                     done += k;
-                    stalled_since = None;
                 }
                 Ok(_) => self.stall(udp, &mut stalled_since),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -101,8 +111,8 @@ impl TxStage {
                     // Not this datagram's fault: pause with a growing backoff
                     // and retry, within the same stall limit as a full socket.
                     bump(&self.counters.udp_retries, 1);
-                    stalled_since.get_or_insert_with(Instant::now);
-                    std::thread::sleep(pause);
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    std::thread::sleep(pause.min(remaining(since)));
                     pause = pause.saturating_mul(2).min(SHORTAGE_PAUSE_MAX);
                 }
                 Err(_) => {
@@ -116,8 +126,8 @@ impl TxStage {
 
     fn stall(&mut self, udp: &impl DatagramIo, since: &mut Option<Instant>) {
         bump(&self.counters.udp_would_block, 1);
-        since.get_or_insert_with(Instant::now);
-        let _ = udp.wait_writable(Duration::from_millis(20));
+        let since = *since.get_or_insert_with(Instant::now);
+        let _ = udp.wait_writable(WRITABLE_WAIT_MAX.min(remaining(since)));
     }
 
     /// Send one handshake message for the control thread.
