@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use veil_control::device::{Device, PeerSpec};
+use veil_dataplane::baton::Baton;
 use veil_dataplane::crypto::{Backend, BackendChoice};
 use veil_dataplane::doorbell::spin_budget;
 use veil_dataplane::io::{self, UdpHandle, UdpSlot};
 use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
 use veil_dataplane::pipeline::{
-    self, ControlDriver, PipelineConfig, Readiness, Shared, SingleThread, Waiter,
+    self, ControlDriver, CryptoThread, PipelineConfig, Readiness, Shared, SingleThread, Stages,
+    TxThread, Waiter,
 };
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
@@ -511,17 +513,23 @@ fn start(p: Prepared) -> Result<Running, String> {
     let mut threads = Vec::new();
     match p.threading {
         Threading::Pipeline => {
-            let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
+            // Crypto and TX each run on their own thread, and RX runs them itself for small
+            // batches while those threads are parked (pipeline::Stages).
+            let stages = Arc::new(Stages {
+                crypto: Baton::new(crypto),
+                tx: Baton::new(tx),
+            });
+            let (u, t, s, st) = (udp.clone(), tun.clone(), shared.clone(), stages.clone());
             threads.push(spawn(Role::Rx, p.pinning.rx, move || {
-                rx.run(&u.handle(), &*t, &waiter, &s)
+                rx.run_with(&st, &u.handle(), &*t, &waiter, &s)
             })?);
-            let s = shared.clone();
+            let (s, st) = (shared.clone(), stages.clone());
             threads.push(spawn(Role::Crypto, p.pinning.crypto, move || {
-                crypto.run(&s)
+                CryptoThread::run_shared(&st.crypto, &s)
             })?);
-            let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
+            let (u, t, s, st) = (udp.clone(), tun.clone(), shared.clone(), stages);
             threads.push(spawn(Role::Tx, p.pinning.tx, move || {
-                tx.run(&u.handle(), &*t, &s)
+                TxThread::run_shared(&st.tx, &u.handle(), &*t, &s)
             })?);
             let s = shared.clone();
             threads.push(spawn(Role::Control, p.pinning.control, move || {

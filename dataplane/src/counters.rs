@@ -62,6 +62,9 @@ crate::counter_set!(
         /// Rounds a source was left unread because its direction's bytes in flight reached
         /// the byte queue limit (the packets wait in the kernel's queue instead).
         bql_held,
+        /// Rounds RX ran through the crypto (and TX) stage itself because their threads were
+        /// parked and the batch was small (no hand-off).
+        run_to_completion,
     }
 );
 

@@ -93,6 +93,12 @@ impl Doorbell {
         }
     }
 
+    /// Is the consumer parked (or about to park)?
+    #[inline]
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Relaxed)
+    }
+
     /// Consumer side: announce that it will wait. Then re-check the rings and
     /// either call [`Doorbell::cancel`] (work arrived) or wait and call `cancel`.
     pub fn prepare_park(&self) {

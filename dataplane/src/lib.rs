@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod batch;
+pub mod baton;
 pub mod bql;
 pub mod counters;
 pub mod crypto;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::batch::{buffer_size, Batch, Home, Source, BATCH_MAX};
+use crate::baton::Baton;
 use crate::bql::{ByteQueue, LimitTuner};
 use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
 use crate::doorbell::{Backoff, Doorbell, DEFAULT_SPIN};
@@ -249,6 +250,25 @@ pub struct RxThread {
     /// Sources that may have data (see [`Readiness`]).
     ready: Readiness,
     spin: Duration,
+    /// Packets of this round pushed to the crypto ring without waking the crypto thread,
+    /// for RX to run to completion itself (see [`Stages`]).
+    deferred: usize,
+    /// RX may run the crypto and TX stages itself ([`RxThread::run_with`]).
+    run_ahead: bool,
+}
+
+/// Most packets RX runs through the crypto and TX stages itself, per round, when their
+/// threads are parked; more are handed off.
+pub const RUN_TO_COMPLETION_MAX: usize = 8;
+
+/// The crypto and TX stages of a pipeline, each held by its own thread, or for a moment by RX
+/// when it runs a small batch to completion while that thread is parked ([`Baton`]).
+#[derive(Debug)]
+pub struct Stages {
+    /// The crypto stage.
+    pub crypto: Baton<CryptoThread>,
+    /// The TX stage.
+    pub tx: Baton<TxThread>,
 }
 
 /// The crypto thread's end of the rings.
@@ -262,6 +282,8 @@ pub struct CryptoThread {
     spare: Option<Batch>,
     rx_batches: usize,
     spin: Duration,
+    /// Wake TX after a push (false while RX runs both stages itself).
+    ring_tx: bool,
 }
 
 /// The TX thread's end of the rings.
@@ -341,6 +363,8 @@ pub fn build(
             trouble: IoTrouble::default(),
             ready: Readiness::BOTH,
             spin: cfg.spin,
+            deferred: 0,
+            run_ahead: false,
         },
         CryptoThread {
             stage: CryptoStage::new(cfg.timing, shared.epoch, shared.crypto.clone()),
@@ -352,6 +376,7 @@ pub fn build(
             spare: None,
             rx_batches: cfg.rx_batches,
             spin: cfg.spin,
+            ring_tx: true,
         },
         TxThread {
             stage: TxStage::new(shared.tx.clone()),
@@ -471,15 +496,22 @@ impl RxThread {
 
     fn push(&mut self, mut batch: Batch, shared: &Shared) {
         bump(&shared.rx.batches, 1);
+        let small = self.deferred + batch.len <= RUN_TO_COMPLETION_MAX;
+        let defer = self.run_ahead && small && shared.crypto_bell.is_parked();
         batch.queued_bytes = batch.payload_bytes();
         match batch.source {
             Source::Udp => shared.inbound.queued(batch.queued_bytes),
             Source::Tun => shared.outbound.queued(batch.queued_bytes),
             Source::Originated => batch.queued_bytes = 0,
         }
+        let len = batch.len;
         // The ring holds every batch there is, so it cannot be full.
         let _ = self.to_crypto.push(batch);
-        shared.crypto_bell.ring();
+        if defer {
+            self.deferred += len;
+        } else {
+            shared.crypto_bell.ring();
+        }
     }
 
     /// After a round: on a fatal error record it and stop everything (returns
@@ -548,6 +580,91 @@ impl RxThread {
             self.ready = Readiness::BOTH;
         }
     }
+
+    /// The RX thread's loop in a pipeline whose crypto and TX stages are in `stages`: like
+    /// [`RxThread::run`], and a round that read only a few packets while the crypto thread
+    /// was parked runs them through crypto and TX itself instead of waking two threads.
+    pub fn run_with(
+        mut self,
+        stages: &Stages,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        waiter: &impl Waiter,
+        shared: &Shared,
+    ) {
+        let mut backoff = Backoff::new(self.spin);
+        self.ready = Readiness::BOTH;
+        self.run_ahead = true;
+        while !shared.stopped() {
+            shared.beat(Role::Rx, Instant::now());
+            let moved = self.round_ready(udp, tun, shared);
+            if self.deferred > 0 {
+                self.deferred = 0;
+                if !Self::run_to_completion(stages, udp, tun, shared) {
+                    shared.crypto_bell.ring();
+                }
+            }
+            if !self.settle_errors(Role::Rx, waiter, shared) {
+                return;
+            }
+            if moved {
+                backoff.reset();
+                continue;
+            }
+            if self.has_batch() && !self.ready.any() {
+                shared.rx_bell.prepare_park();
+                self.ready = waiter.wait_io(IDLE_WAIT);
+                shared.rx_bell.cancel();
+                continue;
+            }
+            if !backoff.idle() {
+                continue;
+            }
+            shared.rx_bell.prepare_park();
+            if !self.can_read(shared) {
+                waiter.wait_bell(IDLE_WAIT);
+            }
+            shared.rx_bell.cancel();
+            self.ready = Readiness::BOTH;
+        }
+    }
+
+    /// Run the crypto stage (and TX, if its thread is parked too) on this thread, holding
+    /// their batons. False if the crypto baton was taken (its thread is running): hand off.
+    /// A stage left with work when its baton goes back is woken.
+    fn run_to_completion(
+        stages: &Stages,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        shared: &Shared,
+    ) -> bool {
+        let Some(mut crypto) = stages.crypto.try_take() else {
+            return false;
+        };
+        let mut tx = if shared.tx_bell.is_parked() {
+            stages.tx.try_take()
+        } else {
+            None
+        };
+        crypto.ring_tx = tx.is_none();
+        crypto.round(shared);
+        crypto.ring_tx = true;
+        let crypto_more = crypto.has_work();
+        drop(crypto);
+        bump(&shared.rx.run_to_completion, 1);
+        if crypto_more {
+            shared.crypto_bell.wake_now();
+        }
+        if let Some(mut tx) = tx.take() {
+            tx.round(udp, tun, shared);
+            let tx_more = tx.has_work();
+            drop(tx);
+            if tx_more {
+                shared.tx_bell.wake_now();
+            }
+        }
+        true
+    }
 }
 
 impl CryptoThread {
@@ -574,7 +691,9 @@ impl CryptoThread {
             };
             self.stage.process(&mut batch, now, &mut events);
             let _ = self.to_tx.push(batch);
-            shared.tx_bell.ring();
+            if self.ring_tx {
+                shared.tx_bell.ring();
+            }
             moved = true;
         }
         while self.stage.has_originated() {
@@ -584,7 +703,9 @@ impl CryptoThread {
             self.stage.originate(&mut batch, now, &mut events);
             if batch.len > 0 {
                 let _ = self.to_tx.push(batch);
-                shared.tx_bell.ring();
+                if self.ring_tx {
+                    shared.tx_bell.ring();
+                }
                 moved = true;
             } else {
                 self.spare = Some(batch);
@@ -601,6 +722,24 @@ impl CryptoThread {
         !self.from_rx.is_empty()
             || !self.commands.is_empty()
             || (self.stage.has_originated() && !self.free.is_empty())
+    }
+
+    /// The crypto thread's loop when RX may hold the stage now and then ([`Stages`]). While
+    /// RX holds it, this thread looks again rather than parking: RX is about done.
+    pub fn run_shared(baton: &Baton<Self>, shared: &Shared) {
+        shared.crypto_bell.register_current();
+        let spin = baton.try_take().map_or(DEFAULT_SPIN, |me| me.spin);
+        let mut backoff = Backoff::new(spin);
+        while !shared.stopped() {
+            shared.beat(Role::Crypto, Instant::now());
+            if baton.try_take().is_some_and(|mut me| me.round(shared)) {
+                backoff.reset();
+            } else if backoff.idle() {
+                shared.crypto_bell.park(IDLE_WAIT, || {
+                    baton.try_take().is_none_or(|me| me.has_work())
+                });
+            }
+        }
     }
 
     /// The crypto thread's loop.
@@ -678,6 +817,35 @@ impl TxThread {
             Home::Crypto => {
                 let _ = self.to_crypto.push(batch);
                 shared.crypto_bell.ring();
+            }
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.from_crypto.is_empty() || !self.handshakes.is_empty()
+    }
+
+    /// The TX thread's loop when RX may hold the stage now and then ([`Stages`]).
+    pub fn run_shared(
+        baton: &Baton<Self>,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        shared: &Shared,
+    ) {
+        shared.tx_bell.register_current();
+        let spin = baton.try_take().map_or(DEFAULT_SPIN, |me| me.spin);
+        let mut backoff = Backoff::new(spin);
+        while !shared.stopped() {
+            shared.beat(Role::Tx, Instant::now());
+            if baton
+                .try_take()
+                .is_some_and(|mut me| me.round(udp, tun, shared))
+            {
+                backoff.reset();
+            } else if backoff.idle() {
+                shared.tx_bell.park(IDLE_WAIT, || {
+                    baton.try_take().is_none_or(|me| me.has_work())
+                });
             }
         }
     }
