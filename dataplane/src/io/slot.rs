@@ -17,8 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::sys::UdpSocket;
 
-/// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN).
-pub const SOCKET_BUFFER: usize = 8 << 20;
+/// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN; it doubles what
+/// it grants for bookkeeping). Small enough that a datagram backlog the dataplane cannot keep up
+/// with is dropped (and pushes back on the inner TCP) within a few ms instead of standing in an
+/// 8 MB queue in front of every ping; large enough for a GSO batch and a descheduled RX thread
+/// (issue 12; perf/README.md "Latency").
+pub const SOCKET_BUFFER: usize = 512 << 10;
 
 /// Bind the tunnel's outer socket on `port` (0: any free port): dual-stack `[::]`, or
 /// `0.0.0.0` on hosts with IPv6 disabled, with [`SOCKET_BUFFER`]-sized buffers where the
