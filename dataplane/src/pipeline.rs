@@ -539,9 +539,34 @@ impl RxThread {
         self.spare_udp.is_some() || self.spare_tun.is_some() || !self.free.is_empty()
     }
 
-    /// The RX thread's loop.
+    /// The RX thread's loop (crypto and TX always on their own threads).
     pub fn run(
+        self,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        waiter: &impl Waiter,
+        shared: &Shared,
+    ) {
+        self.run_loop(None, udp, tun, waiter, shared);
+    }
+
+    /// The RX thread's loop in a pipeline whose crypto and TX stages are in `stages`: like
+    /// [`RxThread::run`], and a round that read only a few packets while the crypto thread
+    /// was parked runs them through crypto and TX itself instead of waking two threads.
+    pub fn run_with(
+        self,
+        stages: &Stages,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        waiter: &impl Waiter,
+        shared: &Shared,
+    ) {
+        self.run_loop(Some(stages), udp, tun, waiter, shared);
+    }
+
+    fn run_loop(
         mut self,
+        stages: Option<&Stages>,
         udp: &impl DatagramIo,
         tun: &impl PacketIo,
         waiter: &impl Waiter,
@@ -549,9 +574,17 @@ impl RxThread {
     ) {
         let mut backoff = Backoff::new(self.spin);
         self.ready = Readiness::BOTH;
+        self.run_ahead = stages.is_some();
         while !shared.stopped() {
             shared.beat(Role::Rx, Instant::now());
             let moved = self.round_ready(udp, tun, shared);
+            if self.deferred > 0 {
+                self.deferred = 0;
+                let ran = stages.is_some_and(|st| Self::run_to_completion(st, udp, tun, shared));
+                if !ran {
+                    shared.crypto_bell.ring();
+                }
+            }
             if !self.settle_errors(Role::Rx, waiter, shared) {
                 return;
             }
@@ -577,54 +610,6 @@ impl RxThread {
             }
             shared.rx_bell.cancel();
             // Woken (or timed out): look at both sources again.
-            self.ready = Readiness::BOTH;
-        }
-    }
-
-    /// The RX thread's loop in a pipeline whose crypto and TX stages are in `stages`: like
-    /// [`RxThread::run`], and a round that read only a few packets while the crypto thread
-    /// was parked runs them through crypto and TX itself instead of waking two threads.
-    pub fn run_with(
-        mut self,
-        stages: &Stages,
-        udp: &impl DatagramIo,
-        tun: &impl PacketIo,
-        waiter: &impl Waiter,
-        shared: &Shared,
-    ) {
-        let mut backoff = Backoff::new(self.spin);
-        self.ready = Readiness::BOTH;
-        self.run_ahead = true;
-        while !shared.stopped() {
-            shared.beat(Role::Rx, Instant::now());
-            let moved = self.round_ready(udp, tun, shared);
-            if self.deferred > 0 {
-                self.deferred = 0;
-                if !Self::run_to_completion(stages, udp, tun, shared) {
-                    shared.crypto_bell.ring();
-                }
-            }
-            if !self.settle_errors(Role::Rx, waiter, shared) {
-                return;
-            }
-            if moved {
-                backoff.reset();
-                continue;
-            }
-            if self.has_batch() && !self.ready.any() {
-                shared.rx_bell.prepare_park();
-                self.ready = waiter.wait_io(IDLE_WAIT);
-                shared.rx_bell.cancel();
-                continue;
-            }
-            if !backoff.idle() {
-                continue;
-            }
-            shared.rx_bell.prepare_park();
-            if !self.can_read(shared) {
-                waiter.wait_bell(IDLE_WAIT);
-            }
-            shared.rx_bell.cancel();
             self.ready = Readiness::BOTH;
         }
     }

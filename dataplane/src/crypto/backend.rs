@@ -213,101 +213,75 @@ impl TransportAead for ChaChaPoly {
     }
 }
 
-/// `ring`'s ChaCha20-Poly1305. ring keeps the key inside `LessSafeKey` and does not wipe it on
-/// drop, and offers no way to (docs/OPERATIONS.md).
-pub struct RingChaChaPoly(ring::aead::LessSafeKey);
+/// A backend over a library with ring's `aead` API (ring itself, and aws-lc-rs which mirrors
+/// it): `LessSafeKey`, `seal_in_place_separate_tag`, and the library's own
+/// `open_in_place_separate_tag` call (the one place their signatures differ).
+macro_rules! ring_api_backend {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $lib:ident,
+        open: |$key:ident, $nonce:ident, $aad:ident, $tag:ident, $data:ident| $open:expr
+    ) => {
+        $(#[$doc])*
+        pub struct $name($lib::aead::LessSafeKey);
 
-impl fmt::Debug for RingChaChaPoly {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RingChaChaPoly(<key>)")
-    }
-}
-
-impl TransportAead for RingChaChaPoly {
-    fn new(key: &[u8; 32]) -> Self {
-        use ring::aead::{LessSafeKey, UnboundKey, CHACHA20_POLY1305};
-        // ring refuses only keys of the wrong length, which the type rules out.
-        #[allow(clippy::expect_used)]
-        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte ChaCha20 key");
-        Self(LessSafeKey::new(key))
-    }
-
-    fn seal_with(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
-        use ring::aead::{Aad, Nonce};
-        let nonce = Nonce::assume_unique_for_key(*nonce);
-        // Only fails for payloads above ring's limit (~256 GiB), which a datagram cannot be.
-        match self
-            .0
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), data)
-        {
-            Ok(tag) => <[u8; TAG_LEN]>::try_from(tag.as_ref()).unwrap_or([0; TAG_LEN]),
-            Err(_) => [0; TAG_LEN],
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(<key>)"))
+            }
         }
-    }
 
-    fn open_with(
-        &self,
-        nonce: &[u8; 12],
-        aad: &[u8],
-        data: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), OpenError> {
-        use ring::aead::{Aad, Nonce, Tag};
-        let nonce = Nonce::assume_unique_for_key(*nonce);
-        self.0
-            .open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), data, 0..)
-            .map(|_| ())
-            .map_err(|_| OpenError::Authentication)
-    }
-}
+        impl TransportAead for $name {
+            fn new(key: &[u8; 32]) -> Self {
+                use $lib::aead::{LessSafeKey, UnboundKey, CHACHA20_POLY1305};
+                // Refused only for keys of the wrong length, which the type rules out.
+                #[allow(clippy::expect_used)]
+                let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte ChaCha20 key");
+                Self(LessSafeKey::new(key))
+            }
 
-/// `aws-lc-rs`'s ChaCha20-Poly1305. The key lives in an AWS-LC `EVP_AEAD_CTX`, which AWS-LC
-/// cleanses when it is freed (on drop).
-pub struct AwsLcChaChaPoly(aws_lc_rs::aead::LessSafeKey);
+            fn seal_with(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
+                use $lib::aead::{Aad, Nonce};
+                let nonce = Nonce::assume_unique_for_key(*nonce);
+                // Only fails for payloads above the library's limit (hundreds of GiB), which a
+                // datagram cannot be.
+                match self.0.seal_in_place_separate_tag(nonce, Aad::from(aad), data) {
+                    Ok(tag) => <[u8; TAG_LEN]>::try_from(tag.as_ref()).unwrap_or([0; TAG_LEN]),
+                    Err(_) => [0; TAG_LEN],
+                }
+            }
 
-impl fmt::Debug for AwsLcChaChaPoly {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AwsLcChaChaPoly(<key>)")
-    }
-}
-
-impl TransportAead for AwsLcChaChaPoly {
-    fn new(key: &[u8; 32]) -> Self {
-        use aws_lc_rs::aead::{LessSafeKey, UnboundKey, CHACHA20_POLY1305};
-        // AWS-LC refuses only keys of the wrong length, which the type rules out.
-        #[allow(clippy::expect_used)]
-        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte ChaCha20 key");
-        Self(LessSafeKey::new(key))
-    }
-
-    fn seal_with(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
-        use aws_lc_rs::aead::{Aad, Nonce};
-        let nonce = Nonce::assume_unique_for_key(*nonce);
-        // Only fails for payloads above AWS-LC's limit, which a datagram cannot reach.
-        match self
-            .0
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), data)
-        {
-            Ok(tag) => <[u8; TAG_LEN]>::try_from(tag.as_ref()).unwrap_or([0; TAG_LEN]),
-            Err(_) => [0; TAG_LEN],
+            fn open_with(
+                &self,
+                nonce: &[u8; 12],
+                aad: &[u8],
+                data: &mut [u8],
+                tag: &[u8; TAG_LEN],
+            ) -> Result<(), OpenError> {
+                use $lib::aead::{Aad, Nonce};
+                let ($key, $nonce, $aad, $tag, $data) =
+                    (&self.0, Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, data);
+                $open.map(|_| ()).map_err(|_| OpenError::Authentication)
+            }
         }
-    }
-
-    fn open_with(
-        &self,
-        nonce: &[u8; 12],
-        aad: &[u8],
-        data: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), OpenError> {
-        use aws_lc_rs::aead::{Aad, Nonce};
-        let nonce = Nonce::assume_unique_for_key(*nonce);
-        self.0
-            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, data)
-            .map(|_| ())
-            .map_err(|_| OpenError::Authentication)
-    }
+    };
 }
+
+ring_api_backend!(
+    /// `ring`'s ChaCha20-Poly1305. ring keeps the key inside `LessSafeKey` and does not wipe it
+    /// on drop, and offers no way to (docs/OPERATIONS.md).
+    RingChaChaPoly, ring,
+    open: |key, nonce, aad, tag, data| {
+        key.open_in_place_separate_tag(nonce, aad, ring::aead::Tag::from(*tag), data, 0..)
+    }
+);
+
+ring_api_backend!(
+    /// `aws-lc-rs`'s ChaCha20-Poly1305. The key lives in an AWS-LC `EVP_AEAD_CTX`, which
+    /// AWS-LC cleanses when it is freed (on drop).
+    AwsLcChaChaPoly, aws_lc_rs,
+    open: |key, nonce, aad, tag, data| key.open_in_place_separate_tag(nonce, aad, tag, data)
+);
 
 /// The AEAD a [`Keypair`](super::Keypair) uses by default: whichever backend was installed when
 /// it was built, dispatched per call (one predictable branch per datagram).
