@@ -70,6 +70,11 @@ pub struct UpArgs {
     #[argh(switch)]
     pub no_pin: bool,
 
+    /// use no TUN segmentation offloads and no UDP GSO/GRO (overrides
+    /// [threading] offload)
+    #[argh(switch)]
+    pub no_offload: bool,
+
     /// serve Prometheus metrics (GET /metrics) and health (GET /healthz) over
     /// HTTP on this address, e.g. 127.0.0.1:9586
     #[argh(option)]

@@ -68,6 +68,8 @@ struct Prepared {
     pinning: Pinning,
     threading: Threading,
     timing: Timing,
+    /// Segmentation offloads wanted (`[threading] offload`, `--no-offload`).
+    offload: bool,
     /// Test-only fault injection: heartbeat-slot masks (stall, panic).
     test_hooks: (u8, u8),
     services: ServiceOptions,
@@ -96,15 +98,30 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let timing = timing_from_env().map_err(Fail::Config)?;
     let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
     let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
+    let offload = config.threading.offload && !args.no_offload;
     Ok(Prepared {
         name,
         config,
         pinning,
         threading,
         timing,
+        offload,
         test_hooks,
         services,
     })
+}
+
+/// Say once, at start, which offloads are in use.
+fn log_offloads(name: &str, wanted: bool, tun: &Tun) {
+    let tun_offloads = tun.offloads();
+    if !wanted {
+        info!("{name}: offloads off (configured)");
+    } else if !tun_offloads.vnet {
+        info!("{name}: the kernel offers no TUN offloads; packets move one at a time");
+    } else {
+        let uso = if tun_offloads.uso { " and USO" } else { "" };
+        info!("{name}: TUN offloads on (checksum, TSO{uso})");
+    }
 }
 
 fn configure_interface(tun: &Tun, config: &Config) -> Result<(), String> {
@@ -418,17 +435,23 @@ struct Running {
 fn start(p: Prepared) -> Result<Running, String> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
-    let udp = io::bind_listen(p.config.interface.listen_port.unwrap_or(0)).map_err(|e| {
-        format!(
-            "cannot bind UDP port {}: {e}",
-            p.config.interface.listen_port.unwrap_or(0)
-        )
-    })?;
+    let udp =
+        io::bind_listen(p.config.interface.listen_port.unwrap_or(0), p.offload).map_err(|e| {
+            format!(
+                "cannot bind UDP port {}: {e}",
+                p.config.interface.listen_port.unwrap_or(0)
+            )
+        })?;
     let local = udp
         .local_addr()
         .map_err(|e| format!("socket address: {e}"))?;
-    let tun =
-        Tun::create(&p.name).map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
+    let tun = if p.offload {
+        Tun::create_offloaded(&p.name)
+    } else {
+        Tun::create(&p.name)
+    }
+    .map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
+    log_offloads(&p.name, p.offload, &tun);
     configure_interface(&tun, &p.config).map_err(|e| format!("{}: {e}", p.name))?;
 
     let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch);
@@ -453,7 +476,7 @@ fn start(p: Prepared) -> Result<Running, String> {
     let control_counters = device.counters().clone();
     let mut device = ControlShell::new(device);
     let drain_timeout = p.config.sessions.drain_timeout;
-    let udp = Arc::new(UdpSlot::new(udp).map_err(|e| format!("socket address: {e}"))?);
+    let udp = Arc::new(UdpSlot::new(udp, p.offload).map_err(|e| format!("socket address: {e}"))?);
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
     let wake = bell.clone();

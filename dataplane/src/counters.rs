@@ -39,10 +39,16 @@ crate::counter_set!(
         udp_datagrams,
         /// Bytes of datagrams received.
         udp_bytes,
-        /// Packets read from the TUN device.
+        /// Packets read from the TUN device (after splitting super-packets).
         tun_packets,
         /// Bytes read from the TUN device.
         tun_bytes,
+        /// TUN reads (syscalls that returned a packet): segments per read = tun_packets / tun_reads.
+        tun_reads,
+        /// Super-packets read from the TUN device and split (TSO/USO).
+        tun_super_packets,
+        /// Packets from the TUN device whose offload header did not add up (dropped).
+        drop_offload,
         /// Handshake messages handed to the control thread.
         handshake_queued,
         /// Handshake messages dropped because the control ring was full.
@@ -137,6 +143,13 @@ crate::counter_set!(
         udp_would_block,
         /// Retries after the kernel was short of buffers or memory (ENOBUFS, ENOMEM).
         udp_retries,
+        /// sendmmsg messages carrying several datagrams (UDP GSO): datagrams per GSO send =
+        /// udp_gso_datagrams / udp_gso_sends.
+        udp_gso_sends,
+        /// Datagrams sent in GSO messages.
+        udp_gso_datagrams,
+        /// Times the kernel refused UDP GSO and it was turned off for the socket.
+        udp_gso_disabled,
     }
 );
 

@@ -13,6 +13,7 @@ pub mod doorbell;
 pub mod fault;
 pub mod io;
 pub mod link;
+pub mod offload;
 pub mod pipeline;
 pub mod priority;
 pub mod ratelimit;

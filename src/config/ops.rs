@@ -135,6 +135,9 @@ pub struct ThreadingConfig {
     pub tx_cpu: Option<CpuSetting>,
     /// CPU of the control thread.
     pub control_cpu: Option<CpuSetting>,
+    /// Use TUN segmentation offloads and UDP GSO/GRO where the kernel has them
+    /// (`offload = auto`, the default); `off` (or `--no-offload`) never does.
+    pub offload: bool,
 }
 
 impl Default for ThreadingConfig {
@@ -146,6 +149,7 @@ impl Default for ThreadingConfig {
             crypto_cpu: None,
             tx_cpu: None,
             control_cpu: None,
+            offload: true,
         }
     }
 }
@@ -336,6 +340,15 @@ impl Section for ThreadingDraft {
             d.0.pin = parse_bool(v)?;
             Ok(())
         }),
+        KeySpec::once(
+            "offload",
+            "offload setting",
+            "auto or off; default auto",
+            |d, v, _| {
+                d.0.offload = parse_choice(v, &[("auto", true), ("off", false)])?;
+                Ok(())
+            },
+        ),
         KeySpec::once("rx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| {
             d.0.rx_cpu = parse_cpu(v, ctx.line)?;
             Ok(())
@@ -612,6 +625,7 @@ mod tests {
                 crypto_cpu: cpu(0, 17),
                 tx_cpu: cpu(2, 18),
                 control_cpu: cpu(3, 19),
+                offload: true,
             }
         );
     }
@@ -825,7 +839,7 @@ mod tests {
                     proptest::sample::select(vec![
                         "level", "format", "rate_limit_logs_per_sec", "sampling_rate",
                         "async_logging", "async_queue_size", "enable", "listen", "mode",
-                        "pin", "rx_cpu", "crypto_cpu", "tx_cpu", "control_cpu",
+                        "pin", "rx_cpu", "crypto_cpu", "tx_cpu", "control_cpu", "offload",
                     ]),
                     "[ -~]{0,12}",
                 ).prop_map(|(k, v)| format!("{k} = {v}")),

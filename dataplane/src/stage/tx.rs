@@ -1,15 +1,16 @@
 //! The TX stage: performs each packet's [`Action`]: sendmmsg for datagrams,
 //! writes for the TUN device.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batch::{Action, Batch, BATCH_MAX};
 use crate::counters::{bump, TxCounters};
-use crate::io::{DatagramIo, PacketIo};
+use crate::io::{DatagramIo, PacketIo, SendTally};
 use crate::link::HandshakeDatagram;
+use crate::offload::{VnetHdr, VNET_HDR_LEN};
 
 /// How long TX waits in total for a full socket before dropping the rest of a batch.
 pub const SEND_STALL_LIMIT: Duration = Duration::from_millis(200);
@@ -21,6 +22,16 @@ const SHORTAGE_PAUSE_MAX: Duration = Duration::from_millis(20);
 
 fn is_shortage(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// Write one whole packet to the TUN device, behind a plain virtio header if it has them.
+fn write_tun(tun: &impl PacketIo, vnet: bool, pkt: &[u8]) -> io::Result<usize> {
+    if !vnet {
+        return tun.write_packet(pkt);
+    }
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    VnetHdr::PLAIN.encode(&mut hdr);
+    tun.write_gather(&[IoSlice::new(&hdr), IoSlice::new(pkt)])
 }
 
 /// TX stage state (its counters).
@@ -45,6 +56,7 @@ impl TxStage {
         let mut pkts: [&[u8]; BATCH_MAX] = [&[]; BATCH_MAX];
         let mut dests = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
         let mut n = 0;
+        let vnet = tun.offloads().vnet;
         for i in 0..batch.len.min(BATCH_MAX) {
             let Some((bytes, meta)) = batch.packet(i) else {
                 continue;
@@ -56,7 +68,7 @@ impl TxStage {
                     dests[n] = meta.addr;
                     n += 1;
                 }
-                Action::Tun => match tun.write_packet(bytes) {
+                Action::Tun => match write_tun(tun, vnet, bytes) {
                     Ok(_) => {
                         bump(&self.counters.tun_packets, 1);
                         bump(&self.counters.tun_bytes, bytes.len() as u64);
@@ -73,8 +85,8 @@ impl TxStage {
         let mut stalled_since: Option<Instant> = None;
         let mut pause = SHORTAGE_PAUSE_FIRST;
         while done < pkts.len() {
-            let mut failed = 0;
-            match udp.send_batch(&pkts[done..], &dests[done..], &mut failed) {
+            let mut tally = SendTally::default();
+            match udp.send_batch(&pkts[done..], &dests[done..], &mut tally) {
                 Ok(0) | Err(_)
                     if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) =>
                 {
@@ -82,6 +94,10 @@ impl TxStage {
                     return;
                 }
                 Ok(k) if k > 0 => {
+                    let failed = tally.failed;
+                    bump(&self.counters.udp_gso_sends, tally.gso_messages);
+                    bump(&self.counters.udp_gso_datagrams, tally.gso_datagrams);
+                    bump(&self.counters.udp_gso_disabled, tally.gso_disabled);
                     let bytes: usize = pkts[done..done + k].iter().map(|p| p.len()).sum();
                     bump(
                         &self.counters.udp_datagrams,
