@@ -129,10 +129,14 @@ crate::counter_set!(
         udp_datagrams,
         /// Bytes of datagrams sent.
         udp_bytes,
-        /// Packets written to the TUN device.
+        /// Packets written to the TUN device (before coalescing).
         tun_packets,
         /// Bytes written to the TUN device.
         tun_bytes,
+        /// TUN writes (syscalls): packets per write = tun_packets / tun_writes.
+        tun_writes,
+        /// Super-packets written to the TUN device (GRO on write).
+        tun_super_packets,
         /// Handshake messages sent for the control thread.
         handshake_sent,
         /// Datagrams the kernel refused (unreachable, too big, …).

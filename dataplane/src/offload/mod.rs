@@ -11,8 +11,10 @@
 //! confirms: header lengths are computed from the packet, and anything that does not add up
 //! is an [`OffloadError`] (a counted drop), never a panic.
 
+pub mod coalesce;
 pub mod split;
 
+pub use coalesce::{Coalescer, Role, MAX_HEADERS};
 pub use split::{finish_checksum, SplitPlan};
 
 /// Size of `struct virtio_net_hdr` (no `num_buffers`: the TUN is not mergeable-rx).
