@@ -17,7 +17,7 @@ import re
 import statistics
 import sys
 
-PEERS = ("wireguard-go", "boringtun")
+PEERS = ("wireguard-go", "boringtun", "gotatun")
 
 # (key, label, unit, better, workload, format)
 FIGURES = [
@@ -384,7 +384,7 @@ def cmd_report(a):
 
     versions = {
         k: meta.get(k)
-        for k in ("veil", "wireguard-go", "boringtun-cli", "iperf3", "wg", "ping")
+        for k in ("veil", "wireguard-go", "boringtun-cli", "gotatun-cli", "iperf3", "wg", "ping")
     }
     out = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

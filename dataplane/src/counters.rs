@@ -49,6 +49,11 @@ crate::counter_set!(
         tun_super_packets,
         /// Packets from the TUN device whose offload header did not add up (dropped).
         drop_offload,
+        /// Received datagrams the kernel had coalesced (UDP GRO): datagrams per GRO receive =
+        /// udp_gro_datagrams / udp_gro_receives.
+        udp_gro_receives,
+        /// Datagrams in those.
+        udp_gro_datagrams,
         /// Handshake messages handed to the control thread.
         handshake_queued,
         /// Handshake messages dropped because the control ring was full.

@@ -44,6 +44,11 @@ pub trait DatagramIo {
     ) -> io::Result<usize>;
     /// Send one datagram.
     fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize>;
+    /// Does [`DatagramIo::recv_batch`] return datagrams coalesced by UDP GRO (see
+    /// [`PacketMeta::segment`])? Their buffers must then hold up to 64 KiB.
+    fn gro(&self) -> bool {
+        false
+    }
     /// Wait until the socket can take more (after `WouldBlock`), at most `timeout`.
     fn wait_writable(&self, timeout: Duration) -> io::Result<bool>;
 }
@@ -113,6 +118,10 @@ impl<S: WithSocket> DatagramIo for S {
 
     fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize> {
         self.with_socket(|s| s.send_to(pkt, dest))
+    }
+
+    fn gro(&self) -> bool {
+        self.with_socket(|s| s.gro())
     }
 
     fn wait_writable(&self, timeout: Duration) -> io::Result<bool> {

@@ -22,7 +22,7 @@ pub const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Bind the tunnel's outer socket on `port` (0: any free port): dual-stack `[::]`, or
 /// `0.0.0.0` on hosts with IPv6 disabled, with [`SOCKET_BUFFER`]-sized buffers where the
-/// kernel allows, and with `offload` UDP GSO where the kernel has it. The one place veil
+/// kernel allows, and with `offload` UDP GSO and GRO where the kernel has them. The one place veil
 /// binds its listening socket (start and rebind).
 pub fn bind_listen(port: u16, offload: bool) -> io::Result<UdpSocket> {
     let socket = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
@@ -38,6 +38,7 @@ pub fn bind_listen(port: u16, offload: bool) -> io::Result<UdpSocket> {
     }
     if offload {
         socket.enable_gso();
+        socket.enable_gro();
     }
     Ok(socket)
 }

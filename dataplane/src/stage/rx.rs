@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::batch::{Batch, Source, BATCH_MAX};
+use crate::batch::{Batch, PacketMeta, Source, BATCH_MAX};
 use crate::counters::{bump, RxCounters};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::HandshakeDatagram;
@@ -44,6 +44,7 @@ impl HandshakeSink for Vec<HandshakeDatagram> {
 pub struct RxStage {
     counters: Arc<RxCounters>,
     split: SplitState,
+    gro: GroState,
 }
 
 impl RxStage {
@@ -52,6 +53,7 @@ impl RxStage {
         Self {
             counters,
             split: SplitState::default(),
+            gro: GroState::default(),
         }
     }
 
@@ -71,7 +73,9 @@ impl RxStage {
         now: Instant,
     ) -> io::Result<usize> {
         batch.clear(Source::Udp);
-        let received = {
+        let received = if udp.gro() {
+            self.recv_coalesced(udp, batch)?
+        } else {
             let (bufs, metas) = batch.all_mut();
             for m in metas.iter_mut() {
                 m.offset = 0;
@@ -79,14 +83,7 @@ impl RxStage {
             }
             match udp.recv_batch(bufs, metas) {
                 Ok(n) => n.min(BATCH_MAX),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    0
-                }
+                Err(e) if is_empty(&e) => 0,
                 Err(e) => {
                     bump(&self.counters.io_errors, 1);
                     return Err(e);
@@ -130,6 +127,26 @@ impl RxStage {
         bump(&self.counters.udp_datagrams, received as u64);
         bump(&self.counters.udp_bytes, bytes);
         Ok(kept)
+    }
+
+    /// Receive with UDP GRO: coalesced datagrams land in the stage's 64 KiB scratch buffers and
+    /// their segments are copied into the batch's slots, one datagram each; what does not fit
+    /// waits for the next batch. Returns how many slots are filled.
+    fn recv_coalesced(&mut self, udp: &impl DatagramIo, batch: &mut Batch) -> io::Result<usize> {
+        let mut n = self.gro.drain_into(batch, 0, &self.counters);
+        if n < BATCH_MAX && self.gro.is_drained() {
+            let (bufs, metas) = self.gro.scratch();
+            match udp.recv_batch(bufs, metas) {
+                Ok(k) => self.gro.received(k),
+                Err(e) if is_empty(&e) => {}
+                Err(e) => {
+                    bump(&self.counters.io_errors, 1);
+                    return Err(e);
+                }
+            }
+            n = self.gro.drain_into(batch, n, &self.counters);
+        }
+        Ok(n)
     }
 
     /// Read up to a batch of IP packets from the TUN device into `batch`
@@ -268,6 +285,95 @@ impl RxStage {
         }
         if p.next < p.plan.segments() {
             self.split.pending = Some(p);
+        }
+        n
+    }
+}
+
+fn is_empty(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// Messages one GRO receive takes: each may carry dozens of datagrams.
+const GRO_MESSAGES: usize = 4;
+
+/// Received coalesced datagrams not yet handed out in slots.
+#[derive(Debug, Default)]
+struct GroState {
+    bufs: Vec<Box<[u8]>>,
+    metas: [PacketMeta; GRO_MESSAGES],
+    /// Messages received, the one being handed out, and the offset in it.
+    count: usize,
+    msg: usize,
+    off: usize,
+}
+
+impl GroState {
+    fn scratch(&mut self) -> (&mut [Box<[u8]>], &mut [PacketMeta]) {
+        if self.bufs.is_empty() {
+            self.bufs = (0..GRO_MESSAGES)
+                .map(|_| vec![0u8; MAX_SUPER_PACKET].into_boxed_slice())
+                .collect();
+        }
+        for m in &mut self.metas {
+            *m = PacketMeta::default();
+        }
+        (&mut self.bufs, &mut self.metas)
+    }
+
+    fn received(&mut self, k: usize) {
+        self.count = k.min(GRO_MESSAGES);
+        self.msg = 0;
+        self.off = 0;
+    }
+
+    fn is_drained(&self) -> bool {
+        self.msg >= self.count
+    }
+
+    /// Hand out datagrams into slots `n..`; returns the next free slot.
+    fn drain_into(&mut self, batch: &mut Batch, mut n: usize, counters: &RxCounters) -> usize {
+        while self.msg < self.count && n < BATCH_MAX {
+            let (Some(meta), Some(buf)) = (self.metas.get(self.msg), self.bufs.get(self.msg))
+            else {
+                break;
+            };
+            let Some((slot, slot_meta)) = batch.packet_mut(n) else {
+                break;
+            };
+            let len = meta.len.min(buf.len());
+            let seg = if meta.segment > 0 {
+                meta.segment
+            } else {
+                len.max(1)
+            };
+            if self.off == 0 && meta.segment > 0 && len > meta.segment {
+                bump(&counters.udp_gro_receives, 1);
+                bump(
+                    &counters.udp_gro_datagrams,
+                    len.div_ceil(meta.segment) as u64,
+                );
+            }
+            let end = (self.off + seg).min(len);
+            let piece = buf.get(self.off..end).unwrap_or_default();
+            *slot_meta = PacketMeta {
+                addr: meta.addr,
+                ..PacketMeta::default()
+            };
+            // A datagram larger than a slot (or truncated) keeps length 0: a counted drop.
+            if let Some(dst) = slot.get_mut(..piece.len()) {
+                dst.copy_from_slice(piece);
+                slot_meta.len = piece.len();
+            }
+            n += 1;
+            self.off = end;
+            if self.off >= len {
+                self.msg += 1;
+                self.off = 0;
+            }
         }
         n
     }

@@ -60,6 +60,8 @@ pub struct UdpSocket {
     send_errors: AtomicU64,
     /// Send runs of equal-size datagrams with `UDP_SEGMENT`.
     gso: AtomicBool,
+    /// Receive coalesced datagrams (`UDP_GRO`).
+    gro: AtomicBool,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -119,6 +121,7 @@ impl UdpSocket {
             dual_stack,
             send_errors: AtomicU64::new(0),
             gso: AtomicBool::new(false),
+            gro: AtomicBool::new(false),
         })
     }
 
@@ -142,6 +145,20 @@ impl UdpSocket {
         let has = getsockopt_int(self.fd.as_fd(), libc::SOL_UDP, UDP_SEGMENT).is_ok();
         self.gso.store(has, Ordering::Relaxed);
         has
+    }
+
+    /// Have the kernel coalesce arriving datagrams of one flow (`UDP_GRO`, Linux 5.0+); the
+    /// batch receive then reports each one's segment size in [`PacketMeta::segment`].
+    /// Returns whether GRO is now on.
+    pub fn enable_gro(&self) -> bool {
+        let on = setsockopt_int(self.fd.as_fd(), libc::SOL_UDP, UDP_GRO, 1).is_ok();
+        self.gro.store(on, Ordering::Relaxed);
+        on
+    }
+
+    /// Is UDP GRO on?
+    pub fn gro(&self) -> bool {
+        self.gro.load(Ordering::Relaxed)
     }
 
     /// Is UDP GSO on (enabled and not turned off after a refusal)?
@@ -200,12 +217,15 @@ impl UdpSocket {
         let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; BATCH_MAX];
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_MAX];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_MAX];
+        let gro = self.gro.load(Ordering::Relaxed);
+        let mut cmsgs = [GroCmsg::ZERO; BATCH_MAX];
 
-        for (((buf, iov), name), hdr) in bufs
+        for ((((buf, iov), name), hdr), cmsg) in bufs
             .iter_mut()
             .zip(&mut iovs)
             .zip(&mut names)
             .zip(&mut hdrs)
+            .zip(&mut cmsgs)
             .take(n)
         {
             let buf = buf.as_mut();
@@ -218,6 +238,10 @@ impl UdpSocket {
             msg.msg_namelen = socklen_of::<RawAddr>();
             msg.msg_iov = iov;
             msg.msg_iovlen = 1;
+            if gro {
+                msg.msg_control = (cmsg as *mut GroCmsg).cast();
+                msg.msg_controllen = mem::size_of::<GroCmsg>();
+            }
             hdr.write(libc::mmsghdr {
                 msg_hdr: msg,
                 msg_len: 0,
@@ -246,7 +270,13 @@ impl UdpSocket {
             }
         };
 
-        for ((hdr, name), meta) in hdrs.iter().zip(&names).zip(metas.iter_mut()).take(got) {
+        for (((hdr, name), meta), cmsg) in hdrs
+            .iter()
+            .zip(&names)
+            .zip(metas.iter_mut())
+            .zip(&cmsgs)
+            .take(got)
+        {
             // SAFETY: all of the first `n >= got` headers were initialised above.
             let hdr = unsafe { hdr.assume_init_ref() };
             // SAFETY: the kernel filled `msg_namelen` bytes of this name slot
@@ -260,6 +290,11 @@ impl UdpSocket {
                 hdr.msg_len as usize
             };
             meta.addr = from.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
+            meta.segment = if gro {
+                cmsg.segment(hdr.msg_hdr.msg_controllen)
+            } else {
+                0
+            };
         }
         Ok(got)
     }
@@ -514,6 +549,38 @@ impl AsRawFd for UdpSocket {
 
 /// `UDP_SEGMENT` (linux/udp.h): the GSO segment size, as a socket option or a control message.
 const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): coalesce on receive; the control message carries the segment size.
+const UDP_GRO: libc::c_int = 104;
+
+/// Room for one `UDP_GRO` control message (`CMSG_SPACE(sizeof(int))`), aligned for cmsghdr.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct GroCmsg {
+    bytes: [u8; 32],
+}
+
+impl GroCmsg {
+    const ZERO: GroCmsg = GroCmsg { bytes: [0; 32] };
+
+    /// The segment size in a `UDP_GRO` message of `len` bytes the kernel wrote; 0 if there is
+    /// none (the datagram was not coalesced).
+    fn segment(&self, len: usize) -> usize {
+        let hdr = mem::size_of::<libc::cmsghdr>();
+        if len < hdr + mem::size_of::<libc::c_int>() {
+            return 0;
+        }
+        // SAFETY: the buffer is 8-aligned and at least a cmsghdr long (checked above), and the
+        // kernel wrote a whole header there; cmsghdr is plain integers.
+        let h = unsafe { ptr::read(self.bytes.as_ptr().cast::<libc::cmsghdr>()) };
+        if h.cmsg_level != libc::SOL_UDP || h.cmsg_type != UDP_GRO {
+            return 0;
+        }
+        let mut v = [0u8; 4];
+        v.copy_from_slice(&self.bytes[hdr..hdr + 4]);
+        usize::try_from(i32::from_ne_bytes(v)).unwrap_or(0)
+    }
+}
+
 /// Most segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Most payload bytes in one GSO message: one IPv6 datagram's worth.
@@ -959,6 +1026,30 @@ mod tests {
             "each segment arrives as its own datagram, in order"
         );
         assert_eq!(recv_all(&tx, 1, 2048)[0].0, vec![99; 1200]);
+    }
+
+    #[test]
+    fn gro_receives_a_run_whole_with_its_segment_size() {
+        let rx = bind("127.0.0.1:0");
+        let tx = bind("127.0.0.1:0");
+        if !tx.enable_gso() || !rx.enable_gro() {
+            eprintln!("skipped: no UDP_SEGMENT / UDP_GRO on this kernel");
+            return;
+        }
+        let dest = rx.local_addr().expect("addr");
+        let mut pkts: Vec<Vec<u8>> = (0..8).map(|i| vec![i as u8; 1000]).collect();
+        pkts[7].truncate(300);
+        let out = tx.send_batch_outcome(&pkts, &[dest; 8]).expect("send");
+        assert_eq!((out.sent, out.gso_messages), (8, 1));
+        wait_readable(&[rx.as_fd()], Some(Duration::from_secs(5))).expect("poll");
+        let mut bufs = vec![vec![0u8; 65535]; 2];
+        let mut metas = [PacketMeta::default(); 2];
+        let n = rx.recv_batch(&mut bufs, &mut metas).expect("recv");
+        assert_eq!(n, 1, "one coalesced datagram");
+        assert_eq!((metas[0].len, metas[0].segment), (7300, 1000));
+        assert_eq!(metas[0].addr, tx.local_addr().expect("addr"));
+        let want: Vec<u8> = pkts.concat();
+        assert_eq!(&bufs[0][..7300], &want[..]);
     }
 
     #[test]
