@@ -1,4 +1,5 @@
-//! How failures end veil, by class:
+//! How failures end veil, by class ([`ErrorClass`], the vocabulary the dataplane uses too;
+//! logged by the names in the first column):
 //!
 //! | class       | example                                   | what happens                          |
 //! |-------------|-------------------------------------------|---------------------------------------|
@@ -22,29 +23,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use veil_dataplane::fault::slots_of_thread;
+use veil_dataplane::error_class::ErrorClass;
 use veil_dataplane::sys::EventFd;
-
-/// Class of an error that stops veil, as logged in the `class` key-value (the
-/// JSON `class` field). Config errors are printed before logging starts; the
-/// dataplane tags transient errors `class=transient` itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Stops veil with a non-zero exit, to be restarted.
-    Fatal,
-    /// A thread panicked (a bug): handled as fatal.
-    Panic,
-}
-
-impl ErrorClass {
-    /// The name used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Fatal => "fatal",
-            ErrorClass::Panic => "panic",
-        }
-    }
-}
 
 /// Why veil is stopping on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,29 +166,6 @@ pub fn install_panic_hook() {
         );
         crate::logging::flush();
     }));
-}
-
-/// Test-only: `VEIL_TEST_STALL_THREAD` (the named thread stops its loop and
-/// sleeps until shutdown, without beating) and `VEIL_TEST_PANIC_THREAD` (the
-/// named thread panics), both from the moment the interface is up. Names:
-/// veil-rx, veil-crypto, veil-tx, veil-control, veil-single. Returns the
-/// heartbeat-slot masks (stall, panic).
-pub fn test_hooks_from_env() -> Result<(u8, u8), String> {
-    let mask = |var: &str| -> Result<u8, String> {
-        match std::env::var(var) {
-            Err(_) => Ok(0),
-            Ok(name) => slots_of_thread(&name).ok_or_else(|| {
-                format!(
-                    "{var}={name}: expected a thread name: veil-rx, veil-crypto, veil-tx, \
-                     veil-control or veil-single"
-                )
-            }),
-        }
-    };
-    Ok((
-        mask("VEIL_TEST_STALL_THREAD")?,
-        mask("VEIL_TEST_PANIC_THREAD")?,
-    ))
 }
 
 #[cfg(test)]

@@ -2,21 +2,20 @@
 //! control thread and the dataplane together.
 #![deny(unsafe_code)]
 
+mod admin;
 mod check;
 mod cli;
 mod config;
-mod ctl;
 mod failure;
-mod health;
-mod http;
 mod keys;
 mod logging;
-mod metrics;
 mod notify;
+mod procfs;
 mod runtime;
-mod services;
+#[cfg(debug_assertions)]
+mod test_hooks;
+mod text;
 mod threading;
-mod uapi;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -54,8 +53,8 @@ fn main() -> ExitCode {
         Command::PubKey(_) => pubkey(),
         Command::Up(args) => runtime::up(args),
         Command::Check(args) => check::check(&args),
-        Command::Show(args) => ctl::show(&args.interface, args.json),
-        Command::Health(args) => ctl::health(&args.interface, args.json),
+        Command::Show(args) => admin::ctl::show(&args.interface, args.json),
+        Command::Health(args) => admin::ctl::health(&args.interface, args.json),
     }
 }
 

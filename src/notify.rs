@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use veil_dataplane::pipeline::{Shared, IDLE_WAIT};
+use veil_dataplane::role::Role;
 
 /// A thread whose heartbeat is older than this is stuck. Idle threads beat at
 /// least every [`IDLE_WAIT`]; four of those leave room for a loaded machine.
@@ -141,18 +142,18 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Ping `notifier` every `interval` while every heartbeat of `shared` is
-    /// fresh. `names` names the thread of each heartbeat slot, for messages.
+    /// fresh. `threads` are the threads that beat the slots, for messages.
     pub fn start(
         notifier: Arc<Notifier>,
         shared: Arc<Shared>,
-        names: [&'static str; 4],
+        threads: &'static [Role],
         interval: Duration,
     ) -> io::Result<Watchdog> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("veil-watchdog".into())
-            .spawn(move || ping_while_alive(&notifier, &shared, names, interval, &flag))?;
+            .spawn(move || ping_while_alive(&notifier, &shared, threads, interval, &flag))?;
         Ok(Watchdog {
             stop,
             thread: Some(thread),
@@ -181,7 +182,7 @@ impl Drop for Watchdog {
 fn ping_while_alive(
     notifier: &Notifier,
     shared: &Shared,
-    names: [&'static str; 4],
+    threads: &[Role],
     interval: Duration,
     stop: &(Mutex<bool>, Condvar),
 ) {
@@ -202,11 +203,11 @@ fn ping_while_alive(
         } else if !withheld {
             let mut who: Vec<&str> = stale
                 .iter()
-                .filter_map(|&i| names.get(i).copied())
+                .filter_map(|&i| Role::beating(threads, i).map(Role::thread_name))
                 .collect();
             who.dedup();
             error!(
-                class = crate::failure::ErrorClass::Fatal.as_str();
+                class = veil_dataplane::error_class::ErrorClass::Restart.as_str();
                 "{} stopped making progress (no heartbeat for over {:.1} s); withholding the \
                  systemd watchdog ping so the service is restarted",
                 who.join(", "),
@@ -242,6 +243,17 @@ mod tests {
         assert_eq!(interval_from(None, None, 7), None);
     }
 
+    /// A fresh datagram socket at `<tmp>/<prefix>-<pid>/notify.sock`, its folder and its path.
+    fn listener(prefix: &str) -> (UnixDatagram, std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        (listener, dir, path)
+    }
+
     fn receive_all(sock: &UnixDatagram) -> Vec<String> {
         sock.set_nonblocking(true).unwrap();
         let mut out = Vec::new();
@@ -254,12 +266,8 @@ mod tests {
 
     #[test]
     fn notifications_reach_a_path_socket_and_an_abstract_one() {
-        let dir = std::env::temp_dir().join(format!("veil-notify-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier::to(path.to_str().unwrap()).unwrap();
+        let (listener, dir, path) = listener("veil-notify");
+        let n = Notifier::to(&path).unwrap();
         n.ready("veil0: up\nnow");
         n.watchdog();
         n.stopping("bye");
@@ -301,12 +309,8 @@ mod tests {
 
     #[test]
     fn watchdog_pings_only_while_heartbeats_are_fresh() {
-        let dir = std::env::temp_dir().join(format!("veil-wd-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).unwrap();
-        let notifier = Arc::new(Notifier::to(path.to_str().unwrap()).unwrap());
+        let (listener, dir, path) = listener("veil-wd");
+        let notifier = Arc::new(Notifier::to(&path).unwrap());
         let shared = Arc::new(Shared::new(Epoch::new(Instant::now()), || {}));
         let beat = |shared: &Shared| {
             let now = shared.epoch.nanos(Instant::now());
@@ -315,9 +319,13 @@ mod tests {
             }
         };
         beat(&shared);
-        let names = ["veil-rx", "veil-crypto", "veil-tx", "veil-control"];
-        let mut wd =
-            Watchdog::start(notifier, shared.clone(), names, Duration::from_millis(20)).unwrap();
+        let mut wd = Watchdog::start(
+            notifier,
+            shared.clone(),
+            &Role::PIPELINE,
+            Duration::from_millis(20),
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let pings = receive_all(&listener).len();
         assert!(pings >= 4, "{pings} pings while fresh");

@@ -13,15 +13,17 @@ use veil_control::device::{Device, PeerSpec};
 use veil_dataplane::io::{self, UdpHandle, UdpSlot};
 use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
 use veil_dataplane::pipeline::{self, ControlDriver, PipelineConfig, Shared, SingleThread, Waiter};
+use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
 
+use crate::admin::services::{self, ServiceOptions};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
-use crate::failure::{supervisor, ErrorClass, Failure};
+use crate::failure::{supervisor, Failure};
 use crate::notify::{Notifier, Watchdog};
-use crate::services::ServiceOptions;
 use crate::threading::{Pinning, ThreadFlags};
+use veil_dataplane::error_class::ErrorClass;
 
 /// Longest drain after a failure (a panic, a fatal dataplane error).
 const FAILED_DRAIN_LIMIT: Duration = Duration::from_secs(1);
@@ -70,14 +72,12 @@ struct Prepared {
     timing: Timing,
     /// Segmentation offloads wanted (`[threading] offload`, `--no-offload`).
     offload: bool,
-    /// Test-only fault injection: heartbeat-slot masks (stall, panic).
-    test_hooks: (u8, u8),
     services: ServiceOptions,
 }
 
 fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let config = Config::load(&args.config).map_err(|e| Fail::Config(e.to_string()))?;
-    crate::logging::init(&config.logging).map_err(Fail::Config)?;
+    crate::logging::init(&config.logging).map_err(|e| Fail::Config(e.to_string()))?;
     crate::failure::install_panic_hook();
     for w in &config.warnings {
         warn!("{w}");
@@ -94,9 +94,8 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         &sys::available_cpus(),
         &args.config.display().to_string(),
     )
-    .map_err(Fail::Config)?;
+    .map_err(|e| Fail::Config(e.to_string()))?;
     let timing = timing_from_env().map_err(Fail::Config)?;
-    let test_hooks = crate::failure::test_hooks_from_env().map_err(Fail::Config)?;
     let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
     let offload = config.threading.offload && !args.no_offload;
     Ok(Prepared {
@@ -106,7 +105,6 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         threading,
         timing,
         offload,
-        test_hooks,
         services,
     })
 }
@@ -216,7 +214,7 @@ impl LoadSampler {
         Self {
             last: None,
             cpus,
-            memory_limit: memory_limit(),
+            memory_limit: crate::procfs::memory_limit(),
         }
     }
 
@@ -228,13 +226,13 @@ impl LoadSampler {
         {
             return None;
         }
-        let ticks = cpu_ticks()?;
+        let ticks = crate::procfs::cpu_ticks()?;
         let previous = self.last.replace((now, ticks));
         let (t, before) = previous?;
         let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
         // USER_HZ is 100 on every Linux architecture veil builds for.
         let cpu_pct = (ticks.saturating_sub(before) as f64 / 100.0) / secs / self.cpus * 100.0;
-        let memory_pct = match (rss_bytes(), self.memory_limit) {
+        let memory_pct = match (crate::procfs::rss_bytes(), self.memory_limit) {
             (Some(rss), Some(limit)) if limit > 0 => rss as f64 / limit as f64 * 100.0,
             _ => 0.0,
         };
@@ -243,48 +241,6 @@ impl LoadSampler {
             memory_pct,
         })
     }
-}
-
-/// utime + stime of this process in clock ticks.
-fn cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Resident memory of this process.
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-/// The memory limit that applies: the cgroup v2 limit when one is set, else the machine's memory.
-fn memory_limit() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|c| {
-            let path = c
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))?
-                .trim()
-                .to_string();
-            let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).ok()?;
-            max.trim().parse::<u64>().ok()
-        });
-    cgroup.or_else(|| {
-        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kb: u64 = info
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    })
 }
 
 /// The source address the kernel picks for datagrams to `dest` (a connected UDP
@@ -366,10 +322,11 @@ impl Waiter for IoWaiter {
 /// boundary, and it and any unexpected return are reported to the supervisor,
 /// which wakes the main thread to shut down with a failure.
 fn spawn<F: FnOnce() + Send + 'static>(
-    name: &str,
+    role: Role,
     cpu: Option<usize>,
     body: F,
 ) -> Result<JoinHandle<()>, String> {
+    let name = role.thread_name();
     let thread_name = name.to_string();
     std::thread::Builder::new()
         .name(thread_name.clone())
@@ -396,22 +353,20 @@ fn run(p: Prepared) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let test_hooks = p.test_hooks;
-    let threading = p.threading;
+    #[cfg(debug_assertions)]
+    let test_hooks = p.services.test_hooks;
+    let threads = Role::threads(p.threading == Threading::Single);
     match start(p) {
         Ok(running) => {
             let notifier = Arc::new(Notifier::from_env());
             notifier.ready(&format!("{}: up", running.name));
-            let names = match threading {
-                Threading::Pipeline => ["veil-rx", "veil-crypto", "veil-tx", "veil-control"],
-                Threading::Single => ["veil-single"; 4],
-            };
             let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
-                Watchdog::start(notifier.clone(), running.shared.clone(), names, interval)
+                Watchdog::start(notifier.clone(), running.shared.clone(), threads, interval)
                     .map_err(|e| error!("cannot start the watchdog thread: {e}"))
                     .ok()
             });
-            running.shared.test_hooks.arm(test_hooks.0, test_hooks.1);
+            #[cfg(debug_assertions)]
+            test_hooks.arm(&running.shared);
             running.wait(&signals, &notifier, watchdog)
         }
         Err(msg) => {
@@ -427,7 +382,7 @@ struct Running {
     control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
     name: String,
-    _services: crate::services::Services,
+    _services: services::Services,
     // Dropped last: closing the TUN fd removes the interface.
     _tun: Arc<Tun>,
 }
@@ -489,7 +444,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         ..Default::default()
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
-    let (services, recorders) = crate::services::wire(
+    let (services, recorders) = services::wire(
         p.services,
         &p.name,
         &shared,
@@ -500,7 +455,7 @@ fn start(p: Prepared) -> Result<Running, String> {
         &mut device.device,
         &mut tx,
     )?;
-    let mut device = crate::metrics::MeteredDevice::new(device, recorders);
+    let mut device = crate::admin::metrics::MeteredDevice::new(device, recorders);
     let waiter = IoWaiter {
         udp: udp.handle(),
         tun: tun.clone(),
@@ -510,26 +465,26 @@ fn start(p: Prepared) -> Result<Running, String> {
     match p.threading {
         Threading::Pipeline => {
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-rx", p.pinning.rx, move || {
+            threads.push(spawn(Role::Rx, p.pinning.rx, move || {
                 rx.run(&u.handle(), &*t, &waiter, &s)
             })?);
             let s = shared.clone();
-            threads.push(spawn("veil-crypto", p.pinning.crypto, move || {
+            threads.push(spawn(Role::Crypto, p.pinning.crypto, move || {
                 crypto.run(&s)
             })?);
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-tx", p.pinning.tx, move || {
+            threads.push(spawn(Role::Tx, p.pinning.tx, move || {
                 tx.run(&u.handle(), &*t, &s)
             })?);
             let s = shared.clone();
-            threads.push(spawn("veil-control", p.pinning.control, move || {
+            threads.push(spawn(Role::Control, p.pinning.control, move || {
                 control.run(&mut device, &s)
             })?);
         }
         Threading::Single => {
             let single = SingleThread::new((rx, crypto, tx, control));
             let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn("veil-single", p.pinning.rx, move || {
+            threads.push(spawn(Role::Single, p.pinning.rx, move || {
                 single.run(&u.handle(), &*t, &waiter, &mut device, &s)
             })?);
         }
@@ -559,7 +514,9 @@ fn start(p: Prepared) -> Result<Running, String> {
 impl Running {
     /// Is the thread that runs the control work (control, or the single thread) still beating?
     fn drainer_alive(&self) -> bool {
-        let beat = &self.shared.heartbeats[pipeline::HEARTBEAT_CONTROL];
+        let Some(beat) = self.shared.heartbeats.get(Role::Control.slot()) else {
+            return false;
+        };
         let last = self.shared.epoch.instant(beat.load(Ordering::Relaxed));
         last.is_some_and(|t| t.elapsed() < STALE_HEARTBEAT)
     }
@@ -683,7 +640,7 @@ impl Running {
         // A thread that ended on its own after a dataplane fault: the fault is the cause.
         match (failure, self.shared.fault.get()) {
             (Failure::Ended { .. }, Some(fault)) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {fault}; shutting down so the service manager can restart veil",
                 self.name
             ),
@@ -693,7 +650,7 @@ impl Running {
                 self.name
             ),
             (Failure::Ended { .. }, None) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {failure}; shutting down so the service manager can restart veil",
                 self.name
             ),

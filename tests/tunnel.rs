@@ -155,9 +155,7 @@ fn mtu_1280_client_and_1420_gateway() {
 
 #[test]
 fn veil_to_veil_pipeline() {
-    let Some(_g) = begin("veil_to_veil_pipeline") else {
-        return;
-    };
+    let _g = begin_or_skip!("veil_to_veil_pipeline");
     let mut p = pair("pp", &["--threading", "pipeline"], false, &[]);
     full_check(&p);
     assert_offloads(&p, true);
@@ -185,9 +183,7 @@ fn veil_to_veil_pipeline() {
 
 #[test]
 fn veil_to_veil_single() {
-    let Some(_g) = begin("veil_to_veil_single") else {
-        return;
-    };
+    let _g = begin_or_skip!("veil_to_veil_single");
     let mut p = pair("ps", &["--threading", "single"], false, &[]);
     full_check(&p);
     assert_eq!(p.gw.stop(), Some(0));
@@ -196,9 +192,7 @@ fn veil_to_veil_single() {
 
 #[test]
 fn outer_transport_ipv6() {
-    let Some(_g) = begin("outer_transport_ipv6") else {
-        return;
-    };
+    let _g = begin_or_skip!("outer_transport_ipv6");
     let p = pair("p6", &[], true, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     assert_eq!(p.t.ping(&p.t.b(), "10.9.0.1", 10), 10);
@@ -212,9 +206,7 @@ fn outer_transport_ipv6() {
 
 #[test]
 fn unknown_peer_cannot_handshake() {
-    let Some(_g) = begin("unknown_peer_cannot_handshake") else {
-        return;
-    };
+    let _g = begin_or_skip!("unknown_peer_cannot_handshake");
     let t = Topology::new("uk");
     let (gw_priv, gw_pub) = keypair();
     let (_, known_pub) = keypair();
@@ -245,9 +237,7 @@ fn unknown_peer_cannot_handshake() {
 
 #[test]
 fn inner_source_outside_allowed_ips_dropped() {
-    let Some(_g) = begin("inner_source_outside_allowed_ips_dropped") else {
-        return;
-    };
+    let _g = begin_or_skip!("inner_source_outside_allowed_ips_dropped");
     let mut p = pair("sp", &[], false, &[]);
     let (t, b) = (&p.t, p.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -279,9 +269,7 @@ fn inner_source_outside_allowed_ips_dropped() {
 
 #[test]
 fn rekey_under_traffic_without_stall() {
-    let Some(_g) = begin("rekey_under_traffic_without_stall") else {
-        return;
-    };
+    let _g = begin_or_skip!("rekey_under_traffic_without_stall");
     let env = [("VEIL_TEST_REKEY_AFTER_SECS", "3")];
     let mut p = pair("rk", &[], false, &env);
     let (t, a, b) = (&p.t, p.t.a(), p.t.b());
@@ -316,9 +304,7 @@ fn rekey_under_traffic_without_stall() {
 
 #[test]
 fn threads_are_named_and_pinned() {
-    let Some(_g) = begin("threads_are_named_and_pinned") else {
-        return;
-    };
+    let _g = begin_or_skip!("threads_are_named_and_pinned");
     let cpus: Vec<usize> =
         (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
     let last = cpus.len() - 1;
@@ -365,9 +351,7 @@ fn threads_are_named_and_pinned() {
 
 #[test]
 fn bad_configs_exit_2_and_leave_nothing() {
-    let Some(_g) = begin("bad_configs_exit_2_and_leave_nothing") else {
-        return;
-    };
+    let _g = begin_or_skip!("bad_configs_exit_2_and_leave_nothing");
     let t = Topology::new("bc");
     let (k, pk) = keypair();
     let cases = [
@@ -396,9 +380,7 @@ fn bad_configs_exit_2_and_leave_nothing() {
 
 #[test]
 fn idle_uses_under_one_percent_cpu() {
-    let Some(_g) = begin("idle_uses_under_one_percent_cpu") else {
-        return;
-    };
+    let _g = begin_or_skip!("idle_uses_under_one_percent_cpu");
     let p = pair("id", &[], false, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     std::thread::sleep(Duration::from_secs(1));

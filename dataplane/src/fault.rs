@@ -1,16 +1,17 @@
 //! When I/O fails on a dataplane thread: which errors are transient (pause with a
 //! growing backoff, count, go on) and which are fatal (record a [`Fault`], stop
 //! every thread, let the runtime exit non-zero so the service manager restarts
-//! veil). Also the test-only hooks that stall or crash one thread on purpose.
+//! veil).
 //!
 //! Nothing here runs per packet: errors are looked at once per round, after the
 //! batched read that failed.
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use crate::error_class::ErrorClass;
 
 /// What a thread was doing when the error came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,16 +31,9 @@ impl IoOp {
     }
 }
 
-/// What an I/O error means for the thread that got it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Retry after a pause (ENOBUFS, ENOMEM, a queued ICMP error, …).
-    Transient,
-    /// The fd is unusable for good: stop veil (TUN device deleted, socket gone).
-    Fatal,
-}
-
-/// Class of an error from `op`.
+/// Class of an error from `op`: [`ErrorClass::Restart`] when the fd is unusable for good
+/// (TUN device deleted, socket gone), else [`ErrorClass::Retry`] (ENOBUFS, ENOMEM, a queued
+/// ICMP error, …).
 ///
 /// A deleted TUN interface makes every read fail with `EBADFD` (and poll report
 /// `POLLERR`, so a loop that retried would spin); `EIO` is what a dead device
@@ -66,9 +60,9 @@ pub fn classify(op: IoOp, e: &io::Error) -> ErrorClass {
         ),
     };
     if fatal {
-        ErrorClass::Fatal
+        ErrorClass::Restart
     } else {
-        ErrorClass::Transient
+        ErrorClass::Retry
     }
 }
 
@@ -167,13 +161,13 @@ impl IoTrouble {
             return None;
         };
         self.last_op = Some(op);
-        if classify(op, &error) == ErrorClass::Fatal {
+        if classify(op, &error) == ErrorClass::Restart {
             return Some(Verdict::Fatal(Fault { thread, op, error }));
         }
         if self.streak == 0 {
             // Once per streak, not per error: the counters have the totals.
             log::warn!(
-                class = "transient";
+                class = ErrorClass::Retry.as_str();
                 "{thread}: {} failed: {error}; retrying with backoff",
                 op.describe()
             );
@@ -190,63 +184,6 @@ pub fn backoff(streak: u32) -> Duration {
     BACKOFF_FIRST.saturating_mul(1 << shift).min(BACKOFF_MAX)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Test-only hooks
-
-/// Heartbeat slots of a thread name, as a bit mask (bit = slot in
-/// [`crate::pipeline::Shared::heartbeats`]). `veil-single` has all four.
-pub fn slots_of_thread(name: &str) -> Option<u8> {
-    use crate::pipeline::{HEARTBEAT_CONTROL, HEARTBEAT_CRYPTO, HEARTBEAT_RX, HEARTBEAT_TX};
-    let slot = match name {
-        "veil-rx" => HEARTBEAT_RX,
-        "veil-crypto" => HEARTBEAT_CRYPTO,
-        "veil-tx" => HEARTBEAT_TX,
-        "veil-control" => HEARTBEAT_CONTROL,
-        "veil-single" => return Some(0b1111),
-        _ => return None,
-    };
-    Some(1 << slot)
-}
-
-/// Faults injected by tests (`VEIL_TEST_STALL_THREAD`, `VEIL_TEST_PANIC_THREAD`).
-/// Disarmed, they cost one relaxed load per loop round.
-#[derive(Debug, Default)]
-pub struct TestHooks {
-    armed: AtomicBool,
-    stall: AtomicU8,
-    panic: AtomicU8,
-}
-
-impl TestHooks {
-    /// From now on, the threads of `stall` slots stop their loop and sleep until
-    /// shutdown without beating; those of `panic` slots panic.
-    pub fn arm(&self, stall: u8, panic: u8) {
-        self.stall.store(stall, Ordering::Relaxed);
-        self.panic.store(panic, Ordering::Relaxed);
-        self.armed.store(stall | panic != 0, Ordering::Release);
-    }
-
-    /// Called by a thread at its heartbeat for the slots it beats.
-    #[inline]
-    pub fn at_beat(&self, slots: u8, stop: &AtomicBool) {
-        if self.armed.load(Ordering::Relaxed) {
-            self.fire(slots, stop);
-        }
-    }
-
-    #[cold]
-    fn fire(&self, slots: u8, stop: &AtomicBool) {
-        if self.panic.load(Ordering::Acquire) & slots != 0 {
-            panic!("VEIL_TEST_PANIC_THREAD: panicking on purpose");
-        }
-        if self.stall.load(Ordering::Acquire) & slots != 0 {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,12 +196,12 @@ mod tests {
     fn deleted_tun_is_fatal_transient_udp_is_not() {
         assert_eq!(
             classify(IoOp::TunRead, &os(libc::EBADFD)),
-            ErrorClass::Fatal
+            ErrorClass::Restart
         );
-        assert_eq!(classify(IoOp::TunRead, &os(libc::EIO)), ErrorClass::Fatal);
+        assert_eq!(classify(IoOp::TunRead, &os(libc::EIO)), ErrorClass::Restart);
         assert_eq!(
             classify(IoOp::TunRead, &os(libc::ENOMEM)),
-            ErrorClass::Transient
+            ErrorClass::Retry
         );
         for errno in [
             libc::ENOBUFS,
@@ -272,14 +209,11 @@ mod tests {
             libc::ECONNREFUSED,
             libc::EHOSTUNREACH,
         ] {
-            assert_eq!(
-                classify(IoOp::UdpReceive, &os(errno)),
-                ErrorClass::Transient
-            );
+            assert_eq!(classify(IoOp::UdpReceive, &os(errno)), ErrorClass::Retry);
         }
         assert_eq!(
             classify(IoOp::UdpReceive, &os(libc::EBADF)),
-            ErrorClass::Fatal
+            ErrorClass::Restart
         );
     }
 
@@ -332,33 +266,5 @@ mod tests {
         assert!(cell.set(fault("veil-rx")));
         assert!(!cell.set(fault("veil-single")));
         assert_eq!(cell.get().map(|f| f.thread), Some("veil-rx"));
-    }
-
-    #[test]
-    fn thread_names_map_to_slots() {
-        assert_eq!(slots_of_thread("veil-rx"), Some(0b0001));
-        assert_eq!(slots_of_thread("veil-tx"), Some(0b0100));
-        assert_eq!(slots_of_thread("veil-single"), Some(0b1111));
-        assert_eq!(slots_of_thread("veil-nope"), None);
-    }
-
-    #[test]
-    fn stalled_hook_returns_at_shutdown_and_panic_hook_panics() {
-        let hooks = std::sync::Arc::new(TestHooks::default());
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        hooks.at_beat(0b1111, &stop); // disarmed: returns at once
-        hooks.arm(0b0100, 0b0010);
-        hooks.at_beat(0b0001, &stop); // another slot: returns at once
-        let (h, s) = (hooks.clone(), stop.clone());
-        let stalled = std::thread::spawn(move || h.at_beat(0b0100, &s));
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!stalled.is_finished());
-        stop.store(true, Ordering::Relaxed);
-        stalled.join().unwrap();
-        let h = hooks.clone();
-        let s = stop.clone();
-        assert!(std::thread::spawn(move || h.at_beat(0b0010, &s))
-            .join()
-            .is_err());
     }
 }

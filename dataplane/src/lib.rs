@@ -10,6 +10,7 @@ pub mod batch;
 pub mod counters;
 pub mod crypto;
 pub mod doorbell;
+pub mod error_class;
 pub mod fault;
 pub mod io;
 pub mod link;
@@ -18,11 +19,14 @@ pub mod pipeline;
 pub mod priority;
 pub mod ratelimit;
 pub mod replay;
+pub mod role;
 pub mod route;
 pub mod sampler;
 pub mod stage;
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(debug_assertions)]
+pub mod test_hooks;
 pub mod timing;
 pub mod wire;
 

@@ -4,7 +4,7 @@
 //! work is in the stage functions, which single-threaded mode calls in one
 //! loop. The runtime (the `veil` binary) spawns, names and pins the threads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,11 +13,14 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use crate::batch::{buffer_size, Batch, Home, PEER_MTU_MAX};
 use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
 use crate::doorbell::{Backoff, Doorbell};
-use crate::fault::{Fault, FaultCell, IoOp, IoTrouble, TestHooks, Verdict};
+use crate::fault::{Fault, FaultCell, IoOp, IoTrouble, Verdict};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::{Command, Epoch, Event, HandshakeDatagram};
+use crate::role::{Role, HEARTBEAT_SLOTS};
 use crate::sampler::Recorder;
 use crate::stage::{CryptoStage, EventSink, RxStage, TxStage};
+#[cfg(debug_assertions)]
+use crate::test_hooks::TestHooks;
 use crate::timing::Timing;
 
 /// The control thread as the dataplane sees it: a sans-IO state machine fed
@@ -111,17 +114,15 @@ pub struct Shared {
     pub crypto: Arc<CryptoCounters>,
     /// TX counters.
     pub tx: Arc<TxCounters>,
-    /// Last loop iteration of each thread (epoch nanos): rx, crypto, tx, control.
-    pub heartbeats: [AtomicU64; 4],
+    /// Last loop iteration of each thread (epoch nanos), by [`Role::slot`].
+    pub heartbeats: [AtomicU64; HEARTBEAT_SLOTS],
     /// The process's time base.
     pub epoch: Epoch,
     /// The fatal error that stopped the dataplane, if one did.
     pub fault: FaultCell,
     /// Test-only stall / panic injection (see [`TestHooks`]).
+    #[cfg(debug_assertions)]
     pub test_hooks: TestHooks,
-    /// Test hook: heartbeat slot + 1 of a thread that is to stall (stop working and beating
-    /// until shutdown), so health checks can be tested; 0 for none. Never set in production.
-    pub test_stall: AtomicUsize,
 }
 
 impl Shared {
@@ -141,8 +142,8 @@ impl Shared {
             heartbeats: Default::default(),
             epoch,
             fault: FaultCell::default(),
+            #[cfg(debug_assertions)]
             test_hooks: TestHooks::default(),
-            test_stall: AtomicUsize::new(0),
         }
     }
 
@@ -166,37 +167,22 @@ impl Shared {
         }
     }
 
-    fn beat(&self, which: usize, now: Instant) {
-        self.test_hooks.at_beat(1 << which, &self.stop);
-        if let Some(h) = self.heartbeats.get(which) {
-            h.store(self.epoch.nanos(now), Ordering::Relaxed);
+    /// `role`'s thread runs its loop: store the time in each of its slots.
+    fn beat(&self, role: Role, now: Instant) {
+        #[cfg(debug_assertions)]
+        self.test_hooks.at_beat(role, &self.stop);
+        let nanos = self.epoch.nanos(now);
+        for (slot, h) in self.heartbeats.iter().enumerate() {
+            if role.slots() & (1 << slot) != 0 {
+                h.store(nanos, Ordering::Relaxed);
+            }
         }
     }
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
-
-    /// The [`Shared::test_stall`] hook: a thread asked to stall sleeps here until shutdown.
-    /// `which` is the caller's heartbeat slot, `None` for the single thread (it has them all).
-    fn stall_if_asked(&self, which: Option<usize>) {
-        let asked = self.test_stall.load(Ordering::Relaxed);
-        if asked != 0 && which.is_none_or(|w| asked == w.saturating_add(1)) {
-            while !self.stopped() {
-                std::thread::sleep(IDLE_WAIT);
-            }
-        }
-    }
 }
-
-/// Heartbeat slot of each thread in [`Shared::heartbeats`].
-pub const HEARTBEAT_RX: usize = 0;
-/// Crypto thread heartbeat slot.
-pub const HEARTBEAT_CRYPTO: usize = 1;
-/// TX thread heartbeat slot.
-pub const HEARTBEAT_TX: usize = 2;
-/// Control thread heartbeat slot.
-pub const HEARTBEAT_CONTROL: usize = 3;
 
 /// How long an idle thread sleeps before looking again (heartbeat cadence).
 pub const IDLE_WAIT: Duration = Duration::from_millis(500);
@@ -409,13 +395,8 @@ impl RxThread {
     /// After a round: on a fatal error record it and stop everything (returns
     /// false); after a transient one pause with backoff, still woken by the
     /// doorbell, so a persistent error cannot make the loop spin.
-    fn settle_errors(
-        &mut self,
-        thread: &'static str,
-        waiter: &impl Waiter,
-        shared: &Shared,
-    ) -> bool {
-        match self.trouble.settle(thread) {
+    fn settle_errors(&mut self, role: Role, waiter: &impl Waiter, shared: &Shared) -> bool {
+        match self.trouble.settle(role.thread_name()) {
             None => true,
             Some(Verdict::Pause(pause)) => {
                 bump(&shared.rx.io_pauses, 1);
@@ -446,10 +427,9 @@ impl RxThread {
     ) {
         let mut backoff = Backoff::default();
         while !shared.stopped() {
-            shared.stall_if_asked(Some(HEARTBEAT_RX));
-            shared.beat(HEARTBEAT_RX, Instant::now());
+            shared.beat(Role::Rx, Instant::now());
             let moved = self.round(udp, tun, shared);
-            if !self.settle_errors("veil-rx", waiter, shared) {
+            if !self.settle_errors(Role::Rx, waiter, shared) {
                 return;
             }
             if moved {
@@ -530,8 +510,7 @@ impl CryptoThread {
         shared.crypto_bell.register_current();
         let mut backoff = Backoff::default();
         while !shared.stopped() {
-            shared.stall_if_asked(Some(HEARTBEAT_CRYPTO));
-            shared.beat(HEARTBEAT_CRYPTO, Instant::now());
+            shared.beat(Role::Crypto, Instant::now());
             if self.round(shared) {
                 backoff.reset();
             } else if backoff.idle() {
@@ -593,8 +572,7 @@ impl TxThread {
         shared.tx_bell.register_current();
         let mut backoff = Backoff::default();
         while !shared.stopped() {
-            shared.stall_if_asked(Some(HEARTBEAT_TX));
-            shared.beat(HEARTBEAT_TX, Instant::now());
+            shared.beat(Role::Tx, Instant::now());
             if self.round(udp, tun, shared) {
                 backoff.reset();
             } else if backoff.idle() {
@@ -672,9 +650,8 @@ impl ControlThread {
     pub fn run(mut self, driver: &mut impl ControlDriver, shared: &Shared) {
         shared.control_bell.register_current();
         while !shared.stopped() {
-            shared.stall_if_asked(Some(HEARTBEAT_CONTROL));
             let now = Instant::now();
-            shared.beat(HEARTBEAT_CONTROL, now);
+            shared.beat(Role::Control, now);
             let deadline = self.round(driver, shared);
             if self.has_work() || !self.backlog.is_empty() && self.commands.slots() > 0 {
                 continue;
@@ -729,14 +706,9 @@ impl SingleThread {
     ) {
         let mut backoff = Backoff::default();
         while !shared.stopped() {
-            shared.stall_if_asked(None);
-            let now = Instant::now();
-            shared.test_hooks.at_beat(0b1111, &shared.stop);
-            for h in &shared.heartbeats {
-                h.store(shared.epoch.nanos(now), Ordering::Relaxed);
-            }
+            shared.beat(Role::Single, Instant::now());
             let mut moved = self.rx.round(udp, tun, shared);
-            if !self.rx.settle_errors("veil-single", waiter, shared) {
+            if !self.rx.settle_errors(Role::Single, waiter, shared) {
                 break;
             }
             moved |= self.crypto.round(shared);

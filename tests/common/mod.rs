@@ -56,6 +56,18 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// `let _g = begin_or_skip!("test_name");` at the top of an end-to-end test: holds the
+/// serial lock for the rest of the test, or prints why the test is skipped and returns.
+macro_rules! begin_or_skip {
+    ($test:expr) => {
+        match $crate::common::begin($test) {
+            Some(guard) => guard,
+            None => return,
+        }
+    };
+}
+pub(crate) use begin_or_skip;
+
 /// Require an external tool; the project's install script provides it, so a
 /// missing tool is a failure, not a skip.
 pub fn require(tool: &str) -> String {
@@ -590,6 +602,14 @@ pub struct Setup {
     pub gw_conf: std::path::PathBuf,
 }
 
+/// The usual gateway config: port [`GW_PORT`], 10.9.0.1/24, one client at 10.9.0.2.
+pub fn one_client_gateway(gw_priv: &str, cl_pub: &str) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
+         [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n"
+    )
+}
+
 /// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
 /// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
 pub fn setup(tag: &str, gw_extra: &str) -> Setup {
@@ -598,10 +618,7 @@ pub fn setup(tag: &str, gw_extra: &str) -> Setup {
     let (cl_priv, cl_pub) = keypair();
     let gw_conf = t.write(
         "veilgw.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
-             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n\n{gw_extra}\n"
-        ),
+        &format!("{}\n{gw_extra}\n", one_client_gateway(&gw_priv, &cl_pub)),
     );
     let cl_conf = t.write(
         "veilcl.conf",

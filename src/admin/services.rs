@@ -1,9 +1,9 @@
 //! The operator-facing services of a running interface, each on a thread of its own (never a
 //! dataplane thread):
 //!
-//! - `veil-uapi`: the `wg` tool's protocol on `/var/run/wireguard/IFACE.sock` ([`crate::uapi`]);
-//! - `veil-ctl`: `veil show` / `veil health` on `/run/veil/IFACE.sock` ([`crate::ctl`]);
-//! - `veil-metrics`: `GET /metrics` and `GET /healthz` on `--metrics-listen` ([`crate::http`]).
+//! - `veil-uapi`: the `wg` tool's protocol on `/var/run/wireguard/IFACE.sock` ([`uapi`]);
+//! - `veil-ctl`: `veil show` / `veil health` on `/run/veil/IFACE.sock` ([`ctl`]);
+//! - `veil-metrics`: `GET /metrics` and `GET /healthz` on `--metrics-listen` ([`http`]).
 //!
 //! They reach the peer table only through the admin channel into the control thread, and read
 //! counters and heartbeats from [`Shared`]. Sockets are mode 0600 and removed when the
@@ -26,30 +26,22 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{info, warn};
-use veil_control::device::{
-    admin_channel, AdminError, AdminHandle, ChangeOutcome, ConfigureError, ControlCounters, Device,
-};
-use veil_dataplane::pipeline::{
-    Shared, TxThread, HEARTBEAT_CONTROL, HEARTBEAT_CRYPTO, HEARTBEAT_RX, HEARTBEAT_TX,
-};
+use veil_control::device::{admin_channel, Device};
+use veil_dataplane::pipeline::{Shared, TxThread};
 use veil_dataplane::route::IpNet;
-use veil_dataplane::sys::{self, Netlink};
+use veil_dataplane::sys;
 
+use super::context::Context;
+use super::ctl::ctl_socket;
+use super::metrics::{self, HandshakeRecorders, MetricsHub, DEFAULT_PEER_SERIES};
+use super::{ctl, health, http, uapi};
 use crate::cli::{Threading, UpArgs};
-use crate::metrics::{self, HandshakeRecorders, MetricsData, MetricsHub, DEFAULT_PEER_SERIES};
-use crate::uapi::{self, Backend, InterfaceState, SetRequest, UapiError};
 use veil_dataplane::io::UdpSlot;
 
-/// Directory of veil's own control sockets.
-pub const CTL_DIR: &str = "/run/veil";
-/// How long a service waits for the control thread.
-pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read/write timeout of a client connection on a unix socket.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a service thread looks at the stop flag.
 const POLL: Duration = Duration::from_millis(500);
-/// Test-only: arms the `test-stall THREAD` control command (see docs/OPERATIONS.md).
-pub const ENV_TEST_STALL: &str = "VEIL_TEST_STALL_ON_REQUEST";
 
 /// What `veil up` flags say about the services.
 #[derive(Debug)]
@@ -58,29 +50,15 @@ pub struct ServiceOptions {
     pub metrics_listen: Option<(SocketAddr, TcpListener)>,
     /// `--metrics-peers`.
     pub metrics_peers: usize,
-    /// `VEIL_TEST_STALL_ON_REQUEST`: heartbeat slot + 1 of the thread `test-stall` may stall.
-    pub test_stall: Option<usize>,
+    /// Test-only stall and panic hooks, from the environment.
+    #[cfg(debug_assertions)]
+    pub test_hooks: crate::test_hooks::TestHooks,
 }
 
 impl ServiceOptions {
     /// From the flags and the environment; binds the metrics address.
     /// `file` is the config's `[metrics]` section; `--metrics-listen` overrides it.
     pub fn from_args(args: &UpArgs, file: &crate::config::MetricsConfig) -> Result<Self, String> {
-        let test_stall = match std::env::var(ENV_TEST_STALL) {
-            Err(_) => None,
-            Ok(name) => Some(match name.as_str() {
-                "veil-rx" => HEARTBEAT_RX + 1,
-                "veil-crypto" => HEARTBEAT_CRYPTO + 1,
-                "veil-tx" => HEARTBEAT_TX + 1,
-                "veil-control" => HEARTBEAT_CONTROL + 1,
-                "veil-single" => 1,
-                other => {
-                    return Err(format!(
-                        "{ENV_TEST_STALL}={other}: expected veil-rx, veil-crypto, veil-tx, veil-control or veil-single"
-                    ))
-                }
-            }),
-        };
         let (listen, origin) = match args.metrics_listen {
             Some(addr) => (Some(addr), "--metrics-listen"),
             None => (file.enable.then_some(file.listen), "[metrics] listen"),
@@ -97,186 +75,9 @@ impl ServiceOptions {
         Ok(Self {
             metrics_listen,
             metrics_peers: args.metrics_peers.unwrap_or(DEFAULT_PEER_SERIES),
-            test_stall,
+            #[cfg(debug_assertions)]
+            test_hooks: crate::test_hooks::TestHooks::from_env().map_err(|e| e.to_string())?,
         })
-    }
-}
-
-/// What every service needs to read or change the running interface.
-#[derive(Debug)]
-pub struct Context {
-    /// Interface name.
-    pub name: String,
-    /// Into the control thread.
-    pub admin: AdminHandle,
-    /// Counters, heartbeats, doorbells.
-    pub shared: Arc<Shared>,
-    /// The control thread's counters.
-    pub control_counters: Arc<ControlCounters>,
-    /// The outer socket.
-    pub udp: Arc<UdpSlot>,
-    /// The TUN device's index.
-    pub tun_ifindex: u32,
-    /// Threading mode.
-    pub threading: Threading,
-    /// Histograms.
-    pub hub: Arc<MetricsHub>,
-    /// Networks of the interface's own addresses: their routes are the kernel's, never removed.
-    pub own_networks: Vec<IpNet>,
-    /// Test hook (see [`ServiceOptions::test_stall`]).
-    pub test_stall: Option<usize>,
-}
-
-impl Context {
-    /// Age of a heartbeat slot.
-    pub fn heartbeat_age(&self, slot: usize) -> Option<Duration> {
-        let beat = self.shared.heartbeats.get(slot)?.load(Ordering::Relaxed);
-        let at = self.shared.epoch.instant(beat)?;
-        Some(at.elapsed())
-    }
-
-    /// The dataplane threads by name and heartbeat slot.
-    pub fn dataplane_threads(&self) -> Vec<(&'static str, usize)> {
-        match self.threading {
-            Threading::Pipeline => vec![
-                ("veil-rx", HEARTBEAT_RX),
-                ("veil-crypto", HEARTBEAT_CRYPTO),
-                ("veil-tx", HEARTBEAT_TX),
-            ],
-            Threading::Single => vec![("veil-single", HEARTBEAT_RX)],
-        }
-    }
-
-    /// Gather everything for a scrape or `veil show`.
-    pub fn metrics_data(&self) -> MetricsData {
-        let s = &self.shared;
-        let mut heartbeats: Vec<(&'static str, Option<f64>)> = self
-            .dataplane_threads()
-            .into_iter()
-            .map(|(n, slot)| (n, self.heartbeat_age(slot).map(|d| d.as_secs_f64())))
-            .collect();
-        if self.threading == Threading::Pipeline {
-            heartbeats.push((
-                "veil-control",
-                self.heartbeat_age(HEARTBEAT_CONTROL)
-                    .map(|d| d.as_secs_f64()),
-            ));
-        }
-        MetricsData {
-            interface: self.name.clone(),
-            listen_port: self.udp.port(),
-            counters: vec![
-                ("rx", s.rx.snapshot()),
-                ("crypto", s.crypto.snapshot()),
-                ("tx", s.tx.snapshot()),
-                ("control", self.control_counters.snapshot()),
-            ],
-            device: self.admin.snapshot(false, ADMIN_TIMEOUT).ok(),
-            histograms: self.hub.histograms(),
-            rss_bytes: metrics::rss_bytes(),
-            heartbeats,
-            start_time: metrics::unix_seconds(self.hub.started),
-            peer_series: self.hub.peer_series,
-        }
-    }
-
-    /// Move the outer socket to `port` and wake RX so it polls the new one.
-    pub fn rebind(&self, port: u16) -> Result<u16, UapiError> {
-        match self.udp.rebind(port) {
-            Ok(bound) => {
-                self.shared.rx_bell.wake_now();
-                info!("{}: listening on UDP port {bound}", self.name);
-                Ok(bound)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(UapiError::PortInUse(port)),
-            Err(e) => Err(UapiError::Io(format!("cannot bind UDP port {port}: {e}"))),
-        }
-    }
-
-    /// Add and remove the kernel routes a change implies, as `veil up` does for the config's
-    /// peers (never a /0, never the interface's own networks).
-    pub fn apply_routes(&self, outcome: &ChangeOutcome) {
-        if outcome.routes_added.is_empty() && outcome.routes_removed.is_empty() {
-            return;
-        }
-        let nl = match Netlink::new() {
-            Ok(nl) => nl,
-            Err(e) => {
-                warn!("{}: netlink: {e}; routes not changed", self.name);
-                return;
-            }
-        };
-        for n in &outcome.routes_added {
-            if n.prefix == 0 {
-                warn!(
-                    "AllowedIPs {n}: veil does not install default routes (it would capture the tunnel's own traffic); add a route yourself"
-                );
-                continue;
-            }
-            if let Err(e) = nl.add_route(self.tun_ifindex, n.addr, n.prefix) {
-                warn!("{}: add route {n}: {e}", self.name);
-            }
-        }
-        for n in &outcome.routes_removed {
-            if n.prefix == 0 || self.own_networks.contains(n) {
-                continue;
-            }
-            match nl.delete_route(self.tun_ifindex, n.addr, n.prefix) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => warn!("{}: delete route {n}: {e}", self.name),
-            }
-        }
-    }
-}
-
-fn admin_error(e: AdminError) -> UapiError {
-    match e {
-        AdminError::Busy => UapiError::Busy,
-        AdminError::Timeout => UapiError::TimedOut,
-        AdminError::Closed | AdminError::Mismatch => UapiError::Io(e.to_string()),
-    }
-}
-
-impl Backend for Context {
-    fn get(&self) -> Result<InterfaceState, UapiError> {
-        let device = self
-            .admin
-            .snapshot(true, ADMIN_TIMEOUT)
-            .map_err(admin_error)?;
-        Ok(InterfaceState {
-            listen_port: self.udp.port(),
-            device,
-        })
-    }
-
-    fn set(&self, request: SetRequest) -> Result<(), UapiError> {
-        if let Some(port) = request.listen_port {
-            self.rebind(port)?;
-        }
-        if !request.changes_device() {
-            return Ok(());
-        }
-        let outcome = self
-            .admin
-            .configure(request.change, ADMIN_TIMEOUT)
-            .map_err(admin_error)?
-            .map_err(|e| match e {
-                ConfigureError::ZeroPrivateKey => UapiError::Invalid {
-                    key: "private_key".into(),
-                    reason: "the all-zero key cannot be used",
-                },
-                ConfigureError::OwnKey => UapiError::Invalid {
-                    key: "public_key".into(),
-                    reason: "the interface's own public key",
-                },
-                ConfigureError::WeakKey => UapiError::Invalid {
-                    key: "public_key".into(),
-                    reason: "a low-order point",
-                },
-            })?;
-        self.apply_routes(&outcome);
-        Ok(())
     }
 }
 
@@ -288,7 +89,7 @@ pub struct Wiring {
 }
 
 /// Attach the admin channel to `device` and the TX histograms to `tx`; returns the wiring
-/// and the recorders for [`crate::metrics::MeteredDevice`].
+/// and the recorders for [`metrics::MeteredDevice`].
 #[allow(clippy::too_many_arguments)]
 pub fn wire(
     options: ServiceOptions,
@@ -321,7 +122,8 @@ pub fn wire(
         threading,
         hub,
         own_networks: addresses.iter().map(IpNet::network).collect(),
-        test_stall: options.test_stall,
+        #[cfg(debug_assertions)]
+        test_hooks: options.test_hooks,
     });
     Ok((Wiring { ctx, options }, recorders))
 }
@@ -372,7 +174,7 @@ impl Wiring {
                 services.spawn("veil-ctl", listener, move |stream: UnixStream| {
                     let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
                     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-                    crate::ctl::serve_connection(&ctx, stream);
+                    ctl::serve_connection(&ctx, stream);
                 })?;
             }
             Err(e) => warn!("{name}: no control socket ({}): {e}", ctl_path.display()),
@@ -381,22 +183,17 @@ impl Wiring {
     }
 }
 
-/// `/run/veil/IFACE.sock`.
-pub fn ctl_socket(name: &str) -> PathBuf {
-    Path::new(CTL_DIR).join(format!("{name}.sock"))
-}
-
 fn serve_http(ctx: &Context, mut stream: std::net::TcpStream) {
-    crate::http::serve_connection(&mut stream, |path| match path {
-        "/metrics" => crate::http::Response {
+    http::serve_connection(&mut stream, |path| match path {
+        "/metrics" => http::Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: metrics::render_prometheus(&ctx.metrics_data()),
         },
         "/healthz" => {
-            let report = crate::health::check(ctx);
-            crate::http::Response {
-                status: if report.status() == crate::health::Status::Ok {
+            let report = health::check(ctx);
+            http::Response {
+                status: if report.status() == health::Status::Ok {
                     200
                 } else {
                     503
@@ -405,7 +202,7 @@ fn serve_http(ctx: &Context, mut stream: std::net::TcpStream) {
                 body: report.to_json() + "\n",
             }
         }
-        _ => crate::http::Response::text(404, "not found: try /metrics or /healthz\n"),
+        _ => http::Response::text(404, "not found: try /metrics or /healthz\n"),
     });
 }
 

@@ -17,11 +17,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use veil_dataplane::role::Role;
 use veil_dataplane::sys::Netlink;
 use veil_dataplane::Keypair;
 
-use crate::metrics::json_str;
-use crate::services::Context;
+use super::context::Context;
+use super::metrics::json_str;
 
 /// A heartbeat at most this old is healthy.
 pub const FRESH: Duration = Duration::from_secs(2);
@@ -245,12 +246,12 @@ pub fn check(ctx: &Context) -> HealthReport {
         },
     );
     let control = match ctx.admin.snapshot(false, CONTROL_TIMEOUT) {
-        Ok(_) => heartbeat(ctx.heartbeat_age(veil_dataplane::pipeline::HEARTBEAT_CONTROL)),
+        Ok(_) => heartbeat(ctx.heartbeat_age(Role::Control)),
         Err(e) => (Status::Failed, format!("does not answer: {e}")),
     };
     add("control_thread", control);
-    for (name, slot) in ctx.dataplane_threads() {
-        add(name, heartbeat(ctx.heartbeat_age(slot)));
+    for role in ctx.dataplane_threads() {
+        add(role.thread_name(), heartbeat(ctx.heartbeat_age(role)));
     }
     add(
         "degradation",

@@ -6,22 +6,33 @@
 //! closes. `N` is the exit status the command should end with (for `health`, 0 only when every
 //! component is ok). The daemon renders the body, so the client needs no parser.
 //!
-//! Test hook: when the daemon was started with `VEIL_TEST_STALL_THREAD=NAME`, the line
-//! `test-stall` makes that thread stall (stop beating and working) until shutdown, so tests can
-//! watch `veil health` notice. Without the variable the line is refused.
+//! Test hook (debug builds, see `crate::test_hooks`): when the daemon was started with
+//! `VEIL_TEST_STALL_ON_REQUEST=NAME`, the line `test-stall` makes that thread stall (stop
+//! beating and working) until shutdown, so tests can watch `veil health` notice. Without the
+//! variable the line is refused.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use std::path::{Path, PathBuf};
+
+use super::context::Context;
+use super::health;
+use super::metrics::{render_json, MetricsData};
 use crate::keys::encode_key;
-use crate::metrics::{render_json, MetricsData};
-use crate::services::{ctl_socket, Context};
 
 /// First word of every answer.
+/// Directory of veil's own control sockets.
+pub const CTL_DIR: &str = "/run/veil";
+
+/// `/run/veil/IFACE.sock`.
+pub fn ctl_socket(name: &str) -> PathBuf {
+    Path::new(CTL_DIR).join(format!("{name}.sock"))
+}
+
 const VERSION: &str = "veil-ctl/1";
 /// Exit status when the daemon cannot be reached or answers nonsense.
 const EXIT_UNREACHABLE: u8 = 3;
@@ -36,7 +47,7 @@ fn answer(ctx: &Context, line: &str) -> (u8, String) {
             render_json(&ctx.metrics_data(), SystemTime::now()) + "\n",
         ),
         "health text" | "health json" => {
-            let report = crate::health::check(ctx);
+            let report = health::check(ctx);
             let body = if line.trim_end().ends_with("json") {
                 report.to_json() + "\n"
             } else {
@@ -44,14 +55,15 @@ fn answer(ctx: &Context, line: &str) -> (u8, String) {
             };
             (report.status().exit_code(), body)
         }
-        "test-stall" => match ctx.test_stall {
-            Some(slot) => {
-                ctx.shared.test_stall.store(slot, Ordering::Relaxed);
+        #[cfg(debug_assertions)]
+        "test-stall" => {
+            if ctx.test_hooks.stall_on_request(&ctx.shared) {
                 log::warn!("{}: test hook: stalling a dataplane thread", ctx.name);
                 (0, "stalled\n".into())
+            } else {
+                (2, "test hooks are off\n".into())
             }
-            None => (2, "test hooks are off\n".into()),
-        },
+        }
         _ => (
             2,
             "unknown request: expected 'show text', 'show json', 'health text' or 'health json'\n"

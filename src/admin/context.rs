@@ -1,0 +1,207 @@
+//! What every operator service shares: the [`Context`] of the running interface, and the
+//! UAPI [`Backend`] on top of it. It imports nothing above it in `admin/` (the servers use it,
+//! never the other way round).
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{info, warn};
+use veil_control::device::{
+    AdminError, AdminHandle, ChangeOutcome, ConfigureError, ControlCounters,
+};
+use veil_dataplane::pipeline::Shared;
+use veil_dataplane::role::Role;
+use veil_dataplane::route::IpNet;
+use veil_dataplane::sys::Netlink;
+
+use super::metrics::{self, MetricsData, MetricsHub};
+use super::uapi::{Backend, InterfaceState, SetRequest, UapiError};
+use crate::cli::Threading;
+use veil_dataplane::io::UdpSlot;
+
+/// How long a service waits for the control thread.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every service needs to read or change the running interface.
+#[derive(Debug)]
+pub struct Context {
+    /// Interface name.
+    pub name: String,
+    /// Into the control thread.
+    pub admin: AdminHandle,
+    /// Counters, heartbeats, doorbells.
+    pub shared: Arc<Shared>,
+    /// The control thread's counters.
+    pub control_counters: Arc<ControlCounters>,
+    /// The outer socket.
+    pub udp: Arc<UdpSlot>,
+    /// The TUN device's index.
+    pub tun_ifindex: u32,
+    /// Threading mode.
+    pub threading: Threading,
+    /// Histograms.
+    pub hub: Arc<MetricsHub>,
+    /// Networks of the interface's own addresses: their routes are the kernel's, never removed.
+    pub own_networks: Vec<IpNet>,
+    /// Test-only stall and panic hooks.
+    #[cfg(debug_assertions)]
+    pub test_hooks: crate::test_hooks::TestHooks,
+}
+
+impl Context {
+    /// Age of the heartbeat of `role`'s thread.
+    pub fn heartbeat_age(&self, role: Role) -> Option<Duration> {
+        let beat = self
+            .shared
+            .heartbeats
+            .get(role.slot())?
+            .load(Ordering::Relaxed);
+        let at = self.shared.epoch.instant(beat)?;
+        Some(at.elapsed())
+    }
+
+    /// The threads that run, in heartbeat-slot order.
+    pub fn threads(&self) -> &'static [Role] {
+        Role::threads(self.threading == Threading::Single)
+    }
+
+    /// The threads that run, but the control thread (the single thread included).
+    pub fn dataplane_threads(&self) -> impl Iterator<Item = Role> {
+        self.threads()
+            .iter()
+            .copied()
+            .filter(|r| *r != Role::Control)
+    }
+
+    /// Gather everything for a scrape or `veil show`.
+    pub fn metrics_data(&self) -> MetricsData {
+        let s = &self.shared;
+        let heartbeats: Vec<(&'static str, Option<f64>)> = self
+            .threads()
+            .iter()
+            .map(|&r| {
+                (
+                    r.thread_name(),
+                    self.heartbeat_age(r).map(|d| d.as_secs_f64()),
+                )
+            })
+            .collect();
+        MetricsData {
+            interface: self.name.clone(),
+            listen_port: self.udp.port(),
+            counters: vec![
+                ("rx", s.rx.snapshot()),
+                ("crypto", s.crypto.snapshot()),
+                ("tx", s.tx.snapshot()),
+                ("control", self.control_counters.snapshot()),
+            ],
+            device: self.admin.snapshot(false, ADMIN_TIMEOUT).ok(),
+            histograms: self.hub.histograms(),
+            rss_bytes: metrics::rss_bytes(),
+            heartbeats,
+            start_time: metrics::unix_seconds(self.hub.started),
+            peer_series: self.hub.peer_series,
+        }
+    }
+
+    /// Move the outer socket to `port` and wake RX so it polls the new one.
+    pub fn rebind(&self, port: u16) -> Result<u16, UapiError> {
+        match self.udp.rebind(port) {
+            Ok(bound) => {
+                self.shared.rx_bell.wake_now();
+                info!("{}: listening on UDP port {bound}", self.name);
+                Ok(bound)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(UapiError::PortInUse(port)),
+            Err(e) => Err(UapiError::Io(format!("cannot bind UDP port {port}: {e}"))),
+        }
+    }
+
+    /// Add and remove the kernel routes a change implies, as `veil up` does for the config's
+    /// peers (never a /0, never the interface's own networks).
+    pub fn apply_routes(&self, outcome: &ChangeOutcome) {
+        if outcome.routes_added.is_empty() && outcome.routes_removed.is_empty() {
+            return;
+        }
+        let nl = match Netlink::new() {
+            Ok(nl) => nl,
+            Err(e) => {
+                warn!("{}: netlink: {e}; routes not changed", self.name);
+                return;
+            }
+        };
+        for n in &outcome.routes_added {
+            if n.prefix == 0 {
+                warn!(
+                    "AllowedIPs {n}: veil does not install default routes (it would capture the tunnel's own traffic); add a route yourself"
+                );
+                continue;
+            }
+            if let Err(e) = nl.add_route(self.tun_ifindex, n.addr, n.prefix) {
+                warn!("{}: add route {n}: {e}", self.name);
+            }
+        }
+        for n in &outcome.routes_removed {
+            if n.prefix == 0 || self.own_networks.contains(n) {
+                continue;
+            }
+            match nl.delete_route(self.tun_ifindex, n.addr, n.prefix) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warn!("{}: delete route {n}: {e}", self.name),
+            }
+        }
+    }
+}
+
+fn admin_error(e: AdminError) -> UapiError {
+    match e {
+        AdminError::Busy => UapiError::Busy,
+        AdminError::Timeout => UapiError::TimedOut,
+        AdminError::Closed | AdminError::Mismatch => UapiError::Io(e.to_string()),
+    }
+}
+
+impl Backend for Context {
+    fn get(&self) -> Result<InterfaceState, UapiError> {
+        let device = self
+            .admin
+            .snapshot(true, ADMIN_TIMEOUT)
+            .map_err(admin_error)?;
+        Ok(InterfaceState {
+            listen_port: self.udp.port(),
+            device,
+        })
+    }
+
+    fn set(&self, request: SetRequest) -> Result<(), UapiError> {
+        if let Some(port) = request.listen_port {
+            self.rebind(port)?;
+        }
+        if !request.changes_device() {
+            return Ok(());
+        }
+        let outcome = self
+            .admin
+            .configure(request.change, ADMIN_TIMEOUT)
+            .map_err(admin_error)?
+            .map_err(|e| match e {
+                ConfigureError::ZeroPrivateKey => UapiError::Invalid {
+                    key: "private_key".into(),
+                    reason: "the all-zero key cannot be used",
+                },
+                ConfigureError::OwnKey => UapiError::Invalid {
+                    key: "public_key".into(),
+                    reason: "the interface's own public key",
+                },
+                ConfigureError::WeakKey => UapiError::Invalid {
+                    key: "public_key".into(),
+                    reason: "a low-order point",
+                },
+            })?;
+        self.apply_routes(&outcome);
+        Ok(())
+    }
+}

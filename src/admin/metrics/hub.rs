@@ -1,0 +1,168 @@
+//! The histogram hub: recorders on the TX and control threads hand their histograms over
+//! once a second; the hub is their reading side for scrapes and `veil show`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use veil_dataplane::pipeline::TxSamples;
+use veil_dataplane::sampler::{histogram_pair, BoundsError, Collector, Recorder};
+
+/// Per-peer series exported by default: the peers that moved the most bytes.
+pub const DEFAULT_PEER_SERIES: usize = 20;
+/// How often recording threads hand their histograms over.
+const HANDOVER: Duration = Duration::from_secs(1);
+/// Histogram range in nanoseconds: 1 ns to 10 s.
+const NS_HIGH: u64 = 10_000_000_000;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+/// One histogram ready to print.
+#[derive(Debug, Clone)]
+pub struct HistogramData {
+    /// Metric name without the `veil_` prefix.
+    pub name: &'static str,
+    /// HELP text.
+    pub help: &'static str,
+    /// Upper bounds, in the exported unit.
+    pub bounds: &'static [f64],
+    /// Cumulative count at each bound.
+    pub cumulative: Vec<u64>,
+    /// Number of observations.
+    pub count: u64,
+    /// Sum of observations (at the histogram's 1 % resolution).
+    pub sum: f64,
+    /// 50th, 90th, 99th percentile and maximum, for people.
+    pub quantiles: [f64; 4],
+}
+
+impl HistogramData {
+    fn from_hdr(
+        name: &'static str,
+        help: &'static str,
+        bounds: &'static [f64],
+        scale: f64,
+        h: &hdrhistogram::Histogram<u64>,
+    ) -> Self {
+        let mut cumulative = vec![0u64; bounds.len()];
+        let mut sum = 0.0;
+        for v in h.iter_recorded() {
+            let value = h.median_equivalent(v.value_iterated_to()) as f64 / scale;
+            let count = v.count_at_value();
+            sum += value * count as f64;
+            for (c, b) in cumulative.iter_mut().zip(bounds) {
+                if value <= *b {
+                    *c += count;
+                }
+            }
+        }
+        let q = |x: f64| h.value_at_quantile(x) as f64 / scale;
+        let count = h.len();
+        Self {
+            name,
+            help,
+            bounds,
+            cumulative,
+            count,
+            sum,
+            quantiles: if count == 0 {
+                [0.0; 4]
+            } else {
+                [q(0.5), q(0.9), q(0.99), h.max() as f64 / scale]
+            },
+        }
+    }
+}
+
+/// The reading side of every histogram, shared by the metrics endpoint and `veil show`.
+#[derive(Debug)]
+pub struct MetricsHub {
+    rx_to_tx: Mutex<Collector>,
+    batch_size: Mutex<Collector>,
+    handshake_processing: Mutex<Collector>,
+    handshake_queue: Mutex<Collector>,
+    /// How many peers get per-peer series.
+    pub peer_series: usize,
+    /// When the process started.
+    pub started: SystemTime,
+}
+
+/// The control thread's recorders, given to [`MeteredDevice::new`].
+#[derive(Debug)]
+pub struct HandshakeRecorders {
+    pub(crate) processing: Recorder,
+    pub(crate) queue: Recorder,
+}
+
+impl MetricsHub {
+    /// A hub, with the recorders for the TX thread and the control thread.
+    pub fn new(
+        peer_series: usize,
+    ) -> Result<(Arc<Self>, TxSamples, HandshakeRecorders), BoundsError> {
+        let ns = || histogram_pair(1, NS_HIGH, HANDOVER);
+        let (lat_r, lat_c) = ns()?;
+        let (bat_r, bat_c) = histogram_pair(1, 1024, HANDOVER)?;
+        let (hp_r, hp_c) = ns()?;
+        let (hq_r, hq_c) = ns()?;
+        Ok((
+            Arc::new(Self {
+                rx_to_tx: Mutex::new(lat_c),
+                batch_size: Mutex::new(bat_c),
+                handshake_processing: Mutex::new(hp_c),
+                handshake_queue: Mutex::new(hq_c),
+                peer_series,
+                started: SystemTime::now(),
+            }),
+            TxSamples {
+                latency_ns: lat_r,
+                batch_size: bat_r,
+            },
+            HandshakeRecorders {
+                processing: hp_r,
+                queue: hq_r,
+            },
+        ))
+    }
+
+    /// Every histogram as handed over so far.
+    pub fn histograms(&self) -> Vec<HistogramData> {
+        vec![
+            HistogramData::from_hdr(
+                "rx_to_tx_latency_seconds",
+                "Time from RX reading a batch to TX finishing it (decrypt or encrypt included).",
+                LATENCY_BUCKETS,
+                1e9,
+                self.rx_to_tx.lock().collect(),
+            ),
+            HistogramData::from_hdr(
+                "batch_size_packets",
+                "Packets per batch finished by TX.",
+                BATCH_BUCKETS,
+                1.0,
+                self.batch_size.lock().collect(),
+            ),
+            HistogramData::from_hdr(
+                "handshake_processing_seconds",
+                "Time the control thread spent on one handshake message.",
+                LATENCY_BUCKETS,
+                1e9,
+                self.handshake_processing.lock().collect(),
+            ),
+            HistogramData::from_hdr(
+                "handshake_queue_seconds",
+                "Time a handshake message waited between RX and the control thread.",
+                LATENCY_BUCKETS,
+                1e9,
+                self.handshake_queue.lock().collect(),
+            ),
+        ]
+    }
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
