@@ -390,6 +390,12 @@ start_wg_peer() { # kind ns iface keyfile peerpub addr [endpoint]
     ip -n "$ns" link set "$iface" mtu "$mtu" up || return 1
 }
 
+veil_counters() { # impl prefix: both veil ends' `veil show --json`, for the offload counters
+    [ "${kind[$1]}" = veil ] || return 0
+    ip netns exec "$ns_a" "$veil" show "$ifa" --json >"$2.a" 2>/dev/null || true
+    ip netns exec "$ns_b" "$veil" show "$ifb" --json >"$2.b" 2>/dev/null || true
+}
+
 start_veil() { # ns iface conf flags
     local ns="$1" iface="$2" conf="$3" flags="$4" p
     # shellcheck disable=SC2086  # flags are words
@@ -489,6 +495,7 @@ measure() { # impl rep workload
     for try in 1 2; do
         tunnel_alive || { echo "tunnel process died" >"$out"; rc=1; break; }
         snap "$out.snap0"
+        veil_counters "$impl" "$out.veil0"
         t0="$(cpu_ticks)"
         case "$w" in
             tcp1) iperf_client "$out"; rc=$? ;;
@@ -513,6 +520,7 @@ measure() { # impl rep workload
         esac
         t1="$(cpu_ticks)"
         snap "$out.snap1"
+        veil_counters "$impl" "$out.veil1"
         # ping exits 1 when some probes were lost; the record counts them.
         if [ "$rc" -eq 0 ] || { [[ "$w" == rtt* ]] && [ "$rc" -eq 1 ] && grep -q 'time=' "$out"; }; then
             rc=0
@@ -525,6 +533,7 @@ measure() { # impl rep workload
     helper record --records "$records" --impl "$impl" --rep "$rep" --workload "$w" --raw "$out" \
         --status "$status" --cpu-ticks $((t1 - t0)) --clk-tck "$clk_tck" \
         --snap-before "$out.snap0" --snap-after "$out.snap1" --ns-a "$ns_a" --ns-b "$ns_b" \
+        --veil-before "$out.veil0" --veil-after "$out.veil1" \
         --tunnel "$([ "${kind[$impl]}" = veth ] && echo no || echo yes)"
     sleep 0.2
 }
