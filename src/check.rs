@@ -2,11 +2,14 @@
 //! (the whole file, the interface name from the file name, the CPUs named in
 //! `[threading]`), without creating anything.
 
+use std::fmt;
 use std::process::ExitCode;
 
 use crate::cli::{CheckArgs, Threading};
-use crate::config::{interface_name_from_path, Config, LogFormat};
-use crate::threading::{self, ThreadFlags};
+use crate::config::{
+    interface_name_from_path, Config, ConfigErrors, InterfaceNameError, LogFormat,
+};
+use crate::threading::{self, ThreadFlags, ThreadingError};
 
 /// Exit status for a rejected config, as `veil up`.
 const EXIT_CONFIG: u8 = 2;
@@ -28,12 +31,34 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn summary(args: &CheckArgs) -> Result<(String, Vec<String>), String> {
+/// Why `veil check` rejects a file; shown as is, exit 2.
+#[derive(Debug)]
+enum CheckError {
+    /// The file itself: every problem, each with its line.
+    Config(ConfigErrors),
+    /// The file name is no interface name.
+    InterfaceName(InterfaceNameError),
+    /// `[threading]` names CPUs this machine lacks.
+    Threading(ThreadingError),
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::InterfaceName(e) => e.fmt(f),
+            Self::Threading(e) => e.fmt(f),
+        }
+    }
+}
+
+fn summary(args: &CheckArgs) -> Result<(String, Vec<String>), CheckError> {
     let file = args.config.display().to_string();
-    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
-    let name = interface_name_from_path(&args.config).map_err(|e| e.to_string())?;
+    let config = Config::load(&args.config).map_err(CheckError::Config)?;
+    let name = interface_name_from_path(&args.config).map_err(CheckError::InterfaceName)?;
     let cpus = veil_dataplane::sys::available_cpus();
-    let (mode, _) = threading::resolve(&ThreadFlags::default(), &config.threading, &cpus, &file)?;
+    let (mode, _) = threading::resolve(&ThreadFlags::default(), &config.threading, &cpus, &file)
+        .map_err(CheckError::Threading)?;
     let peers = config.peers.len();
     let port = config.interface.listen_port.map_or_else(
         || "any free UDP port".to_string(),

@@ -1,7 +1,9 @@
 //! Command-line interface (argh).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use argh::FromArgs;
 use veil_dataplane::crypto::BackendChoice;
@@ -76,6 +78,11 @@ pub struct UpArgs {
     #[argh(switch)]
     pub no_pin: bool,
 
+    /// use no TUN segmentation offloads and no UDP GSO/GRO (overrides
+    /// [threading] offload)
+    #[argh(switch)]
+    pub no_offload: bool,
+
     /// serve Prometheus metrics (GET /metrics) and health (GET /healthz) over
     /// HTTP on this address, e.g. 127.0.0.1:9586
     #[argh(option)]
@@ -106,14 +113,29 @@ pub enum Threading {
     Single,
 }
 
-impl argh::FromArgValue for Threading {
-    fn from_arg_value(value: &str) -> Result<Self, String> {
+/// A `--threading` value that is neither mode (as given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownThreadingMode(String);
+
+impl fmt::Display for UnknownThreadingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self(given) = self;
+        write!(f, "'{given}' is not a threading mode: ")?;
+        f.write_str("expected 'pipeline' or 'single'")
+    }
+}
+
+impl std::error::Error for UnknownThreadingMode {}
+
+// argh parses `--threading` through this (`FromArgValue` for every `FromStr`).
+impl FromStr for Threading {
+    type Err = UnknownThreadingMode;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value {
             "pipeline" => Ok(Threading::Pipeline),
             "single" => Ok(Threading::Single),
-            other => Err(format!(
-                "'{other}' is not a threading mode: expected 'pipeline' or 'single'"
-            )),
+            other => Err(UnknownThreadingMode(other.to_string())),
         }
     }
 }

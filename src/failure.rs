@@ -1,4 +1,5 @@
-//! How failures end veil, by class:
+//! How failures end veil, by class ([`ErrorClass`], the vocabulary the dataplane uses too;
+//! logged by the names in the first column):
 //!
 //! | class       | example                                   | what happens                          |
 //! |-------------|-------------------------------------------|---------------------------------------|
@@ -22,28 +23,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use veil_dataplane::error_class::ErrorClass;
 use veil_dataplane::sys::EventFd;
-
-/// Class of an error that stops veil, as logged in the `class` key-value (the
-/// JSON `class` field). Config errors are printed before logging starts; the
-/// dataplane tags transient errors `class=transient` itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Stops veil with a non-zero exit, to be restarted.
-    Fatal,
-    /// A thread panicked (a bug): handled as fatal.
-    Panic,
-}
-
-impl ErrorClass {
-    /// The name used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Fatal => "fatal",
-            ErrorClass::Panic => "panic",
-        }
-    }
-}
 
 /// Why veil is stopping on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]

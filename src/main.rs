@@ -10,9 +10,11 @@ mod failure;
 mod keys;
 mod logging;
 mod notify;
+mod procfs;
 mod runtime;
 #[cfg(debug_assertions)]
 mod test_hooks;
+mod text;
 mod threading;
 
 use std::io::{Read, Write};

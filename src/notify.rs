@@ -207,7 +207,7 @@ fn ping_while_alive(
                 .collect();
             who.dedup();
             error!(
-                class = crate::failure::ErrorClass::Fatal.as_str();
+                class = veil_dataplane::error_class::ErrorClass::Restart.as_str();
                 "{} stopped making progress (no heartbeat for over {:.1} s); withholding the \
                  systemd watchdog ping so the service is restarted",
                 who.join(", "),
@@ -243,6 +243,17 @@ mod tests {
         assert_eq!(interval_from(None, None, 7), None);
     }
 
+    /// A fresh datagram socket at `<tmp>/<prefix>-<pid>/notify.sock`, its folder and its path.
+    fn listener(prefix: &str) -> (UnixDatagram, std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        (listener, dir, path)
+    }
+
     fn receive_all(sock: &UnixDatagram) -> Vec<String> {
         sock.set_nonblocking(true).unwrap();
         let mut out = Vec::new();
@@ -255,12 +266,8 @@ mod tests {
 
     #[test]
     fn notifications_reach_a_path_socket_and_an_abstract_one() {
-        let dir = std::env::temp_dir().join(format!("veil-notify-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier::to(path.to_str().unwrap()).unwrap();
+        let (listener, dir, path) = listener("veil-notify");
+        let n = Notifier::to(&path).unwrap();
         n.ready("veil0: up\nnow");
         n.watchdog();
         n.stopping("bye");
@@ -302,12 +309,8 @@ mod tests {
 
     #[test]
     fn watchdog_pings_only_while_heartbeats_are_fresh() {
-        let dir = std::env::temp_dir().join(format!("veil-wd-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).unwrap();
-        let notifier = Arc::new(Notifier::to(path.to_str().unwrap()).unwrap());
+        let (listener, dir, path) = listener("veil-wd");
+        let notifier = Arc::new(Notifier::to(&path).unwrap());
         let shared = Arc::new(Shared::new(Epoch::new(Instant::now()), || {}));
         let beat = |shared: &Shared| {
             let now = shared.epoch.nanos(Instant::now());

@@ -26,9 +26,10 @@ use veil_dataplane::timing::Timing;
 use crate::admin::services::{self, ServiceOptions};
 use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
-use crate::failure::{supervisor, ErrorClass, Failure};
+use crate::failure::{supervisor, Failure};
 use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Pinning, ThreadFlags};
+use veil_dataplane::error_class::ErrorClass;
 
 /// Longest drain after a failure (a panic, a fatal dataplane error).
 const FAILED_DRAIN_LIMIT: Duration = Duration::from_secs(1);
@@ -78,12 +79,14 @@ struct Prepared {
     aead_choice: BackendChoice,
     aead: Backend,
     timing: Timing,
+    /// Segmentation offloads wanted (`[threading] offload`, `--no-offload`).
+    offload: bool,
     services: ServiceOptions,
 }
 
 fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
     let config = Config::load(&args.config).map_err(|e| Fail::Config(e.to_string()))?;
-    crate::logging::init(&config.logging).map_err(Fail::Config)?;
+    crate::logging::init(&config.logging).map_err(|e| Fail::Config(e.to_string()))?;
     crate::failure::install_panic_hook();
     for w in &config.warnings {
         warn!("{w}");
@@ -100,13 +103,14 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         &sys::available_cpus(),
         &args.config.display().to_string(),
     )
-    .map_err(Fail::Config)?;
+    .map_err(|e| Fail::Config(e.to_string()))?;
     let timing = timing_from_env().map_err(Fail::Config)?;
     // Before the first keypair exists: every session seals with this backend.
     let aead_choice = args.aead.unwrap_or(config.threading.aead);
     let aead = aead_choice.resolve();
     veil_dataplane::crypto::install(aead);
     let services = ServiceOptions::from_args(args, &config.metrics).map_err(Fail::Config)?;
+    let offload = config.threading.offload && !args.no_offload;
     Ok(Prepared {
         name,
         config,
@@ -115,8 +119,22 @@ fn prepare(args: &UpArgs) -> Result<Prepared, Fail> {
         aead_choice,
         aead,
         timing,
+        offload,
         services,
     })
+}
+
+/// Say once, at start, which offloads are in use.
+fn log_offloads(name: &str, wanted: bool, tun: &Tun) {
+    let tun_offloads = tun.offloads();
+    if !wanted {
+        info!("{name}: offloads off (configured)");
+    } else if !tun_offloads.vnet {
+        info!("{name}: the kernel offers no TUN offloads; packets move one at a time");
+    } else {
+        let uso = if tun_offloads.uso { " and USO" } else { "" };
+        info!("{name}: TUN offloads on (checksum, TSO{uso})");
+    }
 }
 
 fn configure_interface(tun: &Tun, config: &Config) -> Result<(), String> {
@@ -211,7 +229,7 @@ impl LoadSampler {
         Self {
             last: None,
             cpus,
-            memory_limit: memory_limit(),
+            memory_limit: crate::procfs::memory_limit(),
         }
     }
 
@@ -223,13 +241,13 @@ impl LoadSampler {
         {
             return None;
         }
-        let ticks = cpu_ticks()?;
+        let ticks = crate::procfs::cpu_ticks()?;
         let previous = self.last.replace((now, ticks));
         let (t, before) = previous?;
         let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
         // USER_HZ is 100 on every Linux architecture veil builds for.
         let cpu_pct = (ticks.saturating_sub(before) as f64 / 100.0) / secs / self.cpus * 100.0;
-        let memory_pct = match (rss_bytes(), self.memory_limit) {
+        let memory_pct = match (crate::procfs::rss_bytes(), self.memory_limit) {
             (Some(rss), Some(limit)) if limit > 0 => rss as f64 / limit as f64 * 100.0,
             _ => 0.0,
         };
@@ -238,48 +256,6 @@ impl LoadSampler {
             memory_pct,
         })
     }
-}
-
-/// utime + stime of this process in clock ticks.
-fn cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Resident memory of this process.
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-/// The memory limit that applies: the cgroup v2 limit when one is set, else the machine's memory.
-fn memory_limit() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|c| {
-            let path = c
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))?
-                .trim()
-                .to_string();
-            let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).ok()?;
-            max.trim().parse::<u64>().ok()
-        });
-    cgroup.or_else(|| {
-        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kb: u64 = info
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    })
 }
 
 /// The source address the kernel picks for datagrams to `dest` (a connected UDP
@@ -437,17 +413,23 @@ struct Running {
 fn start(p: Prepared) -> Result<Running, String> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
-    let udp = io::bind_listen(p.config.interface.listen_port.unwrap_or(0)).map_err(|e| {
-        format!(
-            "cannot bind UDP port {}: {e}",
-            p.config.interface.listen_port.unwrap_or(0)
-        )
-    })?;
+    let udp =
+        io::bind_listen(p.config.interface.listen_port.unwrap_or(0), p.offload).map_err(|e| {
+            format!(
+                "cannot bind UDP port {}: {e}",
+                p.config.interface.listen_port.unwrap_or(0)
+            )
+        })?;
     let local = udp
         .local_addr()
         .map_err(|e| format!("socket address: {e}"))?;
-    let tun =
-        Tun::create(&p.name).map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
+    let tun = if p.offload {
+        Tun::create_offloaded(&p.name)
+    } else {
+        Tun::create(&p.name)
+    }
+    .map_err(|e| format!("cannot create TUN interface {}: {e}", p.name))?;
+    log_offloads(&p.name, p.offload, &tun);
     configure_interface(&tun, &p.config).map_err(|e| format!("{}: {e}", p.name))?;
 
     let mut device = Device::new(p.config.interface.private_key.as_bytes(), p.timing, epoch);
@@ -472,7 +454,7 @@ fn start(p: Prepared) -> Result<Running, String> {
     let control_counters = device.counters().clone();
     let mut device = ControlShell::new(device);
     let drain_timeout = p.config.sessions.drain_timeout;
-    let udp = Arc::new(UdpSlot::new(udp).map_err(|e| format!("socket address: {e}"))?);
+    let udp = Arc::new(UdpSlot::new(udp, p.offload).map_err(|e| format!("socket address: {e}"))?);
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
     let wake = bell.clone();
@@ -700,7 +682,7 @@ impl Running {
         // A thread that ended on its own after a dataplane fault: the fault is the cause.
         match (failure, self.shared.fault.get()) {
             (Failure::Ended { .. }, Some(fault)) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {fault}; shutting down so the service manager can restart veil",
                 self.name
             ),
@@ -710,7 +692,7 @@ impl Running {
                 self.name
             ),
             (Failure::Ended { .. }, None) => error!(
-                class = ErrorClass::Fatal.as_str();
+                class = ErrorClass::Restart.as_str();
                 "{}: {failure}; shutting down so the service manager can restart veil",
                 self.name
             ),

@@ -10,6 +10,8 @@
 //! A CPU that does not exist is refused before anything is created, naming the
 //! flag or the file's line.
 
+use std::fmt;
+
 use crate::cli::{Threading, UpArgs};
 use crate::config::{CpuSetting, ThreadingConfig};
 
@@ -31,14 +33,8 @@ pub struct Pinning {
 pub struct ThreadFlags {
     /// `--threading`.
     pub threading: Option<Threading>,
-    /// `--rx-cpu`.
-    pub rx_cpu: Option<usize>,
-    /// `--crypto-cpu`.
-    pub crypto_cpu: Option<usize>,
-    /// `--tx-cpu`.
-    pub tx_cpu: Option<usize>,
-    /// `--control-cpu`.
-    pub control_cpu: Option<usize>,
+    /// `--rx-cpu`, `--crypto-cpu`, `--tx-cpu`, `--control-cpu`.
+    pub cpus: Pinning,
     /// `--no-pin`.
     pub no_pin: bool,
 }
@@ -47,14 +43,91 @@ impl From<&UpArgs> for ThreadFlags {
     fn from(a: &UpArgs) -> Self {
         Self {
             threading: a.threading,
-            rx_cpu: a.rx_cpu,
-            crypto_cpu: a.crypto_cpu,
-            tx_cpu: a.tx_cpu,
-            control_cpu: a.control_cpu,
+            cpus: Pinning {
+                rx: a.rx_cpu,
+                crypto: a.crypto_cpu,
+                tx: a.tx_cpu,
+                control: a.control_cpu,
+            },
             no_pin: a.no_pin,
         }
     }
 }
+
+/// Why the flags and the file give no threading to start with. Each message names the flag
+/// or the file's line, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadingError {
+    /// A CPU flag together with `--no-pin`.
+    ContradictsNoPin {
+        /// The flag, e.g. `--rx-cpu`.
+        flag: &'static str,
+        /// Its CPU.
+        cpu: usize,
+    },
+    /// A CPU flag naming a CPU this process may not use.
+    NoSuchCpu {
+        /// The flag.
+        flag: &'static str,
+        /// Its CPU.
+        cpu: usize,
+        /// The CPUs this process may use.
+        available: Vec<usize>,
+    },
+    /// A CPU from the file that does not exist here.
+    FileCpuMissing {
+        /// The config file, as named by the operator.
+        file: String,
+        /// Line of the key.
+        line: usize,
+        /// The key, e.g. `rx_cpu`.
+        key: &'static str,
+        /// Its CPU.
+        cpu: usize,
+        /// The flag that would override it.
+        flag: &'static str,
+        /// The CPUs this process may use.
+        available: Vec<usize>,
+    },
+}
+
+impl fmt::Display for ThreadingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |cpus: &[usize]| {
+            let l: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+            l.join(", ")
+        };
+        match self {
+            Self::ContradictsNoPin { flag, cpu } => {
+                write!(f, "veil up: {flag} {cpu} contradicts --no-pin")
+            }
+            Self::NoSuchCpu {
+                flag,
+                cpu,
+                available,
+            } => write!(
+                f,
+                "veil up: {flag} {cpu}: no such CPU; this process may use CPUs {}",
+                list(available)
+            ),
+            Self::FileCpuMissing {
+                file,
+                line,
+                key,
+                cpu,
+                flag,
+                available,
+            } => write!(
+                f,
+                "{file}:{line}: {key}: CPU {cpu} does not exist here; this process may use \
+                 CPUs {} (fix the file, or override it with {flag} or --no-pin)",
+                list(available)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ThreadingError {}
 
 /// The mode and pinning in effect. `cpus` are the CPUs this process may use;
 /// `file` names the config file in messages.
@@ -63,50 +136,50 @@ pub fn resolve(
     cfg: &ThreadingConfig,
     cpus: &[usize],
     file: &str,
-) -> Result<(Threading, Pinning), String> {
-    let list = || {
-        let l: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-        l.join(", ")
-    };
+) -> Result<(Threading, Pinning), ThreadingError> {
     let slots = [
-        ("--rx-cpu", "rx_cpu", flags.rx_cpu, cfg.rx_cpu),
+        ("--rx-cpu", "rx_cpu", flags.cpus.rx, cfg.rx_cpu),
         (
             "--crypto-cpu",
             "crypto_cpu",
-            flags.crypto_cpu,
+            flags.cpus.crypto,
             cfg.crypto_cpu,
         ),
-        ("--tx-cpu", "tx_cpu", flags.tx_cpu, cfg.tx_cpu),
+        ("--tx-cpu", "tx_cpu", flags.cpus.tx, cfg.tx_cpu),
         (
             "--control-cpu",
             "control_cpu",
-            flags.control_cpu,
+            flags.cpus.control,
             cfg.control_cpu,
         ),
     ];
     let mut chosen = [None; 4];
     for (slot, (flag, key, from_flag, from_file)) in chosen.iter_mut().zip(slots) {
-        if let Some(c) = from_flag {
+        if let Some(cpu) = from_flag {
             if flags.no_pin {
-                return Err(format!("veil up: {flag} {c} contradicts --no-pin"));
+                return Err(ThreadingError::ContradictsNoPin { flag, cpu });
             }
-            if !cpus.contains(&c) {
-                return Err(format!(
-                    "veil up: {flag} {c}: no such CPU; this process may use CPUs {}",
-                    list()
-                ));
+            if !cpus.contains(&cpu) {
+                return Err(ThreadingError::NoSuchCpu {
+                    flag,
+                    cpu,
+                    available: cpus.to_vec(),
+                });
             }
-            *slot = Some(c);
+            *slot = Some(cpu);
         } else if let Some(CpuSetting { cpu, line }) = from_file {
             if flags.no_pin {
                 continue;
             }
             if !cpus.contains(&cpu) {
-                return Err(format!(
-                    "{file}:{line}: {key}: CPU {cpu} does not exist here; this process may use \
-                     CPUs {} (fix the file, or override it with {flag} or --no-pin)",
-                    list()
-                ));
+                return Err(ThreadingError::FileCpuMissing {
+                    file: file.to_string(),
+                    line,
+                    key,
+                    cpu,
+                    flag,
+                    available: cpus.to_vec(),
+                });
             }
             *slot = Some(cpu);
         }
@@ -155,6 +228,23 @@ mod tests {
 
     const CPUS: &[usize] = &[0, 1];
 
+    /// Flags that name the CPUs `f` sets.
+    fn pinned(f: impl FnOnce(&mut Pinning)) -> ThreadFlags {
+        let mut cpus = Pinning::default();
+        f(&mut cpus);
+        ThreadFlags {
+            cpus,
+            ..Default::default()
+        }
+    }
+
+    /// Why `flags` over the default file are refused.
+    fn refusal(flags: &ThreadFlags) -> String {
+        resolve(flags, &ThreadingConfig::default(), CPUS, "f")
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn defaults_wrap_around_the_cpus() {
         let (mode, p) = resolve(
@@ -188,8 +278,7 @@ mod tests {
         assert_eq!((p.rx, p.control), (Some(1), Some(1)));
         let flags = ThreadFlags {
             threading: Some(Threading::Pipeline),
-            rx_cpu: Some(0),
-            ..Default::default()
+            ..pinned(|p| p.rx = Some(0))
         };
         let (mode, p) = resolve(&flags, &cfg, CPUS, "f").unwrap();
         assert_eq!(mode, Threading::Pipeline);
@@ -211,10 +300,7 @@ mod tests {
             resolve(&ThreadFlags::default(), &cfg, CPUS, "f").unwrap().1,
             Pinning::default()
         );
-        let flags = ThreadFlags {
-            tx_cpu: Some(1),
-            ..Default::default()
-        };
+        let flags = pinned(|p| p.tx = Some(1));
         assert_eq!(
             resolve(&flags, &cfg, CPUS, "f").unwrap().1,
             Pinning {
@@ -228,32 +314,24 @@ mod tests {
     fn missing_cpus_are_refused_with_their_source() {
         let cfg = file(|c| c.crypto_cpu = at(9, 12));
         assert_eq!(
-            resolve(&ThreadFlags::default(), &cfg, CPUS, "/etc/veil/veil0.conf").unwrap_err(),
+            resolve(&ThreadFlags::default(), &cfg, CPUS, "/etc/veil/veil0.conf")
+                .unwrap_err()
+                .to_string(),
             "/etc/veil/veil0.conf:12: crypto_cpu: CPU 9 does not exist here; this process may \
              use CPUs 0, 1 (fix the file, or override it with --crypto-cpu or --no-pin)"
         );
-        let flags = ThreadFlags {
-            rx_cpu: Some(5),
-            ..Default::default()
-        };
+        let flags = pinned(|p| p.rx = Some(5));
         assert_eq!(
-            resolve(&flags, &ThreadingConfig::default(), CPUS, "f").unwrap_err(),
+            refusal(&flags),
             "veil up: --rx-cpu 5: no such CPU; this process may use CPUs 0, 1"
         );
         let flags = ThreadFlags {
-            rx_cpu: Some(0),
             no_pin: true,
-            ..Default::default()
+            ..pinned(|p| p.rx = Some(0))
         };
-        assert_eq!(
-            resolve(&flags, &ThreadingConfig::default(), CPUS, "f").unwrap_err(),
-            "veil up: --rx-cpu 0 contradicts --no-pin"
-        );
+        assert_eq!(refusal(&flags), "veil up: --rx-cpu 0 contradicts --no-pin");
         // A flag replaces a bad file value; --no-pin ignores it.
-        let flags = ThreadFlags {
-            crypto_cpu: Some(1),
-            ..Default::default()
-        };
+        let flags = pinned(|p| p.crypto = Some(1));
         assert!(resolve(&flags, &cfg, CPUS, "f").is_ok());
         let no_pin = ThreadFlags {
             no_pin: true,

@@ -1,24 +1,19 @@
-//! Interop: veil against wireguard-go and boringtun-cli, in both roles, in real
-//! network namespaces. Peers are configured with `wg`, as their users do.
+//! Interop: veil against wireguard-go, boringtun-cli and gotatun, in both roles, in real
+//! network namespaces, with veil's offloads on (the peers send no GSO). Peers are configured
+//! with `wg`, as their users do.
 
 mod common;
 
 use common::*;
 
-const PORT: u16 = 51820;
+const PORT: u16 = GW_PORT;
 
 /// veil gateway in namespace a, `peer` as the client in namespace b.
 fn veil_gateway_with(tag: &str, peer: Peer) {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
-    let gw_conf = t.write(
-        "veilgw.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {PORT}\nAddress = 10.9.0.1/24\n\n\
-             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n"
-        ),
-    );
+    let gw_conf = t.write("veilgw.conf", &one_client_gateway(&gw_priv, &cl_pub));
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
     let key = t.write("client.key", &format!("{cl_priv}\n"));
     let iface = format!("wc{tag}");
@@ -102,36 +97,41 @@ fn traffic(t: &Topology, client_ns: &str, gw_addr: &str, gw_ns: &str, client_add
         up.bits_per_second / 1e6,
         down.bits_per_second / 1e6
     );
+    t.sha256_copy(client_ns, gw_ns, gw_addr, 20);
+    t.sha256_copy(gw_ns, client_ns, client_addr, 20);
+}
+
+/// One `#[test]` per row: its name, then the role veil plays, with the tag that names the
+/// namespaces and interfaces, and the peer.
+macro_rules! interop {
+    ($($name:ident: $role:ident($tag:literal, $peer:expr);)*) => {$(
+        #[test]
+        fn $name() {
+            let _g = begin_or_skip!(stringify!($name));
+            $role($tag, $peer);
+        }
+    )*};
+}
+
+interop! {
+    veil_gateway_wireguard_go_client: veil_gateway_with("gg", Peer::WireguardGo);
+    veil_gateway_boringtun_client: veil_gateway_with("gb", Peer::Boringtun);
+    veil_client_wireguard_go_gateway: veil_client_of("cg", Peer::WireguardGo);
+    veil_client_boringtun_gateway: veil_client_of("cb", Peer::Boringtun);
 }
 
 #[test]
-fn veil_gateway_wireguard_go_client() {
-    let Some(_g) = begin("veil_gateway_wireguard_go_client") else {
+fn veil_gateway_gotatun_client() {
+    let Some(_g) = begin("veil_gateway_gotatun_client") else {
         return;
     };
-    veil_gateway_with("gg", Peer::WireguardGo);
+    veil_gateway_with("gt", Peer::Gotatun);
 }
 
 #[test]
-fn veil_gateway_boringtun_client() {
-    let Some(_g) = begin("veil_gateway_boringtun_client") else {
+fn veil_client_gotatun_gateway() {
+    let Some(_g) = begin("veil_client_gotatun_gateway") else {
         return;
     };
-    veil_gateway_with("gb", Peer::Boringtun);
-}
-
-#[test]
-fn veil_client_wireguard_go_gateway() {
-    let Some(_g) = begin("veil_client_wireguard_go_gateway") else {
-        return;
-    };
-    veil_client_of("cg", Peer::WireguardGo);
-}
-
-#[test]
-fn veil_client_boringtun_gateway() {
-    let Some(_g) = begin("veil_client_boringtun_gateway") else {
-        return;
-    };
-    veil_client_of("cb", Peer::Boringtun);
+    veil_client_of("ct", Peer::Gotatun);
 }

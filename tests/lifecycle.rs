@@ -9,9 +9,7 @@ use common::*;
 
 #[test]
 fn idle_session_is_warned_expired_and_renewed() {
-    let Some(_g) = begin("idle_session_is_warned_expired_and_renewed") else {
-        return;
-    };
+    let _g = begin_or_skip!("idle_session_is_warned_expired_and_renewed");
     let mut s = setup(
         "li",
         "[sessions]\nsession_timeout = 10\nidle_warning_sec = 5\n",
@@ -48,9 +46,7 @@ fn idle_session_is_warned_expired_and_renewed() {
 
 #[test]
 fn stopped_peer_is_probed_and_expired_within_bound() {
-    let Some(_g) = begin("stopped_peer_is_probed_and_expired_within_bound") else {
-        return;
-    };
+    let _g = begin_or_skip!("stopped_peer_is_probed_and_expired_within_bound");
     // Bound: probe after 2 s of silence, then 2 probes 1 s apart: 4 s, plus a tick.
     let extra = "[sessions]\nkeepalive_probe_after_sec = 2\nkeepalive_probe_interval_sec = 1\nkeepalive_probe_count = 2\n";
     let mut s = setup("lp", extra);
@@ -74,11 +70,30 @@ fn stopped_peer_is_probed_and_expired_within_bound() {
     assert!(counter(&log, "sessions_expired") >= 1, "{log}");
 }
 
+/// The client in `ns` takes a second address `ip` on its link and sends from it from now on.
+fn move_client(t: &Topology, ns: &str, ip: &str) {
+    t.ok(
+        ns,
+        &["ip", "addr", "add", &format!("{ip}/24"), "dev", "veth0"],
+    );
+    t.ok(
+        ns,
+        &[
+            "ip",
+            "route",
+            "change",
+            "192.168.241.0/24",
+            "dev",
+            "veth0",
+            "src",
+            ip,
+        ],
+    );
+}
+
 #[test]
 fn client_address_change_migrates_without_handshake() {
-    let Some(_g) = begin("client_address_change_migrates_without_handshake") else {
-        return;
-    };
+    let _g = begin_or_skip!("client_address_change_migrates_without_handshake");
     let mut s = setup("lm", "");
     let (t, a, b) = (&s.t, s.t.a(), s.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -101,23 +116,7 @@ fn client_address_change_migrates_without_handshake() {
             .output()
     });
     std::thread::sleep(Duration::from_secs(5));
-    t.ok(
-        &b,
-        &["ip", "addr", "add", "192.168.241.3/24", "dev", "veth0"],
-    );
-    t.ok(
-        &b,
-        &[
-            "ip",
-            "route",
-            "change",
-            "192.168.241.0/24",
-            "dev",
-            "veth0",
-            "src",
-            "192.168.241.3",
-        ],
-    );
+    move_client(t, &b, "192.168.241.3");
     let out = iperf.join().expect("iperf thread").expect("iperf3");
     server.stop();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -148,9 +147,7 @@ fn client_address_change_migrates_without_handshake() {
 
 #[test]
 fn sigterm_drains_and_client_reconnects() {
-    let Some(_g) = begin("sigterm_drains_and_client_reconnects") else {
-        return;
-    };
+    let _g = begin_or_skip!("sigterm_drains_and_client_reconnects");
     let mut s = setup("ld", "[sessions]\ndrain_timeout_sec = 2\n");
     let (t, a, b) = (&s.t, s.t.a(), s.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -197,9 +194,7 @@ fn sigterm_drains_and_client_reconnects() {
 
 #[test]
 fn absolute_timeout_renews_session_and_traffic_continues() {
-    let Some(_g) = begin("absolute_timeout_renews_session_and_traffic_continues") else {
-        return;
-    };
+    let _g = begin_or_skip!("absolute_timeout_renews_session_and_traffic_continues");
     let mut s = setup("la", "[sessions]\nabsolute_timeout_sec = 10\n");
     let (t, b) = (&s.t, s.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -220,32 +215,12 @@ fn absolute_timeout_renews_session_and_traffic_continues() {
 
 #[test]
 fn migration_inside_cooldown_needs_a_token() {
-    let Some(_g) = begin("migration_inside_cooldown_needs_a_token") else {
-        return;
-    };
+    let _g = begin_or_skip!("migration_inside_cooldown_needs_a_token");
     let mut s = setup("lc", "[migration]\nmigration_cooldown_sec = 30\n");
     let (t, b) = (&s.t, s.t.b());
     t.wait_ping(&b, "10.9.0.1");
     std::thread::sleep(Duration::from_millis(300));
-    let move_to = |ip: &str| {
-        t.ok(
-            &b,
-            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "veth0"],
-        );
-        t.ok(
-            &b,
-            &[
-                "ip",
-                "route",
-                "change",
-                "192.168.241.0/24",
-                "dev",
-                "veth0",
-                "src",
-                ip,
-            ],
-        );
-    };
+    let move_to = |ip: &str| move_client(t, &b, ip);
     // First move: plain roaming, accepted (no cooldown running yet).
     move_to("192.168.241.3");
     t.wait_ping(&b, "10.9.0.1");

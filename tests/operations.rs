@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,22 @@ fn gateway_conf(k: &Keys, with_client: bool) -> String {
          [Peer]\nPublicKey = {peer}\nAllowedIPs = {ips}\n",
         k.gw_priv
     )
+}
+
+/// What most tests start from: the namespaces, keys, and the gateway's config file
+/// (knowing the client if `with_client`).
+fn gateway_setup(tag: &str, with_client: bool) -> (Topology, Keys, PathBuf) {
+    let t = Topology::new(tag);
+    let k = keys();
+    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, with_client));
+    (t, k, gw_conf)
+}
+
+/// `gateway_setup` with the client known, and the gateway running in namespace a.
+fn running_gateway(tag: &str) -> (Topology, Keys, Proc) {
+    let (t, k, gw_conf) = gateway_setup(tag, true);
+    let gw = start(&t, &t.a(), &gw_conf, &[], &[]);
+    (t, k, gw)
 }
 
 fn client_conf(k: &Keys, port: u16) -> String {
@@ -119,13 +135,9 @@ fn routes(t: &Topology, ns: &str, iface: &str) -> String {
 
 #[test]
 fn wg_show_and_set_on_a_running_gateway() {
-    let Some(_g) = begin("wg_show_and_set_on_a_running_gateway") else {
-        return;
-    };
-    let t = Topology::new("ow");
+    let _g = begin_or_skip!("wg_show_and_set_on_a_running_gateway");
+    let (t, k, gw_conf) = gateway_setup("ow", false);
     let (a, b) = (t.a(), t.b());
-    let k = keys();
-    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, false));
     let cl_conf = t.write(&format!("{CL}.conf"), &client_conf(&k, GW_PORT));
     let mut gw = start(&t, &a, &gw_conf, &[], &[]);
     let _cl = start(&t, &b, &cl_conf, &[], &[]);
@@ -242,14 +254,9 @@ fn wg_show_and_set_on_a_running_gateway() {
 
 #[test]
 fn showconf_round_trips_through_setconf() {
-    let Some(_g) = begin("showconf_round_trips_through_setconf") else {
-        return;
-    };
-    let t = Topology::new("oc");
+    let _g = begin_or_skip!("showconf_round_trips_through_setconf");
+    let (t, _, _gw) = running_gateway("oc");
     let (a, b) = (t.a(), t.b());
-    let k = keys();
-    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
-    let _gw = start(&t, &a, &gw_conf, &[], &[]);
     let psk = Command::new(veil_bin()).arg("genpsk").output().unwrap();
     let psk_file = t.write("psk", String::from_utf8_lossy(&psk.stdout).trim());
     let (_, third) = keypair();
@@ -305,14 +312,9 @@ fn showconf_round_trips_through_setconf() {
 
 #[test]
 fn listen_port_changes_live() {
-    let Some(_g) = begin("listen_port_changes_live") else {
-        return;
-    };
-    let t = Topology::new("op");
+    let _g = begin_or_skip!("listen_port_changes_live");
+    let (t, k, _gw) = running_gateway("op");
     let (a, b) = (t.a(), t.b());
-    let k = keys();
-    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
-    let _gw = start(&t, &a, &gw_conf, &[], &[]);
     wg(&t, &a, &["set", GW, "listen-port", "51999"]);
     assert_eq!(wg(&t, &a, &["show", GW, "listen-port"]).trim(), "51999");
     // The client is pointed at the new port and connects.
@@ -347,14 +349,10 @@ fn metric(text: &str, series: &str) -> f64 {
 
 #[test]
 fn metrics_pass_promtool_and_move_with_traffic() {
-    let Some(_g) = begin("metrics_pass_promtool_and_move_with_traffic") else {
-        return;
-    };
+    let _g = begin_or_skip!("metrics_pass_promtool_and_move_with_traffic");
     let promtool = require("promtool");
-    let t = Topology::new("om");
+    let (t, k, gw_conf) = gateway_setup("om", true);
     let (a, b) = (t.a(), t.b());
-    let k = keys();
-    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
     let cl_conf = t.write(&format!("{CL}.conf"), &client_conf(&k, GW_PORT));
     let _gw = start(&t, &a, &gw_conf, &["--metrics-listen", METRICS], &[]);
     let _cl = start(&t, &b, &cl_conf, &[], &[]);
@@ -445,13 +443,9 @@ fn health(json: bool) -> (i32, String, String) {
 
 #[test]
 fn health_reports_a_stalled_thread() {
-    let Some(_g) = begin("health_reports_a_stalled_thread") else {
-        return;
-    };
-    let t = Topology::new("oh");
+    let _g = begin_or_skip!("health_reports_a_stalled_thread");
+    let (t, _, gw_conf) = gateway_setup("oh", true);
     let a = t.a();
-    let k = keys();
-    let gw_conf = t.write(&format!("{GW}.conf"), &gateway_conf(&k, true));
     let mut gw = start(
         &t,
         &a,

@@ -251,9 +251,7 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> Option<Option<i32>> {
 
 #[test]
 fn systemd_ready_watchdog_and_stopping() {
-    let Some(_g) = begin("systemd_ready_watchdog_and_stopping") else {
-        return;
-    };
+    let _g = begin_or_skip!("systemd_ready_watchdog_and_stopping");
     let t = Topology::new("sd");
     let (key, _) = keypair();
     let notify = NotifySocket::new(&t.dir);
@@ -287,23 +285,22 @@ fn systemd_ready_watchdog_and_stopping() {
     assert!(!t.has_link(&t.a(), "veilgw"));
 }
 
+/// A lone gateway in `mode` with a test hook (`VEIL_TEST_*_THREAD`, thread) set, reporting
+/// to a notify socket.
+fn hooked_gateway(tag: &str, mode: &str, hook: (&str, &str)) -> (Topology, NotifySocket, Proc) {
+    let t = Topology::new(tag);
+    let (key, _) = keypair();
+    let notify = NotifySocket::new(&t.dir);
+    let conf = t.write("veilgw.conf", &lone_gateway(&key, ""));
+    let p = up_with_notify(&t, &conf, &["--threading", mode], &notify, &[hook]);
+    (t, notify, p)
+}
+
 #[test]
 fn a_stalled_thread_silences_the_watchdog() {
-    let Some(_g) = begin("a_stalled_thread_silences_the_watchdog") else {
-        return;
-    };
+    let _g = begin_or_skip!("a_stalled_thread_silences_the_watchdog");
     for (thread, mode) in [("veil-tx", "pipeline"), ("veil-single", "single")] {
-        let t = Topology::new("st");
-        let (key, _) = keypair();
-        let notify = NotifySocket::new(&t.dir);
-        let conf = t.write("veilgw.conf", &lone_gateway(&key, ""));
-        let mut p = up_with_notify(
-            &t,
-            &conf,
-            &["--threading", mode],
-            &notify,
-            &[("VEIL_TEST_STALL_THREAD", thread)],
-        );
+        let (_t, notify, mut p) = hooked_gateway("st", mode, ("VEIL_TEST_STALL_THREAD", thread));
         let ready = notify
             .wait_for("READY=1", Duration::from_secs(10))
             .unwrap_or_else(|| panic!("{thread}: no READY=1:\n{}", p.log_text()));
@@ -328,25 +325,13 @@ fn a_stalled_thread_silences_the_watchdog() {
 
 #[test]
 fn a_panicking_thread_ends_veil_with_a_failure() {
-    let Some(_g) = begin("a_panicking_thread_ends_veil_with_a_failure") else {
-        return;
-    };
+    let _g = begin_or_skip!("a_panicking_thread_ends_veil_with_a_failure");
     for (thread, mode) in [
         ("veil-crypto", "pipeline"),
         ("veil-control", "pipeline"),
         ("veil-single", "single"),
     ] {
-        let t = Topology::new("pn");
-        let (key, _) = keypair();
-        let notify = NotifySocket::new(&t.dir);
-        let conf = t.write("veilgw.conf", &lone_gateway(&key, ""));
-        let mut p = up_with_notify(
-            &t,
-            &conf,
-            &["--threading", mode],
-            &notify,
-            &[("VEIL_TEST_PANIC_THREAD", thread)],
-        );
+        let (t, notify, mut p) = hooked_gateway("pn", mode, ("VEIL_TEST_PANIC_THREAD", thread));
         notify
             .wait_for("READY=1", Duration::from_secs(10))
             .unwrap_or_else(|| panic!("{thread}: no READY=1:\n{}", p.log_text()));
@@ -375,9 +360,7 @@ fn a_panicking_thread_ends_veil_with_a_failure() {
 
 #[test]
 fn deleting_the_tun_interface_is_fatal() {
-    let Some(_g) = begin("deleting_the_tun_interface_is_fatal") else {
-        return;
-    };
+    let _g = begin_or_skip!("deleting_the_tun_interface_is_fatal");
     for mode in ["pipeline", "single"] {
         let t = Topology::new("tg");
         let (key, _) = keypair();
@@ -398,9 +381,7 @@ fn deleting_the_tun_interface_is_fatal() {
 
 #[test]
 fn json_logs_async_with_peer_and_component() {
-    let Some(_g) = begin("json_logs_async_with_peer_and_component") else {
-        return;
-    };
+    let _g = begin_or_skip!("json_logs_async_with_peer_and_component");
     let t = Topology::new("js");
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
@@ -475,9 +456,7 @@ fn threads_of(pid: u32) -> Vec<(String, u64)> {
 
 #[test]
 fn threading_section_and_flags_that_override_it() {
-    let Some(_g) = begin("threading_section_and_flags_that_override_it") else {
-        return;
-    };
+    let _g = begin_or_skip!("threading_section_and_flags_that_override_it");
     let t = Topology::new("ts");
     let (key, _) = keypair();
     let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
@@ -581,9 +560,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 /// never one log line each) cannot push more than the configured lines a second.
 #[test]
 fn json_logs_stay_parseable_and_bounded_under_junk() {
-    let Some(_g) = begin("json_logs_stay_parseable_and_bounded_under_junk") else {
-        return;
-    };
+    let _g = begin_or_skip!("json_logs_stay_parseable_and_bounded_under_junk");
     let t = Topology::new("oj");
     let (k, _) = keypair();
     let conf = t.write(

@@ -10,8 +10,9 @@ use common::*;
 
 /// Configs of a gateway (namespace a) with two clients (namespace b) on subnets
 /// 10.9.0.0/24 and 10.9.1.0/24, `gw_extra` appended to the gateway's:
-/// (gateway, client 1, client 2, the gateway's public key).
-fn two_clients(t: &Topology, gw_extra: &str) -> (PathBuf, PathBuf, PathBuf, String) {
+/// (the namespaces, gateway, client 1, client 2, the gateway's public key).
+fn two_clients(tag: &str, gw_extra: &str) -> (Topology, PathBuf, PathBuf, PathBuf, String) {
+    let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (c1_priv, c1_pub) = keypair();
     let (c2_priv, c2_pub) = keypair();
@@ -34,7 +35,7 @@ fn two_clients(t: &Topology, gw_extra: &str) -> (PathBuf, PathBuf, PathBuf, Stri
     };
     let c1 = client("veilc1", &c1_priv, "10.9.0.2", "10.9.0.0/24");
     let c2 = client("veilc2", &c2_priv, "10.9.1.2", "10.9.1.0/24");
-    (gw_conf, c1, c2, gw_pub)
+    (t, gw_conf, c1, c2, gw_pub)
 }
 
 /// UDP iperf3 from the client namespace to the gateway: (received bit/s, received
@@ -113,9 +114,7 @@ fn udp_run_to(
 
 #[test]
 fn bandwidth_limit_holds_udp_and_tcp() {
-    let Some(_g) = begin("bandwidth_limit_holds_udp_and_tcp") else {
-        return;
-    };
+    let _g = begin_or_skip!("bandwidth_limit_holds_udp_and_tcp");
     let s = setup(
         "pb",
         "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
@@ -144,9 +143,7 @@ fn bandwidth_limit_holds_udp_and_tcp() {
 
 #[test]
 fn packet_rate_limit_holds_small_packets() {
-    let Some(_g) = begin("packet_rate_limit_holds_small_packets") else {
-        return;
-    };
+    let _g = begin_or_skip!("packet_rate_limit_holds_small_packets");
     let mut s = setup(
         "pr",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 2000\n",
@@ -164,9 +161,7 @@ fn packet_rate_limit_holds_small_packets() {
 
 #[test]
 fn low_priority_is_shed_before_normal() {
-    let Some(_g) = begin("low_priority_is_shed_before_normal") else {
-        return;
-    };
+    let _g = begin_or_skip!("low_priority_is_shed_before_normal");
     let extra = "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[priority]\nring_high_water_percent = 0\n";
     let mut s = setup("pq", extra);
     s.t.wait_ping(&s.t.b(), "10.9.0.1");
@@ -192,11 +187,11 @@ fn low_priority_is_shed_before_normal() {
 
 #[test]
 fn degradation_rises_refuses_new_sessions_and_recovers() {
-    let Some(_g) = begin("degradation_rises_refuses_new_sessions_and_recovers") else {
-        return;
-    };
-    let t = Topology::new("pd");
-    let (gw_conf, c1_conf, c2_conf, _) = two_clients(&t, "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n");
+    let _g = begin_or_skip!("degradation_rises_refuses_new_sessions_and_recovers");
+    let (t, gw_conf, c1_conf, c2_conf, _) = two_clients(
+        "pd",
+        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n",
+    );
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
     let _c1 = veil_up(&t, &t.b(), &c1_conf, &[], &[]);
     t.wait_ping(&t.b(), "10.9.0.1");
@@ -260,12 +255,9 @@ fn degradation_rises_refuses_new_sessions_and_recovers() {
 
 #[test]
 fn handshake_flood_spares_established_flow_and_new_peer() {
-    let Some(_g) = begin("handshake_flood_spares_established_flow_and_new_peer") else {
-        return;
-    };
-    let t = Topology::new("pf");
-    let (gw_conf, c1_conf, c2_conf, gw_pub) = two_clients(
-        &t,
+    let _g = begin_or_skip!("handshake_flood_spares_established_flow_and_new_peer");
+    let (t, gw_conf, c1_conf, c2_conf, gw_pub) = two_clients(
+        "pf",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n",
     );
     let (a, b) = (t.a(), t.b());
@@ -341,12 +333,9 @@ fn handshake_flood_spares_established_flow_and_new_peer() {
 
 #[test]
 fn each_client_gets_its_own_limit() {
-    let Some(_g) = begin("each_client_gets_its_own_limit") else {
-        return;
-    };
-    let t = Topology::new("p2");
-    let (gw_conf, c1_conf, c2_conf, _) = two_clients(
-        &t,
+    let _g = begin_or_skip!("each_client_gets_its_own_limit");
+    let (t, gw_conf, c1_conf, c2_conf, _) = two_clients(
+        "p2",
         "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
     );
     let (a, b) = (t.a(), t.b());

@@ -69,15 +69,96 @@ fn full_check(p: &Pair) {
         up.bits_per_second / 1e6,
         down.bits_per_second / 1e6
     );
+    // Data is hashed, not counted: 200 MB up (IPv4 inside), 20 MB down (IPv6 inside).
+    t.sha256_copy(&b, &a, "10.9.0.1", 200);
+    t.sha256_copy(&a, &b, "fd09::2", 20);
+}
+
+/// Both ends say at start whether TUN offloads are on.
+fn assert_offloads(p: &Pair, on: bool) {
+    for (who, log) in [("gateway", p.gw.log_text()), ("client", p.cl.log_text())] {
+        let said = if on {
+            "TUN offloads on"
+        } else {
+            "offloads off"
+        };
+        assert!(log.contains(said), "{who} log lacks {said:?}:\n{log}");
+    }
+}
+
+/// veil ↔ veil with `--no-offload` in `mode`: the same checks, one packet per syscall.
+fn no_offload(tag: &str, mode: &str) {
+    let mut p = pair(tag, &["--threading", mode, "--no-offload"], false, &[]);
+    full_check(&p);
+    assert_offloads(&p, false);
+    assert_eq!(p.gw.stop(), Some(0), "gateway:\n{}", p.gw.log_text());
+}
+
+#[test]
+fn veil_to_veil_pipeline_no_offload() {
+    let Some(_g) = begin("veil_to_veil_pipeline_no_offload") else {
+        return;
+    };
+    no_offload("po", "pipeline");
+}
+
+#[test]
+fn veil_to_veil_single_no_offload() {
+    let Some(_g) = begin("veil_to_veil_single_no_offload") else {
+        return;
+    };
+    no_offload("so", "single");
+}
+
+/// A client with MTU 1280 and a gateway with MTU 1420: full-size pings (DF set) both ways,
+/// so each side receives datagrams larger than its own MTU would make.
+#[test]
+fn mtu_1280_client_and_1420_gateway() {
+    let Some(_g) = begin("mtu_1280_client_and_1420_gateway") else {
+        return;
+    };
+    let t = Topology::new("pm");
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let with_mtu = |conf: String, mtu: u16| {
+        conf.replacen("\n\n[Peer]", &format!("\nMTU = {mtu}\n\n[Peer]"), 1)
+    };
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &with_mtu(gateway_conf(&gw_priv, &cl_pub), 1420),
+    );
+    let ep = endpoint(A_V4, GW_PORT);
+    let cl_conf = t.write(
+        "veilcl.conf",
+        &with_mtu(client_conf(&cl_priv, &gw_pub, &ep), 1280),
+    );
+    let _gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let _cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
+    t.wait_ping(&t.b(), "10.9.0.1");
+    let full = |ns: &str, addr: &str, mtu: u32| {
+        let size = (mtu - 28).to_string();
+        let out = t.exec(
+            ns,
+            &[
+                "ping", "-c", "5", "-W", "2", "-M", "do", "-s", &size, "-q", addr,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(" 5 received"),
+            "{ns} -> {addr}, {mtu}-byte packets:\n{text}"
+        );
+    };
+    full(&t.b(), "10.9.0.1", 1280);
+    full(&t.a(), "10.9.0.2", 1420);
 }
 
 #[test]
 fn veil_to_veil_pipeline() {
-    let Some(_g) = begin("veil_to_veil_pipeline") else {
-        return;
-    };
+    let _g = begin_or_skip!("veil_to_veil_pipeline");
     let mut p = pair("pp", &["--threading", "pipeline"], false, &[]);
     full_check(&p);
+    assert_offloads(&p, true);
     assert_eq!(
         p.cl.stop(),
         Some(0),
@@ -102,9 +183,7 @@ fn veil_to_veil_pipeline() {
 
 #[test]
 fn veil_to_veil_single() {
-    let Some(_g) = begin("veil_to_veil_single") else {
-        return;
-    };
+    let _g = begin_or_skip!("veil_to_veil_single");
     let mut p = pair("ps", &["--threading", "single"], false, &[]);
     full_check(&p);
     assert_eq!(p.gw.stop(), Some(0));
@@ -113,9 +192,7 @@ fn veil_to_veil_single() {
 
 #[test]
 fn outer_transport_ipv6() {
-    let Some(_g) = begin("outer_transport_ipv6") else {
-        return;
-    };
+    let _g = begin_or_skip!("outer_transport_ipv6");
     let p = pair("p6", &[], true, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     assert_eq!(p.t.ping(&p.t.b(), "10.9.0.1", 10), 10);
@@ -129,9 +206,7 @@ fn outer_transport_ipv6() {
 
 #[test]
 fn unknown_peer_cannot_handshake() {
-    let Some(_g) = begin("unknown_peer_cannot_handshake") else {
-        return;
-    };
+    let _g = begin_or_skip!("unknown_peer_cannot_handshake");
     let t = Topology::new("uk");
     let (gw_priv, gw_pub) = keypair();
     let (_, known_pub) = keypair();
@@ -162,9 +237,7 @@ fn unknown_peer_cannot_handshake() {
 
 #[test]
 fn inner_source_outside_allowed_ips_dropped() {
-    let Some(_g) = begin("inner_source_outside_allowed_ips_dropped") else {
-        return;
-    };
+    let _g = begin_or_skip!("inner_source_outside_allowed_ips_dropped");
     let mut p = pair("sp", &[], false, &[]);
     let (t, b) = (&p.t, p.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -196,9 +269,7 @@ fn inner_source_outside_allowed_ips_dropped() {
 
 #[test]
 fn rekey_under_traffic_without_stall() {
-    let Some(_g) = begin("rekey_under_traffic_without_stall") else {
-        return;
-    };
+    let _g = begin_or_skip!("rekey_under_traffic_without_stall");
     let env = [("VEIL_TEST_REKEY_AFTER_SECS", "3")];
     let mut p = pair("rk", &[], false, &env);
     let (t, a, b) = (&p.t, p.t.a(), p.t.b());
@@ -233,9 +304,7 @@ fn rekey_under_traffic_without_stall() {
 
 #[test]
 fn threads_are_named_and_pinned() {
-    let Some(_g) = begin("threads_are_named_and_pinned") else {
-        return;
-    };
+    let _g = begin_or_skip!("threads_are_named_and_pinned");
     let cpus: Vec<usize> =
         (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
     let last = cpus.len() - 1;
@@ -282,9 +351,7 @@ fn threads_are_named_and_pinned() {
 
 #[test]
 fn bad_configs_exit_2_and_leave_nothing() {
-    let Some(_g) = begin("bad_configs_exit_2_and_leave_nothing") else {
-        return;
-    };
+    let _g = begin_or_skip!("bad_configs_exit_2_and_leave_nothing");
     let t = Topology::new("bc");
     let (k, pk) = keypair();
     let cases = [
@@ -313,9 +380,7 @@ fn bad_configs_exit_2_and_leave_nothing() {
 
 #[test]
 fn idle_uses_under_one_percent_cpu() {
-    let Some(_g) = begin("idle_uses_under_one_percent_cpu") else {
-        return;
-    };
+    let _g = begin_or_skip!("idle_uses_under_one_percent_cpu");
     let p = pair("id", &[], false, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     std::thread::sleep(Duration::from_secs(1));

@@ -55,6 +55,9 @@ pub struct PacketMeta {
     pub addr: SocketAddr,
     /// What TX does with it.
     pub action: Action,
+    /// A received datagram the kernel coalesced (UDP GRO): the size of each of the datagrams in
+    /// it (the last may be shorter). 0: one datagram.
+    pub segment: usize,
 }
 
 impl Default for PacketMeta {
@@ -64,6 +67,7 @@ impl Default for PacketMeta {
             len: 0,
             addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             action: Action::Drop,
+            segment: 0,
         }
     }
 }
@@ -94,6 +98,10 @@ impl std::fmt::Debug for Batch {
             .finish_non_exhaustive()
     }
 }
+
+/// Largest peer MTU whose datagrams every buffer holds whole (veil's own MTU limit; jumbo
+/// frames), whatever our own MTU is.
+pub const PEER_MTU_MAX: usize = 9000;
 
 /// Buffer size for an interface MTU: header room, the packet padded to 16, the tag.
 pub fn buffer_size(mtu: usize) -> usize {

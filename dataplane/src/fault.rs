@@ -11,6 +11,8 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::error_class::ErrorClass;
+
 /// What a thread was doing when the error came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoOp {
@@ -29,16 +31,9 @@ impl IoOp {
     }
 }
 
-/// What an I/O error means for the thread that got it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Retry after a pause (ENOBUFS, ENOMEM, a queued ICMP error, …).
-    Transient,
-    /// The fd is unusable for good: stop veil (TUN device deleted, socket gone).
-    Fatal,
-}
-
-/// Class of an error from `op`.
+/// Class of an error from `op`: [`ErrorClass::Restart`] when the fd is unusable for good
+/// (TUN device deleted, socket gone), else [`ErrorClass::Retry`] (ENOBUFS, ENOMEM, a queued
+/// ICMP error, …).
 ///
 /// A deleted TUN interface makes every read fail with `EBADFD` (and poll report
 /// `POLLERR`, so a loop that retried would spin); `EIO` is what a dead device
@@ -65,9 +60,9 @@ pub fn classify(op: IoOp, e: &io::Error) -> ErrorClass {
         ),
     };
     if fatal {
-        ErrorClass::Fatal
+        ErrorClass::Restart
     } else {
-        ErrorClass::Transient
+        ErrorClass::Retry
     }
 }
 
@@ -166,13 +161,13 @@ impl IoTrouble {
             return None;
         };
         self.last_op = Some(op);
-        if classify(op, &error) == ErrorClass::Fatal {
+        if classify(op, &error) == ErrorClass::Restart {
             return Some(Verdict::Fatal(Fault { thread, op, error }));
         }
         if self.streak == 0 {
             // Once per streak, not per error: the counters have the totals.
             log::warn!(
-                class = "transient";
+                class = ErrorClass::Retry.as_str();
                 "{thread}: {} failed: {error}; retrying with backoff",
                 op.describe()
             );
@@ -201,12 +196,12 @@ mod tests {
     fn deleted_tun_is_fatal_transient_udp_is_not() {
         assert_eq!(
             classify(IoOp::TunRead, &os(libc::EBADFD)),
-            ErrorClass::Fatal
+            ErrorClass::Restart
         );
-        assert_eq!(classify(IoOp::TunRead, &os(libc::EIO)), ErrorClass::Fatal);
+        assert_eq!(classify(IoOp::TunRead, &os(libc::EIO)), ErrorClass::Restart);
         assert_eq!(
             classify(IoOp::TunRead, &os(libc::ENOMEM)),
-            ErrorClass::Transient
+            ErrorClass::Retry
         );
         for errno in [
             libc::ENOBUFS,
@@ -214,14 +209,11 @@ mod tests {
             libc::ECONNREFUSED,
             libc::EHOSTUNREACH,
         ] {
-            assert_eq!(
-                classify(IoOp::UdpReceive, &os(errno)),
-                ErrorClass::Transient
-            );
+            assert_eq!(classify(IoOp::UdpReceive, &os(errno)), ErrorClass::Retry);
         }
         assert_eq!(
             classify(IoOp::UdpReceive, &os(libc::EBADF)),
-            ErrorClass::Fatal
+            ErrorClass::Restart
         );
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::batch::{buffer_size, Batch, Home, Source, BATCH_MAX};
+use crate::batch::{buffer_size, Batch, Home, Source, BATCH_MAX, PEER_MTU_MAX};
 use crate::baton::Baton;
 use crate::bql::{ByteQueue, LimitTuner};
 use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
@@ -335,7 +335,9 @@ pub fn build(
     cfg: &PipelineConfig,
     shared: &Shared,
 ) -> (RxThread, CryptoThread, TxThread, ControlThread) {
-    let buf = buffer_size(cfg.mtu);
+    // Buffers fit a datagram from a peer with any MTU veil or WireGuard peers use (up to
+    // PEER_MTU_MAX), not only our own: a peer with a larger MTU is received whole.
+    let buf = buffer_size(cfg.mtu.max(PEER_MTU_MAX));
     let total = cfg.rx_batches + cfg.crypto_batches;
     let (mut rx_free_p, rx_free_c) = RingBuffer::new(cfg.rx_batches);
     let (mut cr_free_p, cr_free_c) = RingBuffer::new(cfg.crypto_batches);

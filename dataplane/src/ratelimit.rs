@@ -48,35 +48,104 @@ impl RateLimit {
     }
 }
 
-/// A token bucket; `rate == 0` means unlimited.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    rate: f64,
+/// A token bucket on an explicit clock. The rate and the capacity are given at each refill,
+/// so one type serves buckets whose limits change while they run (a penalty that removes the
+/// burst, a degradation level that halves a rate). veil's one token bucket: rate limits here,
+/// initiations per source in the control crate, and log lines in the binary.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use veil_dataplane::ratelimit::TokenBucket;
+///
+/// let t0 = Instant::now();
+/// let mut b = TokenBucket::full(2.0); // capacity 2, refilled at 1 token/s below
+/// b.refill(t0, 1.0, 2.0);
+/// assert!(b.try_take(1.0) && b.try_take(1.0) && !b.try_take(1.0));
+/// b.refill(t0 + Duration::from_secs(1), 1.0, 2.0);
+/// assert!(b.try_take(1.0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket {
     tokens: f64,
+    /// Last refill; `None` before the first.
+    last: Option<Instant>,
 }
 
-impl Bucket {
+impl TokenBucket {
+    /// A bucket holding `tokens`; its clock starts at the first refill.
+    pub const fn full(tokens: f64) -> Self {
+        Self { tokens, last: None }
+    }
+
+    /// Adds `rate` tokens per second since the last refill, up to `capacity`.
+    pub fn refill(&mut self, now: Instant, rate: f64, capacity: f64) {
+        let secs = self.idle_for(now).as_secs_f64();
+        self.tokens = (self.tokens + secs * rate).min(capacity);
+        self.last = Some(now);
+    }
+
+    /// Are there `n` tokens?
+    pub fn has(&self, n: f64) -> bool {
+        self.tokens >= n
+    }
+
+    /// Removes `n` tokens (after [`TokenBucket::has`]: the caller may check several buckets
+    /// before taking from any).
+    pub fn take(&mut self, n: f64) {
+        self.tokens -= n;
+    }
+
+    /// Takes `n` tokens if there are as many.
+    pub fn try_take(&mut self, n: f64) -> bool {
+        let ok = self.has(n);
+        if ok {
+            self.take(n);
+        }
+        ok
+    }
+
+    /// Tokens now held (as of the last refill).
+    pub fn tokens(&self) -> f64 {
+        self.tokens
+    }
+
+    /// Time since the last refill at `now` (zero before the first).
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        self.last
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
+
+/// One of a client's two buckets: `rate == 0` means unlimited.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    rate: f64,
+    bucket: TokenBucket,
+}
+
+impl Budget {
     fn new(rate: u64, factor: f64) -> Self {
         let rate = rate as f64;
         Self {
             rate,
-            tokens: rate * factor,
+            bucket: TokenBucket::full(rate * factor),
         }
     }
 
-    fn refill(&mut self, secs: f64, capacity_factor: f64) {
+    fn refill(&mut self, now: Instant, capacity_factor: f64) {
         if self.rate > 0.0 {
-            self.tokens = (self.tokens + secs * self.rate).min(self.rate * capacity_factor);
+            self.bucket
+                .refill(now, self.rate, self.rate * capacity_factor);
         }
     }
 
     fn has(&self, n: f64) -> bool {
-        self.rate == 0.0 || self.tokens >= n
+        self.rate == 0.0 || self.bucket.has(n)
     }
 
     fn take(&mut self, n: f64) {
         if self.rate > 0.0 {
-            self.tokens -= n;
+            self.bucket.take(n);
         }
     }
 }
@@ -85,9 +154,8 @@ impl Bucket {
 #[derive(Debug, Clone, Copy)]
 pub struct DirectionLimiter {
     limit: RateLimit,
-    bytes: Bucket,
-    packets: Bucket,
-    last: Option<Instant>,
+    bytes: Budget,
+    packets: Budget,
     penalty_until: Option<Instant>,
 }
 
@@ -97,9 +165,8 @@ impl DirectionLimiter {
         let factor = limit.burst_factor.max(1.0);
         Self {
             limit,
-            bytes: Bucket::new(limit.bytes_per_sec, factor),
-            packets: Bucket::new(limit.packets_per_sec, factor),
-            last: None,
+            bytes: Budget::new(limit.bytes_per_sec, factor),
+            packets: Budget::new(limit.packets_per_sec, factor),
             penalty_until: None,
         }
     }
@@ -120,17 +187,13 @@ impl DirectionLimiter {
         if !self.limit.is_limited() {
             return true;
         }
-        let secs = self
-            .last
-            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
-        self.last = Some(now);
         let factor = if self.in_penalty(now) {
             1.0
         } else {
             self.limit.burst_factor.max(1.0)
         };
-        self.bytes.refill(secs, factor);
-        self.packets.refill(secs, factor);
+        self.bytes.refill(now, factor);
+        self.packets.refill(now, factor);
         let n = len as f64;
         if self.bytes.has(n) && self.packets.has(1.0) {
             self.bytes.take(n);

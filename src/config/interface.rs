@@ -2,7 +2,7 @@
 
 use super::error::{ConfigErrorKind, Echo, ValueProblem};
 use super::parser::{Parts, Sink};
-use super::section::{only, KeySpec, Section, SectionState};
+use super::section::{only, set, KeySpec, Section, SectionState};
 use super::value::parse_u16;
 use crate::keys::{self, Key32};
 use veil_dataplane::route::IpNet;
@@ -39,49 +39,22 @@ pub(super) struct InterfaceDraft {
 
 impl Section for InterfaceDraft {
     const NAME: &'static str = "Interface";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "PrivateKey",
-            "key",
-            "44 characters of base64, as printed by `wg genkey`",
-            |d, v, _| {
-                d.private_key = Some(keys::parse_key(v)?);
-                Ok(())
-            },
-        )
-        .required()
-        .secret(),
-        KeySpec::once(
-            "ListenPort",
-            "port",
-            "0..=65535; 0 or no ListenPort picks a free port",
-            |d, v, _| {
-                let port = parse_u16(v, 0, u16::MAX)?;
-                d.listen_port = (port != 0).then_some(port);
-                Ok(())
-            },
-        ),
-        KeySpec::list(
-            "Address",
-            "address",
-            "ADDRESS or ADDRESS/PREFIX, e.g. 10.0.0.1/24 or fd00::1/64",
-            |d, v, _| {
-                let net: IpNet = v.parse()?;
-                if !d.addresses.contains(&net) {
-                    d.addresses.push(net);
-                }
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "MTU",
-            "MTU",
-            "576..=9000, at least 1280 with an IPv6 Address; default 1420",
-            |d, v, _| {
-                d.mtu = Some(parse_u16(v, MIN_MTU, MAX_MTU)?);
-                Ok(())
-            },
-        ),
+        KeySpec::<Self>::once("PrivateKey", "key", "44 characters of base64, as printed by `wg genkey`", |d, v, _| set(&mut d.private_key, keys::parse_key(v).map(Some))).required().secret(),
+        KeySpec::once("ListenPort", "port", "0..=65535; 0 or no ListenPort picks a free port", |d, v, _| {
+            let port = parse_u16(v, 0, u16::MAX)?;
+            d.listen_port = (port != 0).then_some(port);
+            Ok(())
+        }),
+        KeySpec::<Self>::once("Address", "address", "ADDRESS or ADDRESS/PREFIX, e.g. 10.0.0.1/24 or fd00::1/64", |d, v, _| {
+            let net: IpNet = v.parse()?;
+            if !d.addresses.contains(&net) {
+                d.addresses.push(net);
+            }
+            Ok(())
+        }).list(),
+        KeySpec::once("MTU", "MTU", "576..=9000, at least 1280 with an IPv6 Address; default 1420", |d, v, _| set(&mut d.mtu, parse_u16(v, MIN_MTU, MAX_MTU).map(Some))),
     ];
     const IGNORED: &'static [&'static str] = &[
         "DNS",

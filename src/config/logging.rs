@@ -15,7 +15,7 @@
 use log::LevelFilter;
 
 use super::parser::{Parts, Sink};
-use super::section::{only_draft, KeySpec, Section, SectionState};
+use super::section::{only_draft, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_choice, parse_fraction, parse_number};
 
 /// Default of `rate_limit_logs_per_sec`.
@@ -65,6 +65,8 @@ impl Default for LoggingConfig {
     }
 }
 
+const FORMATS: &[(&str, LogFormat)] = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+
 const LEVELS: &[(&str, LevelFilter)] = &[
     ("error", LevelFilter::Error),
     ("warn", LevelFilter::Warn),
@@ -79,63 +81,14 @@ pub(super) struct LoggingDraft(LoggingConfig);
 
 impl Section for LoggingDraft {
     const NAME: &'static str = "logging";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "level",
-            "log level",
-            "error, warn, info, debug, trace or off; default info; RUST_LOG, when set, wins",
-            |d, v, _| {
-                d.0.level = parse_choice(v, LEVELS)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "format",
-            "log format",
-            "text or json; default text",
-            |d, v, _| {
-                d.0.format =
-                    parse_choice(v, &[("text", LogFormat::Text), ("json", LogFormat::Json)])?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "rate_limit_logs_per_sec",
-            "message rate",
-            "messages per second 0..=1000000, 0 for no limit; default 100",
-            |d, v, _| {
-                d.0.rate_limit_logs_per_sec = parse_number(v, 0, MAX_LOG_RATE)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "sampling_rate",
-            "sampling rate",
-            "a share of debug/trace messages to keep, 0.0..=1.0, e.g. 0.01; default 1.0",
-            |d, v, _| {
-                d.0.sampling_rate = parse_fraction(v)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "async_logging",
-            "switch",
-            "true or false; default false",
-            |d, v, _| {
-                d.0.async_logging = parse_bool(v)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "async_queue_size",
-            "queue size",
-            "lines 16..=1048576; default 4096",
-            |d, v, _| {
-                d.0.async_queue_size =
-                    parse_number(v, ASYNC_QUEUE_RANGE.0, ASYNC_QUEUE_RANGE.1)? as usize;
-                Ok(())
-            },
-        ),
+        KeySpec::once("level", "log level", "error, warn, info, debug, trace or off; default info; RUST_LOG, when set, wins", |d, v, _| set(&mut d.0.level, parse_choice(v, LEVELS))),
+        KeySpec::once("format", "log format", "text or json; default text", |d, v, _| set(&mut d.0.format, parse_choice(v, FORMATS))),
+        KeySpec::once("rate_limit_logs_per_sec", "message rate", "messages per second 0..=1000000, 0 for no limit; default 100", |d, v, _| set(&mut d.0.rate_limit_logs_per_sec, parse_number(v, 0, MAX_LOG_RATE))),
+        KeySpec::once("sampling_rate", "sampling rate", "a share of debug/trace messages to keep, 0.0..=1.0, e.g. 0.01; default 1.0", |d, v, _| set(&mut d.0.sampling_rate, parse_fraction(v))),
+        KeySpec::once("async_logging", "switch", "true or false; default false", |d, v, _| set(&mut d.0.async_logging, parse_bool(v))),
+        KeySpec::once("async_queue_size", "queue size", "lines 16..=1048576; default 4096", |d, v, _| set(&mut d.0.async_queue_size, parse_number(v, ASYNC_QUEUE_RANGE.0, ASYNC_QUEUE_RANGE.1).map(|n| n as usize))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {

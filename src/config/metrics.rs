@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use super::error::ValueProblem;
 use super::parser::{Parts, Sink};
-use super::section::{only_draft, KeySpec, Section, SectionState};
+use super::section::{only_draft, set, KeySpec, Section, SectionState};
 use super::value::parse_bool;
 
 /// The `[metrics]` section.
@@ -52,25 +52,10 @@ pub(super) struct MetricsDraft(MetricsConfig);
 
 impl Section for MetricsDraft {
     const NAME: &'static str = "metrics";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "enable",
-            "switch",
-            "true or false; default false",
-            |d, v, _| {
-                d.0.enable = parse_bool(v)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "listen",
-            "listen address",
-            "IP:PORT or [IPv6]:PORT, port 1..=65535; default 127.0.0.1:9586",
-            |d, v, _| {
-                d.0.listen = parse_listen(v)?;
-                Ok(())
-            },
-        ),
+        KeySpec::once("enable", "switch", "true or false; default false", |d, v, _| set(&mut d.0.enable, parse_bool(v))),
+        KeySpec::once("listen", "listen address", "IP:PORT or [IPv6]:PORT, port 1..=65535; default 127.0.0.1:9586", |d, v, _| set(&mut d.0.listen, parse_listen(v))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {

@@ -63,7 +63,7 @@ mod value;
 
 pub use endpoint::{Resolve, SystemResolver};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, WarningKind};
-pub use ifname::{interface_name_from_path, validate_interface_name};
+pub use ifname::{interface_name_from_path, validate_interface_name, InterfaceNameError};
 pub use interface::InterfaceConfig;
 pub use logging::{LogFormat, LoggingConfig};
 pub use metrics::MetricsConfig;

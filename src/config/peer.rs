@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::endpoint::parse_endpoint;
 use super::error::{ConfigErrorKind, ConfigWarning, WarningKind};
 use super::parser::{Parts, Sink};
-use super::section::{KeySpec, Section, SectionState};
+use super::section::{set, KeySpec, Section, SectionState};
 use super::value::{parse_number, parse_u16};
 use crate::keys::{self, Key32, KEY_LEN};
 use veil_dataplane::route::IpNet;
@@ -46,83 +46,32 @@ pub(super) struct PeerDraft {
 impl Section for PeerDraft {
     const NAME: &'static str = "Peer";
     const REPEATS: bool = true;
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "PublicKey",
-            "key",
-            "44 characters of base64, as printed by `wg pubkey`",
-            |d, v, _| {
-                d.public_key = Some(*keys::parse_key(v)?.as_bytes());
-                Ok(())
-            },
-        )
-        .required(),
-        KeySpec::<Self>::once(
-            "PresharedKey",
-            "key",
-            "44 characters of base64, as printed by `wg genpsk`",
-            |d, v, _| {
-                d.preshared_key = Some(keys::parse_key(v)?);
-                Ok(())
-            },
-        )
-        .secret(),
-        KeySpec::list(
-            "AllowedIPs",
-            "network",
-            "ADDRESS/PREFIX, e.g. 10.0.0.0/24",
-            |d, v, ctx| {
-                let given: IpNet = v.parse()?;
-                let network = given.network();
-                if network != given {
-                    ctx.warn(WarningKind::HostBitsMasked { given, network });
-                }
-                if !d.allowed_ips.contains(&network) {
-                    d.allowed_ips.push(network);
-                }
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "Endpoint",
-            "endpoint",
-            "HOST:PORT, e.g. 192.0.2.1:51820, [fd00::1]:51820 or vpn.example.com:51820",
-            |d, v, ctx| {
-                d.endpoint = Some(parse_endpoint(v, ctx.resolver)?);
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "PersistentKeepalive",
-            "keepalive interval",
-            "seconds 0..=65535, or 'off'; 0 and off disable it",
-            |d, v, _| {
-                d.persistent_keepalive = if v.eq_ignore_ascii_case("off") {
-                    None
-                } else {
-                    Some(parse_u16(v, 0, u16::MAX)?).filter(|&s| s != 0)
-                };
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "per_client_bandwidth_mbps",
-            "bandwidth",
-            "Mb/s 0..=100000 for this peer (0: unlimited); overrides [rate_limiting]",
-            |d, v, _| {
-                d.bandwidth_mbps = Some(parse_number(v, 0, 100_000)?);
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "per_client_pps",
-            "packet rate",
-            "packets/s 0..=100000000 for this peer (0: unlimited); overrides [rate_limiting]",
-            |d, v, _| {
-                d.pps = Some(parse_number(v, 0, 100_000_000)?);
-                Ok(())
-            },
-        ),
+        KeySpec::<Self>::once("PublicKey", "key", "44 characters of base64, as printed by `wg pubkey`", |d, v, _| set(&mut d.public_key, keys::parse_key(v).map(|k| Some(*k.as_bytes())))).required(),
+        KeySpec::<Self>::once("PresharedKey", "key", "44 characters of base64, as printed by `wg genpsk`", |d, v, _| set(&mut d.preshared_key, keys::parse_key(v).map(Some))).secret(),
+        KeySpec::<Self>::once("AllowedIPs", "network", "ADDRESS/PREFIX, e.g. 10.0.0.0/24", |d, v, ctx| {
+            let given: IpNet = v.parse()?;
+            let network = given.network();
+            if network != given {
+                ctx.warn(WarningKind::HostBitsMasked { given, network });
+            }
+            if !d.allowed_ips.contains(&network) {
+                d.allowed_ips.push(network);
+            }
+            Ok(())
+        }).list(),
+        KeySpec::once("Endpoint", "endpoint", "HOST:PORT, e.g. 192.0.2.1:51820, [fd00::1]:51820 or vpn.example.com:51820", |d, v, ctx| set(&mut d.endpoint, parse_endpoint(v, ctx.resolver).map(Some))),
+        KeySpec::once("PersistentKeepalive", "keepalive interval", "seconds 0..=65535, or 'off'; 0 and off disable it", |d, v, _| {
+            d.persistent_keepalive = if v.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(parse_u16(v, 0, u16::MAX)?).filter(|&s| s != 0)
+            };
+            Ok(())
+        }),
+        KeySpec::once("per_client_bandwidth_mbps", "bandwidth", "Mb/s 0..=100000 for this peer (0: unlimited); overrides [rate_limiting]", |d, v, _| set(&mut d.bandwidth_mbps, parse_number(v, 0, 100_000).map(Some))),
+        KeySpec::once("per_client_pps", "packet rate", "packets/s 0..=100000000 for this peer (0: unlimited); overrides [rate_limiting]", |d, v, _| set(&mut d.pps, parse_number(v, 0, 100_000_000).map(Some))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, sink: &mut Sink<'_>, out: &mut Parts) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::ValueProblem;
 use super::parser::{Parts, Sink};
-use super::section::{only_draft, KeySpec, Section, SectionState};
+use super::section::{only_draft, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_factor, parse_number, parse_secs};
 use veil_control::degradation::DegradationPolicy;
 use veil_control::device::ProtectionConfig;
@@ -29,27 +29,13 @@ pub(super) struct RateLimitingDraft {
 
 impl Section for RateLimitingDraft {
     const NAME: &'static str = "rate_limiting";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once("per_client_bandwidth_mbps", "bandwidth", "Mb/s per client and direction 0..=100000 (0: unlimited); default 100", |d, v, _| {
-            d.bandwidth_mbps = Some(parse_number(v, 0, 100_000)?);
-            Ok(())
-        }),
-        KeySpec::once("per_client_pps", "packet rate", "packets/s per client and direction 0..=100000000 (0: unlimited); default 10000", |d, v, _| {
-            d.pps = Some(parse_number(v, 0, 100_000_000)?);
-            Ok(())
-        }),
-        KeySpec::once("burst_allowance_factor", "factor", "1..=100, e.g. 1.5 (burst capacity = rate x factor); default 1.5", |d, v, _| {
-            d.burst = Some(parse_factor(v, 1, 100)?);
-            Ok(())
-        }),
-        KeySpec::once("reconnect_limit_per_minute", "limit", "new sessions per minute per peer and per source address 0..=100000 (0: unlimited); default 5", |d, v, _| {
-            d.reconnect = Some(parse_number(v, 0, 100_000)?);
-            Ok(())
-        }),
-        KeySpec::once("rate_limit_penalty_sec", "penalty", "seconds 0..=3600 without burst after a violation; default 5", |d, v, _| {
-            d.penalty_sec = Some(parse_number(v, 0, 3600)?);
-            Ok(())
-        }),
+        KeySpec::once("per_client_bandwidth_mbps", "bandwidth", "Mb/s per client and direction 0..=100000 (0: unlimited); default 100", |d, v, _| set(&mut d.bandwidth_mbps, parse_number(v, 0, 100_000).map(Some))),
+        KeySpec::once("per_client_pps", "packet rate", "packets/s per client and direction 0..=100000000 (0: unlimited); default 10000", |d, v, _| set(&mut d.pps, parse_number(v, 0, 100_000_000).map(Some))),
+        KeySpec::once("burst_allowance_factor", "factor", "1..=100, e.g. 1.5 (burst capacity = rate x factor); default 1.5", |d, v, _| set(&mut d.burst, parse_factor(v, 1, 100).map(Some))),
+        KeySpec::once("reconnect_limit_per_minute", "limit", "new sessions per minute per peer and per source address 0..=100000 (0: unlimited); default 5", |d, v, _| set(&mut d.reconnect, parse_number(v, 0, 100_000).map(Some))),
+        KeySpec::once("rate_limit_penalty_sec", "penalty", "seconds 0..=3600 without burst after a violation; default 5", |d, v, _| set(&mut d.penalty_sec, parse_number(v, 0, 3600).map(Some))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {
@@ -86,61 +72,14 @@ impl Section for RateLimitingDraft {
 
 impl Section for DegradationPolicy {
     const NAME: &'static str = "degradation";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "enable_graceful_degradation",
-            "boolean",
-            "true or false; default true",
-            |d, v, _| {
-                d.enabled = parse_bool(v)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "cpu_threshold_percent",
-            "threshold",
-            "percent 1..=100; default 80",
-            |d, v, _| {
-                d.cpu_threshold_pct = parse_factor(v, 1, 100)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "memory_threshold_percent",
-            "threshold",
-            "percent 1..=100; default 85",
-            |d, v, _| {
-                d.memory_threshold_pct = parse_factor(v, 1, 100)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "escalation_delay_sec",
-            "delay",
-            "seconds 0..=3600; default 5",
-            |d, v, _| {
-                d.escalation_delay = parse_secs(v, 0, 3600)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "recovery_delay_sec",
-            "delay",
-            "seconds 0..=3600; default 10",
-            |d, v, _| {
-                d.recovery_delay = parse_secs(v, 0, 3600)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "hysteresis_percent",
-            "margin",
-            "percentage points 0..=50; default 5",
-            |d, v, _| {
-                d.hysteresis_pct = parse_factor(v, 0, 50)?;
-                Ok(())
-            },
-        ),
+        KeySpec::once("enable_graceful_degradation", "boolean", "true or false; default true", |d, v, _| set(&mut d.enabled, parse_bool(v))),
+        KeySpec::once("cpu_threshold_percent", "threshold", "percent 1..=100; default 80", |d, v, _| set(&mut d.cpu_threshold_pct, parse_factor(v, 1, 100))),
+        KeySpec::once("memory_threshold_percent", "threshold", "percent 1..=100; default 85", |d, v, _| set(&mut d.memory_threshold_pct, parse_factor(v, 1, 100))),
+        KeySpec::once("escalation_delay_sec", "delay", "seconds 0..=3600; default 5", |d, v, _| set(&mut d.escalation_delay, parse_secs(v, 0, 3600))),
+        KeySpec::once("recovery_delay_sec", "delay", "seconds 0..=3600; default 10", |d, v, _| set(&mut d.recovery_delay, parse_secs(v, 0, 3600))),
+        KeySpec::once("hysteresis_percent", "margin", "percentage points 0..=50; default 5", |d, v, _| set(&mut d.hysteresis_pct, parse_factor(v, 0, 50))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {
@@ -158,36 +97,17 @@ pub(super) struct PriorityDraft {
 
 impl Section for PriorityDraft {
     const NAME: &'static str = "priority";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::list(
-            "high_dscp",
-            "DSCP",
-            "code points 0..=63, comma-separated; default 46, 40, 48, 56 (EF, CS5-CS7)",
-            |d, v, _| {
-                d.high
-                    .get_or_insert_with(Vec::new)
-                    .push(parse_dscp_list(v)?);
-                Ok(())
-            },
-        ),
-        KeySpec::list(
-            "low_dscp",
-            "DSCP",
-            "code points 0..=63, comma-separated; default 8 (CS1)",
-            |d, v, _| {
-                d.low.get_or_insert_with(Vec::new).push(parse_dscp_list(v)?);
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "ring_high_water_percent",
-            "high-water mark",
-            "percent 0..=100 of the RX ring; default 75",
-            |d, v, _| {
-                d.high_water = Some(parse_number(v, 0, 100)?);
-                Ok(())
-            },
-        ),
+        KeySpec::<Self>::once("high_dscp", "DSCP", "code points 0..=63, comma-separated; default 46, 40, 48, 56 (EF, CS5-CS7)", |d, v, _| {
+            d.high.get_or_insert_with(Vec::new).push(parse_dscp_list(v)?);
+            Ok(())
+        }).list(),
+        KeySpec::<Self>::once("low_dscp", "DSCP", "code points 0..=63, comma-separated; default 8 (CS1)", |d, v, _| {
+            d.low.get_or_insert_with(Vec::new).push(parse_dscp_list(v)?);
+            Ok(())
+        }).list(),
+        KeySpec::once("ring_high_water_percent", "high-water mark", "percent 0..=100 of the RX ring; default 75", |d, v, _| set(&mut d.high_water, parse_number(v, 0, 100).map(Some))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {

@@ -67,15 +67,11 @@ impl<D> KeySpec<D> {
         }
     }
 
-    pub(super) const fn list(
-        name: &'static str,
-        what: &'static str,
-        expected: &'static str,
-        set: Setter<D>,
-    ) -> Self {
+    /// Any number of times, each a comma-separated list; the setter sees one item at a time.
+    pub(super) const fn list(self) -> Self {
         Self {
             arity: Arity::List,
-            ..Self::once(name, what, expected, set)
+            ..self
         }
     }
 
@@ -143,4 +139,13 @@ pub(super) fn only<S>(states: Vec<SectionState<S>>) -> Option<SectionState<S>> {
 /// The draft of a section that may appear once, or its defaults when the file has none.
 pub(super) fn only_draft<S: Default>(states: Vec<SectionState<S>>) -> S {
     only(states).map(|s| s.draft).unwrap_or_default()
+}
+
+/// Stores a parsed value: the usual setter, `|d, v, _| set(&mut d.field, parse(v))`.
+pub(super) fn set<T, E: Into<ValueProblem>>(
+    slot: &mut T,
+    parsed: Result<T, E>,
+) -> Result<(), ValueProblem> {
+    *slot = parsed.map_err(Into::into)?;
+    Ok(())
 }

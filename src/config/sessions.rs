@@ -3,7 +3,7 @@
 
 use super::error::{ConfigErrorKind, Echo, ValueProblem};
 use super::parser::{Parts, Sink};
-use super::section::{only, only_draft, KeySpec, Section, SectionState};
+use super::section::{only, only_draft, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_number, parse_secs};
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
@@ -14,70 +14,15 @@ const YEAR: u32 = 365 * DAY;
 
 impl Section for SessionPolicy {
     const NAME: &'static str = "sessions";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "session_timeout",
-            "timeout",
-            "seconds 10..=604800; default 300",
-            |d, v, _| {
-                d.session_timeout = parse_secs(v, 10, 7 * DAY)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "idle_warning_sec",
-            "timeout",
-            "seconds 1..=604800, below session_timeout; default 270",
-            |d, v, _| {
-                d.idle_warning = parse_secs(v, 1, 7 * DAY)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "absolute_timeout_sec",
-            "timeout",
-            "seconds 10..=31536000; default 86400",
-            |d, v, _| {
-                d.absolute_timeout = parse_secs(v, 10, YEAR)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "drain_timeout_sec",
-            "timeout",
-            "seconds 0..=300; default 5",
-            |d, v, _| {
-                d.drain_timeout = parse_secs(v, 0, 300)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "keepalive_probe_after_sec",
-            "timeout",
-            "seconds 1..=86400; default 30",
-            |d, v, _| {
-                d.probe_after = parse_secs(v, 1, DAY)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "keepalive_probe_interval_sec",
-            "interval",
-            "seconds 1..=3600; default 12 (a standard peer answers after 10)",
-            |d, v, _| {
-                d.probe_interval = parse_secs(v, 1, 3600)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "keepalive_probe_count",
-            "count",
-            "1..=100; default 3",
-            |d, v, _| {
-                d.probe_count = parse_number(v, 1, 100)?;
-                Ok(())
-            },
-        ),
+        KeySpec::once("session_timeout", "timeout", "seconds 10..=604800; default 300", |d, v, _| set(&mut d.session_timeout, parse_secs(v, 10, 7 * DAY))),
+        KeySpec::once("idle_warning_sec", "timeout", "seconds 1..=604800, below session_timeout; default 270", |d, v, _| set(&mut d.idle_warning, parse_secs(v, 1, 7 * DAY))),
+        KeySpec::once("absolute_timeout_sec", "timeout", "seconds 10..=31536000; default 86400", |d, v, _| set(&mut d.absolute_timeout, parse_secs(v, 10, YEAR))),
+        KeySpec::once("drain_timeout_sec", "timeout", "seconds 0..=300; default 5", |d, v, _| set(&mut d.drain_timeout, parse_secs(v, 0, 300))),
+        KeySpec::once("keepalive_probe_after_sec", "timeout", "seconds 1..=86400; default 30", |d, v, _| set(&mut d.probe_after, parse_secs(v, 1, DAY))),
+        KeySpec::once("keepalive_probe_interval_sec", "interval", "seconds 1..=3600; default 12 (a standard peer answers after 10)", |d, v, _| set(&mut d.probe_interval, parse_secs(v, 1, 3600))),
+        KeySpec::once("keepalive_probe_count", "count", "1..=100; default 3", |d, v, _| set(&mut d.probe_count, parse_number(v, 1, 100))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, sink: &mut Sink<'_>, out: &mut Parts) {
@@ -108,43 +53,12 @@ impl Section for SessionPolicy {
 
 impl Section for MigrationPolicy {
     const NAME: &'static str = "migration";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "enable_session_migration",
-            "boolean",
-            "true or false; default true",
-            |d, v, _| {
-                d.enabled = parse_bool(v)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "migration_token_ttl_sec",
-            "TTL",
-            "seconds 1..=86400; default 300",
-            |d, v, _| {
-                d.token_ttl = parse_secs(v, 1, DAY)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "max_migrations_per_session",
-            "count",
-            "0..=1000000; default 5",
-            |d, v, _| {
-                d.max_per_session = parse_number(v, 0, 1_000_000)?;
-                Ok(())
-            },
-        ),
-        KeySpec::once(
-            "migration_cooldown_sec",
-            "cooldown",
-            "seconds 0..=86400; default 10",
-            |d, v, _| {
-                d.cooldown = parse_secs(v, 0, DAY)?;
-                Ok(())
-            },
-        ),
+        KeySpec::once("enable_session_migration", "boolean", "true or false; default true", |d, v, _| set(&mut d.enabled, parse_bool(v))),
+        KeySpec::once("migration_token_ttl_sec", "TTL", "seconds 1..=86400; default 300", |d, v, _| set(&mut d.token_ttl, parse_secs(v, 1, DAY))),
+        KeySpec::once("max_migrations_per_session", "count", "0..=1000000; default 5", |d, v, _| set(&mut d.max_per_session, parse_number(v, 0, 1_000_000))),
+        KeySpec::once("migration_cooldown_sec", "cooldown", "seconds 0..=86400; default 10", |d, v, _| set(&mut d.cooldown, parse_secs(v, 0, DAY))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {

@@ -11,7 +11,7 @@
 
 use super::error::{ConfigErrorKind, ValueProblem};
 use super::parser::{Parts, Sink};
-use super::section::{only, KeySpec, Section, SectionState};
+use super::section::{only, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_choice, parse_number};
 use crate::cli::Threading;
 use veil_dataplane::crypto::{Backend, BackendChoice};
@@ -46,6 +46,9 @@ pub struct ThreadingConfig {
     pub control_cpu: Option<CpuSetting>,
     /// Transport AEAD library (`veil up --aead` overrides).
     pub aead: BackendChoice,
+    /// Use TUN segmentation offloads and UDP GSO/GRO where the kernel has them
+    /// (`offload = auto`, the default); `off` (or `--no-offload`) never does.
+    pub offload: bool,
 }
 
 impl Default for ThreadingConfig {
@@ -58,6 +61,7 @@ impl Default for ThreadingConfig {
             tx_cpu: None,
             control_cpu: None,
             aead: BackendChoice::Auto,
+            offload: true,
         }
     }
 }
@@ -73,63 +77,34 @@ fn parse_cpu(text: &str, line: usize) -> Result<Option<CpuSetting>, ValueProblem
 #[derive(Default)]
 pub(super) struct ThreadingDraft(ThreadingConfig);
 
+const MODES: &[(&str, Threading)] = &[
+    ("pipeline", Threading::Pipeline),
+    ("single", Threading::Single),
+];
+
+const OFFLOAD: &[(&str, bool)] = &[("auto", true), ("off", false)];
+
+const AEADS: &[(&str, BackendChoice)] = &[
+    ("auto", BackendChoice::Auto),
+    ("ring", BackendChoice::Fixed(Backend::Ring)),
+    ("aws-lc", BackendChoice::Fixed(Backend::AwsLc)),
+    ("rustcrypto", BackendChoice::Fixed(Backend::RustCrypto)),
+];
+
 const CPU_EXPECTED: &str = "a CPU number, e.g. 2 (see `nproc` and taskset -p $$)";
 
 impl Section for ThreadingDraft {
     const NAME: &'static str = "threading";
+    #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::<Self>::once(
-            "mode",
-            "threading mode",
-            "pipeline or single; default pipeline",
-            |d, v, _| {
-                d.0.mode = parse_choice(
-                    v,
-                    &[
-                        ("pipeline", Threading::Pipeline),
-                        ("single", Threading::Single),
-                    ],
-                )?;
-                Ok(())
-            },
-        ),
-        KeySpec::once("pin", "switch", "true or false; default true", |d, v, _| {
-            d.0.pin = parse_bool(v)?;
-            Ok(())
-        }),
-        KeySpec::once("rx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| {
-            d.0.rx_cpu = parse_cpu(v, ctx.line)?;
-            Ok(())
-        }),
-        KeySpec::once("crypto_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| {
-            d.0.crypto_cpu = parse_cpu(v, ctx.line)?;
-            Ok(())
-        }),
-        KeySpec::once("tx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| {
-            d.0.tx_cpu = parse_cpu(v, ctx.line)?;
-            Ok(())
-        }),
-        KeySpec::once("control_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| {
-            d.0.control_cpu = parse_cpu(v, ctx.line)?;
-            Ok(())
-        }),
-        KeySpec::once(
-            "aead",
-            "AEAD backend",
-            "auto, ring, aws-lc or rustcrypto; default auto",
-            |d, v, _| {
-                d.0.aead = parse_choice(
-                    v,
-                    &[
-                        ("auto", BackendChoice::Auto),
-                        ("ring", BackendChoice::Fixed(Backend::Ring)),
-                        ("aws-lc", BackendChoice::Fixed(Backend::AwsLc)),
-                        ("rustcrypto", BackendChoice::Fixed(Backend::RustCrypto)),
-                    ],
-                )?;
-                Ok(())
-            },
-        ),
+        KeySpec::once("mode", "threading mode", "pipeline or single; default pipeline", |d, v, _| set(&mut d.0.mode, parse_choice(v, MODES))),
+        KeySpec::once("pin", "switch", "true or false; default true", |d, v, _| set(&mut d.0.pin, parse_bool(v))),
+        KeySpec::once("rx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.rx_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("crypto_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.crypto_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("tx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.tx_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("control_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.0.control_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("offload", "offload setting", "auto or off; default auto", |d, v, _| set(&mut d.0.offload, parse_choice(v, OFFLOAD))),
+        KeySpec::once("aead", "AEAD backend", "auto, ring, aws-lc or rustcrypto; default auto", |d, v, _| set(&mut d.0.aead, parse_choice(v, AEADS))),
     ];
 
     /// CPUs chosen while `pin = false` contradict it.

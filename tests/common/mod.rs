@@ -56,6 +56,18 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// `let _g = begin_or_skip!("test_name");` at the top of an end-to-end test: holds the
+/// serial lock for the rest of the test, or prints why the test is skipped and returns.
+macro_rules! begin_or_skip {
+    ($test:expr) => {
+        match $crate::common::begin($test) {
+            Some(guard) => guard,
+            None => return,
+        }
+    };
+}
+pub(crate) use begin_or_skip;
+
 /// Require an external tool; the project's install script provides it, so a
 /// missing tool is a failure, not a skip.
 pub fn require(tool: &str) -> String {
@@ -303,6 +315,90 @@ pub struct Iperf {
     pub interval_bytes: Vec<f64>,
 }
 
+/// Receives one TCP connection on (argv[1], argv[2]) and writes "<sha256> <bytes>" of what
+/// arrived to argv[3].
+const SHA_RECEIVER: &str = "import hashlib, socket, sys
+host, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(1)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    h.update(b); n += len(b)
+open(out, 'w').write('%s %d' % (h.hexdigest(), n))";
+
+/// Connects to (argv[1], argv[2]), retrying for 10 s, and sends the file argv[3].
+const SHA_SENDER: &str = "import socket, sys, time
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+end = time.time() + 10
+while True:
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.connect((host, port)); break
+    except OSError:
+        s.close()
+        if time.time() > end: raise
+        time.sleep(0.1)
+with open(path, 'rb') as f: s.sendfile(f)
+s.close()";
+
+impl Topology {
+    /// Copy `mib` MiB of pseudo-random bytes over TCP from `from_ns` to `to_addr` (an address
+    /// of `to_ns`, e.g. its tunnel address) and assert that what arrived has the SHA-256 of
+    /// what was sent. Returns the hex digest.
+    pub fn sha256_copy(&self, from_ns: &str, to_ns: &str, to_addr: &str, mib: usize) -> String {
+        let src = self.dir.join(format!("copy-{mib}.bin"));
+        if !src.exists() {
+            let mut data = vec![0u8; mib << 20];
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ mib as u64;
+            for chunk in data.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            fs::write(&src, &data).expect("write copy source");
+        }
+        let sum = Command::new("sha256sum")
+            .arg(&src)
+            .output()
+            .expect("sha256sum");
+        let want = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let out = self.dir.join("copy-received.txt");
+        let _ = fs::remove_file(&out);
+        let (src_s, out_s) = (src.to_string_lossy(), out.to_string_lossy());
+        let mut rx = self.spawn(
+            to_ns,
+            "sha-receiver",
+            &["python3", "-c", SHA_RECEIVER, to_addr, "5999", &out_s],
+            &[],
+        );
+        self.ok(
+            from_ns,
+            &["python3", "-c", SHA_SENDER, to_addr, "5999", &src_s],
+        );
+        let start = Instant::now();
+        while rx.exited().is_none() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let got = fs::read_to_string(&out).unwrap_or_default();
+        assert_eq!(
+            got,
+            format!("{want} {}", mib << 20),
+            "{from_ns} -> {to_addr}: the copy arrived different (sha256, bytes)"
+        );
+        want
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         let out = self.script(&["down", &self.prefix]);
@@ -439,6 +535,8 @@ pub fn veil_pid(p: &Proc) -> u32 {
 pub enum Peer {
     WireguardGo,
     Boringtun,
+    /// Mullvad's gotatun-cli (binary `gotatun`), a boringtun fork with its command line.
+    Gotatun,
 }
 
 /// Start `peer` as interface `iface` in `ns` and configure it with `wg` and `ip`.
@@ -461,8 +559,12 @@ pub fn start_peer(
                 &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")],
             )
         }
-        Peer::Boringtun => {
-            let bin = require("boringtun-cli");
+        Peer::Boringtun | Peer::Gotatun => {
+            let bin = require(if matches!(peer, Peer::Gotatun) {
+                "gotatun"
+            } else {
+                "boringtun-cli"
+            });
             t.spawn(
                 ns,
                 iface,
@@ -500,6 +602,14 @@ pub struct Setup {
     pub gw_conf: std::path::PathBuf,
 }
 
+/// The usual gateway config: port [`GW_PORT`], 10.9.0.1/24, one client at 10.9.0.2.
+pub fn one_client_gateway(gw_priv: &str, cl_pub: &str) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
+         [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n"
+    )
+}
+
 /// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
 /// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
 pub fn setup(tag: &str, gw_extra: &str) -> Setup {
@@ -508,10 +618,7 @@ pub fn setup(tag: &str, gw_extra: &str) -> Setup {
     let (cl_priv, cl_pub) = keypair();
     let gw_conf = t.write(
         "veilgw.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
-             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n\n{gw_extra}\n"
-        ),
+        &format!("{}\n{gw_extra}\n", one_client_gateway(&gw_priv, &cl_pub)),
     );
     let cl_conf = t.write(
         "veilcl.conf",

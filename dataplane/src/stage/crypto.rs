@@ -670,6 +670,7 @@ impl CryptoStage {
                         len: bytes.len(),
                         addr: *dest,
                         action: Action::Udp,
+                        segment: 0,
                     };
                     batch.len += 1;
                 }
@@ -704,6 +705,7 @@ impl CryptoStage {
                         len,
                         addr: dest,
                         action: Action::Udp,
+                        segment: 0,
                     };
                     batch.len += 1;
                     match &what {

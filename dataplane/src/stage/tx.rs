@@ -1,15 +1,16 @@
 //! The TX stage: performs each packet's [`Action`]: sendmmsg for datagrams,
 //! writes for the TUN device.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batch::{Action, Batch, BATCH_MAX};
 use crate::counters::{bump, TxCounters};
-use crate::io::{DatagramIo, PacketIo};
+use crate::io::{DatagramIo, PacketIo, SendTally};
 use crate::link::HandshakeDatagram;
+use crate::offload::{Coalescer, Role, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
 
 /// How long TX waits in total, per batch, for a full socket or for kernel buffers before it
 /// drops the rest of the batch (counted in `udp_errors` and `drop_send_stall`): a few ms, so
@@ -32,16 +33,27 @@ fn is_shortage(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
 }
 
+/// Write one whole packet to the TUN device behind a plain virtio header.
+fn write_plain(tun: &impl PacketIo, pkt: &[u8]) -> io::Result<usize> {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    VnetHdr::PLAIN.encode(&mut hdr);
+    tun.write_gather(&[IoSlice::new(&hdr), IoSlice::new(pkt)])
+}
+
 /// TX stage state (its counters).
 #[derive(Debug)]
 pub struct TxStage {
     counters: Arc<TxCounters>,
+    gro: Box<Coalescer>,
 }
 
 impl TxStage {
     /// A stage reporting into `counters`.
     pub fn new(counters: Arc<TxCounters>) -> Self {
-        Self { counters }
+        Self {
+            counters,
+            gro: Box::default(),
+        }
     }
 
     /// The stage's counters.
@@ -49,12 +61,24 @@ impl TxStage {
         &self.counters
     }
 
-    /// Carry out every packet's action in `batch`.
+    /// Carry out every packet's action in `batch`. With TUN offloads, packets of one flow
+    /// are coalesced into super-packets first ([`Coalescer`]).
     pub fn flush(&mut self, batch: &Batch, udp: &impl DatagramIo, tun: &impl PacketIo) {
         let mut pkts: [&[u8]; BATCH_MAX] = [&[]; BATCH_MAX];
         let mut dests = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
         let mut n = 0;
-        for i in 0..batch.len.min(BATCH_MAX) {
+        let offloads = tun.offloads();
+        let count = batch.len.min(BATCH_MAX);
+        if offloads.vnet {
+            let to_tun = (0..count).map(|i| {
+                batch
+                    .packet(i)
+                    .filter(|(_, m)| m.action == Action::Tun)
+                    .map(|(b, _)| b)
+            });
+            self.gro.plan(to_tun, offloads.uso);
+        }
+        for i in 0..count {
             let Some((bytes, meta)) = batch.packet(i) else {
                 continue;
             };
@@ -65,16 +89,70 @@ impl TxStage {
                     dests[n] = meta.addr;
                     n += 1;
                 }
-                Action::Tun => match tun.write_packet(bytes) {
-                    Ok(_) => {
-                        bump(&self.counters.tun_packets, 1);
-                        bump(&self.counters.tun_bytes, bytes.len() as u64);
+                Action::Tun if !offloads.vnet => {
+                    let written = tun.write_packet(bytes);
+                    self.count_tun_write(written, 1, bytes.len());
+                }
+                Action::Tun => match self.gro.role(i) {
+                    Role::Head(g) if self.gro.count(g) > 1 => self.write_group(batch, g, tun),
+                    Role::Single | Role::Head(_) => {
+                        let written = write_plain(tun, bytes);
+                        self.count_tun_write(written, 1, bytes.len());
                     }
-                    Err(_) => bump(&self.counters.tun_errors, 1),
+                    Role::Member | Role::Skip => {}
                 },
             }
         }
         self.send_all(udp, &pkts[..n], &dests[..n]);
+    }
+
+    /// Write coalesced group `g` as one super-packet: its rewritten headers, then each
+    /// member's payload, gathered by the kernel.
+    fn write_group(&mut self, batch: &Batch, g: u8, tun: &impl PacketIo) {
+        let packet = |i: usize| batch.packet(i).map_or(&[][..], |(b, _)| b);
+        let head = self.gro.members(g).next().map_or(&[][..], packet);
+        let last = self.gro.members(g).last().map_or(&[][..], packet);
+        let mut vnet = [0u8; VNET_HDR_LEN];
+        let mut headers = [0u8; MAX_HEADERS];
+        let Some(hl) = self
+            .gro
+            .super_headers(g, head, last, &mut vnet, &mut headers)
+        else {
+            bump(&self.counters.tun_errors, self.gro.count(g) as u64);
+            return;
+        };
+        let mut parts = [IoSlice::new(&[]); BATCH_MAX + 2];
+        parts[0] = IoSlice::new(&vnet);
+        parts[1] = IoSlice::new(&headers[..hl]);
+        parts[2] = IoSlice::new(head.get(hl..).unwrap_or_default());
+        let mut used = 3;
+        let mut bytes = head.len();
+        for m in self.gro.members(g).skip(1) {
+            let Some(slot) = parts.get_mut(used) else {
+                break;
+            };
+            let pkt = packet(m);
+            *slot = IoSlice::new(pkt.get(hl..).unwrap_or_default());
+            bytes += pkt.len();
+            used += 1;
+        }
+        let count = used - 2;
+        let written = tun.write_gather(&parts[..used]);
+        if written.is_ok() {
+            bump(&self.counters.tun_super_packets, 1);
+        }
+        self.count_tun_write(written, count, bytes);
+    }
+
+    fn count_tun_write(&self, written: io::Result<usize>, packets: usize, bytes: usize) {
+        match written {
+            Ok(_) => {
+                bump(&self.counters.tun_writes, 1);
+                bump(&self.counters.tun_packets, packets as u64);
+                bump(&self.counters.tun_bytes, bytes as u64);
+            }
+            Err(_) => bump(&self.counters.tun_errors, packets as u64),
+        }
     }
 
     fn send_all(&mut self, udp: &impl DatagramIo, pkts: &[&[u8]], dests: &[SocketAddr]) {
@@ -82,8 +160,8 @@ impl TxStage {
         let mut stalled_since: Option<Instant> = None;
         let mut pause = SHORTAGE_PAUSE_FIRST;
         while done < pkts.len() {
-            let mut failed = 0;
-            match udp.send_batch(&pkts[done..], &dests[done..], &mut failed) {
+            let mut tally = SendTally::default();
+            match udp.send_batch(&pkts[done..], &dests[done..], &mut tally) {
                 Ok(0) | Err(_)
                     if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) =>
                 {
@@ -93,6 +171,10 @@ impl TxStage {
                     return;
                 }
                 Ok(k) if k > 0 => {
+                    let failed = tally.failed;
+                    bump(&self.counters.udp_gso_sends, tally.gso_messages);
+                    bump(&self.counters.udp_gso_datagrams, tally.gso_datagrams);
+                    bump(&self.counters.udp_gso_disabled, tally.gso_disabled);
                     let bytes: usize = pkts[done..done + k].iter().map(|p| p.len()).sum();
                     bump(
                         &self.counters.udp_datagrams,

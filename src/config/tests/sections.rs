@@ -61,9 +61,8 @@ fn value_parsers() {
     assert!(parse_listen("localhost:9100").is_err());
 }
 
-#[test]
-fn absent_sections_give_the_defaults() {
-    let c = Config::parse(&with_interface(""), "veil0.conf").expect("valid");
+/// Every section but `[Interface]` and `[Peer]` holds its defaults.
+fn assert_every_section_has_its_defaults(c: &Config) {
     assert_eq!(c.logging, LoggingConfig::default());
     assert_eq!(c.metrics, MetricsConfig::default());
     assert_eq!(c.threading, ThreadingConfig::default());
@@ -84,6 +83,12 @@ fn absent_sections_give_the_defaults() {
         c.protection.ring_high_water_pct,
         protection.ring_high_water_pct
     );
+}
+
+#[test]
+fn absent_sections_give_the_defaults() {
+    let c = Config::parse(&with_interface(""), "veil0.conf").expect("valid");
+    assert_every_section_has_its_defaults(&c);
 }
 
 #[test]
@@ -124,6 +129,7 @@ fn every_key_parses() {
             tx_cpu: cpu(2, 18),
             control_cpu: cpu(3, 19),
             aead: veil_dataplane::crypto::BackendChoice::Auto,
+            offload: true,
         }
     );
 }
@@ -133,26 +139,7 @@ fn every_key_parses() {
 fn example_file_parses_and_documents_every_key_with_its_default() {
     let c = Config::parse(EXAMPLE, "examples/veil-server.conf").expect("the example is valid");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert_eq!(c.logging, LoggingConfig::default());
-    assert_eq!(c.metrics, MetricsConfig::default());
-    assert_eq!(c.threading, ThreadingConfig::default());
-    assert_eq!(c.sessions, veil_control::session::SessionPolicy::default());
-    assert_eq!(
-        c.migration,
-        veil_control::migration::MigrationPolicy::default()
-    );
-    let protection = veil_control::device::ProtectionConfig::default();
-    assert_eq!(c.protection.default_limit, protection.default_limit);
-    assert_eq!(
-        c.protection.reconnect_limit_per_minute,
-        protection.reconnect_limit_per_minute
-    );
-    assert_eq!(c.protection.degradation, protection.degradation);
-    assert_eq!(c.protection.priorities, protection.priorities);
-    assert_eq!(
-        c.protection.ring_high_water_pct,
-        protection.ring_high_water_pct
-    );
+    assert_every_section_has_its_defaults(&c);
     assert_eq!(c.interface.mtu, DEFAULT_MTU);
     assert_eq!(c.peers.len(), 1);
     fn names<S: Section>() -> Vec<&'static str> {
@@ -337,7 +324,7 @@ proptest::proptest! {
                 proptest::sample::select(vec![
                     "level", "format", "rate_limit_logs_per_sec", "sampling_rate",
                     "async_logging", "async_queue_size", "enable", "listen", "mode",
-                    "pin", "rx_cpu", "crypto_cpu", "tx_cpu", "control_cpu",
+                    "pin", "rx_cpu", "crypto_cpu", "tx_cpu", "control_cpu", "offload",
                 ]),
                 "[ -~]{0,12}",
             ).prop_map(|(k, v)| format!("{k} = {v}")),
