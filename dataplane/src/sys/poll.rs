@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::time::Duration;
 
@@ -78,17 +78,7 @@ impl EventFd {
     }
 }
 
-impl AsFd for EventFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl AsRawFd for EventFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
+super::fd_wrapper!(EventFd, fd);
 
 /// What to wait for on one fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +209,7 @@ pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Resul
 mod tests {
     use super::*;
     use crate::sys::UdpSocket;
+    use std::os::fd::AsFd;
 
     const NOW: Option<Duration> = Some(Duration::ZERO);
 

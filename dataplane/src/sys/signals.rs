@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::AsRawFd;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd as NixSignalFd};
@@ -92,22 +92,13 @@ impl SignalFd {
     }
 }
 
-impl AsFd for SignalFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for SignalFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+super::fd_wrapper!(SignalFd, inner);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::wait_readable;
+    use std::os::fd::AsFd;
     use std::time::Duration;
 
     // Each test runs on its own thread and signals only that thread
