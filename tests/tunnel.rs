@@ -214,6 +214,9 @@ fn outer_transport_ipv6() {
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     assert_eq!(p.t.ping(&p.t.b(), "10.9.0.1", 10), 10);
     assert_eq!(p.t.ping(&p.t.b(), "fd09::1", 5), 5);
+    // Bulk data over the IPv6 outer transport (GSO/GRO on an AF_INET6 socket).
+    p.t.sha256_copy(&p.t.b(), &p.t.a(), "10.9.0.1", 50);
+    p.t.sha256_copy(&p.t.a(), &p.t.b(), "fd09::2", 20);
     assert!(
         p.gw.log_text().contains("fd41::2"),
         "gateway should see the client at its IPv6 address:\n{}",
