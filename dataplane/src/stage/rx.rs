@@ -26,18 +26,7 @@ pub trait HandshakeSink {
     fn offer(&mut self, msg: HandshakeDatagram) -> bool;
 }
 
-impl HandshakeSink for rtrb::Producer<HandshakeDatagram> {
-    fn offer(&mut self, msg: HandshakeDatagram) -> bool {
-        self.push(msg).is_ok()
-    }
-}
-
-impl HandshakeSink for Vec<HandshakeDatagram> {
-    fn offer(&mut self, msg: HandshakeDatagram) -> bool {
-        self.push(msg);
-        true
-    }
-}
+super::ring_and_vec_sinks!(HandshakeSink, offer, HandshakeDatagram);
 
 /// RX stage state (its counters, and a super-packet being split).
 #[derive(Debug)]
