@@ -72,9 +72,7 @@ fn full_check(p: &Pair) {
     // UDP both ways, under the gateway's default per-client limit (100 Mb/s).
     for reverse in [false, true] {
         let udp = t.iperf_with(
-            &a,
-            &b,
-            "10.9.0.1",
+            [&a, &b, "10.9.0.1"],
             3,
             reverse,
             &["-u", "-b", "40M", "-l", "1300"],

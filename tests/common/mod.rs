@@ -258,19 +258,13 @@ impl Topology {
         secs: u32,
         reverse: bool,
     ) -> Iperf {
-        self.iperf_with(server_ns, client_ns, server_addr, secs, reverse, &[])
+        self.iperf_with([server_ns, client_ns, server_addr], secs, reverse, &[])
     }
 
-    /// [`Topology::iperf`] with more client arguments (e.g. `-u -b 50M` for UDP).
-    pub fn iperf_with(
-        &self,
-        server_ns: &str,
-        client_ns: &str,
-        server_addr: &str,
-        secs: u32,
-        reverse: bool,
-        extra: &[&str],
-    ) -> Iperf {
+    /// [`Topology::iperf`] with more client arguments (e.g. `-u -b 50M` for UDP); `ends` is
+    /// (server namespace, client namespace, server address).
+    pub fn iperf_with(&self, ends: [&str; 3], secs: u32, reverse: bool, extra: &[&str]) -> Iperf {
+        let [server_ns, client_ns, server_addr] = ends;
         let iperf3 = require("iperf3");
         let mut server = self.spawn(
             server_ns,

@@ -259,29 +259,10 @@ mod tests {
         }
     }
 
-    struct NoUdp;
-
-    impl DatagramIo for NoUdp {
-        fn recv_batch(&self, _: &mut [Box<[u8]>], _: &mut [PacketMeta]) -> io::Result<usize> {
-            Ok(0)
-        }
-        fn send_batch(
-            &self,
-            p: &[&[u8]],
-            _: &[SocketAddr],
-            _: &mut SendTally,
-        ) -> io::Result<usize> {
-            Ok(p.len())
-        }
-        fn send_to(&self, pkt: &[u8], _: SocketAddr) -> io::Result<usize> {
-            Ok(pkt.len())
-        }
-        fn wait_writable(&self, _: Duration) -> io::Result<bool> {
-            Ok(true)
-        }
+    /// A socket nothing is sent on (every packet goes to the TUN device).
+    fn no_udp() -> crate::sys::UdpSocket {
+        crate::sys::UdpSocket::bind("127.0.0.1:0".parse().expect("addr"), false).expect("bind")
     }
-
-    use crate::batch::PacketMeta;
 
     /// A batch holding `pkts` at offset 16, each to be written to the TUN device.
     fn batch_of(pkts: &[Vec<u8>]) -> Batch {
@@ -303,7 +284,7 @@ mod tests {
         let segs = split_all(&original, &gso_hdr(false, true, 1000));
         let tun = RecordingTun::default();
         let mut tx = TxStage::new(Arc::default());
-        tx.flush(&batch_of(&segs), &NoUdp, &tun);
+        tx.flush(&batch_of(&segs), &no_udp(), &tun);
         let writes = tun.writes.borrow();
         assert_eq!(writes.len(), 1, "five segments, one write");
         let hdr = VnetHdr::decode(&writes[0]).expect("vnet header");
@@ -331,7 +312,7 @@ mod tests {
             ..RecordingTun::default()
         };
         let mut tx = TxStage::new(Arc::default());
-        tx.flush(&batch_of(&segs), &NoUdp, &tun);
+        tx.flush(&batch_of(&segs), &no_udp(), &tun);
         let writes = tun.writes.borrow();
         assert_eq!(writes.len(), 3);
         for (w, s) in writes.iter().zip(&segs) {

@@ -11,7 +11,6 @@
 //! timeout an upper bound. veil blocks its signals in every thread
 //! ([`super::block_shutdown_signals`]), so this is rare.
 
-use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
@@ -23,16 +22,9 @@ use super::{cvt, cvt_size};
 pub const MAX_WAIT_FDS: usize = 64;
 
 /// A non-blocking eventfd: a counter that is readable while non-zero.
+#[derive(Debug)]
 pub struct EventFd {
     fd: OwnedFd,
-}
-
-impl fmt::Debug for EventFd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventFd")
-            .field("fd", &self.fd.as_raw_fd())
-            .finish()
-    }
 }
 
 impl EventFd {

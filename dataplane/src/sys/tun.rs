@@ -10,7 +10,6 @@
 //! (see [`crate::offload`]), and a read may return a 64 KiB super-packet.
 
 use std::ffi::CStr;
-use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -22,22 +21,12 @@ use crate::offload::TunOffloads;
 ///
 /// `read`/`write` take `&self`: the kernel serialises access per fd, so one
 /// thread may read while another writes.
+#[derive(Debug)]
 pub struct Tun {
     fd: OwnedFd,
     name: String,
     ifindex: u32,
     offloads: TunOffloads,
-}
-
-impl fmt::Debug for Tun {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tun")
-            .field("fd", &self.fd.as_raw_fd())
-            .field("name", &self.name)
-            .field("ifindex", &self.ifindex)
-            .field("offloads", &self.offloads)
-            .finish()
-    }
 }
 
 impl Tun {
