@@ -69,6 +69,21 @@ fn full_check(p: &Pair) {
         up.bits_per_second / 1e6,
         down.bits_per_second / 1e6
     );
+    // UDP both ways, under the gateway's default per-client limit (100 Mb/s).
+    for reverse in [false, true] {
+        let udp = t.iperf_with(
+            [&a, &b, "10.9.0.1"],
+            3,
+            reverse,
+            &["-u", "-b", "40M", "-l", "1300"],
+        );
+        assert!(
+            udp.bits_per_second > 1e6 && udp.lost_percent < 10.0,
+            "UDP iperf3 (reverse {reverse}): {} bit/s, {}% lost",
+            udp.bits_per_second,
+            udp.lost_percent
+        );
+    }
     // Data is hashed, not counted: 200 MB up (IPv4 inside), 20 MB down (IPv6 inside).
     t.sha256_copy(&b, &a, "10.9.0.1", 200);
     t.sha256_copy(&a, &b, "fd09::2", 20);
@@ -197,6 +212,9 @@ fn outer_transport_ipv6() {
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     assert_eq!(p.t.ping(&p.t.b(), "10.9.0.1", 10), 10);
     assert_eq!(p.t.ping(&p.t.b(), "fd09::1", 5), 5);
+    // Bulk data over the IPv6 outer transport (GSO/GRO on an AF_INET6 socket).
+    p.t.sha256_copy(&p.t.b(), &p.t.a(), "10.9.0.1", 50);
+    p.t.sha256_copy(&p.t.a(), &p.t.b(), "fd09::2", 20);
     assert!(
         p.gw.log_text().contains("fd41::2"),
         "gateway should see the client at its IPv6 address:\n{}",

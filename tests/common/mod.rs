@@ -258,6 +258,13 @@ impl Topology {
         secs: u32,
         reverse: bool,
     ) -> Iperf {
+        self.iperf_with([server_ns, client_ns, server_addr], secs, reverse, &[])
+    }
+
+    /// [`Topology::iperf`] with more client arguments (e.g. `-u -b 50M` for UDP); `ends` is
+    /// (server namespace, client namespace, server address).
+    pub fn iperf_with(&self, ends: [&str; 3], secs: u32, reverse: bool, extra: &[&str]) -> Iperf {
+        let [server_ns, client_ns, server_addr] = ends;
         let iperf3 = require("iperf3");
         let mut server = self.spawn(
             server_ns,
@@ -282,6 +289,7 @@ impl Topology {
         if reverse {
             args.push("-R");
         }
+        args.extend_from_slice(extra);
         let out = self.exec(client_ns, &args);
         server.stop();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -291,9 +299,13 @@ impl Topology {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 JSON");
-        let bps = v["end"]["sum_received"]["bits_per_second"]
+        // TCP reports what arrived in sum_received; UDP in sum, with the loss.
+        let end = &v["end"];
+        let bps = end["sum_received"]["bits_per_second"]
             .as_f64()
+            .or_else(|| end["sum"]["bits_per_second"].as_f64())
             .unwrap_or(0.0);
+        let lost_percent = end["sum"]["lost_percent"].as_f64().unwrap_or(0.0);
         let intervals = v["intervals"]
             .as_array()
             .map(|a| {
@@ -305,6 +317,7 @@ impl Topology {
         Iperf {
             bits_per_second: bps,
             interval_bytes: intervals,
+            lost_percent,
         }
     }
 }
@@ -313,6 +326,8 @@ pub struct Iperf {
     pub bits_per_second: f64,
     /// Bytes moved in each 0.5 s interval.
     pub interval_bytes: Vec<f64>,
+    /// UDP: datagrams lost, in percent (0 for TCP).
+    pub lost_percent: f64,
 }
 
 /// Receives one TCP connection on (argv[1], argv[2]) and writes "<sha256> <bytes>" of what

@@ -31,18 +31,7 @@ pub trait EventSink {
     fn emit(&mut self, ev: Event) -> bool;
 }
 
-impl EventSink for rtrb::Producer<Event> {
-    fn emit(&mut self, ev: Event) -> bool {
-        self.push(ev).is_ok()
-    }
-}
-
-impl EventSink for Vec<Event> {
-    fn emit(&mut self, ev: Event) -> bool {
-        self.push(ev);
-        true
-    }
-}
+super::ring_and_vec_sinks!(EventSink, emit, Event);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {

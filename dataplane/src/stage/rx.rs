@@ -26,18 +26,7 @@ pub trait HandshakeSink {
     fn offer(&mut self, msg: HandshakeDatagram) -> bool;
 }
 
-impl HandshakeSink for rtrb::Producer<HandshakeDatagram> {
-    fn offer(&mut self, msg: HandshakeDatagram) -> bool {
-        self.push(msg).is_ok()
-    }
-}
-
-impl HandshakeSink for Vec<HandshakeDatagram> {
-    fn offer(&mut self, msg: HandshakeDatagram) -> bool {
-        self.push(msg);
-        true
-    }
-}
+super::ring_and_vec_sinks!(HandshakeSink, offer, HandshakeDatagram);
 
 /// RX stage state (its counters, and a super-packet being split).
 #[derive(Debug)]
@@ -406,5 +395,93 @@ impl SplitState {
         debug_assert!(head <= SPILL_AT);
         self.buf
             .get_or_insert_with(|| vec![0u8; SPILL_AT + MAX_SUPER_PACKET].into_boxed_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Home;
+    use crate::offload::split::tests::{gso_hdr, split_all, super_packet, transport_ok};
+    use crate::offload::TunOffloads;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// A TUN with a virtio header that hands out queued reads (header + packet).
+    #[derive(Default)]
+    struct QueuedTun {
+        reads: RefCell<VecDeque<Vec<u8>>>,
+    }
+
+    impl QueuedTun {
+        fn push(&self, hdr: &VnetHdr, pkt: &[u8]) {
+            let mut r = vec![0u8; VNET_HDR_LEN];
+            hdr.encode(&mut r);
+            r.extend_from_slice(pkt);
+            self.reads.borrow_mut().push_back(r);
+        }
+    }
+
+    impl PacketIo for QueuedTun {
+        fn read_packet(&self, _: &mut [u8]) -> io::Result<usize> {
+            unreachable!("a vnet device is read with read_split")
+        }
+        fn write_packet(&self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn offloads(&self) -> TunOffloads {
+            TunOffloads {
+                vnet: true,
+                uso: true,
+            }
+        }
+        fn read_split(&self, head: &mut [u8], spill: &mut [u8]) -> io::Result<usize> {
+            let Some(r) = self.reads.borrow_mut().pop_front() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            let h = r.len().min(head.len());
+            head[..h].copy_from_slice(&r[..h]);
+            spill[..r.len() - h].copy_from_slice(&r[h..]);
+            Ok(r.len())
+        }
+    }
+
+    fn packets(b: &Batch) -> Vec<Vec<u8>> {
+        (0..b.len)
+            .map(|i| b.packet(i).expect("packet").0.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn super_packets_split_across_batches_and_bad_ones_are_counted_drops() {
+        let counters = Arc::new(RxCounters::default());
+        let mut rx = RxStage::new(counters.clone());
+        let tun = QueuedTun::default();
+        // 100 segments: more than a batch holds.
+        let big = super_packet(false, true, 0, &[3u8; 100 * 600], 0x18);
+        tun.push(&gso_hdr(false, true, 600), &big);
+        // A lying header: gso_size 0; and one whose TCP header runs past the end.
+        tun.push(&gso_hdr(false, true, 0), &big);
+        let mut cut = big[..50].to_vec();
+        cut[32] = 0xF0;
+        tun.push(&gso_hdr(false, true, 600), &cut);
+        let small = super_packet(true, false, 0, b"whole", 0);
+        tun.push(&VnetHdr::PLAIN, &small);
+
+        let want = split_all(&big, &gso_hdr(false, true, 600));
+        let mut b = Batch::new(Home::Rx, crate::batch::buffer_size(1420));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            rx.read_tun(&tun, &mut b).expect("read");
+            got.extend(packets(&b));
+        }
+        assert_eq!(got.len(), 101);
+        assert_eq!(&got[..100], &want[..], "segments in order, across batches");
+        assert!(got.iter().take(100).all(|p| transport_ok(p)));
+        assert_eq!(got[100], small);
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(load(&counters.drop_offload), 2);
+        assert_eq!(load(&counters.tun_super_packets), 1);
+        assert_eq!(load(&counters.tun_packets), 101);
     }
 }

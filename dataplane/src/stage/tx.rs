@@ -137,11 +137,20 @@ impl TxStage {
             used += 1;
         }
         let count = used - 2;
-        let written = tun.write_gather(&parts[..used]);
-        if written.is_ok() {
-            bump(&self.counters.tun_super_packets, 1);
+        match tun.write_gather(&parts[..used]) {
+            Ok(n) => {
+                bump(&self.counters.tun_super_packets, 1);
+                self.count_tun_write(Ok(n), count, bytes);
+            }
+            // The kernel refused the super-packet (not the packets): write them one by one.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                for m in self.gro.members(g) {
+                    let pkt = packet(m);
+                    self.count_tun_write(write_plain(tun, pkt), 1, pkt.len());
+                }
+            }
+            Err(e) => self.count_tun_write(Err(e), count, bytes),
         }
-        self.count_tun_write(written, count, bytes);
     }
 
     fn count_tun_write(&self, written: io::Result<usize>, packets: usize, bytes: usize) {
@@ -218,5 +227,113 @@ impl TxStage {
             Ok(_) => bump(&self.counters.handshake_sent, 1),
             Err(_) => bump(&self.counters.udp_errors, 1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Home;
+    use crate::offload::split::tests::{gso_hdr, split_all, super_packet};
+    use crate::offload::{GsoType, TunOffloads, F_NEEDS_CSUM};
+    use std::cell::RefCell;
+
+    /// A TUN with a virtio header that records every write, refusing super-packets if asked.
+    #[derive(Default)]
+    struct RecordingTun {
+        writes: RefCell<Vec<Vec<u8>>>,
+        refuse_gso: bool,
+    }
+
+    impl PacketIo for RecordingTun {
+        fn read_packet(&self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn write_packet(&self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.borrow_mut().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn offloads(&self) -> TunOffloads {
+            TunOffloads {
+                vnet: true,
+                uso: true,
+            }
+        }
+        fn write_gather(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+            let bytes: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            let gso = VnetHdr::decode(&bytes).is_some_and(|h| h.gso_type != GsoType::None);
+            if gso && self.refuse_gso {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            self.write_packet(&bytes)
+        }
+    }
+
+    /// A socket nothing is sent on (every packet goes to the TUN device).
+    fn no_udp() -> crate::sys::UdpSocket {
+        crate::sys::UdpSocket::bind("127.0.0.1:0".parse().expect("addr"), false).expect("bind")
+    }
+
+    /// A batch holding `pkts` at offset 16, each to be written to the TUN device.
+    fn batch_of(pkts: &[Vec<u8>]) -> Batch {
+        let mut b = Batch::new(Home::Rx, 2048);
+        for (i, p) in pkts.iter().enumerate() {
+            let (buf, meta) = b.packet_mut(i).expect("slot");
+            buf[16..16 + p.len()].copy_from_slice(p);
+            meta.offset = 16;
+            meta.len = p.len();
+            meta.action = Action::Tun;
+        }
+        b.len = pkts.len();
+        b
+    }
+
+    #[test]
+    fn a_flow_is_written_as_one_super_packet() {
+        let original = super_packet(false, true, 0, &[7u8; 5000], 0x18);
+        let segs = split_all(&original, &gso_hdr(false, true, 1000));
+        let tun = RecordingTun::default();
+        let mut tx = TxStage::new(Arc::default());
+        tx.flush(&batch_of(&segs), &no_udp(), &tun);
+        let writes = tun.writes.borrow();
+        assert_eq!(writes.len(), 1, "five segments, one write");
+        let hdr = VnetHdr::decode(&writes[0]).expect("vnet header");
+        assert_eq!(
+            (hdr.gso_type, hdr.gso_size, hdr.flags),
+            (GsoType::TcpV4, 1000, F_NEEDS_CSUM)
+        );
+        assert_eq!(writes[0].len(), VNET_HDR_LEN + original.len());
+        assert_eq!(
+            &writes[0][VNET_HDR_LEN + 40..],
+            &original[40..],
+            "payload in order"
+        );
+        let c = tx.counters();
+        assert_eq!(c.tun_packets.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(c.tun_writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_refused_super_packet_is_written_packet_by_packet() {
+        let original = super_packet(true, true, 0, &[9u8; 3000], 0x10);
+        let segs = split_all(&original, &gso_hdr(true, true, 1000));
+        let tun = RecordingTun {
+            refuse_gso: true,
+            ..RecordingTun::default()
+        };
+        let mut tx = TxStage::new(Arc::default());
+        tx.flush(&batch_of(&segs), &no_udp(), &tun);
+        let writes = tun.writes.borrow();
+        assert_eq!(writes.len(), 3);
+        for (w, s) in writes.iter().zip(&segs) {
+            assert_eq!(VnetHdr::decode(w), Some(VnetHdr::PLAIN));
+            assert_eq!(&w[VNET_HDR_LEN..], &s[..]);
+        }
+        assert_eq!(
+            tx.counters()
+                .tun_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
     }
 }

@@ -10,35 +10,23 @@
 //! (see [`crate::offload`]), and a read may return a 64 KiB super-packet.
 
 use std::ffi::CStr;
-use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::cvt_size;
 use crate::offload::TunOffloads;
 
 /// One queue of a TUN interface.
 ///
 /// `read`/`write` take `&self`: the kernel serialises access per fd, so one
 /// thread may read while another writes.
+#[derive(Debug)]
 pub struct Tun {
     fd: OwnedFd,
     name: String,
     ifindex: u32,
     offloads: TunOffloads,
-}
-
-impl fmt::Debug for Tun {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tun")
-            .field("fd", &self.fd.as_raw_fd())
-            .field("name", &self.name)
-            .field("ifindex", &self.ifindex)
-            .field("offloads", &self.offloads)
-            .finish()
-    }
 }
 
 impl Tun {
@@ -91,30 +79,18 @@ impl Tun {
     /// super-packet). Returns the total length, or `WouldBlock`.
     pub fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let n = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
-        loop {
-            // SAFETY: IoSliceMut is ABI-compatible with iovec; each points at a live, exclusively
-            // borrowed buffer for the call, and `n` does not exceed the slice's length.
-            let ret = unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_ptr().cast(), n) };
-            match cvt_size(ret) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
+        // SAFETY: IoSliceMut is ABI-compatible with iovec; each points at a live, exclusively
+        // borrowed buffer for the call, and `n` does not exceed the slice's length.
+        super::retry_size(|| unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_ptr().cast(), n) })
     }
 
     /// Write one packet gathered from `bufs` (a virtio header, the first packet, the payloads
     /// coalesced after it), so a super-packet is never copied together in userspace.
     pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let n = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
-        loop {
-            // SAFETY: IoSlice is ABI-compatible with iovec; each points at a live buffer that the
-            // kernel only reads, and `n` does not exceed the slice's length.
-            let ret = unsafe { libc::writev(self.fd.as_raw_fd(), bufs.as_ptr().cast(), n) };
-            match cvt_size(ret) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
+        // SAFETY: IoSlice is ABI-compatible with iovec; each points at a live buffer that the
+        // kernel only reads, and `n` does not exceed the slice's length.
+        super::retry_size(|| unsafe { libc::writev(self.fd.as_raw_fd(), bufs.as_ptr().cast(), n) })
     }
 
     /// Create a multi-queue TUN interface with `queues` queues
@@ -154,44 +130,25 @@ impl Tun {
     /// by the kernel, so size `buf` for the MTU. Returns `WouldBlock` when no
     /// packet is queued.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `fd` is owned by self and open; `buf` is valid for
-            // `buf.len()` bytes of writes for the duration of the call.
-            let ret =
-                unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            match cvt_size(ret) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
+        // SAFETY: `fd` is owned by self and open; `buf` is valid for
+        // `buf.len()` bytes of writes for the duration of the call.
+        super::retry_size(|| unsafe {
+            libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+        })
     }
 
     /// Write one IP packet. Returns `WouldBlock` when the interface's queue is
     /// full.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `fd` is owned by self and open; `buf` is valid for
-            // `buf.len()` bytes of reads for the duration of the call.
-            let ret = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-            match cvt_size(ret) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
+        // SAFETY: `fd` is owned by self and open; `buf` is valid for
+        // `buf.len()` bytes of reads for the duration of the call.
+        super::retry_size(|| unsafe {
+            libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len())
+        })
     }
 }
 
-impl AsFd for Tun {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl AsRawFd for Tun {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
+super::fd_wrapper!(Tun, fd);
 
 const TUN_FLAGS: libc::c_int = libc::IFF_TUN | libc::IFF_NO_PI;
 

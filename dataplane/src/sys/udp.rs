@@ -10,11 +10,10 @@
 //! and a `V4` destination is mapped on the way out, so callers never see the
 //! socket's family.
 
-use std::fmt;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -51,6 +50,7 @@ impl SendOutcome {
 /// A non-blocking UDP socket.
 ///
 /// All methods take `&self`, so one RX and one TX thread can share it.
+#[derive(Debug)]
 pub struct UdpSocket {
     fd: OwnedFd,
     /// An AF_INET6 socket: destinations are written as `sockaddr_in6`.
@@ -62,16 +62,6 @@ pub struct UdpSocket {
     gso: AtomicBool,
     /// Receive coalesced datagrams (`UDP_GRO`).
     gro: AtomicBool,
-}
-
-impl fmt::Debug for UdpSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpSocket")
-            .field("fd", &self.fd.as_raw_fd())
-            .field("local_addr", &self.local_addr().ok())
-            .field("dual_stack", &self.dual_stack)
-            .finish()
-    }
 }
 
 impl UdpSocket {
@@ -535,17 +525,7 @@ impl UdpSocket {
     }
 }
 
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
+super::fd_wrapper!(UdpSocket, fd);
 
 /// `UDP_SEGMENT` (linux/udp.h): the GSO segment size, as a socket option or a control message.
 const UDP_SEGMENT: libc::c_int = 103;
