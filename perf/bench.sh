@@ -8,7 +8,7 @@
 #   FILTER    only benchmarks whose name contains it (criterion's filter), e.g. aead_seal
 #
 # The same as running, from the repository root:
-#   cargo bench -p veil-dataplane --features aead-ring --bench aead
+#   cargo bench -p veil-dataplane --bench aead
 #   cargo bench -p veil-dataplane --bench ring_transfer
 #   cargo bench -p veil-dataplane --bench replay
 #   cargo bench -p veil-control --bench handshake
@@ -37,9 +37,9 @@ run() {
     echo "== cargo bench $*" >&2
     cargo bench --quiet "$@" -- "${args[@]}" "${filter[@]}" >&2
 }
-run -p veil-dataplane --features aead-ring --bench aead
-run -p veil-dataplane --features aead-ring --bench ring_transfer
-run -p veil-dataplane --features aead-ring --bench replay
+run -p veil-dataplane --bench aead
+run -p veil-dataplane --bench ring_transfer
+run -p veil-dataplane --bench replay
 run -p veil-control --bench handshake
 
 # Summarize the estimates written by this run.

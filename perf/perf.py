@@ -17,7 +17,7 @@ import re
 import statistics
 import sys
 
-PEERS = ("wireguard-go", "boringtun")
+PEERS = ("wireguard-go", "boringtun", "gotatun")
 
 # (key, label, unit, better, workload, format)
 FIGURES = [
@@ -220,6 +220,10 @@ def cmd_record(a):
             )
         except (OSError, ValueError, TypeError, AttributeError):
             pass
+    if a.veil_before and a.veil_after:
+        offload = offload_ratios(a.veil_before, a.veil_after)
+        if offload:
+            rec["offload"] = offload
     if rec["status"] != "ok" and "error" not in rec:
         rec["error"] = text.strip().splitlines()[-1][:200] if text.strip() else "failed"
     with open(a.records, "a", encoding="utf-8") as f:
@@ -254,6 +258,39 @@ def read_meta(path):
                 k, v = line.rstrip("\n").split("=", 1)
                 meta[k] = v
     return meta
+
+
+# (name in the perf JSON, numerator, denominator): veil's offload counters as ratios per run.
+OFFLOAD_RATIOS = (
+    ("segments_per_tun_read", ("rx", "tun_packets"), ("rx", "tun_reads")),
+    ("packets_per_tun_write", ("tx", "tun_packets"), ("tx", "tun_writes")),
+    ("datagrams_per_gso_send", ("tx", "udp_gso_datagrams"), ("tx", "udp_gso_sends")),
+    ("datagrams_per_gro_receive", ("rx", "udp_gro_datagrams"), ("rx", "udp_gro_receives")),
+)
+
+
+def offload_ratios(before_prefix, after_prefix):
+    """Per veil end (a = gateway, b = client): the offload ratios over the workload, from the
+    counter deltas of `veil show --json` before and after it, and GSO-disabled events."""
+    out = {}
+    for side in ("a", "b"):
+        try:
+            c0 = json.load(open(f"{before_prefix}.{side}", encoding="utf-8"))["counters"]
+            c1 = json.load(open(f"{after_prefix}.{side}", encoding="utf-8"))["counters"]
+        except (OSError, ValueError, KeyError):
+            continue
+
+        def delta(key):
+            stage, name = key
+            return c1.get(stage, {}).get(name, 0) - c0.get(stage, {}).get(name, 0)
+
+        ratios = {}
+        for name, num, den in OFFLOAD_RATIOS:
+            d = delta(den)
+            ratios[name] = round(delta(num) / d, 2) if d > 0 else None
+        ratios["gso_disabled"] = delta(("tx", "udp_gso_disabled"))
+        out[side] = ratios
+    return out
 
 
 def summarize(records, impls):
@@ -384,7 +421,7 @@ def cmd_report(a):
 
     versions = {
         k: meta.get(k)
-        for k in ("veil", "wireguard-go", "boringtun-cli", "iperf3", "wg", "ping")
+        for k in ("veil", "wireguard-go", "boringtun-cli", "gotatun-cli", "iperf3", "wg", "ping")
     }
     out = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -400,6 +437,8 @@ def cmd_report(a):
             for k in ("duration", "repeat", "probes", "mtu", "pin", "sweep", "only", "workloads")
         },
         "implementations": impls,
+        # The transport AEAD each veil variant ran with (its start-up log line).
+        "veil_aead": {k[len("aead."):]: v for k, v in meta.items() if k.startswith("aead.")},
         "figures": {
             key: {"label": label, "unit": unit, "better": better, "workload": w}
             for key, label, unit, better, w, _ in figures
@@ -495,6 +534,8 @@ def main():
     r.add_argument("--tunnel", choices=("yes", "no"), required=True)
     r.add_argument("--snap-before")
     r.add_argument("--snap-after")
+    r.add_argument("--veil-before")
+    r.add_argument("--veil-after")
     r.add_argument("--ns-a", default="")
     r.add_argument("--ns-b", default="")
     s = sub.add_parser("report")

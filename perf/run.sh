@@ -12,7 +12,7 @@
 #   --only LIST       comma-separated implementations and/or workloads to run, e.g.
 #                     "veil-pipeline,wireguard-go,tcp1,udp64"; a list naming only implementations
 #                     runs all workloads and the other way round. Implementations: veth
-#                     veil-pipeline veil-single wireguard-go boringtun. Workloads: tcp1 tcp4
+#                     veil-pipeline veil-single wireguard-go boringtun gotatun. Workloads: tcp1 tcp4
 #                     udp1400 udp64 rtt rtt-load
 #   --pin "FLAGS"     extra flags passed to both veil processes, e.g. "--rx-cpu 1 --crypto-cpu 0"
 #   --sweep-pinning   replace the two veil entries by one per sensible thread-to-CPU layout for
@@ -20,7 +20,8 @@
 #   --probes N        ping probes per RTT measurement (default 1000, 2 ms apart)
 #   --mtu N           MTU of every tunnel (default 1440: 1500-byte veth minus 60 bytes of
 #                     IPv4+UDP+WireGuard overhead, so 1400-byte UDP payloads are not fragmented)
-#   --no-install      skip the install step (iperf3, wg, wireguard-go, boringtun-cli, matplotlib)
+#   --no-install      skip the install step (iperf3, wg, wireguard-go, boringtun-cli, gotatun,
+#                     matplotlib)
 #   --no-build        skip `cargo build --release` (uses the existing binary)
 #   --keep            keep the work directory (configs, logs, raw iperf3/ping output) and say where
 #
@@ -196,7 +197,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 PY=/usr/bin/python3
 
 if [ "$do_install" = yes ]; then
-    log "install: iproute2, iperf3, wireguard-tools, wireguard-go, boringtun-cli (scripts/install-deps.sh)"
+    log "install: iproute2, iperf3, wireguard-tools, wireguard-go, boringtun-cli, gotatun-cli (scripts/install-deps.sh)"
     bash "$repo/scripts/install-deps.sh" >"$work/install.log" 2>&1 || {
         cat "$work/install.log" >&2
         die "scripts/install-deps.sh failed"
@@ -209,7 +210,7 @@ if [ "$do_install" = yes ]; then
             >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; die "apt-get install python3-matplotlib failed"; }
     fi
 fi
-for tool in ip iperf3 ping wg wireguard-go boringtun-cli "$PY"; do
+for tool in ip iperf3 ping wg wireguard-go boringtun-cli gotatun "$PY"; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found; run without --no-install"
 done
 
@@ -262,9 +263,10 @@ else
     add_veil veil-pipeline "--threading pipeline $pin" "--threading pipeline $pin"
     add_veil veil-single "--threading single $pin" "--threading single $pin"
 fi
-impls+=(wireguard-go boringtun)
+impls+=(wireguard-go boringtun gotatun)
 kind[wireguard-go]=wgo
 kind[boringtun]=boringtun
+kind[gotatun]=gotatun
 
 sel_impls=()
 sel_workloads=()
@@ -303,6 +305,7 @@ kernel=$(uname -r)
 veil=veil $veil_rev ($(cd "$repo" && cargo pkgid -p veil 2>/dev/null | sed 's/.*[#@]//'))
 wireguard-go=$(first_line wireguard-go --version)
 boringtun-cli=$(first_line boringtun-cli --version)
+gotatun-cli=$(first_line gotatun --version)
 iperf3=$(first_line iperf3 --version)
 wg=$(first_line wg --version)
 ping=$(first_line ping -V)
@@ -370,7 +373,10 @@ start_wg_peer() { # kind ns iface keyfile peerpub addr [endpoint]
         ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
             wireguard-go -f "$iface" >"$logf" 2>&1 &
     else
-        ip netns exec "$ns" boringtun-cli "$iface" --foreground --disable-drop-privileges \
+        # boringtun-cli and gotatun (Mullvad's fork of it) take the same command line.
+        local bin=boringtun-cli
+        [ "$k" = gotatun ] && bin=gotatun
+        ip netns exec "$ns" "$bin" "$iface" --foreground --disable-drop-privileges \
             >"$logf" 2>&1 &
     fi
     p=$!
@@ -382,6 +388,12 @@ start_wg_peer() { # kind ns iface keyfile peerpub addr [endpoint]
     ip netns exec "$ns" wg set "$iface" "${args[@]}" || return 1
     ip -n "$ns" addr add "$addr" dev "$iface" || return 1
     ip -n "$ns" link set "$iface" mtu "$mtu" up || return 1
+}
+
+veil_counters() { # impl prefix: both veil ends' `veil show --json`, for the offload counters
+    [ "${kind[$1]}" = veil ] || return 0
+    ip netns exec "$ns_a" "$veil" show "$ifa" --json >"$2.a" 2>/dev/null || true
+    ip netns exec "$ns_b" "$veil" show "$ifb" --json >"$2.b" 2>/dev/null || true
 }
 
 start_veil() { # ns iface conf flags
@@ -426,7 +438,7 @@ start_session() { # impl
                 start_veil "$ns_a" "$ifa" "$work/a.conf" "${flags_a[$impl]}" || return 1
                 start_veil "$ns_b" "$ifb" "$work/b.conf" "${flags_b[$impl]}" || return 1
                 ;;
-            wgo | boringtun)
+            wgo | boringtun | gotatun)
                 start_wg_peer "$k" "$ns_a" "$ifa" "$work/a.key" "$b_pub" 10.9.0.1/24 || return 1
                 start_wg_peer "$k" "$ns_b" "$ifb" "$work/b.key" "$a_pub" 10.9.0.2/24 192.168.241.1:51820 || return 1
                 ;;
@@ -435,6 +447,9 @@ start_session() { # impl
     # First packet triggers the handshake; wait until the tunnel carries traffic.
     wait_for 100 ip netns exec "$ns_b" ping -c 1 -W 1 "$target" || return 1
     tunnel_alive || return 1
+    if [ "$k" = veil ]; then # the AEAD backend veil's start-up line names, for the JSON
+        echo "aead.$impl=$(grep -o 'aead [a-z-]*' "$work/$session.$ifa.log" | head -n 1 | cut -d' ' -f2)" >>"$work/meta.env"
+    fi
     ip netns exec "$ns_a" iperf3 -s -p 5201 >"$work/iperf3-server.log" 2>&1 &
     pids+=("$!")
     wait_for 50 server_listening || return 1
@@ -483,6 +498,7 @@ measure() { # impl rep workload
     for try in 1 2; do
         tunnel_alive || { echo "tunnel process died" >"$out"; rc=1; break; }
         snap "$out.snap0"
+        veil_counters "$impl" "$out.veil0"
         t0="$(cpu_ticks)"
         case "$w" in
             tcp1) iperf_client "$out"; rc=$? ;;
@@ -507,6 +523,7 @@ measure() { # impl rep workload
         esac
         t1="$(cpu_ticks)"
         snap "$out.snap1"
+        veil_counters "$impl" "$out.veil1"
         # ping exits 1 when some probes were lost; the record counts them.
         if [ "$rc" -eq 0 ] || { [[ "$w" == rtt* ]] && [ "$rc" -eq 1 ] && grep -q 'time=' "$out"; }; then
             rc=0
@@ -519,6 +536,7 @@ measure() { # impl rep workload
     helper record --records "$records" --impl "$impl" --rep "$rep" --workload "$w" --raw "$out" \
         --status "$status" --cpu-ticks $((t1 - t0)) --clk-tck "$clk_tck" \
         --snap-before "$out.snap0" --snap-after "$out.snap1" --ns-a "$ns_a" --ns-b "$ns_b" \
+        --veil-before "$out.veil0" --veil-after "$out.veil1" \
         --tunnel "$([ "${kind[$impl]}" = veth ] && echo no || echo yes)"
     sleep 0.2
 }

@@ -4,24 +4,27 @@
 # Usage: scripts/install-deps.sh [--tunnel-peers | --no-tunnel-peers]
 #
 #   --tunnel-peers     also install the peers we test and measure against:
-#                      wireguard-go (Debian package) and boringtun-cli (crates.io). Default.
+#                      wireguard-go (Debian package), boringtun-cli and gotatun-cli
+#                      (crates.io; gotatun-cli installs the binary `gotatun`). Default.
 #   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps,
 #                      and systemd (for systemd-analyze, which checks scripts/veil@.service).
 #                      curl and promtool.
 #
 # Environment:
 #   BORINGTUN_VERSION  boringtun-cli version to install (default below).
-#   VEIL_TOOLS_ROOT    `cargo install --root` for boringtun-cli; default is cargo's own home
+#   GOTATUN_VERSION    gotatun-cli version to install (default below).
+#   VEIL_TOOLS_ROOT    `cargo install --root` for boringtun-cli and gotatun-cli; default is cargo's own home
 #                      (~/.cargo), whose bin/ is already on PATH. We avoid a path inside the work
 #                      tree because CI and new sessions get a fresh clone, which would force a
 #                      rebuild (about a minute on 2 cores) on every run.
 #
-# Idempotent: apt-get update runs only when a package is missing, and boringtun-cli is rebuilt only
-# when the installed version differs. Needs root (apt-get) and only Debian's and crates.io's
+# Idempotent: apt-get update runs only when a package is missing, and boringtun-cli and
+# gotatun-cli are rebuilt only when the installed version differs. Needs root (apt-get) and only Debian's and crates.io's
 # registries.
 set -euo pipefail
 
 BORINGTUN_VERSION="${BORINGTUN_VERSION:-0.7.1}"
+GOTATUN_VERSION="${GOTATUN_VERSION:-0.10.2}"
 TOOLS_ROOT="${VEIL_TOOLS_ROOT:-${CARGO_HOME:-$HOME/.cargo}}"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -88,36 +91,44 @@ if [ "${#missing[@]}" -gt 0 ]; then
     quietly apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# --- boringtun-cli (crates.io) ---------------------------------------------------------------
+# --- boringtun-cli and gotatun-cli (crates.io) ------------------------------------------------
 boringtun_bin="$TOOLS_ROOT/bin/boringtun-cli"
+gotatun_bin="$TOOLS_ROOT/bin/gotatun"
 
-installed_boringtun_version() {
-    # `boringtun-cli --version` prints e.g. "boringtun 0.7.1"; the last word is the version.
-    if [ -x "$boringtun_bin" ]; then
-        "$boringtun_bin" --version 2>/dev/null | awk '{print $NF}'
+installed_version() { # binary
+    # `--version` prints e.g. "boringtun 0.7.1" or "gotatun-cli 0.10.2"; the last word is it.
+    if [ -x "$1" ]; then
+        "$1" --version 2>/dev/null | awk '{print $NF}'
     fi
 }
 
-if [ "$tunnel_peers" = yes ]; then
-    if [ "$(installed_boringtun_version)" != "$BORINGTUN_VERSION" ]; then
-        if ! command -v cargo >/dev/null 2>&1; then
-            echo "install-deps.sh: cargo not found; boringtun-cli is built from crates.io. Install a Rust toolchain (rustup or Debian's 'cargo') and rerun" >&2
-            exit 1
-        fi
-        if ! command -v cc >/dev/null 2>&1; then
-            log "installing build-essential (boringtun-cli's ring dependency compiles C)"
-            quietly apt-get update -qq
-            quietly apt-get install -y -qq --no-install-recommends build-essential
-        fi
-        log "building boringtun-cli $BORINGTUN_VERSION into $TOOLS_ROOT (about a minute on 2 cores)"
-        start=$SECONDS
-        # A throwaway target dir, so we neither reuse nor pollute a project's CARGO_TARGET_DIR.
-        build_dir="$(mktemp -d)"
-        trap 'rm -rf "$build_dir"' EXIT
-        CARGO_TARGET_DIR="$build_dir" cargo install --quiet --locked \
-            --root "$TOOLS_ROOT" --version "$BORINGTUN_VERSION" boringtun-cli
-        log "boringtun-cli built in $((SECONDS - start)) s"
+install_crate() { # crate version binary
+    local crate="$1" version="$2" bin="$3"
+    if [ "$(installed_version "$bin")" = "$version" ]; then
+        return 0
     fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "install-deps.sh: cargo not found; $crate is built from crates.io. Install a Rust toolchain (rustup or Debian's 'cargo') and rerun" >&2
+        exit 1
+    fi
+    if ! command -v cc >/dev/null 2>&1; then
+        log "installing build-essential ($crate's ring dependency compiles C)"
+        quietly apt-get update -qq
+        quietly apt-get install -y -qq --no-install-recommends build-essential
+    fi
+    log "building $crate $version into $TOOLS_ROOT (a minute or more on 2 cores)"
+    local start=$SECONDS build_dir
+    # A throwaway target dir, so we neither reuse nor pollute a project's CARGO_TARGET_DIR.
+    build_dir="$(mktemp -d)"
+    CARGO_TARGET_DIR="$build_dir" cargo install --quiet --locked \
+        --root "$TOOLS_ROOT" --version "$version" "$crate"
+    rm -rf "$build_dir"
+    log "$crate built in $((SECONDS - start)) s"
+}
+
+if [ "$tunnel_peers" = yes ]; then
+    install_crate boringtun-cli "$BORINGTUN_VERSION" "$boringtun_bin"
+    install_crate gotatun-cli "$GOTATUN_VERSION" "$gotatun_bin"
 fi
 
 # --- report ----------------------------------------------------------------------------------
@@ -148,6 +159,7 @@ report systemd-analyze systemd-analyze --version
 if [ "$tunnel_peers" = yes ]; then
     report wireguard-go wireguard-go --version
     report boringtun-cli "$boringtun_bin" --version
+    report gotatun "$gotatun_bin" --version
     if ! command -v boringtun-cli >/dev/null 2>&1; then
         log "note: $TOOLS_ROOT/bin is not on PATH; add it: export PATH=\"$TOOLS_ROOT/bin:\$PATH\""
     fi

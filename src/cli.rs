@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use argh::FromArgs;
+use veil_dataplane::crypto::BackendChoice;
 
 /// veil: a userspace WireGuard-compatible VPN gateway for Linux.
 ///
@@ -70,9 +71,19 @@ pub struct UpArgs {
     #[argh(option)]
     pub control_cpu: Option<usize>,
 
+    /// transport AEAD library: auto (the fastest here, timed at start-up),
+    /// ring, aws-lc or rustcrypto; overrides [threading] aead (default auto)
+    #[argh(option)]
+    pub aead: Option<BackendChoice>,
+
     /// do not pin any thread to a CPU (overrides [threading])
     #[argh(switch)]
     pub no_pin: bool,
+
+    /// use no TUN segmentation offloads and no UDP GSO/GRO (overrides
+    /// [threading] offload)
+    #[argh(switch)]
+    pub no_offload: bool,
 
     /// serve Prometheus metrics (GET /metrics) and health (GET /healthz) over
     /// HTTP on this address, e.g. 127.0.0.1:9586

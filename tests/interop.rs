@@ -1,5 +1,6 @@
-//! Interop: veil against wireguard-go and boringtun-cli, in both roles, in real
-//! network namespaces. Peers are configured with `wg`, as their users do.
+//! Interop: veil against wireguard-go, boringtun-cli and gotatun, in both roles, in real
+//! network namespaces, with veil's offloads on (the peers send no GSO). Peers are configured
+//! with `wg`, as their users do.
 
 mod common;
 
@@ -96,6 +97,8 @@ fn traffic(t: &Topology, client_ns: &str, gw_addr: &str, gw_ns: &str, client_add
         up.bits_per_second / 1e6,
         down.bits_per_second / 1e6
     );
+    t.sha256_copy(client_ns, gw_ns, gw_addr, 20);
+    t.sha256_copy(gw_ns, client_ns, client_addr, 20);
 }
 
 /// One `#[test]` per row: its name, then the role veil plays, with the tag that names the
@@ -115,4 +118,20 @@ interop! {
     veil_gateway_boringtun_client: veil_gateway_with("gb", Peer::Boringtun);
     veil_client_wireguard_go_gateway: veil_client_of("cg", Peer::WireguardGo);
     veil_client_boringtun_gateway: veil_client_of("cb", Peer::Boringtun);
+}
+
+#[test]
+fn veil_gateway_gotatun_client() {
+    let Some(_g) = begin("veil_gateway_gotatun_client") else {
+        return;
+    };
+    veil_gateway_with("gt", Peer::Gotatun);
+}
+
+#[test]
+fn veil_client_gotatun_gateway() {
+    let Some(_g) = begin("veil_client_gotatun_gateway") else {
+        return;
+    };
+    veil_client_of("ct", Peer::Gotatun);
 }

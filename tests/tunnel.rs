@@ -69,6 +69,103 @@ fn full_check(p: &Pair) {
         up.bits_per_second / 1e6,
         down.bits_per_second / 1e6
     );
+    // UDP both ways, under the gateway's default per-client limit (100 Mb/s).
+    for reverse in [false, true] {
+        let udp = t.iperf_with(
+            [&a, &b, "10.9.0.1"],
+            3,
+            reverse,
+            &["-u", "-b", "40M", "-l", "1300"],
+        );
+        assert!(
+            udp.bits_per_second > 1e6 && udp.lost_percent < 10.0,
+            "UDP iperf3 (reverse {reverse}): {} bit/s, {}% lost",
+            udp.bits_per_second,
+            udp.lost_percent
+        );
+    }
+    // Data is hashed, not counted: 200 MB up (IPv4 inside), 20 MB down (IPv6 inside).
+    t.sha256_copy(&b, &a, "10.9.0.1", 200);
+    t.sha256_copy(&a, &b, "fd09::2", 20);
+}
+
+/// Both ends say at start whether TUN offloads are on.
+fn assert_offloads(p: &Pair, on: bool) {
+    for (who, log) in [("gateway", p.gw.log_text()), ("client", p.cl.log_text())] {
+        let said = if on {
+            "TUN offloads on"
+        } else {
+            "offloads off"
+        };
+        assert!(log.contains(said), "{who} log lacks {said:?}:\n{log}");
+    }
+}
+
+/// veil ↔ veil with `--no-offload` in `mode`: the same checks, one packet per syscall.
+fn no_offload(tag: &str, mode: &str) {
+    let mut p = pair(tag, &["--threading", mode, "--no-offload"], false, &[]);
+    full_check(&p);
+    assert_offloads(&p, false);
+    assert_eq!(p.gw.stop(), Some(0), "gateway:\n{}", p.gw.log_text());
+}
+
+#[test]
+fn veil_to_veil_pipeline_no_offload() {
+    let Some(_g) = begin("veil_to_veil_pipeline_no_offload") else {
+        return;
+    };
+    no_offload("po", "pipeline");
+}
+
+#[test]
+fn veil_to_veil_single_no_offload() {
+    let Some(_g) = begin("veil_to_veil_single_no_offload") else {
+        return;
+    };
+    no_offload("so", "single");
+}
+
+/// A client with MTU 1280 and a gateway with MTU 1420: full-size pings (DF set) both ways,
+/// so each side receives datagrams larger than its own MTU would make.
+#[test]
+fn mtu_1280_client_and_1420_gateway() {
+    let Some(_g) = begin("mtu_1280_client_and_1420_gateway") else {
+        return;
+    };
+    let t = Topology::new("pm");
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let with_mtu = |conf: String, mtu: u16| {
+        conf.replacen("\n\n[Peer]", &format!("\nMTU = {mtu}\n\n[Peer]"), 1)
+    };
+    let gw_conf = t.write(
+        "veilgw.conf",
+        &with_mtu(gateway_conf(&gw_priv, &cl_pub), 1420),
+    );
+    let ep = endpoint(A_V4, GW_PORT);
+    let cl_conf = t.write(
+        "veilcl.conf",
+        &with_mtu(client_conf(&cl_priv, &gw_pub, &ep), 1280),
+    );
+    let _gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let _cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
+    t.wait_ping(&t.b(), "10.9.0.1");
+    let full = |ns: &str, addr: &str, mtu: u32| {
+        let size = (mtu - 28).to_string();
+        let out = t.exec(
+            ns,
+            &[
+                "ping", "-c", "5", "-W", "2", "-M", "do", "-s", &size, "-q", addr,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(" 5 received"),
+            "{ns} -> {addr}, {mtu}-byte packets:\n{text}"
+        );
+    };
+    full(&t.b(), "10.9.0.1", 1280);
+    full(&t.a(), "10.9.0.2", 1420);
 }
 
 #[test]
@@ -76,6 +173,7 @@ fn veil_to_veil_pipeline() {
     let _g = begin_or_skip!("veil_to_veil_pipeline");
     let mut p = pair("pp", &["--threading", "pipeline"], false, &[]);
     full_check(&p);
+    assert_offloads(&p, true);
     assert_eq!(
         p.cl.stop(),
         Some(0),
@@ -114,6 +212,9 @@ fn outer_transport_ipv6() {
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     assert_eq!(p.t.ping(&p.t.b(), "10.9.0.1", 10), 10);
     assert_eq!(p.t.ping(&p.t.b(), "fd09::1", 5), 5);
+    // Bulk data over the IPv6 outer transport (GSO/GRO on an AF_INET6 socket).
+    p.t.sha256_copy(&p.t.b(), &p.t.a(), "10.9.0.1", 50);
+    p.t.sha256_copy(&p.t.a(), &p.t.b(), "fd09::2", 20);
     assert!(
         p.gw.log_text().contains("fd41::2"),
         "gateway should see the client at its IPv6 address:\n{}",

@@ -238,18 +238,28 @@ mod tests {
         t0 + Duration::from_secs(s)
     }
 
+    /// A session that starts now, and now.
+    fn started() -> (Instant, Session) {
+        let t0 = Instant::now();
+        (t0, Session::new(1, t0))
+    }
+
+    /// Last data `data` seconds and last heard `heard` seconds after `t0`.
+    fn activity(t0: Instant, data: u64, heard: u64) -> Activity {
+        Activity {
+            last_data: Some(at(t0, data)),
+            last_heard: Some(at(t0, heard)),
+        }
+    }
+
     #[test]
     fn idle_warning_then_expiry() {
         let p = policy();
-        let t0 = Instant::now();
-        let mut s = Session::new(1, t0);
+        let (t0, mut s) = started();
         // The peer keeps answering (keepalives) but sends no data.
         let mut warnings = 0;
         for sec in 1..=40 {
-            let act = Activity {
-                last_data: Some(at(t0, 1)),
-                last_heard: Some(at(t0, sec)),
-            };
+            let act = activity(t0, 1, sec);
             match s.poll(&p, at(t0, sec), act) {
                 Due::IdleWarning(left) => {
                     assert_eq!(sec, 21);
@@ -271,12 +281,8 @@ mod tests {
     #[test]
     fn data_postpones_expiry_and_rearms_warning() {
         let p = policy();
-        let t0 = Instant::now();
-        let mut s = Session::new(1, t0);
-        let act = |d: u64, h: u64| Activity {
-            last_data: Some(at(t0, d)),
-            last_heard: Some(at(t0, h)),
-        };
+        let (t0, mut s) = started();
+        let act = |d: u64, h: u64| activity(t0, d, h);
         assert_eq!(s.poll(&p, at(t0, 20), act(0, 20)), Due::IdleWarning(10));
         assert_eq!(s.poll(&p, at(t0, 25), act(25, 25)), Due::Nothing);
         assert_eq!(s.poll(&p, at(t0, 45), act(25, 45)), Due::IdleWarning(10));
@@ -289,12 +295,8 @@ mod tests {
     #[test]
     fn silent_peer_is_probed_then_dead_within_bound() {
         let p = policy();
-        let t0 = Instant::now();
-        let mut s = Session::new(1, t0);
-        let act = Activity {
-            last_data: Some(t0),
-            last_heard: Some(t0),
-        };
+        let (t0, mut s) = started();
+        let act = activity(t0, 0, 0);
         let mut probes = vec![];
         let mut end = None;
         for tenth in 0..400u64 {
@@ -319,13 +321,9 @@ mod tests {
     #[test]
     fn answered_probe_resets() {
         let p = policy();
-        let t0 = Instant::now();
-        let mut s = Session::new(1, t0);
+        let (t0, mut s) = started();
         // Data and the answers arrive together, so idleness never gets in the way.
-        let act = |h: u64| Activity {
-            last_data: Some(at(t0, h)),
-            last_heard: Some(at(t0, h)),
-        };
+        let act = |h: u64| activity(t0, h, h);
         assert_eq!(s.poll(&p, at(t0, 10), act(0)), Due::Probe);
         assert_eq!(s.poll(&p, at(t0, 13), act(0)), Due::Probe);
         // The answer arrives; silence starts again from it.
@@ -338,12 +336,8 @@ mod tests {
     fn absolute_timeout_wins() {
         let mut p = policy();
         p.absolute_timeout = Duration::from_secs(15);
-        let t0 = Instant::now();
-        let mut s = Session::new(1, t0);
-        let busy = |t: u64| Activity {
-            last_data: Some(at(t0, t)),
-            last_heard: Some(at(t0, t)),
-        };
+        let (t0, mut s) = started();
+        let busy = |t: u64| activity(t0, t, t);
         assert_eq!(s.poll(&p, at(t0, 14), busy(14)), Due::Nothing);
         assert_eq!(
             s.poll(&p, at(t0, 15), busy(15)),
@@ -354,8 +348,7 @@ mod tests {
     #[test]
     fn only_active_sessions_have_timers() {
         let p = policy();
-        let t0 = Instant::now();
-        let mut s = Session::new(1, t0);
+        let (t0, mut s) = started();
         s.state = SessionState::Draining;
         assert_eq!(s.poll(&p, at(t0, 5000), Activity::default()), Due::Nothing);
     }

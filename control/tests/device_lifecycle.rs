@@ -97,6 +97,16 @@ impl Gateway {
         )
     }
 
+    /// A migration frame carrying `token`, arriving from `from`.
+    fn migrate(
+        &mut self,
+        token: [u8; MIGRATION_TOKEN_LEN],
+        from: &str,
+        now: Instant,
+    ) -> Vec<Command> {
+        self.frame(ControlFrame::Migrate { token }, from, now)
+    }
+
     fn roam(&mut self, to: &str, now: Instant) -> Vec<Command> {
         self.event(
             Event::EndpointChanged {
@@ -163,18 +173,10 @@ fn migration_policy_cooldown_token_replay_and_limit() {
     let c = g.roam("198.51.100.2:6000", g.secs(3));
     assert!(refused(&c, "198.51.100.2:6000"), "{c:?}");
     // With a token, inside the cooldown: accepted at once.
-    let c = g.frame(
-        ControlFrame::Migrate { token },
-        "198.51.100.2:6000",
-        g.secs(3),
-    );
+    let c = g.migrate(token, "198.51.100.2:6000", g.secs(3));
     assert!(accepted(&c, "198.51.100.2:6000"), "{c:?}");
     // The same token again: refused.
-    let c = g.frame(
-        ControlFrame::Migrate { token },
-        "198.51.100.3:6000",
-        g.secs(4),
-    );
+    let c = g.migrate(token, "198.51.100.3:6000", g.secs(4));
     assert!(
         refused(&c, "198.51.100.3:6000"),
         "replayed token accepted: {c:?}"
@@ -182,11 +184,7 @@ fn migration_policy_cooldown_token_replay_and_limit() {
     // A forged token: refused.
     let mut forged = g.token(g.secs(4));
     forged[30] ^= 1;
-    let c = g.frame(
-        ControlFrame::Migrate { token: forged },
-        "198.51.100.3:6000",
-        g.secs(4),
-    );
+    let c = g.migrate(forged, "198.51.100.3:6000", g.secs(4));
     assert!(refused(&c, "198.51.100.3:6000"));
     // Migrations 3, 4, 5 after each cooldown, then the sixth is refused even with a token.
     for (i, s) in [(3u64, 20u64), (4, 40), (5, 60)] {
@@ -195,11 +193,7 @@ fn migration_policy_cooldown_token_replay_and_limit() {
         assert!(accepted(&c, &to), "migration {i}: {c:?}");
     }
     let token = g.token(g.secs(80));
-    let c = g.frame(
-        ControlFrame::Migrate { token },
-        "198.51.100.99:6000",
-        g.secs(80),
-    );
+    let c = g.migrate(token, "198.51.100.99:6000", g.secs(80));
     assert!(
         refused(&c, "198.51.100.99:6000"),
         "sixth migration accepted: {c:?}"
@@ -221,11 +215,7 @@ fn expired_token_is_refused() {
     stats
         .last_rx_any
         .store(g.epoch.nanos(g.secs(ttl + 1)), Ordering::Relaxed);
-    let c = g.frame(
-        ControlFrame::Migrate { token },
-        "198.51.100.5:6000",
-        g.secs(ttl + 2),
-    );
+    let c = g.migrate(token, "198.51.100.5:6000", g.secs(ttl + 2));
     assert!(refused(&c, "198.51.100.5:6000"), "{c:?}");
 }
 

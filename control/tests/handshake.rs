@@ -20,9 +20,19 @@ use veil_dataplane::{Keypair, OpenError};
 /// A fresh pair without a pre-shared key, the server's cookie checker, the time and an RNG
 /// seeded with `seed`.
 fn setup(seed: u64) -> (Pair, CookieChecker, Instant, TestRng) {
-    let p = Pair::new(None);
+    setup_psk(None, seed)
+}
+
+/// [`setup`] with the pre-shared key `psk`.
+fn setup_psk(psk: Option<[u8; 32]>, seed: u64) -> (Pair, CookieChecker, Instant, TestRng) {
+    let p = Pair::new(psk);
     let cookies = p.server.cookie_checker();
     (p, cookies, Instant::now(), TestRng(seed))
+}
+
+/// Where the client sees the server's messages come from.
+fn server_addr() -> SocketAddr {
+    "203.0.113.1:51820".parse().unwrap()
 }
 
 /// The server's response to a valid initiation, with receiver index `index`.
@@ -160,12 +170,9 @@ fn keys_differ_between_handshakes_and_directions() {
 
 #[test]
 fn psk_mismatch_fails_at_the_initiator() {
-    let mut p = Pair::new(Some([1; 32]));
+    let (mut p, mut cookies, now, mut rng) = setup_psk(Some([1; 32]), 3);
     p.at_client =
         veil_control::PeerHandshake::new(&p.client, *p.server.public_key(), Some([2; 32]));
-    let mut cookies = p.server.cookie_checker();
-    let now = Instant::now();
-    let mut rng = TestRng(3);
     let init = initiate(&mut p, 1, now, 0, &mut rng);
     let valid = server_accepts(&p, &mut cookies, &init, now);
     let (resp, _) = respond(&mut p, valid, 2, now, &mut rng).unwrap();
@@ -315,23 +322,19 @@ fn every_flipped_bit_in_initiation_is_rejected() {
 
 #[test]
 fn every_flipped_bit_in_response_is_rejected() {
-    let mut p = Pair::new(Some([9; 32]));
-    let mut server_cookies = p.server.cookie_checker();
+    let (mut p, mut server_cookies, now, mut rng) = setup_psk(Some([9; 32]), 9);
     let mut client_cookies = p.client.cookie_checker();
-    let server_addr: SocketAddr = "203.0.113.1:51820".parse().unwrap();
-    let now = Instant::now();
-    let mut rng = TestRng(9);
 
     // The client is under load: the first response gets a cookie reply, which the server keeps.
     let init = initiate(&mut p, 1, now, 0, &mut rng);
     let valid = server_accepts(&p, &mut server_cookies, &init, now);
     let (resp, _) = respond(&mut p, valid, 2, now, &mut rng).unwrap();
     assert_eq!(
-        client_cookies.check(&resp, server_addr, true, now),
+        client_cookies.check(&resp, server_addr(), true, now),
         Err(HandshakeError::Mac2Required)
     );
     let reply = client_cookies
-        .create_reply(&resp, server_addr, now, &mut rng)
+        .create_reply(&resp, server_addr(), now, &mut rng)
         .unwrap();
     p.at_server.consume_cookie_reply(&reply, now).unwrap();
 
@@ -340,12 +343,12 @@ fn every_flipped_bit_in_response_is_rejected() {
     let init = initiate(&mut p, 3, t, 5, &mut rng);
     let valid = server_accepts(&p, &mut server_cookies, &init, t);
     let (resp, _) = respond(&mut p, valid, 4, t, &mut rng).unwrap();
-    client_cookies.check(&resp, server_addr, true, t).unwrap();
+    client_cookies.check(&resp, server_addr(), true, t).unwrap();
 
     for bit in 0..resp.len() * 8 {
         let mut m = resp;
         m[bit / 8] ^= 1 << (bit % 8);
-        let accepted = client_cookies.check(&m, server_addr, true, t).is_ok()
+        let accepted = client_cookies.check(&m, server_addr(), true, t).is_ok()
             && p.at_client.consume_response(&p.client, &m, t).is_ok();
         assert!(!accepted, "bit {bit} accepted");
     }
@@ -512,12 +515,8 @@ fn wrong_lengths_and_types_are_malformed() {
 
 #[test]
 fn simultaneous_initiations_both_complete() {
-    let mut p = Pair::new(None);
+    let (mut p, mut server_cookies, now, mut rng) = setup(14);
     let mut client_cookies = p.client.cookie_checker();
-    let mut server_cookies = p.server.cookie_checker();
-    let server_addr: SocketAddr = "203.0.113.1:51820".parse().unwrap();
-    let now = Instant::now();
-    let mut rng = TestRng(14);
     let from_client = initiate(&mut p, 1, now, 0, &mut rng);
     let from_server = p
         .at_server
@@ -531,7 +530,7 @@ fn simultaneous_initiations_both_complete() {
         &p.client,
         &mut client_cookies,
         &from_server,
-        server_addr,
+        server_addr(),
         false,
         now,
         &mut rng,

@@ -1,11 +1,11 @@
 //! AEAD seal and open through the `TransportAead` seam, for every library behind it, at
 //! 64, 1400 and 65536 bytes.
 //!
-//! `cargo bench -p veil-dataplane --features aead-ring --bench aead` (without the feature only
-//! the default `chacha20poly1305` is measured). Criterion prints time per call and GiB/s.
+//! `cargo bench -p veil-dataplane --bench aead`. Criterion prints time per call and GiB/s; the
+//! fastest backend is the one `[threading] aead = auto` should pick (perf/README.md).
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use veil_dataplane::crypto::{ChaChaPoly, TransportAead};
+use veil_dataplane::crypto::{AwsLcChaChaPoly, ChaChaPoly, RingChaChaPoly, TransportAead};
 
 const SIZES: [usize; 3] = [64, 1400, 65536];
 
@@ -49,11 +49,9 @@ fn bench_one<A: TransportAead>(c: &mut Criterion, lib: &str) {
 }
 
 fn aead(c: &mut Criterion) {
-    bench_one::<ChaChaPoly>(c, "chacha20poly1305");
-    #[cfg(feature = "aead-ring")]
-    bench_one::<veil_dataplane::crypto::RingChaChaPoly>(c, "ring");
-    #[cfg(not(feature = "aead-ring"))]
-    eprintln!("aead: ring not measured; add --features aead-ring");
+    bench_one::<ChaChaPoly>(c, "rustcrypto");
+    bench_one::<RingChaChaPoly>(c, "ring");
+    bench_one::<AwsLcChaChaPoly>(c, "aws-lc");
 }
 
 criterion_group!(benches, aead);

@@ -55,6 +55,9 @@ pub struct PacketMeta {
     pub addr: SocketAddr,
     /// What TX does with it.
     pub action: Action,
+    /// A received datagram the kernel coalesced (UDP GRO): the size of each of the datagrams in
+    /// it (the last may be shorter). 0: one datagram.
+    pub segment: usize,
 }
 
 impl Default for PacketMeta {
@@ -64,6 +67,7 @@ impl Default for PacketMeta {
             len: 0,
             addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             action: Action::Drop,
+            segment: 0,
         }
     }
 }
@@ -78,6 +82,9 @@ pub struct Batch {
     pub len: usize,
     /// When RX read the batch (set on sampled batches, for the RX→TX latency histogram).
     pub stamp: Option<Instant>,
+    /// Bytes RX counted into its direction's [`ByteQueue`](crate::bql::ByteQueue); TX
+    /// completes the same number.
+    pub queued_bytes: u64,
     bufs: Vec<Box<[u8]>>,
     meta: Vec<PacketMeta>,
 }
@@ -92,6 +99,10 @@ impl std::fmt::Debug for Batch {
     }
 }
 
+/// Largest peer MTU whose datagrams every buffer holds whole (veil's own MTU limit; jumbo
+/// frames), whatever our own MTU is.
+pub const PEER_MTU_MAX: usize = 9000;
+
 /// Buffer size for an interface MTU: header room, the packet padded to 16, the tag.
 pub fn buffer_size(mtu: usize) -> usize {
     TRANSPORT_HEADER_LEN + mtu.next_multiple_of(16) + TAG_LEN
@@ -105,6 +116,7 @@ impl Batch {
             home,
             len: 0,
             stamp: None,
+            queued_bytes: 0,
             bufs: (0..BATCH_MAX)
                 .map(|_| vec![0u8; buf_size].into_boxed_slice())
                 .collect(),
@@ -122,6 +134,7 @@ impl Batch {
         self.source = source;
         self.len = 0;
         self.stamp = None;
+        self.queued_bytes = 0;
     }
 
     /// Is there room for one more packet?
@@ -141,6 +154,12 @@ impl Batch {
         let meta = self.meta.get(i)?;
         let bytes = self.bufs.get(i)?.get(meta.offset..meta.offset + meta.len)?;
         Some((bytes, meta))
+    }
+
+    /// Bytes of the packets in use.
+    pub fn payload_bytes(&self) -> u64 {
+        let n = self.len.min(self.meta.len());
+        self.meta[..n].iter().map(|m| m.len as u64).sum()
     }
 
     /// Every buffer and metadata slot, in use or not (for a batched receive).

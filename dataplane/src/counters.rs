@@ -39,10 +39,21 @@ crate::counter_set!(
         udp_datagrams,
         /// Bytes of datagrams received.
         udp_bytes,
-        /// Packets read from the TUN device.
+        /// Packets read from the TUN device (after splitting super-packets).
         tun_packets,
         /// Bytes read from the TUN device.
         tun_bytes,
+        /// TUN reads (syscalls that returned a packet): segments per read = tun_packets / tun_reads.
+        tun_reads,
+        /// Super-packets read from the TUN device and split (TSO/USO).
+        tun_super_packets,
+        /// Packets from the TUN device whose offload header did not add up (dropped).
+        drop_offload,
+        /// Received datagrams the kernel had coalesced (UDP GRO): datagrams per GRO receive =
+        /// udp_gro_datagrams / udp_gro_receives.
+        udp_gro_receives,
+        /// Datagrams in those.
+        udp_gro_datagrams,
         /// Handshake messages handed to the control thread.
         handshake_queued,
         /// Handshake messages dropped because the control ring was full.
@@ -59,6 +70,12 @@ crate::counter_set!(
         pool_empty,
         /// Pauses (with backoff) after a transient receive or read error.
         io_pauses,
+        /// Rounds a source was left unread because its direction's bytes in flight reached
+        /// the byte queue limit (the packets wait in the kernel's queue instead).
+        bql_held,
+        /// Rounds RX ran through the crypto (and TX) stage itself because their threads were
+        /// parked and the batch was small (no hand-off).
+        run_to_completion,
     }
 );
 
@@ -123,10 +140,14 @@ crate::counter_set!(
         udp_datagrams,
         /// Bytes of datagrams sent.
         udp_bytes,
-        /// Packets written to the TUN device.
+        /// Packets written to the TUN device (before coalescing).
         tun_packets,
         /// Bytes written to the TUN device.
         tun_bytes,
+        /// TUN writes (syscalls): packets per write = tun_packets / tun_writes.
+        tun_writes,
+        /// Super-packets written to the TUN device (GRO on write).
+        tun_super_packets,
         /// Handshake messages sent for the control thread.
         handshake_sent,
         /// Datagrams the kernel refused (unreachable, too big, …).
@@ -137,6 +158,16 @@ crate::counter_set!(
         udp_would_block,
         /// Retries after the kernel was short of buffers or memory (ENOBUFS, ENOMEM).
         udp_retries,
+        /// Datagrams dropped because the kernel could not take them within the stall limit
+        /// (`stage::tx::SEND_STALL_LIMIT`, 3 ms per batch; also counted in `udp_errors`).
+        drop_send_stall,
+        /// sendmmsg messages carrying several datagrams (UDP GSO): datagrams per GSO send =
+        /// udp_gso_datagrams / udp_gso_sends.
+        udp_gso_sends,
+        /// Datagrams sent in GSO messages.
+        udp_gso_datagrams,
+        /// Times the kernel refused UDP GSO and it was turned off for the socket.
+        udp_gso_disabled,
     }
 );
 

@@ -1,14 +1,16 @@
 //! Bounded spin, then park: how an idle consumer waits without burning a core.
 //!
-//! A consumer that found its rings empty spins briefly (a batch usually follows
-//! soon under load), then announces it is parked, re-checks, and parks with a
-//! timeout. A producer rings the doorbell after each push; the doorbell costs one
-//! atomic load unless the consumer is parked.
+//! A consumer that found its rings empty may spin briefly on the ring state (a batch usually
+//! follows soon under load), then announces it is parked, re-checks, and parks with a timeout.
+//! The spin is bounded in time, makes no syscall, and is zero where there are no more cores
+//! than busy dataplane threads (spinning there only delays the thread it waits for).
+//! A producer rings the doorbell after each push; the doorbell costs one atomic load unless
+//! the consumer is parked.
 
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a parked consumer is woken.
 enum Wake {
@@ -32,8 +34,18 @@ impl std::fmt::Debug for Doorbell {
     }
 }
 
-/// Spins before parking.
-pub const SPIN_ROUNDS: u32 = 200;
+/// How long an idle consumer spins on its rings before parking, where there are spare cores.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// The spin budget for `busy_threads` dataplane threads on `cores` cores: [`DEFAULT_SPIN`] only
+/// if every busy thread can have a core and one is left over, else none (park at once).
+pub fn spin_budget(cores: usize, busy_threads: usize) -> Duration {
+    if cores > busy_threads {
+        DEFAULT_SPIN
+    } else {
+        Duration::ZERO
+    }
+}
 
 impl Doorbell {
     /// A doorbell for a thread that parks with `std::thread::park_timeout`.
@@ -81,6 +93,12 @@ impl Doorbell {
         }
     }
 
+    /// Is the consumer parked (or about to park)?
+    #[inline]
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Relaxed)
+    }
+
     /// Consumer side: announce that it will wait. Then re-check the rings and
     /// either call [`Doorbell::cancel`] (work arrived) or wait and call `cancel`.
     pub fn prepare_park(&self) {
@@ -104,32 +122,53 @@ impl Doorbell {
     }
 }
 
-/// Counts idle rounds so a loop spins a little before parking.
-#[derive(Debug, Default)]
+/// Decides when an idle loop stops spinning on its rings and parks: after `budget` of idle
+/// rounds in a row (measured from the first), at once when `budget` is zero.
+#[derive(Debug)]
 pub struct Backoff {
-    idle: u32,
+    budget: Duration,
+    idle_since: Option<Instant>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(DEFAULT_SPIN)
+    }
 }
 
 impl Backoff {
+    /// Spin for at most `budget` before parking.
+    pub fn new(budget: Duration) -> Self {
+        Self {
+            budget,
+            idle_since: None,
+        }
+    }
+
     /// Work was done: start counting again.
     #[inline]
     pub fn reset(&mut self) {
-        self.idle = 0;
+        self.idle_since = None;
     }
 
     /// Nothing to do this round. Returns true when it is time to park.
     #[inline]
     pub fn idle(&mut self) -> bool {
-        self.idle += 1;
-        if self.idle < SPIN_ROUNDS {
-            std::hint::spin_loop();
-            if self.idle % 32 == 0 {
-                std::thread::yield_now();
-            }
-            false
-        } else {
-            self.idle = 0;
+        if self.budget.is_zero() {
+            return true;
+        }
+        self.idle_at(Instant::now())
+    }
+
+    /// [`Backoff::idle`] at `now` (a virtual clock in tests).
+    pub fn idle_at(&mut self, now: Instant) -> bool {
+        let since = *self.idle_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= self.budget {
+            self.idle_since = None;
             true
+        } else {
+            std::hint::spin_loop();
+            false
         }
     }
 }
@@ -140,6 +179,30 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::time::Instant;
+
+    #[test]
+    fn backoff_spins_for_its_budget_then_parks() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(Duration::from_micros(50));
+        assert!(!b.idle_at(t0));
+        assert!(!b.idle_at(t0 + Duration::from_micros(49)));
+        assert!(b.idle_at(t0 + Duration::from_micros(50)));
+        // After parking (or work) the budget starts again.
+        assert!(!b.idle_at(t0 + Duration::from_micros(60)));
+        b.reset();
+        assert!(!b.idle_at(t0 + Duration::from_millis(5)));
+        assert!(b.idle_at(t0 + Duration::from_millis(6)));
+    }
+
+    #[test]
+    fn no_spin_without_a_spare_core() {
+        assert_eq!(spin_budget(2, 3), Duration::ZERO);
+        assert_eq!(spin_budget(3, 3), Duration::ZERO);
+        assert_eq!(spin_budget(4, 3), DEFAULT_SPIN);
+        assert_eq!(spin_budget(2, 1), DEFAULT_SPIN);
+        let mut b = Backoff::new(spin_budget(2, 3));
+        assert!(b.idle(), "a zero budget parks on the first idle round");
+    }
 
     #[test]
     fn parked_thread_is_woken() {

@@ -7,6 +7,8 @@
 #![deny(unsafe_code)]
 
 pub mod batch;
+pub mod baton;
+pub mod bql;
 pub mod counters;
 pub mod crypto;
 pub mod doorbell;
@@ -14,6 +16,7 @@ pub mod error_class;
 pub mod fault;
 pub mod io;
 pub mod link;
+pub mod offload;
 pub mod pipeline;
 pub mod priority;
 pub mod ratelimit;
@@ -29,7 +32,7 @@ pub mod test_hooks;
 pub mod timing;
 pub mod wire;
 
-pub use crypto::{ChaChaPoly, Keypair, OpenError, SealError, TransportAead};
+pub use crypto::{Backend, ChaChaPoly, Cipher, Keypair, OpenError, SealError, TransportAead};
 pub use replay::ReplayWindow;
 
 /// Send a message with this counter, then ask for a new handshake (WireGuard `REKEY_AFTER_MESSAGES`).

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::batch::{buffer_size, Batch, Home};
+use crate::batch::{buffer_size, Batch, Home, Source, BATCH_MAX, PEER_MTU_MAX};
+use crate::baton::Baton;
+use crate::bql::{ByteQueue, LimitTuner};
 use crate::counters::{bump, CryptoCounters, RxCounters, TxCounters};
-use crate::doorbell::{Backoff, Doorbell};
+use crate::doorbell::{Backoff, Doorbell, DEFAULT_SPIN};
 use crate::fault::{Fault, FaultCell, IoOp, IoTrouble, Verdict};
 use crate::io::{DatagramIo, PacketIo};
 use crate::link::{Command, Epoch, Event, HandshakeDatagram};
@@ -52,11 +54,35 @@ pub trait ControlDriver {
     fn set_handshake_backlog(&mut self, _queued: usize, _now: Instant) {}
 }
 
+/// Which of RX's two sources may have data to read. RX reads only a source marked ready,
+/// clears the mark on the first EAGAIN, and parks in poll(2) once neither is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The UDP socket.
+    pub udp: bool,
+    /// The TUN device.
+    pub tun: bool,
+}
+
+impl Readiness {
+    /// Both sources: look at each once (start, a doorbell, a timeout).
+    pub const BOTH: Self = Self {
+        udp: true,
+        tun: true,
+    };
+
+    /// Is either source ready?
+    pub fn any(self) -> bool {
+        self.udp || self.tun
+    }
+}
+
 /// Ways an I/O thread can sleep until its fds or its doorbell need it.
 pub trait Waiter {
     /// Block until the UDP socket or TUN device is readable, the doorbell
-    /// rang, or `timeout` passed.
-    fn wait_io(&self, timeout: Duration);
+    /// rang, or `timeout` passed. Returns the sources poll reported readable, or
+    /// [`Readiness::BOTH`] after a doorbell or a timeout (something else changed: look again).
+    fn wait_io(&self, timeout: Duration) -> Readiness;
     /// Block until the doorbell rang or `timeout` passed.
     fn wait_bell(&self, timeout: Duration);
 }
@@ -76,6 +102,9 @@ pub struct PipelineConfig {
     pub control_ring: usize,
     /// The protocol's timers.
     pub timing: Timing,
+    /// How long an idle thread spins on its rings before parking ([`spin_budget`](crate::doorbell::spin_budget): zero
+    /// unless there are more cores than busy dataplane threads).
+    pub spin: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -87,6 +116,7 @@ impl Default for PipelineConfig {
             handshake_ring: 1024,
             control_ring: 4096,
             timing: Timing::default(),
+            spin: DEFAULT_SPIN,
         }
     }
 }
@@ -114,6 +144,10 @@ pub struct Shared {
     pub crypto: Arc<CryptoCounters>,
     /// TX counters.
     pub tx: Arc<TxCounters>,
+    /// Bytes in flight from RX to TX of datagrams (to be opened and written to TUN).
+    pub inbound: ByteQueue,
+    /// Bytes in flight from RX to TX of TUN packets (to be sealed and sent).
+    pub outbound: ByteQueue,
     /// Last loop iteration of each thread (epoch nanos), by [`Role::slot`].
     pub heartbeats: [AtomicU64; HEARTBEAT_SLOTS],
     /// The process's time base.
@@ -139,6 +173,8 @@ impl Shared {
             rx: Arc::default(),
             crypto: Arc::default(),
             tx: Arc::default(),
+            inbound: ByteQueue::default(),
+            outbound: ByteQueue::default(),
             heartbeats: Default::default(),
             epoch,
             fault: FaultCell::default(),
@@ -211,6 +247,28 @@ pub struct RxThread {
     spare_tun: Option<Batch>,
     /// Errors of the current round, and the backoff after them.
     trouble: IoTrouble,
+    /// Sources that may have data (see [`Readiness`]).
+    ready: Readiness,
+    spin: Duration,
+    /// Packets of this round pushed to the crypto ring without waking the crypto thread,
+    /// for RX to run to completion itself (see [`Stages`]).
+    deferred: usize,
+    /// RX may run the crypto and TX stages itself ([`RxThread::run_with`]).
+    run_ahead: bool,
+}
+
+/// Most packets RX runs through the crypto and TX stages itself, per round, when their
+/// threads are parked; more are handed off.
+pub const RUN_TO_COMPLETION_MAX: usize = 8;
+
+/// The crypto and TX stages of a pipeline, each held by its own thread, or for a moment by RX
+/// when it runs a small batch to completion while that thread is parked ([`Baton`]).
+#[derive(Debug)]
+pub struct Stages {
+    /// The crypto stage.
+    pub crypto: Baton<CryptoThread>,
+    /// The TX stage.
+    pub tx: Baton<TxThread>,
 }
 
 /// The crypto thread's end of the rings.
@@ -223,6 +281,9 @@ pub struct CryptoThread {
     events: Producer<Event>,
     spare: Option<Batch>,
     rx_batches: usize,
+    spin: Duration,
+    /// Wake TX after a push (false while RX runs both stages itself).
+    ring_tx: bool,
 }
 
 /// The TX thread's end of the rings.
@@ -233,6 +294,9 @@ pub struct TxThread {
     to_crypto: Producer<Batch>,
     handshakes: Consumer<HandshakeDatagram>,
     samples: Option<TxSamples>,
+    spin: Duration,
+    /// Adapts [`Shared::inbound`] and [`Shared::outbound`].
+    tuners: (LimitTuner, LimitTuner),
 }
 
 /// Histograms the TX thread records per batch: RX→TX latency and batch size.
@@ -271,7 +335,9 @@ pub fn build(
     cfg: &PipelineConfig,
     shared: &Shared,
 ) -> (RxThread, CryptoThread, TxThread, ControlThread) {
-    let buf = buffer_size(cfg.mtu);
+    // Buffers fit a datagram from a peer with any MTU veil or WireGuard peers use (up to
+    // PEER_MTU_MAX), not only our own: a peer with a larger MTU is received whole.
+    let buf = buffer_size(cfg.mtu.max(PEER_MTU_MAX));
     let total = cfg.rx_batches + cfg.crypto_batches;
     let (mut rx_free_p, rx_free_c) = RingBuffer::new(cfg.rx_batches);
     let (mut cr_free_p, cr_free_c) = RingBuffer::new(cfg.crypto_batches);
@@ -297,6 +363,10 @@ pub fn build(
             spare_udp: None,
             spare_tun: None,
             trouble: IoTrouble::default(),
+            ready: Readiness::BOTH,
+            spin: cfg.spin,
+            deferred: 0,
+            run_ahead: false,
         },
         CryptoThread {
             stage: CryptoStage::new(cfg.timing, shared.epoch, shared.crypto.clone()),
@@ -307,6 +377,8 @@ pub fn build(
             events: ev_p,
             spare: None,
             rx_batches: cfg.rx_batches,
+            spin: cfg.spin,
+            ring_tx: true,
         },
         TxThread {
             stage: TxStage::new(shared.tx.clone()),
@@ -315,6 +387,8 @@ pub fn build(
             to_crypto: cr_free_p,
             handshakes: hs_out_c,
             samples: None,
+            spin: cfg.spin,
+            tuners: Default::default(),
         },
         ControlThread {
             handshakes: hs_in_c,
@@ -339,10 +413,22 @@ impl RxThread {
 
     /// One round: read what is there from both sources. Returns true if anything moved.
     pub fn round(&mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) -> bool {
+        self.ready = Readiness::BOTH;
+        self.round_ready(udp, tun, shared)
+    }
+
+    /// One round over the sources marked ready; a source whose read hit EAGAIN is marked
+    /// not ready until poll says otherwise. Returns true if anything moved.
+    fn round_ready(&mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) -> bool {
         let now = Instant::now();
         let mut moved = false;
         let before = self.to_control.slots();
-        if let Some(mut batch) = self.take_batch(true) {
+        let udp_batch = if self.ready.udp && self.room(&shared.inbound, shared) {
+            self.take_batch(true)
+        } else {
+            None
+        };
+        if let Some(mut batch) = udp_batch {
             match self
                 .stage
                 .recv_udp(udp, &mut batch, &mut self.to_control, now)
@@ -353,23 +439,34 @@ impl RxThread {
                     self.push(batch, shared);
                 }
                 other => {
-                    if let Err(e) = other {
-                        self.trouble.note(IoOp::UdpReceive, e);
+                    match other {
+                        Err(e) => self.trouble.note(IoOp::UdpReceive, e),
+                        // Nothing received: EAGAIN.
+                        Ok(_) if batch.len == 0 => self.ready.udp = false,
+                        Ok(_) => {}
                     }
                     moved |= batch.len > 0;
                     self.spare_udp = Some(batch);
                 }
             }
-        } else {
+        } else if self.ready.udp {
             bump(&shared.rx.pool_empty, 1);
         }
         if self.to_control.slots() != before {
             shared.control_bell.ring();
         }
-        if let Some(mut batch) = self.take_batch(false) {
+        let tun_batch = if self.ready.tun && self.room(&shared.outbound, shared) {
+            self.take_batch(false)
+        } else {
+            None
+        };
+        if let Some(mut batch) = tun_batch {
             let read = self.stage.read_tun(tun, &mut batch);
-            if let Err(e) = read {
-                self.trouble.note(IoOp::TunRead, e);
+            match read {
+                Err(e) => self.trouble.note(IoOp::TunRead, e),
+                // A short batch: its last read hit EAGAIN.
+                Ok(n) if n < BATCH_MAX => self.ready.tun = false,
+                Ok(_) => {}
             }
             // After an error the packets read before it are still good.
             if batch.len > 0 {
@@ -383,11 +480,40 @@ impl RxThread {
         moved
     }
 
-    fn push(&mut self, batch: Batch, shared: &Shared) {
+    /// Is there room under the byte queue limit of this direction? Counts when not.
+    fn room(&self, queue: &ByteQueue, shared: &Shared) -> bool {
+        let room = queue.has_room();
+        if !room {
+            bump(&shared.rx.bql_held, 1);
+        }
+        room
+    }
+
+    /// Could a round read anything: a ready source with room and a batch?
+    fn can_read(&self, shared: &Shared) -> bool {
+        self.has_batch()
+            && (self.ready.udp && shared.inbound.has_room()
+                || self.ready.tun && shared.outbound.has_room())
+    }
+
+    fn push(&mut self, mut batch: Batch, shared: &Shared) {
         bump(&shared.rx.batches, 1);
+        let small = self.deferred + batch.len <= RUN_TO_COMPLETION_MAX;
+        let defer = self.run_ahead && small && shared.crypto_bell.is_parked();
+        batch.queued_bytes = batch.payload_bytes();
+        match batch.source {
+            Source::Udp => shared.inbound.queued(batch.queued_bytes),
+            Source::Tun => shared.outbound.queued(batch.queued_bytes),
+            Source::Originated => batch.queued_bytes = 0,
+        }
+        let len = batch.len;
         // The ring holds every batch there is, so it cannot be full.
         let _ = self.to_crypto.push(batch);
-        shared.crypto_bell.ring();
+        if defer {
+            self.deferred += len;
+        } else {
+            shared.crypto_bell.ring();
+        }
     }
 
     /// After a round: on a fatal error record it and stop everything (returns
@@ -415,18 +541,52 @@ impl RxThread {
         self.spare_udp.is_some() || self.spare_tun.is_some() || !self.free.is_empty()
     }
 
-    /// The RX thread's loop.
+    /// The RX thread's loop (crypto and TX always on their own threads).
     pub fn run(
-        mut self,
+        self,
         udp: &impl DatagramIo,
         tun: &impl PacketIo,
         waiter: &impl Waiter,
         shared: &Shared,
     ) {
-        let mut backoff = Backoff::default();
+        self.run_loop(None, udp, tun, waiter, shared);
+    }
+
+    /// The RX thread's loop in a pipeline whose crypto and TX stages are in `stages`: like
+    /// [`RxThread::run`], and a round that read only a few packets while the crypto thread
+    /// was parked runs them through crypto and TX itself instead of waking two threads.
+    pub fn run_with(
+        self,
+        stages: &Stages,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        waiter: &impl Waiter,
+        shared: &Shared,
+    ) {
+        self.run_loop(Some(stages), udp, tun, waiter, shared);
+    }
+
+    fn run_loop(
+        mut self,
+        stages: Option<&Stages>,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        waiter: &impl Waiter,
+        shared: &Shared,
+    ) {
+        let mut backoff = Backoff::new(self.spin);
+        self.ready = Readiness::BOTH;
+        self.run_ahead = stages.is_some();
         while !shared.stopped() {
             shared.beat(Role::Rx, Instant::now());
-            let moved = self.round(udp, tun, shared);
+            let moved = self.round_ready(udp, tun, shared);
+            if self.deferred > 0 {
+                self.deferred = 0;
+                let ran = stages.is_some_and(|st| Self::run_to_completion(st, udp, tun, shared));
+                if !ran {
+                    shared.crypto_bell.ring();
+                }
+            }
             if !self.settle_errors(Role::Rx, waiter, shared) {
                 return;
             }
@@ -434,19 +594,63 @@ impl RxThread {
                 backoff.reset();
                 continue;
             }
+            if self.has_batch() && !self.ready.any() {
+                // Both sources said EAGAIN: no syscall until poll reports one readable.
+                shared.rx_bell.prepare_park();
+                self.ready = waiter.wait_io(IDLE_WAIT);
+                shared.rx_bell.cancel();
+                continue;
+            }
+            // No batch to read into, or the ready sources are at their byte limit: spin on
+            // the rings (bounded), then wait for TX to give batches back or finish bytes.
             if !backoff.idle() {
                 continue;
             }
             shared.rx_bell.prepare_park();
-            if !self.has_batch() {
-                if self.free.is_empty() {
-                    waiter.wait_bell(IDLE_WAIT);
-                }
-            } else {
-                waiter.wait_io(IDLE_WAIT);
+            if !self.can_read(shared) {
+                waiter.wait_bell(IDLE_WAIT);
             }
             shared.rx_bell.cancel();
+            // Woken (or timed out): look at both sources again.
+            self.ready = Readiness::BOTH;
         }
+    }
+
+    /// Run the crypto stage (and TX, if its thread is parked too) on this thread, holding
+    /// their batons. False if the crypto baton was taken (its thread is running): hand off.
+    /// A stage left with work when its baton goes back is woken.
+    fn run_to_completion(
+        stages: &Stages,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        shared: &Shared,
+    ) -> bool {
+        let Some(mut crypto) = stages.crypto.try_take() else {
+            return false;
+        };
+        let mut tx = if shared.tx_bell.is_parked() {
+            stages.tx.try_take()
+        } else {
+            None
+        };
+        crypto.ring_tx = tx.is_none();
+        crypto.round(shared);
+        crypto.ring_tx = true;
+        let crypto_more = crypto.has_work();
+        drop(crypto);
+        bump(&shared.rx.run_to_completion, 1);
+        if crypto_more {
+            shared.crypto_bell.wake_now();
+        }
+        if let Some(mut tx) = tx.take() {
+            tx.round(udp, tun, shared);
+            let tx_more = tx.has_work();
+            drop(tx);
+            if tx_more {
+                shared.tx_bell.wake_now();
+            }
+        }
+        true
     }
 }
 
@@ -474,7 +678,9 @@ impl CryptoThread {
             };
             self.stage.process(&mut batch, now, &mut events);
             let _ = self.to_tx.push(batch);
-            shared.tx_bell.ring();
+            if self.ring_tx {
+                shared.tx_bell.ring();
+            }
             moved = true;
         }
         while self.stage.has_originated() {
@@ -484,7 +690,9 @@ impl CryptoThread {
             self.stage.originate(&mut batch, now, &mut events);
             if batch.len > 0 {
                 let _ = self.to_tx.push(batch);
-                shared.tx_bell.ring();
+                if self.ring_tx {
+                    shared.tx_bell.ring();
+                }
                 moved = true;
             } else {
                 self.spare = Some(batch);
@@ -503,10 +711,28 @@ impl CryptoThread {
             || (self.stage.has_originated() && !self.free.is_empty())
     }
 
+    /// The crypto thread's loop when RX may hold the stage now and then ([`Stages`]). While
+    /// RX holds it, this thread looks again rather than parking: RX is about done.
+    pub fn run_shared(baton: &Baton<Self>, shared: &Shared) {
+        shared.crypto_bell.register_current();
+        let spin = baton.try_take().map_or(DEFAULT_SPIN, |me| me.spin);
+        let mut backoff = Backoff::new(spin);
+        while !shared.stopped() {
+            shared.beat(Role::Crypto, Instant::now());
+            if baton.try_take().is_some_and(|mut me| me.round(shared)) {
+                backoff.reset();
+            } else if backoff.idle() {
+                shared.crypto_bell.park(IDLE_WAIT, || {
+                    baton.try_take().is_none_or(|me| me.has_work())
+                });
+            }
+        }
+    }
+
     /// The crypto thread's loop.
     pub fn run(mut self, shared: &Shared) {
         shared.crypto_bell.register_current();
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.spin);
         while !shared.stopped() {
             shared.beat(Role::Crypto, Instant::now());
             if self.round(shared) {
@@ -553,6 +779,23 @@ impl TxThread {
     }
 
     fn give_back(&mut self, batch: Batch, shared: &Shared) {
+        // Before the batch goes home, so RX sees the room when it is woken.
+        if batch.queued_bytes > 0 {
+            let now = Instant::now();
+            match batch.source {
+                Source::Udp => {
+                    shared
+                        .inbound
+                        .completed(batch.queued_bytes, &mut self.tuners.0, now)
+                }
+                Source::Tun => {
+                    shared
+                        .outbound
+                        .completed(batch.queued_bytes, &mut self.tuners.1, now)
+                }
+                Source::Originated => {}
+            }
+        }
         match batch.home {
             Home::Rx => {
                 let _ = self.to_rx.push(batch);
@@ -565,10 +808,39 @@ impl TxThread {
         }
     }
 
+    fn has_work(&self) -> bool {
+        !self.from_crypto.is_empty() || !self.handshakes.is_empty()
+    }
+
+    /// The TX thread's loop when RX may hold the stage now and then ([`Stages`]).
+    pub fn run_shared(
+        baton: &Baton<Self>,
+        udp: &impl DatagramIo,
+        tun: &impl PacketIo,
+        shared: &Shared,
+    ) {
+        shared.tx_bell.register_current();
+        let spin = baton.try_take().map_or(DEFAULT_SPIN, |me| me.spin);
+        let mut backoff = Backoff::new(spin);
+        while !shared.stopped() {
+            shared.beat(Role::Tx, Instant::now());
+            if baton
+                .try_take()
+                .is_some_and(|mut me| me.round(udp, tun, shared))
+            {
+                backoff.reset();
+            } else if backoff.idle() {
+                shared.tx_bell.park(IDLE_WAIT, || {
+                    baton.try_take().is_none_or(|me| me.has_work())
+                });
+            }
+        }
+    }
+
     /// The TX thread's loop.
     pub fn run(mut self, udp: &impl DatagramIo, tun: &impl PacketIo, shared: &Shared) {
         shared.tx_bell.register_current();
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.spin);
         while !shared.stopped() {
             shared.beat(Role::Tx, Instant::now());
             if self.round(udp, tun, shared) {
@@ -702,10 +974,10 @@ impl SingleThread {
         driver: &mut impl ControlDriver,
         shared: &Shared,
     ) {
-        let mut backoff = Backoff::default();
+        self.rx.ready = Readiness::BOTH;
         while !shared.stopped() {
             shared.beat(Role::Single, Instant::now());
-            let mut moved = self.rx.round(udp, tun, shared);
+            let mut moved = self.rx.round_ready(udp, tun, shared);
             if !self.rx.settle_errors(Role::Single, waiter, shared) {
                 break;
             }
@@ -715,18 +987,23 @@ impl SingleThread {
             // Commands and handshake replies the control round produced.
             moved |= self.crypto.round(shared);
             moved |= self.tx.round(udp, tun, shared);
+            // One thread runs every stage: nothing else can fill a ring while it spins, so
+            // it parks in poll as soon as there is nothing left to do.
             if moved || self.control.has_work() {
-                backoff.reset();
-                continue;
-            }
-            if !backoff.idle() {
                 continue;
             }
             let wait = deadline
                 .map_or(IDLE_WAIT, |d| d.saturating_duration_since(Instant::now()))
                 .min(IDLE_WAIT);
             shared.rx_bell.prepare_park();
-            waiter.wait_io(wait);
+            self.rx.ready = if self.rx.has_batch() && !self.rx.ready.any() {
+                waiter.wait_io(wait)
+            } else {
+                // A source is still ready but was not read (no batch free): wait for
+                // the timers only, then look at both again.
+                waiter.wait_bell(wait);
+                Readiness::BOTH
+            };
             shared.rx_bell.cancel();
         }
         self.control.forward(driver, shared);

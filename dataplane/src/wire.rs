@@ -145,32 +145,54 @@ macro_rules! fixed_message {
 }
 
 macro_rules! field {
-    ($get:ident, $set:ident, u32, $at:expr) => {
+    (get $get:ident, u32, $at:expr) => {
         #[allow(missing_docs)]
         pub fn $get(&self) -> u32 {
             read_u32_le(self.buf.as_ref(), $at)
         }
     };
-    ($get:ident, $getm:ident, [$n:expr], $at:expr) => {
+    (get $get:ident, [$n:expr], $at:expr) => {
         #[allow(missing_docs)]
         pub fn $get(&self) -> &[u8; $n] {
             array::<$n>(self.buf.as_ref(), $at)
         }
     };
-}
-
-macro_rules! field_mut {
-    ($set:ident, u32, $at:expr) => {
+    (set $set:ident, u32, $at:expr) => {
         #[allow(missing_docs)]
         pub fn $set(&mut self, v: u32) {
             self.buf.as_mut()[$at..$at + 4].copy_from_slice(&v.to_le_bytes());
         }
     };
-    ($getm:ident, [$n:expr], $at:expr) => {
+    (set $set:ident, [$n:expr], $at:expr) => {
         #[allow(missing_docs)]
-        pub fn $getm(&mut self) -> &mut [u8; $n] {
+        pub fn $set(&mut self) -> &mut [u8; $n] {
             array_mut::<$n>(self.buf.as_mut(), $at)
         }
+    };
+}
+
+/// A message's field table, one row per field (reader, writer: `u32` or `[len]` at a byte
+/// offset), so each offset is written once for both accessors.
+macro_rules! fields {
+    ($msg:ident { $($get:ident, $set:ident: $kind:tt @ $at:expr;)* }) => {
+        impl<T: AsRef<[u8]>> $msg<T> {
+            $(field!(get $get, $kind, $at);)*
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $msg<T> {
+            $(field!(set $set, $kind, $at);)*
+        }
+    };
+}
+
+/// MAC1 and MAC2: the last [`MACS_LEN`] bytes of a handshake message of `$len` bytes
+/// (what [`mac1_input`] and [`mac2_input`] cut off).
+macro_rules! macs {
+    ($msg:ident, $len:expr) => {
+        fields!($msg {
+            mac1, mac1_mut: [16] @ $len - MACS_LEN;
+            mac2, mac2_mut: [16] @ $len - MACS_LEN / 2;
+        });
     };
 }
 
@@ -187,53 +209,27 @@ fixed_message!(
     CookieReply, TYPE_COOKIE_REPLY, COOKIE_REPLY_LEN
 );
 
-impl<T: AsRef<[u8]>> Initiation<T> {
-    field!(sender_index, _a, u32, 4);
-    field!(ephemeral, _b, [32], 8);
-    field!(encrypted_static, _c, [48], 40);
-    field!(encrypted_timestamp, _d, [28], 88);
-    field!(mac1, _e, [16], 116);
-    field!(mac2, _f, [16], 132);
-}
+fields!(Initiation {
+    sender_index, set_sender_index: u32 @ 4;
+    ephemeral, ephemeral_mut: [32] @ 8;
+    encrypted_static, encrypted_static_mut: [48] @ 40;
+    encrypted_timestamp, encrypted_timestamp_mut: [28] @ 88;
+});
+macs!(Initiation, INITIATION_LEN);
 
-impl<T: AsRef<[u8]> + AsMut<[u8]>> Initiation<T> {
-    field_mut!(set_sender_index, u32, 4);
-    field_mut!(ephemeral_mut, [32], 8);
-    field_mut!(encrypted_static_mut, [48], 40);
-    field_mut!(encrypted_timestamp_mut, [28], 88);
-    field_mut!(mac1_mut, [16], 116);
-    field_mut!(mac2_mut, [16], 132);
-}
+fields!(Response {
+    sender_index, set_sender_index: u32 @ 4;
+    receiver_index, set_receiver_index: u32 @ 8;
+    ephemeral, ephemeral_mut: [32] @ 12;
+    encrypted_nothing, encrypted_nothing_mut: [16] @ 44;
+});
+macs!(Response, RESPONSE_LEN);
 
-impl<T: AsRef<[u8]>> Response<T> {
-    field!(sender_index, _a, u32, 4);
-    field!(receiver_index, _b, u32, 8);
-    field!(ephemeral, _c, [32], 12);
-    field!(encrypted_nothing, _d, [16], 44);
-    field!(mac1, _e, [16], 60);
-    field!(mac2, _f, [16], 76);
-}
-
-impl<T: AsRef<[u8]> + AsMut<[u8]>> Response<T> {
-    field_mut!(set_sender_index, u32, 4);
-    field_mut!(set_receiver_index, u32, 8);
-    field_mut!(ephemeral_mut, [32], 12);
-    field_mut!(encrypted_nothing_mut, [16], 44);
-    field_mut!(mac1_mut, [16], 60);
-    field_mut!(mac2_mut, [16], 76);
-}
-
-impl<T: AsRef<[u8]>> CookieReply<T> {
-    field!(receiver_index, _a, u32, 4);
-    field!(nonce, _b, [24], 8);
-    field!(encrypted_cookie, _c, [32], 32);
-}
-
-impl<T: AsRef<[u8]> + AsMut<[u8]>> CookieReply<T> {
-    field_mut!(set_receiver_index, u32, 4);
-    field_mut!(nonce_mut, [24], 8);
-    field_mut!(encrypted_cookie_mut, [32], 32);
-}
+fields!(CookieReply {
+    receiver_index, set_receiver_index: u32 @ 4;
+    nonce, nonce_mut: [24] @ 8;
+    encrypted_cookie, encrypted_cookie_mut: [32] @ 32;
+});
 
 /// The bytes of a handshake message covered by MAC1 (everything before it).
 pub fn mac1_input(msg: &[u8]) -> &[u8] {

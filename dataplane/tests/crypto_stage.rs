@@ -110,6 +110,31 @@ fn carry(out: &Batch, from: &str) -> Batch {
     b
 }
 
+/// The two ends: A allows `a_allows` behind B, B allows A's 10.0.0.1.
+fn sides(now: Instant, a_allows: &str) -> (Side, Side) {
+    (
+        side(now, a_allows, B_ADDR),
+        side(now, "10.0.0.1/32", A_ADDR),
+    )
+}
+
+/// [`sides`] (A allows 10.0.0.2) with a keypair installed on both.
+fn installed(now: Instant) -> (Side, Side) {
+    let (mut a, mut b) = sides(now, "10.0.0.2/32");
+    install(&mut a, &mut b, now);
+    (a, b)
+}
+
+/// `pkts` read from `from`'s TUN, sealed, carried over UDP from `addr` and processed by `to`:
+/// the batch as `to` left it.
+fn cross(from: &mut Side, to: &mut Side, pkts: &[Vec<u8>], addr: &str, at: Instant) -> Batch {
+    let mut batch = tun_batch(pkts);
+    from.stage.process(&mut batch, at, &mut from.events);
+    let mut wire = carry(&batch, addr);
+    to.stage.process(&mut wire, at, &mut to.events);
+    wire
+}
+
 fn delivered(b: &Batch) -> usize {
     (0..b.len)
         .filter(|&i| b.packet(i).unwrap().1.action == Action::Tun)
@@ -119,9 +144,7 @@ fn delivered(b: &Batch) -> usize {
 #[test]
 fn packets_cross_both_ways_and_replays_drop() {
     let now = Instant::now();
-    let mut a = side(now, "10.0.0.2/32", B_ADDR);
-    let mut b = side(now, "10.0.0.1/32", A_ADDR);
-    install(&mut a, &mut b, now);
+    let (mut a, mut b) = installed(now);
     // The initiator confirms the session with a keepalive right after installing.
     let mut orig = Batch::new(Home::Crypto, buffer_size(1420));
     assert!(a.stage.has_originated());
@@ -157,10 +180,7 @@ fn packets_cross_both_ways_and_replays_drop() {
 
     // And back, now that the responder's keypair is confirmed.
     let back = vec![ipv4([10, 0, 0, 2], [10, 0, 0, 1], 50)];
-    let mut batch = tun_batch(&back);
-    b.stage.process(&mut batch, now, &mut b.events);
-    let mut wire = carry(&batch, B_ADDR);
-    a.stage.process(&mut wire, now, &mut a.events);
+    let wire = cross(&mut b, &mut a, &back, B_ADDR, now);
     assert_eq!(wire.packet(0).unwrap().0, &back[0][..]);
     assert!(
         a.events.is_empty(),
@@ -172,14 +192,10 @@ fn packets_cross_both_ways_and_replays_drop() {
 #[test]
 fn inner_source_outside_allowed_ips_is_dropped() {
     let now = Instant::now();
-    let mut a = side(now, "10.0.0.0/24", B_ADDR);
-    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    let (mut a, mut b) = sides(now, "10.0.0.0/24");
     install(&mut a, &mut b, now);
     let spoofed = vec![ipv4([10, 0, 0, 66], [10, 0, 0, 2], 10)];
-    let mut batch = tun_batch(&spoofed);
-    a.stage.process(&mut batch, now, &mut a.events);
-    let mut wire = carry(&batch, A_ADDR);
-    b.stage.process(&mut wire, now, &mut b.events);
+    let wire = cross(&mut a, &mut b, &spoofed, A_ADDR, now);
     assert_eq!(delivered(&wire), 0);
     assert_eq!(
         b.stage
@@ -193,8 +209,7 @@ fn inner_source_outside_allowed_ips_is_dropped() {
 #[test]
 fn staged_until_handshake_then_flushed() {
     let now = Instant::now();
-    let mut a = side(now, "10.0.0.2/32", B_ADDR);
-    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    let (mut a, mut b) = sides(now, "10.0.0.2/32");
     let pkts: Vec<Vec<u8>> = (0..200)
         .map(|i| ipv4([10, 0, 0, 1], [10, 0, 0, 2], i % 60))
         .collect();
@@ -230,16 +245,11 @@ fn staged_until_handshake_then_flushed() {
 #[test]
 fn roaming_waits_for_approval() {
     let now = Instant::now();
-    let mut a = side(now, "10.0.0.2/32", B_ADDR);
-    let mut b = side(now, "10.0.0.1/32", A_ADDR);
-    install(&mut a, &mut b, now);
+    let (mut a, mut b) = installed(now);
     let new_addr = "198.51.100.9:4000";
     let send = |a: &mut Side, b: &mut Side, at: Instant| {
-        let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
-        a.stage.process(&mut batch, at, &mut a.events);
-        let mut wire = carry(&batch, new_addr);
-        b.stage.process(&mut wire, at, &mut b.events);
-        delivered(&wire)
+        let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10);
+        delivered(&cross(a, b, &[pkt], new_addr, at))
     };
     assert_eq!(
         send(&mut a, &mut b, now),
@@ -286,9 +296,7 @@ fn roaming_waits_for_approval() {
 #[test]
 fn goodbye_is_sealed_before_keys_are_wiped() {
     let now = Instant::now();
-    let mut a = side(now, "10.0.0.2/32", B_ADDR);
-    let mut b = side(now, "10.0.0.1/32", A_ADDR);
-    install(&mut a, &mut b, now);
+    let (mut a, mut b) = installed(now);
     let mut out = Batch::new(Home::Crypto, buffer_size(1420));
     a.stage.originate(&mut out, now, &mut a.events); // the confirming keepalive
     let mut wire = carry(&out, A_ADDR);
@@ -320,9 +328,7 @@ fn goodbye_is_sealed_before_keys_are_wiped() {
 #[test]
 fn expired_keypair_is_not_used() {
     let now = Instant::now();
-    let mut a = side(now, "10.0.0.2/32", B_ADDR);
-    let mut b = side(now, "10.0.0.1/32", A_ADDR);
-    install(&mut a, &mut b, now);
+    let (mut a, _b) = installed(now);
     let later = now + Timing::default().reject_after;
     let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
     a.stage.process(&mut batch, later, &mut a.events);

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use veil_dataplane::batch::{Action, Batch, Home, PacketMeta};
 use veil_dataplane::fault::{IoOp, BACKOFF_MAX};
-use veil_dataplane::io::{DatagramIo, PacketIo};
+use veil_dataplane::io::{DatagramIo, PacketIo, SendTally};
 use veil_dataplane::link::Epoch;
-use veil_dataplane::pipeline::{self, PipelineConfig, Shared, Waiter};
+use veil_dataplane::pipeline::{self, PipelineConfig, Readiness, Shared, Waiter};
 use veil_dataplane::stage::TxStage;
 
 /// A socket whose every receive fails with `errno` (0: nothing to read).
@@ -31,7 +31,7 @@ impl DatagramIo for FailingUdp {
             Err(io::Error::from_raw_os_error(self.recv_errno))
         }
     }
-    fn send_batch(&self, p: &[&[u8]], _: &[SocketAddr], _: &mut u64) -> io::Result<usize> {
+    fn send_batch(&self, p: &[&[u8]], _: &[SocketAddr], _: &mut SendTally) -> io::Result<usize> {
         Ok(p.len())
     }
     fn send_to(&self, pkt: &[u8], _: SocketAddr) -> io::Result<usize> {
@@ -64,7 +64,9 @@ impl PacketIo for FailingTun {
 struct ImpatientWaiter;
 
 impl Waiter for ImpatientWaiter {
-    fn wait_io(&self, _: Duration) {}
+    fn wait_io(&self, _: Duration) -> Readiness {
+        Readiness::BOTH
+    }
     fn wait_bell(&self, timeout: Duration) {
         std::thread::sleep(timeout);
     }
@@ -137,7 +139,7 @@ impl DatagramIo for ShortOfBuffers {
     fn recv_batch(&self, _: &mut [Box<[u8]>], _: &mut [PacketMeta]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
-    fn send_batch(&self, p: &[&[u8]], _: &[SocketAddr], _: &mut u64) -> io::Result<usize> {
+    fn send_batch(&self, p: &[&[u8]], _: &[SocketAddr], _: &mut SendTally) -> io::Result<usize> {
         if self.refusals.get() > 0 {
             self.refusals.set(self.refusals.get() - 1);
             return Err(io::Error::from_raw_os_error(libc::ENOBUFS));

@@ -269,25 +269,27 @@ fn tun_configured_over_netlink_carries_traffic() {
 
         // In through the TUN: packets written to it reach local sockets.
         let port = sock.local_addr().expect("addr").port();
-        let pkt = udp4_packet(PEER_V4, 4000, TUN_V4, port, b"from the peer");
-        let got = deliver(&tun, &pkt, &sock);
-        assert_eq!(
-            got,
-            (
-                b"from the peer".to_vec(),
-                SocketAddr::new(IpAddr::V4(PEER_V4), 4000)
-            )
-        );
         let port6 = sock6.local_addr().expect("addr").port();
-        let pkt = udp6_packet(PEER_V6, 4001, TUN_V6, port6, b"from the v6 peer");
-        let got = deliver(&tun, &pkt, &sock6);
-        assert_eq!(
-            got,
+        for (to, pkt, want) in [
             (
-                b"from the v6 peer".to_vec(),
-                SocketAddr::new(IpAddr::V6(PEER_V6), 4001)
-            )
-        );
+                &sock,
+                udp4_packet(PEER_V4, 4000, TUN_V4, port, b"from the peer"),
+                (
+                    b"from the peer".to_vec(),
+                    SocketAddr::new(IpAddr::V4(PEER_V4), 4000),
+                ),
+            ),
+            (
+                &sock6,
+                udp6_packet(PEER_V6, 4001, TUN_V6, port6, b"from the v6 peer"),
+                (
+                    b"from the v6 peer".to_vec(),
+                    SocketAddr::new(IpAddr::V6(PEER_V6), 4001),
+                ),
+            ),
+        ] {
+            assert_eq!(deliver(&tun, &pkt, to), want);
+        }
 
         // Deleting the route makes its destinations unreachable; a second
         // delete reports the missing route.

@@ -91,6 +91,7 @@ impl Context {
         MetricsData {
             interface: self.name.clone(),
             listen_port: self.udp.port(),
+            aead: veil_dataplane::crypto::Backend::current().name(),
             counters: vec![
                 ("rx", s.rx.snapshot()),
                 ("crypto", s.crypto.snapshot()),

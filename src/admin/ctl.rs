@@ -125,6 +125,7 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "interface: {}", data.interface);
     let _ = writeln!(o, "  listening port: {}", data.listen_port);
+    let _ = writeln!(o, "  aead: {}", data.aead);
     match &data.device {
         None => {
             let _ = writeln!(o, "  control thread: NOT ANSWERING (peers unknown)");

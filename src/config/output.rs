@@ -12,6 +12,7 @@ use crate::keys::{Key32, KEY_LEN};
 use veil_control::device::ProtectionConfig;
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
+use veil_dataplane::crypto::BackendChoice;
 use veil_dataplane::route::IpNet;
 
 /// A loaded and validated interface configuration.
@@ -178,6 +179,11 @@ pub struct ThreadingConfig {
     pub tx_cpu: Option<CpuSetting>,
     /// CPU of the control thread.
     pub control_cpu: Option<CpuSetting>,
+    /// Transport AEAD library (`veil up --aead` overrides).
+    pub aead: BackendChoice,
+    /// Use TUN segmentation offloads and UDP GSO/GRO where the kernel has them
+    /// (`offload = auto`, the default); `off` (or `--no-offload`) never does.
+    pub offload: bool,
 }
 
 impl Default for ThreadingConfig {
@@ -189,6 +195,8 @@ impl Default for ThreadingConfig {
             crypto_cpu: None,
             tx_cpu: None,
             control_cpu: None,
+            aead: BackendChoice::Auto,
+            offload: true,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! mode = pipeline                 # pipeline | single
 //! pin = true
 //! rx_cpu = 0                      # crypto_cpu, tx_cpu, control_cpu alike
+//! aead = auto                     # auto | ring | aws-lc | rustcrypto
 //! ```
 
 use super::error::{ConfigErrorKind, ValueProblem};
@@ -14,6 +15,7 @@ use super::section::Sink;
 use super::section::{only, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_choice, parse_number};
 use crate::cli::Threading;
+use veil_dataplane::crypto::{Backend, BackendChoice};
 
 /// Largest CPU number accepted in the file (`CONFIG_NR_CPUS` maximum); whether it
 /// exists on this machine is checked when veil starts.
@@ -32,6 +34,15 @@ const MODES: &[(&str, Threading)] = &[
     ("single", Threading::Single),
 ];
 
+const OFFLOAD: &[(&str, bool)] = &[("auto", true), ("off", false)];
+
+const AEADS: &[(&str, BackendChoice)] = &[
+    ("auto", BackendChoice::Auto),
+    ("ring", BackendChoice::Fixed(Backend::Ring)),
+    ("aws-lc", BackendChoice::Fixed(Backend::AwsLc)),
+    ("rustcrypto", BackendChoice::Fixed(Backend::RustCrypto)),
+];
+
 const CPU_EXPECTED: &str = "a CPU number, e.g. 2 (see `nproc` and taskset -p $$)";
 
 impl Section for ThreadingConfig {
@@ -44,6 +55,8 @@ impl Section for ThreadingConfig {
         KeySpec::once("crypto_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.crypto_cpu, parse_cpu(v, ctx.line))),
         KeySpec::once("tx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.tx_cpu, parse_cpu(v, ctx.line))),
         KeySpec::once("control_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.control_cpu, parse_cpu(v, ctx.line))),
+        KeySpec::once("offload", "offload setting", "auto or off; default auto", |d, v, _| set(&mut d.offload, parse_choice(v, OFFLOAD))),
+        KeySpec::once("aead", "AEAD backend", "auto, ring, aws-lc or rustcrypto; default auto", |d, v, _| set(&mut d.aead, parse_choice(v, AEADS))),
     ];
 
     /// CPUs chosen while `pin = false` contradict it.

@@ -9,9 +9,14 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 use rand_core::OsRng;
 use veil_control::device::{Device, PeerSpec};
+use veil_dataplane::baton::Baton;
+use veil_dataplane::crypto::{Backend, BackendChoice};
+use veil_dataplane::doorbell::spin_budget;
 use veil_dataplane::io::{self, UdpHandle, UdpSlot};
 use veil_dataplane::link::Epoch;
-use veil_dataplane::pipeline::{self, PipelineConfig, Shared, SingleThread, Waiter};
+use veil_dataplane::pipeline::{
+    self, CryptoThread, PipelineConfig, Readiness, Shared, SingleThread, Stages, TxThread, Waiter,
+};
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
@@ -76,7 +81,12 @@ struct Prepared {
     config: Config,
     pinning: Pinning,
     threading: Threading,
+    /// What the operator asked for, and the backend it resolved to.
+    aead_choice: BackendChoice,
+    aead: Backend,
     timing: Timing,
+    /// Segmentation offloads wanted (`[threading] offload`, `--no-offload`).
+    offload: bool,
     services: ServiceOptions,
     /// Stop when the UAPI socket file is removed (wg-quick's `down` for a userspace
     /// implementation); set by [`userspace`].
@@ -104,17 +114,38 @@ fn prepare(args: &UpArgs, config: Config) -> Result<Prepared, PrepareError> {
     )
     .map_err(PrepareError::Threading)?;
     let timing = timing_from_env().map_err(PrepareError::Timing)?;
+    // Before the first keypair exists: every session seals with this backend.
+    let aead_choice = args.aead.unwrap_or(config.threading.aead);
+    let aead = aead_choice.resolve();
+    veil_dataplane::crypto::install(aead);
     let services =
         ServiceOptions::from_args(args, &config.metrics).map_err(PrepareError::Services)?;
+    let offload = config.threading.offload && !args.no_offload;
     Ok(Prepared {
         name,
         config,
         pinning,
         threading,
+        aead_choice,
+        aead,
         timing,
+        offload,
         services,
         stop_without_uapi_socket: false,
     })
+}
+
+/// Say once, at start, which offloads are in use.
+fn log_offloads(name: &str, wanted: bool, tun: &Tun) {
+    let tun_offloads = tun.offloads();
+    if !wanted {
+        info!("{name}: offloads off (configured)");
+    } else if !tun_offloads.vnet {
+        info!("{name}: the kernel offers no TUN offloads; packets move one at a time");
+    } else {
+        let uso = if tun_offloads.uso { " and USO" } else { "" };
+        info!("{name}: TUN offloads on (checksum, TSO{uso})");
+    }
 }
 
 fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError> {
@@ -162,15 +193,23 @@ struct IoWaiter {
 }
 
 impl Waiter for IoWaiter {
-    fn wait_io(&self, timeout: Duration) {
+    fn wait_io(&self, timeout: Duration) -> Readiness {
         use std::os::fd::AsFd;
-        let _ = self.udp.with(|udp| {
+        let polled = self.udp.with(|udp| {
             sys::wait_readable(
                 &[udp.as_fd(), self.tun.as_fd(), self.bell.as_fd()],
                 Some(timeout),
             )
         });
         let _ = self.bell.drain();
+        match polled {
+            // Only the fds poll reported; after the bell or a timeout, both once more.
+            Ok(m) if !m.is_empty() && !m.is_readable(2) => Readiness {
+                udp: m.is_readable(0),
+                tun: m.is_readable(1),
+            },
+            _ => Readiness::BOTH,
+        }
     }
 
     fn wait_bell(&self, timeout: Duration) {
@@ -274,9 +313,15 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
     let port = p.config.interface.listen_port.unwrap_or(0);
-    let udp = io::bind_listen(port).map_err(|e| StartError::Bind(port, e))?;
+    let udp = io::bind_listen(port, p.offload).map_err(|e| StartError::Bind(port, e))?;
     let local = udp.local_addr().map_err(StartError::SocketAddress)?;
-    let tun = Tun::create(&p.name).map_err(|e| StartError::CreateTun(p.name.clone(), e))?;
+    let tun = if p.offload {
+        Tun::create_offloaded(&p.name)
+    } else {
+        Tun::create(&p.name)
+    }
+    .map_err(|e| StartError::CreateTun(p.name.clone(), e))?;
+    log_offloads(&p.name, p.offload, &tun);
     configure_interface(&tun, &p.config).map_err(|e| StartError::Interface(p.name.clone(), e))?;
 
     let mut device = Device::new(
@@ -306,7 +351,7 @@ fn start(p: Prepared) -> Result<Running, StartError> {
 
     let control_counters = device.counters().clone();
     let drain_timeout = p.config.sessions.drain_timeout;
-    let udp = Arc::new(UdpSlot::new(udp).map_err(StartError::SocketAddress)?);
+    let udp = Arc::new(UdpSlot::new(udp, p.offload).map_err(StartError::SocketAddress)?);
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(StartError::EventFd)?);
     let wake = bell.clone();
@@ -316,6 +361,14 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     let cfg = PipelineConfig {
         mtu: usize::from(p.config.interface.mtu),
         timing: p.timing,
+        // Spin on the rings only where every busy dataplane thread has a core and one is spare.
+        spin: spin_budget(
+            sys::available_cpus().len(),
+            match p.threading {
+                Threading::Pipeline => 3,
+                Threading::Single => 1,
+            },
+        ),
         ..Default::default()
     };
     let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
@@ -340,17 +393,23 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     let mut threads = Vec::new();
     match p.threading {
         Threading::Pipeline => {
-            let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
+            // Crypto and TX each run on their own thread, and RX runs them itself for small
+            // batches while those threads are parked (pipeline::Stages).
+            let stages = Arc::new(Stages {
+                crypto: Baton::new(crypto),
+                tx: Baton::new(tx),
+            });
+            let (u, t, s, st) = (udp.clone(), tun.clone(), shared.clone(), stages.clone());
             threads.push(spawn(Role::Rx, p.pinning.rx, move || {
-                rx.run(&u.handle(), &*t, &waiter, &s)
+                rx.run_with(&st, &u.handle(), &*t, &waiter, &s)
             })?);
-            let s = shared.clone();
+            let (s, st) = (shared.clone(), stages.clone());
             threads.push(spawn(Role::Crypto, p.pinning.crypto, move || {
-                crypto.run(&s)
+                CryptoThread::run_shared(&st.crypto, &s)
             })?);
-            let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
+            let (u, t, s, st) = (udp.clone(), tun.clone(), shared.clone(), stages);
             threads.push(spawn(Role::Tx, p.pinning.tx, move || {
-                tx.run(&u.handle(), &*t, &s)
+                TxThread::run_shared(&st.tx, &u.handle(), &*t, &s)
             })?);
             let s = shared.clone();
             threads.push(spawn(Role::Control, p.pinning.control, move || {
@@ -366,13 +425,18 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         }
     }
     info!(
-        "{}: up, listening on UDP port {}, {} peer(s), {} mode",
+        "{}: up, listening on UDP port {}, {} peer(s), {} mode, aead {} ({})",
         p.name,
         local.port(),
         p.config.peers.len(),
         match p.threading {
             Threading::Pipeline => "pipeline",
             Threading::Single => "single-threaded",
+        },
+        p.aead,
+        match p.aead_choice {
+            BackendChoice::Auto => "auto: fastest here",
+            BackendChoice::Fixed(_) => "configured",
         }
     );
     let services = services.start()?;

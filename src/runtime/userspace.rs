@@ -9,7 +9,7 @@
 //! UAPI socket file is removed (wg-quick's `down`).
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,17 +84,17 @@ fn foreground_main(name: String) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let args = UpArgs {
-        config: PathBuf::from(format!("{name}.conf")),
-        interface: Some(name),
-        threading: None,
-        rx_cpu: None,
-        crypto_cpu: None,
-        tx_cpu: None,
-        control_cpu: None,
-        no_pin: false,
-        metrics_listen: None,
-        metrics_peers: None,
+    // `veil up`'s defaults for every flag, as the command line would give them.
+    let file = format!("{name}.conf");
+    let args = match <UpArgs as argh::FromArgs>::from_args(
+        &[COMMAND_NAME],
+        &[file.as_str(), "--interface", name.as_str()],
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{COMMAND_NAME}: {}", e.output);
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     let code = match prepare(&args, config) {
         Ok(mut p) => {

@@ -264,6 +264,13 @@ impl Topology {
         secs: u32,
         reverse: bool,
     ) -> Iperf {
+        self.iperf_with([server_ns, client_ns, server_addr], secs, reverse, &[])
+    }
+
+    /// [`Topology::iperf`] with more client arguments (e.g. `-u -b 50M` for UDP); `ends` is
+    /// (server namespace, client namespace, server address).
+    pub fn iperf_with(&self, ends: [&str; 3], secs: u32, reverse: bool, extra: &[&str]) -> Iperf {
+        let [server_ns, client_ns, server_addr] = ends;
         let iperf3 = require("iperf3");
         let mut server = self.spawn(
             server_ns,
@@ -288,6 +295,7 @@ impl Topology {
         if reverse {
             args.push("-R");
         }
+        args.extend_from_slice(extra);
         let out = self.exec(client_ns, &args);
         server.stop();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -297,9 +305,13 @@ impl Topology {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 JSON");
-        let bps = v["end"]["sum_received"]["bits_per_second"]
+        // TCP reports what arrived in sum_received; UDP in sum, with the loss.
+        let end = &v["end"];
+        let bps = end["sum_received"]["bits_per_second"]
             .as_f64()
+            .or_else(|| end["sum"]["bits_per_second"].as_f64())
             .unwrap_or(0.0);
+        let lost_percent = end["sum"]["lost_percent"].as_f64().unwrap_or(0.0);
         let intervals = v["intervals"]
             .as_array()
             .map(|a| {
@@ -311,6 +323,7 @@ impl Topology {
         Iperf {
             bits_per_second: bps,
             interval_bytes: intervals,
+            lost_percent,
         }
     }
 }
@@ -319,6 +332,92 @@ pub struct Iperf {
     pub bits_per_second: f64,
     /// Bytes moved in each 0.5 s interval.
     pub interval_bytes: Vec<f64>,
+    /// UDP: datagrams lost, in percent (0 for TCP).
+    pub lost_percent: f64,
+}
+
+/// Receives one TCP connection on (argv[1], argv[2]) and writes "<sha256> <bytes>" of what
+/// arrived to argv[3].
+const SHA_RECEIVER: &str = "import hashlib, socket, sys
+host, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(1)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    h.update(b); n += len(b)
+open(out, 'w').write('%s %d' % (h.hexdigest(), n))";
+
+/// Connects to (argv[1], argv[2]), retrying for 10 s, and sends the file argv[3].
+const SHA_SENDER: &str = "import socket, sys, time
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+end = time.time() + 10
+while True:
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.connect((host, port)); break
+    except OSError:
+        s.close()
+        if time.time() > end: raise
+        time.sleep(0.1)
+with open(path, 'rb') as f: s.sendfile(f)
+s.close()";
+
+impl Topology {
+    /// Copy `mib` MiB of pseudo-random bytes over TCP from `from_ns` to `to_addr` (an address
+    /// of `to_ns`, e.g. its tunnel address) and assert that what arrived has the SHA-256 of
+    /// what was sent. Returns the hex digest.
+    pub fn sha256_copy(&self, from_ns: &str, to_ns: &str, to_addr: &str, mib: usize) -> String {
+        let src = self.dir.join(format!("copy-{mib}.bin"));
+        if !src.exists() {
+            let mut data = vec![0u8; mib << 20];
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ mib as u64;
+            for chunk in data.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            fs::write(&src, &data).expect("write copy source");
+        }
+        let sum = Command::new("sha256sum")
+            .arg(&src)
+            .output()
+            .expect("sha256sum");
+        let want = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let out = self.dir.join("copy-received.txt");
+        let _ = fs::remove_file(&out);
+        let (src_s, out_s) = (src.to_string_lossy(), out.to_string_lossy());
+        let mut rx = self.spawn(
+            to_ns,
+            "sha-receiver",
+            &["python3", "-c", SHA_RECEIVER, to_addr, "5999", &out_s],
+            &[],
+        );
+        self.ok(
+            from_ns,
+            &["python3", "-c", SHA_SENDER, to_addr, "5999", &src_s],
+        );
+        let start = Instant::now();
+        while rx.exited().is_none() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let got = fs::read_to_string(&out).unwrap_or_default();
+        assert_eq!(
+            got,
+            format!("{want} {}", mib << 20),
+            "{from_ns} -> {to_addr}: the copy arrived different (sha256, bytes)"
+        );
+        want
+    }
 }
 
 impl Drop for Topology {
@@ -457,6 +556,8 @@ pub fn veil_pid(p: &Proc) -> u32 {
 pub enum Peer {
     WireguardGo,
     Boringtun,
+    /// Mullvad's gotatun-cli (binary `gotatun`), a boringtun fork with its command line.
+    Gotatun,
 }
 
 /// Start `peer` as interface `iface` in `ns` and configure it with `wg` and `ip`.
@@ -479,8 +580,12 @@ pub fn start_peer(
                 &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")],
             )
         }
-        Peer::Boringtun => {
-            let bin = require("boringtun-cli");
+        Peer::Boringtun | Peer::Gotatun => {
+            let bin = require(if matches!(peer, Peer::Gotatun) {
+                "gotatun"
+            } else {
+                "boringtun-cli"
+            });
             t.spawn(
                 ns,
                 iface,

@@ -17,13 +17,18 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::sys::UdpSocket;
 
-/// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN).
-pub const SOCKET_BUFFER: usize = 8 << 20;
+/// Socket buffer size asked for (the kernel may cap it without CAP_NET_ADMIN; it doubles what
+/// it grants for bookkeeping). Small enough that a datagram backlog the dataplane cannot keep up
+/// with is dropped (and pushes back on the inner TCP) within a few ms instead of standing in an
+/// 8 MB queue in front of every ping; large enough for a GSO batch and a descheduled RX thread
+/// (issue 12; perf/README.md "Latency").
+pub const SOCKET_BUFFER: usize = 512 << 10;
 
 /// Bind the tunnel's outer socket on `port` (0: any free port): dual-stack `[::]`, or
 /// `0.0.0.0` on hosts with IPv6 disabled, with [`SOCKET_BUFFER`]-sized buffers where the
-/// kernel allows. The one place veil binds its listening socket (start and rebind).
-pub fn bind_listen(port: u16) -> io::Result<UdpSocket> {
+/// kernel allows, and with `offload` UDP GSO and GRO where the kernel has them. The one place veil
+/// binds its listening socket (start and rebind).
+pub fn bind_listen(port: u16, offload: bool) -> io::Result<UdpSocket> {
     let socket = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
         Ok(s) => s,
         // Hosts with IPv6 disabled still get an IPv4 socket.
@@ -35,6 +40,10 @@ pub fn bind_listen(port: u16) -> io::Result<UdpSocket> {
     if let Ok((rcv, snd)) = socket.set_buffer_sizes(SOCKET_BUFFER) {
         log::debug!("socket buffers: receive {rcv} bytes, send {snd} bytes");
     }
+    if offload {
+        socket.enable_gso();
+        socket.enable_gro();
+    }
     Ok(socket)
 }
 
@@ -43,6 +52,8 @@ pub struct UdpSlot {
     socket: RwLock<Arc<UdpSocket>>,
     generation: AtomicU64,
     port: AtomicU16,
+    /// Offloads wanted on rebound sockets.
+    offload: bool,
     /// Serialises rebinds (two UAPI clients at once).
     rebinding: Mutex<()>,
 }
@@ -57,13 +68,14 @@ impl std::fmt::Debug for UdpSlot {
 }
 
 impl UdpSlot {
-    /// A slot holding `socket`.
-    pub fn new(socket: UdpSocket) -> io::Result<Self> {
+    /// A slot holding `socket`; sockets bound later get offloads if `offload`.
+    pub fn new(socket: UdpSocket, offload: bool) -> io::Result<Self> {
         let port = socket.local_addr()?.port();
         Ok(Self {
             socket: RwLock::new(Arc::new(socket)),
             generation: AtomicU64::new(0),
             port: AtomicU16::new(port),
+            offload,
             rebinding: Mutex::new(()),
         })
     }
@@ -95,7 +107,7 @@ impl UdpSlot {
     /// replaces the current one. The same port again changes nothing. Returns the port now
     /// in use; on an error the old socket stays.
     pub fn rebind(&self, port: u16) -> io::Result<u16> {
-        self.rebind_with(port, bind_listen)
+        self.rebind_with(port, |p| bind_listen(p, self.offload))
     }
 
     /// [`UdpSlot::rebind`] with `bind` making the new socket.
@@ -170,7 +182,7 @@ mod tests {
 
     #[test]
     fn handles_follow_a_rebind() {
-        let slot = Arc::new(UdpSlot::new(bind(0).unwrap()).unwrap());
+        let slot = Arc::new(UdpSlot::new(bind(0).unwrap(), false).unwrap());
         let h = slot.handle();
         let first = h.with(|s| s.local_addr().unwrap().port());
         assert_eq!(first, slot.port());
@@ -186,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_busy_port_keeps_the_old_socket() {
-        let slot = Arc::new(UdpSlot::new(bind(0).unwrap()).unwrap());
+        let slot = Arc::new(UdpSlot::new(bind(0).unwrap(), false).unwrap());
         let busy = bind(0).unwrap();
         let busy_port = busy.local_addr().unwrap().port();
         let before = slot.port();

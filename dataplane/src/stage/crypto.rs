@@ -31,18 +31,7 @@ pub trait EventSink {
     fn emit(&mut self, ev: Event) -> bool;
 }
 
-impl EventSink for rtrb::Producer<Event> {
-    fn emit(&mut self, ev: Event) -> bool {
-        self.push(ev).is_ok()
-    }
-}
-
-impl EventSink for Vec<Event> {
-    fn emit(&mut self, ev: Event) -> bool {
-        self.push(ev);
-        true
-    }
-}
+super::ring_and_vec_sinks!(EventSink, emit, Event);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -670,6 +659,7 @@ impl CryptoStage {
                         len: bytes.len(),
                         addr: *dest,
                         action: Action::Udp,
+                        segment: 0,
                     };
                     batch.len += 1;
                 }
@@ -704,6 +694,7 @@ impl CryptoStage {
                         len,
                         addr: dest,
                         action: Action::Udp,
+                        segment: 0,
                     };
                     batch.len += 1;
                     match &what {

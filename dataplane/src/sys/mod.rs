@@ -34,6 +34,34 @@ pub use udp::{SendOutcome, UdpSocket};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+/// `AsFd` and `AsRawFd` for a wrapper type, through its fd-owning `field`.
+macro_rules! fd_wrapper {
+    ($ty:ty, $field:ident) => {
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                std::os::fd::AsFd::as_fd(&self.$field)
+            }
+        }
+
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(&self.$field)
+            }
+        }
+    };
+}
+use fd_wrapper;
+
+/// Run an `ssize_t`-returning call until it is not interrupted (EINTR).
+fn retry_size(mut call: impl FnMut() -> libc::ssize_t) -> io::Result<usize> {
+    loop {
+        match cvt_size(call()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Turn a libc return value (`-1` + errno on failure) into an `io::Result`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {

@@ -11,9 +11,8 @@
 //! timeout an upper bound. veil blocks its signals in every thread
 //! ([`super::block_shutdown_signals`]), so this is rare.
 
-use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::time::Duration;
 
@@ -23,16 +22,9 @@ use super::{cvt, cvt_size};
 pub const MAX_WAIT_FDS: usize = 64;
 
 /// A non-blocking eventfd: a counter that is readable while non-zero.
+#[derive(Debug)]
 pub struct EventFd {
     fd: OwnedFd,
-}
-
-impl fmt::Debug for EventFd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventFd")
-            .field("fd", &self.fd.as_raw_fd())
-            .finish()
-    }
 }
 
 impl EventFd {
@@ -78,17 +70,7 @@ impl EventFd {
     }
 }
 
-impl AsFd for EventFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl AsRawFd for EventFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
+super::fd_wrapper!(EventFd, fd);
 
 /// What to wait for on one fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +201,7 @@ pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Resul
 mod tests {
     use super::*;
     use crate::sys::UdpSocket;
+    use std::os::fd::AsFd;
 
     const NOW: Option<Duration> = Some(Duration::ZERO);
 

@@ -5,9 +5,7 @@
 //! interrupts a pipeline thread mid-batch. The control thread then polls a
 //! [`SignalFd`] next to its other fds and acts on what it reads.
 
-use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd as NixSignalFd};
@@ -54,16 +52,9 @@ pub fn block_shutdown_signals() -> io::Result<()> {
 ///
 /// It only sees signals that are blocked in the reading thread, and only
 /// signals sent to the process or to the reading thread itself.
+#[derive(Debug)]
 pub struct SignalFd {
     inner: NixSignalFd,
-}
-
-impl fmt::Debug for SignalFd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignalFd")
-            .field("fd", &self.inner.as_raw_fd())
-            .finish()
-    }
 }
 
 impl SignalFd {
@@ -99,22 +90,13 @@ pub fn request_shutdown() -> io::Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM).map_err(io::Error::from)
 }
 
-impl AsFd for SignalFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for SignalFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
+super::fd_wrapper!(SignalFd, inner);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::wait_readable;
+    use std::os::fd::AsFd;
     use std::time::Duration;
 
     // Each test runs on its own thread and signals only that thread

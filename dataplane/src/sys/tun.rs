@@ -4,34 +4,29 @@
 //! packet-info header) and are *not* persistent: the interface disappears
 //! when the last queue's fd is closed, so a crashed veil leaves nothing behind.
 //! The fds are non-blocking; wait for readiness with [`super::poll`].
+//!
+//! [`Tun::create_offloaded`] adds `IFF_VNET_HDR` and asks for checksum offload and TSO (and
+//! USO where the kernel has it): every read and write then starts with a `virtio_net_hdr`
+//! (see [`crate::offload`]), and a read may return a 64 KiB super-packet.
 
 use std::ffi::CStr;
-use std::fmt;
 use std::fs::OpenOptions;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::cvt_size;
+use crate::offload::TunOffloads;
 
 /// One queue of a TUN interface.
 ///
 /// `read`/`write` take `&self`: the kernel serialises access per fd, so one
 /// thread may read while another writes.
+#[derive(Debug)]
 pub struct Tun {
     fd: OwnedFd,
     name: String,
     ifindex: u32,
-}
-
-impl fmt::Debug for Tun {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tun")
-            .field("fd", &self.fd.as_raw_fd())
-            .field("name", &self.name)
-            .field("ifindex", &self.ifindex)
-            .finish()
-    }
+    offloads: TunOffloads,
 }
 
 impl Tun {
@@ -42,6 +37,60 @@ impl Tun {
     /// addresses; configure it with [`super::Netlink`].
     pub fn create(name: &str) -> io::Result<Tun> {
         open_queue(name, TUN_FLAGS)
+    }
+
+    /// Create the TUN interface `name` with a virtio-net header and segmentation offloads:
+    /// checksum offload and TSO for IPv4 and IPv6, plus USO where the kernel accepts it.
+    /// A kernel that takes none of them gets a plain device ([`Tun::create`]); see
+    /// [`Tun::offloads`] for what is on. Only on little-endian hosts (the header is in the
+    /// host's order there); elsewhere this is [`Tun::create`].
+    pub fn create_offloaded(name: &str) -> io::Result<Tun> {
+        if cfg!(target_endian = "big") {
+            return Tun::create(name);
+        }
+        let mut tun = open_queue(name, TUN_FLAGS | libc::IFF_VNET_HDR)?;
+        let base = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+        let uso = libc::TUN_F_USO4 | libc::TUN_F_USO6;
+        if set_offload(&tun.fd, base | uso).is_ok() {
+            tun.offloads = TunOffloads {
+                vnet: true,
+                uso: true,
+            };
+        } else if set_offload(&tun.fd, base).is_ok() {
+            tun.offloads = TunOffloads {
+                vnet: true,
+                uso: false,
+            };
+        } else {
+            // Closing the only queue removes the interface, so the name is free again.
+            let actual = tun.name.clone();
+            drop(tun);
+            return Tun::create(&actual);
+        }
+        Ok(tun)
+    }
+
+    /// The offloads in force (all off for [`Tun::create`]).
+    pub fn offloads(&self) -> TunOffloads {
+        self.offloads
+    }
+
+    /// Read one packet into `bufs` in order (a virtio header and head, then the spill of a
+    /// super-packet). Returns the total length, or `WouldBlock`.
+    pub fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let n = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: IoSliceMut is ABI-compatible with iovec; each points at a live, exclusively
+        // borrowed buffer for the call, and `n` does not exceed the slice's length.
+        super::retry_size(|| unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_ptr().cast(), n) })
+    }
+
+    /// Write one packet gathered from `bufs` (a virtio header, the first packet, the payloads
+    /// coalesced after it), so a super-packet is never copied together in userspace.
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let n = libc::c_int::try_from(bufs.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: IoSlice is ABI-compatible with iovec; each points at a live buffer that the
+        // kernel only reads, and `n` does not exceed the slice's length.
+        super::retry_size(|| unsafe { libc::writev(self.fd.as_raw_fd(), bufs.as_ptr().cast(), n) })
     }
 
     /// Create a multi-queue TUN interface with `queues` queues
@@ -81,46 +130,41 @@ impl Tun {
     /// by the kernel, so size `buf` for the MTU. Returns `WouldBlock` when no
     /// packet is queued.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `fd` is owned by self and open; `buf` is valid for
-            // `buf.len()` bytes of writes for the duration of the call.
-            let ret =
-                unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            match cvt_size(ret) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
+        // SAFETY: `fd` is owned by self and open; `buf` is valid for
+        // `buf.len()` bytes of writes for the duration of the call.
+        super::retry_size(|| unsafe {
+            libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+        })
     }
 
     /// Write one IP packet. Returns `WouldBlock` when the interface's queue is
     /// full.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `fd` is owned by self and open; `buf` is valid for
-            // `buf.len()` bytes of reads for the duration of the call.
-            let ret = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-            match cvt_size(ret) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
+        // SAFETY: `fd` is owned by self and open; `buf` is valid for
+        // `buf.len()` bytes of reads for the duration of the call.
+        super::retry_size(|| unsafe {
+            libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len())
+        })
     }
 }
 
-impl AsFd for Tun {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl AsRawFd for Tun {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
+super::fd_wrapper!(Tun, fd);
 
 const TUN_FLAGS: libc::c_int = libc::IFF_TUN | libc::IFF_NO_PI;
+
+/// `TUNSETOFFLOAD` with `flags` (`TUN_F_*`).
+fn set_offload(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of flags); no
+    // memory is passed.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(flags),
+        )
+    };
+    super::cvt(ret).map(drop)
+}
 
 /// Open /dev/net/tun and attach it to interface `name` with `flags`.
 fn open_queue(name: &str, flags: libc::c_int) -> io::Result<Tun> {
@@ -149,7 +193,12 @@ fn open_queue(name: &str, flags: libc::c_int) -> io::Result<Tun> {
     // The kernel NUL-terminates the name it chose (IFNAMSIZ includes the NUL).
     let name = ifr_name_str(&req)?;
     let ifindex = nix::net::if_::if_nametoindex(name.as_str()).map_err(io::Error::from)?;
-    Ok(Tun { fd, name, ifindex })
+    Ok(Tun {
+        fd,
+        name,
+        ifindex,
+        offloads: TunOffloads::default(),
+    })
 }
 
 /// A zeroed `ifreq` carrying `name`, checked to fit `IFNAMSIZ` with its NUL.

@@ -10,13 +10,12 @@
 //! and a `V4` destination is mapped on the way out, so callers never see the
 //! socket's family.
 
-use std::fmt;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{cvt, cvt_size, getsockopt_int, setsockopt_int, socklen_of};
 use crate::batch::{PacketMeta, BATCH_MAX};
@@ -31,6 +30,12 @@ pub struct SendOutcome {
     pub failed: usize,
     /// errno of the last rejected datagram, for the control thread to log.
     pub last_errno: Option<i32>,
+    /// Messages that carried more than one datagram (UDP GSO).
+    pub gso_messages: usize,
+    /// Datagrams sent in those messages.
+    pub gso_datagrams: usize,
+    /// The kernel refused a GSO message, and GSO is now off for this socket.
+    pub gso_disabled: bool,
 }
 
 impl SendOutcome {
@@ -45,6 +50,7 @@ impl SendOutcome {
 /// A non-blocking UDP socket.
 ///
 /// All methods take `&self`, so one RX and one TX thread can share it.
+#[derive(Debug)]
 pub struct UdpSocket {
     fd: OwnedFd,
     /// An AF_INET6 socket: destinations are written as `sockaddr_in6`.
@@ -52,16 +58,10 @@ pub struct UdpSocket {
     /// An AF_INET6 socket with IPV6_V6ONLY off.
     dual_stack: bool,
     send_errors: AtomicU64,
-}
-
-impl fmt::Debug for UdpSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpSocket")
-            .field("fd", &self.fd.as_raw_fd())
-            .field("local_addr", &self.local_addr().ok())
-            .field("dual_stack", &self.dual_stack)
-            .finish()
-    }
+    /// Send runs of equal-size datagrams with `UDP_SEGMENT`.
+    gso: AtomicBool,
+    /// Receive coalesced datagrams (`UDP_GRO`).
+    gro: AtomicBool,
 }
 
 impl UdpSocket {
@@ -110,6 +110,8 @@ impl UdpSocket {
             v6,
             dual_stack,
             send_errors: AtomicU64::new(0),
+            gso: AtomicBool::new(false),
+            gro: AtomicBool::new(false),
         })
     }
 
@@ -125,6 +127,33 @@ impl UdpSocket {
         // the buffer size) of `name` are initialised.
         unsafe { RawAddr::decode(name.as_ptr(), len) }
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "socket has no IP address"))
+    }
+
+    /// Send runs of equal-size datagrams as one message with `UDP_SEGMENT`, if the kernel
+    /// has it (Linux 4.18+). Returns whether GSO is now on.
+    pub fn enable_gso(&self) -> bool {
+        let has = getsockopt_int(self.fd.as_fd(), libc::SOL_UDP, UDP_SEGMENT).is_ok();
+        self.gso.store(has, Ordering::Relaxed);
+        has
+    }
+
+    /// Have the kernel coalesce arriving datagrams of one flow (`UDP_GRO`, Linux 5.0+); the
+    /// batch receive then reports each one's segment size in [`PacketMeta::segment`].
+    /// Returns whether GRO is now on.
+    pub fn enable_gro(&self) -> bool {
+        let on = setsockopt_int(self.fd.as_fd(), libc::SOL_UDP, UDP_GRO, 1).is_ok();
+        self.gro.store(on, Ordering::Relaxed);
+        on
+    }
+
+    /// Is UDP GRO on?
+    pub fn gro(&self) -> bool {
+        self.gro.load(Ordering::Relaxed)
+    }
+
+    /// Is UDP GSO on (enabled and not turned off after a refusal)?
+    pub fn gso(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
     }
 
     /// Is this an IPv6 socket that also carries IPv4?
@@ -178,12 +207,15 @@ impl UdpSocket {
         let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; BATCH_MAX];
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_MAX];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_MAX];
+        let gro = self.gro.load(Ordering::Relaxed);
+        let mut cmsgs = [GroCmsg::ZERO; BATCH_MAX];
 
-        for (((buf, iov), name), hdr) in bufs
+        for ((((buf, iov), name), hdr), cmsg) in bufs
             .iter_mut()
             .zip(&mut iovs)
             .zip(&mut names)
             .zip(&mut hdrs)
+            .zip(&mut cmsgs)
             .take(n)
         {
             let buf = buf.as_mut();
@@ -196,6 +228,10 @@ impl UdpSocket {
             msg.msg_namelen = socklen_of::<RawAddr>();
             msg.msg_iov = iov;
             msg.msg_iovlen = 1;
+            if gro {
+                msg.msg_control = (cmsg as *mut GroCmsg).cast();
+                msg.msg_controllen = mem::size_of::<GroCmsg>();
+            }
             hdr.write(libc::mmsghdr {
                 msg_hdr: msg,
                 msg_len: 0,
@@ -224,7 +260,13 @@ impl UdpSocket {
             }
         };
 
-        for ((hdr, name), meta) in hdrs.iter().zip(&names).zip(metas.iter_mut()).take(got) {
+        for (((hdr, name), meta), cmsg) in hdrs
+            .iter()
+            .zip(&names)
+            .zip(metas.iter_mut())
+            .zip(&cmsgs)
+            .take(got)
+        {
             // SAFETY: all of the first `n >= got` headers were initialised above.
             let hdr = unsafe { hdr.assume_init_ref() };
             // SAFETY: the kernel filled `msg_namelen` bytes of this name slot
@@ -238,6 +280,11 @@ impl UdpSocket {
                 hdr.msg_len as usize
             };
             meta.addr = from.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
+            meta.segment = if gro {
+                cmsg.segment(hdr.msg_hdr.msg_controllen)
+            } else {
+                0
+            };
         }
         Ok(got)
     }
@@ -261,6 +308,13 @@ impl UdpSocket {
     }
 
     /// [`UdpSocket::send_batch`], telling sent and rejected datagrams apart.
+    ///
+    /// With GSO on ([`UdpSocket::enable_gso`]), each run of datagrams to one destination of
+    /// one size (the last may be shorter) goes as one message with `UDP_SEGMENT`, within the
+    /// kernel's limits on segments and bytes. A kernel that refuses such a message (`EIO`:
+    /// the device cannot segment; `EINVAL`/`EMSGSIZE`: the route cannot take it) has GSO
+    /// turned off for this socket (reported in [`SendOutcome::gso_disabled`]) and the rest is
+    /// sent one datagram per message.
     pub fn send_batch_outcome<B: AsRef<[u8]>>(
         &self,
         pkts: &[B],
@@ -280,72 +334,124 @@ impl UdpSocket {
         let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; BATCH_MAX];
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_MAX];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_MAX];
-
-        for ((((pkt, dest), iov), name), hdr) in pkts
-            .iter()
-            .zip(dests)
-            .zip(&mut iovs)
-            .zip(&mut names)
-            .zip(&mut hdrs)
-            .take(n)
-        {
-            let pkt = pkt.as_ref();
-            // The kernel only reads through iov_base on send; the *mut is the C type's.
-            let iov = iov.write(libc::iovec {
-                iov_base: pkt.as_ptr().cast_mut().cast(),
-                iov_len: pkt.len(),
-            });
-            let (raw, len) = RawAddr::encode(*dest, self.v6);
-            let name = name.write(raw);
-            let mut msg = zeroed_msghdr();
-            msg.msg_name = (name as *mut RawAddr).cast();
-            msg.msg_namelen = len;
-            msg.msg_iov = iov;
-            msg.msg_iovlen = 1;
-            hdr.write(libc::mmsghdr {
-                msg_hdr: msg,
-                msg_len: 0,
-            });
-        }
+        let mut cmsgs = [SegmentCmsg::ZERO; BATCH_MAX];
+        // Datagrams carried by each message.
+        let mut carried = [0usize; BATCH_MAX];
 
         let mut done = 0usize;
-        while done < n {
-            let rest = hdrs.get_mut(done..n).unwrap_or_default();
-            // SAFETY: `rest` is the initialised tail of `hdrs` (entries
-            // `done..n`); each points at an initialised iovec over a live
-            // packet and at an initialised name, all outliving the call. The
-            // kernel reads those and writes only `msg_len`.
-            let ret = unsafe {
-                libc::sendmmsg(
-                    self.fd.as_raw_fd(),
-                    rest.as_mut_ptr().cast::<libc::mmsghdr>(),
-                    rest.len() as libc::c_uint,
-                    libc::MSG_DONTWAIT as _,
-                )
-            };
-            let err = match cvt(ret) {
-                // sendmmsg reports an error only when it sent nothing; after
-                // a partial send the next call hits the failing message first.
-                Ok(0) => break,
-                Ok(k) => {
-                    let k = (k as usize).min(n - done);
-                    outcome.sent += k;
-                    done += k;
-                    continue;
+        'build: while done < n {
+            let gso = self.gso.load(Ordering::Relaxed);
+            let mut msgs = 0usize;
+            let mut i = done;
+            while i < n {
+                let first = i;
+                let size = pkts[i].as_ref().len();
+                let dest = dests[i];
+                let mut total = size;
+                i += 1;
+                if gso && size > 0 {
+                    while i < n
+                        && i - first < GSO_MAX_SEGMENTS
+                        && dests[i] == dest
+                        && pkts[i].as_ref().len() <= size
+                        && total + pkts[i].as_ref().len() <= GSO_MAX_BYTES
+                    {
+                        let len = pkts[i].as_ref().len();
+                        total += len;
+                        i += 1;
+                        if len < size {
+                            break; // only the last segment may be shorter
+                        }
+                    }
                 }
-                Err(e) => e,
-            };
-            match classify_send_error(&err) {
-                SendErrorClass::Interrupted => continue,
-                SendErrorClass::Full => break,
-                SendErrorClass::Socket | SendErrorClass::Shortage if done == 0 => return Err(err),
-                // Leave it for the next call to report; report progress now.
-                SendErrorClass::Socket | SendErrorClass::Shortage => break,
-                SendErrorClass::Message => {
-                    outcome.failed += 1;
-                    outcome.last_errno = err.raw_os_error();
-                    self.send_errors.fetch_add(1, Ordering::Relaxed);
-                    done += 1;
+                for (iov, pkt) in iovs[first - done..i - done].iter_mut().zip(&pkts[first..i]) {
+                    let pkt = pkt.as_ref();
+                    // The kernel only reads through iov_base on send; the *mut is the C type's.
+                    iov.write(libc::iovec {
+                        iov_base: pkt.as_ptr().cast_mut().cast(),
+                        iov_len: pkt.len(),
+                    });
+                }
+                let (raw, len) = RawAddr::encode(dest, self.v6);
+                let name = names[msgs].write(raw);
+                let mut msg = zeroed_msghdr();
+                msg.msg_name = (name as *mut RawAddr).cast();
+                msg.msg_namelen = len;
+                msg.msg_iov = iovs[first - done].as_mut_ptr();
+                msg.msg_iovlen = i - first;
+                if i - first > 1 {
+                    cmsgs[msgs] = SegmentCmsg::new(size as u16);
+                    msg.msg_control = (&mut cmsgs[msgs] as *mut SegmentCmsg).cast();
+                    msg.msg_controllen = mem::size_of::<SegmentCmsg>();
+                }
+                hdrs[msgs].write(libc::mmsghdr {
+                    msg_hdr: msg,
+                    msg_len: 0,
+                });
+                carried[msgs] = i - first;
+                msgs += 1;
+            }
+
+            let mut m = 0usize;
+            while m < msgs {
+                let rest = hdrs.get_mut(m..msgs).unwrap_or_default();
+                // SAFETY: `rest` is the initialised tail of `hdrs` (entries `m..msgs`); each
+                // points at initialised iovecs over live packets, an initialised name and,
+                // for GSO messages, an initialised control message, all outliving the call.
+                // The kernel reads those and writes only `msg_len`.
+                let ret = unsafe {
+                    libc::sendmmsg(
+                        self.fd.as_raw_fd(),
+                        rest.as_mut_ptr().cast::<libc::mmsghdr>(),
+                        rest.len() as libc::c_uint,
+                        libc::MSG_DONTWAIT as _,
+                    )
+                };
+                let err = match cvt(ret) {
+                    // sendmmsg reports an error only when it sent nothing; after a partial
+                    // send the next call hits the failing message first.
+                    Ok(0) => break 'build,
+                    Ok(k) => {
+                        for &c in &carried[m..(m + k as usize).min(msgs)] {
+                            outcome.sent += c;
+                            done += c;
+                            if c > 1 {
+                                outcome.gso_messages += 1;
+                                outcome.gso_datagrams += c;
+                            }
+                        }
+                        m += k as usize;
+                        continue;
+                    }
+                    Err(e) => e,
+                };
+                match classify_send_error(&err) {
+                    SendErrorClass::Interrupted => continue,
+                    SendErrorClass::Full => break 'build,
+                    SendErrorClass::Socket | SendErrorClass::Shortage if done == 0 => {
+                        return Err(err)
+                    }
+                    // Leave it for the next call to report; report progress now.
+                    SendErrorClass::Socket | SendErrorClass::Shortage => break 'build,
+                    SendErrorClass::Message
+                        if carried[m] > 1
+                            && matches!(
+                                err.raw_os_error(),
+                                Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+                            ) =>
+                    {
+                        self.gso.store(false, Ordering::Relaxed);
+                        outcome.gso_disabled = true;
+                        continue 'build;
+                    }
+                    SendErrorClass::Message => {
+                        outcome.failed += carried[m];
+                        outcome.last_errno = err.raw_os_error();
+                        self.send_errors
+                            .fetch_add(carried[m] as u64, Ordering::Relaxed);
+                        done += carried[m];
+                        m += 1;
+                    }
                 }
             }
         }
@@ -419,15 +525,80 @@ impl UdpSocket {
     }
 }
 
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+super::fd_wrapper!(UdpSocket, fd);
+
+/// `UDP_SEGMENT` (linux/udp.h): the GSO segment size, as a socket option or a control message.
+const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): coalesce on receive; the control message carries the segment size.
+const UDP_GRO: libc::c_int = 104;
+
+/// Room for one `UDP_GRO` control message (`CMSG_SPACE(sizeof(int))`), aligned for cmsghdr.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct GroCmsg {
+    bytes: [u8; 32],
+}
+
+impl GroCmsg {
+    const ZERO: GroCmsg = GroCmsg { bytes: [0; 32] };
+
+    /// The segment size in a `UDP_GRO` message of `len` bytes the kernel wrote; 0 if there is
+    /// none (the datagram was not coalesced).
+    fn segment(&self, len: usize) -> usize {
+        let hdr = mem::size_of::<libc::cmsghdr>();
+        if len < hdr + mem::size_of::<libc::c_int>() {
+            return 0;
+        }
+        // SAFETY: the buffer is 8-aligned and at least a cmsghdr long (checked above), and the
+        // kernel wrote a whole header there; cmsghdr is plain integers.
+        let h = unsafe { ptr::read(self.bytes.as_ptr().cast::<libc::cmsghdr>()) };
+        if h.cmsg_level != libc::SOL_UDP || h.cmsg_type != UDP_GRO {
+            return 0;
+        }
+        let mut v = [0u8; 4];
+        v.copy_from_slice(&self.bytes[hdr..hdr + 4]);
+        usize::try_from(i32::from_ne_bytes(v)).unwrap_or(0)
     }
 }
 
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+/// Most segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one GSO message: one IPv6 datagram's worth.
+const GSO_MAX_BYTES: usize = 65535 - 40 - 8;
+
+/// One `UDP_SEGMENT` control message: a `cmsghdr` and the `u16` segment size, padded as
+/// `CMSG_SPACE(2)` is.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    size: u16,
+    _pad: [u8; 6],
+}
+
+impl SegmentCmsg {
+    const ZERO: SegmentCmsg = SegmentCmsg {
+        hdr: libc::cmsghdr {
+            cmsg_len: 0,
+            cmsg_level: 0,
+            cmsg_type: 0,
+        },
+        size: 0,
+        _pad: [0; 6],
+    };
+
+    fn new(size: u16) -> SegmentCmsg {
+        SegmentCmsg {
+            hdr: libc::cmsghdr {
+                // CMSG_LEN(2): the header, then the data right after it (cmsghdr is 16 bytes,
+                // already aligned).
+                cmsg_len: mem::size_of::<libc::cmsghdr>() + mem::size_of::<u16>(),
+                cmsg_level: libc::SOL_UDP,
+                cmsg_type: UDP_SEGMENT,
+            },
+            size,
+            _pad: [0; 6],
+        }
     }
 }
 
@@ -797,6 +968,68 @@ mod tests {
         wait_readable(&[rx.as_fd()], Some(Duration::from_secs(5))).expect("poll");
         let n = rx.recv_batch(&mut bufs, &mut metas).expect("recv");
         assert!(n > 0 && n <= BATCH_MAX);
+    }
+
+    #[test]
+    fn gso_sends_runs_as_one_message_and_arrives_as_datagrams() {
+        let rx = bind("127.0.0.1:0");
+        rx.set_buffer_sizes(1 << 20).expect("buffers");
+        let tx = bind("127.0.0.1:0");
+        if !tx.enable_gso() {
+            eprintln!("skipped: no UDP_SEGMENT on this kernel");
+            return;
+        }
+        let dest = rx.local_addr().expect("addr");
+        let other = tx.local_addr().expect("addr");
+        // A run of 10 to `dest` (the last shorter), one to another destination, then 3 more.
+        let mut pkts: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8; 1200]).collect();
+        pkts[9].truncate(700);
+        pkts.push(vec![99; 1200]);
+        pkts.extend((0..3).map(|i| vec![50 + i as u8; 300]));
+        let mut dests = vec![dest; 10];
+        dests.push(other);
+        dests.extend([dest; 3]);
+        let out = tx.send_batch_outcome(&pkts, &dests).expect("send");
+        assert_eq!((out.sent, out.failed), (14, 0));
+        assert_eq!((out.gso_messages, out.gso_datagrams), (2, 13));
+        assert!(tx.gso());
+        let got = recv_all(&rx, 13, 2048);
+        let want: Vec<Vec<u8>> = pkts
+            .iter()
+            .zip(&dests)
+            .filter(|(_, d)| **d == dest)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let got: Vec<Vec<u8>> = got.into_iter().map(|g| g.0).collect();
+        assert_eq!(
+            got, want,
+            "each segment arrives as its own datagram, in order"
+        );
+        assert_eq!(recv_all(&tx, 1, 2048)[0].0, vec![99; 1200]);
+    }
+
+    #[test]
+    fn gro_receives_a_run_whole_with_its_segment_size() {
+        let rx = bind("127.0.0.1:0");
+        let tx = bind("127.0.0.1:0");
+        if !tx.enable_gso() || !rx.enable_gro() {
+            eprintln!("skipped: no UDP_SEGMENT / UDP_GRO on this kernel");
+            return;
+        }
+        let dest = rx.local_addr().expect("addr");
+        let mut pkts: Vec<Vec<u8>> = (0..8).map(|i| vec![i as u8; 1000]).collect();
+        pkts[7].truncate(300);
+        let out = tx.send_batch_outcome(&pkts, &[dest; 8]).expect("send");
+        assert_eq!((out.sent, out.gso_messages), (8, 1));
+        wait_readable(&[rx.as_fd()], Some(Duration::from_secs(5))).expect("poll");
+        let mut bufs = vec![vec![0u8; 65535]; 2];
+        let mut metas = [PacketMeta::default(); 2];
+        let n = rx.recv_batch(&mut bufs, &mut metas).expect("recv");
+        assert_eq!(n, 1, "one coalesced datagram");
+        assert_eq!((metas[0].len, metas[0].segment), (7300, 1000));
+        assert_eq!(metas[0].addr, tx.local_addr().expect("addr"));
+        let want: Vec<u8> = pkts.concat();
+        assert_eq!(&bufs[0][..7300], &want[..]);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn render_json(data: &MetricsData, now: SystemTime) -> String {
     o.push('{');
     let _ = write!(o, "\"interface\":{},", json_str(&data.interface));
     let _ = write!(o, "\"listen_port\":{},", data.listen_port);
+    let _ = write!(o, "\"aead\":{},", json_str(data.aead));
     let _ = write!(o, "\"control_responsive\":{},", data.device.is_some());
     if let Some(d) = &data.device {
         let _ = write!(

@@ -29,6 +29,8 @@ pub struct MetricsData {
     pub interface: String,
     /// UDP port in use.
     pub listen_port: u16,
+    /// The transport AEAD backend sealing new sessions (`veil_dataplane::crypto::Backend`).
+    pub aead: &'static str,
     /// Counter sets by stage: ("rx", …), ("crypto", …), ("tx", …), ("control", …).
     pub counters: Vec<(&'static str, Vec<(&'static str, u64)>)>,
     /// The control thread's snapshot; `None` if it did not answer.
@@ -88,6 +90,7 @@ pub(crate) mod testdata {
         MetricsData {
             interface: "veil0".into(),
             listen_port: 51820,
+            aead: "ring",
             counters: vec![
                 ("rx", RxCounters::default().snapshot()),
                 ("crypto", CryptoCounters::default().snapshot()),

@@ -339,6 +339,12 @@ pub fn render_prometheus(data: &MetricsData) -> String {
         }
     }
     e.gauge(
+        "veil_aead_backend_info",
+        "The library sealing and opening transport data (always 1; the label names it).",
+        &[("backend", data.aead)],
+        1.0,
+    );
+    e.gauge(
         "veil_start_time_seconds",
         "When the process started, seconds since the Unix epoch.",
         &[],

@@ -144,6 +144,8 @@ fn every_key_parses() {
             crypto_cpu: cpu(0, 17),
             tx_cpu: cpu(2, 18),
             control_cpu: cpu(3, 19),
+            aead: veil_dataplane::crypto::BackendChoice::Auto,
+            offload: true,
         }
     );
 }
@@ -338,7 +340,7 @@ proptest::proptest! {
                 proptest::sample::select(vec![
                     "level", "format", "rate_limit_logs_per_sec", "sampling_rate",
                     "async_logging", "async_queue_size", "enable", "listen", "mode",
-                    "pin", "rx_cpu", "crypto_cpu", "tx_cpu", "control_cpu",
+                    "pin", "rx_cpu", "crypto_cpu", "tx_cpu", "control_cpu", "offload",
                 ]),
                 "[ -~]{0,12}",
             ).prop_map(|(k, v)| format!("{k} = {v}")),
@@ -348,4 +350,29 @@ proptest::proptest! {
         let text = with_interface(&lines.join("\n"));
         let _ = Config::parse(&text, "veil0.conf");
     }
+}
+
+#[test]
+fn threading_aead_picks_a_backend_or_auto() {
+    use veil_dataplane::crypto::{Backend, BackendChoice};
+    for (text, want) in [
+        ("auto", BackendChoice::Auto),
+        ("ring", BackendChoice::Fixed(Backend::Ring)),
+        ("aws-lc", BackendChoice::Fixed(Backend::AwsLc)),
+        ("rustcrypto", BackendChoice::Fixed(Backend::RustCrypto)),
+    ] {
+        let c = Config::parse(
+            &with_interface(&format!("[threading]\naead = {text}\n")),
+            "veil0.conf",
+        )
+        .expect("valid");
+        assert_eq!(c.threading.aead, want, "{text}");
+    }
+    assert_eq!(
+        messages(&with_interface("[threading]\naead = openssl\n")),
+        [
+            "veil0.conf:4: aead: 'openssl' is not a valid AEAD backend: not one of the allowed \
+          values (expected auto, ring, aws-lc or rustcrypto; default auto)"
+        ]
+    );
 }

@@ -1,0 +1,102 @@
+//! A stage's state that exactly one thread holds at a time, handed over without waiting.
+//!
+//! The crypto and TX stages normally run on their own threads. When traffic is light and such a
+//! thread is parked, RX runs the stage itself for a small batch (run-to-completion) instead of
+//! waking it: it takes the stage's [`Baton`], runs one round, and puts it back. Taking never
+//! blocks: a thread that finds the baton taken does something else (RX hands off as usual; the
+//! stage's own thread looks again, since the holder is running the stage and is about done).
+//! So the per-session state stays owned by exactly one thread at any moment, and every access
+//! goes through a [`Held`] guard.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// A value one thread at a time may hold.
+#[derive(Debug)]
+pub struct Baton<T>(Mutex<T>);
+
+/// The baton, held: gives the value until dropped.
+pub type Held<'a, T> = MutexGuard<'a, T>;
+
+impl<T> Baton<T> {
+    /// Wrap `value`.
+    pub fn new(value: T) -> Self {
+        Self(Mutex::new(value))
+    }
+
+    /// Take the baton if nobody holds it. Never waits. `None` also if a holder panicked
+    /// (the value may be half-updated; the dataplane is stopping then).
+    pub fn try_take(&self) -> Option<Held<'_, T>> {
+        // Err is WouldBlock (held) or Poisoned (a holder panicked): not taken either way.
+        self.0.try_lock().ok()
+    }
+
+    /// The value back, once no thread shares the baton any more.
+    pub fn into_inner(self) -> Option<T> {
+        self.0.into_inner().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn only_one_holder_at_a_time() {
+        let b = Baton::new(5u32);
+        let held = b.try_take().expect("free");
+        assert!(b.try_take().is_none(), "taken while held");
+        drop(held);
+        let mut again = b.try_take().expect("free again");
+        *again += 1;
+        drop(again);
+        assert_eq!(b.into_inner(), Some(6));
+    }
+
+    /// Two threads passing the value back and forth never see it shared: a counter updated
+    /// non-atomically (load, store) under the baton loses no increment.
+    #[test]
+    fn handed_over_between_threads_without_sharing() {
+        let b = Arc::new(Baton::new(0u64));
+        let inside = Arc::new(AtomicBool::new(false));
+        let taken = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (b, inside, taken) = (b.clone(), inside.clone(), taken.clone());
+                std::thread::spawn(move || {
+                    let mut mine = 0;
+                    while mine < 20_000 {
+                        if let Some(mut v) = b.try_take() {
+                            assert!(!inside.swap(true, Ordering::SeqCst), "two holders");
+                            *v += 1;
+                            inside.store(false, Ordering::SeqCst);
+                            mine += 1;
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    taken.fetch_add(mine, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker");
+        }
+        let b = Arc::into_inner(b).expect("last owner");
+        assert_eq!(b.into_inner(), Some(taken.load(Ordering::Relaxed)));
+        assert_eq!(taken.load(Ordering::Relaxed), 40_000);
+    }
+
+    #[test]
+    fn a_panicked_holder_leaves_it_untaken() {
+        let b = Arc::new(Baton::new(1u8));
+        let b2 = b.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = b2.try_take();
+            panic!("holder fails");
+        })
+        .join();
+        assert!(b.try_take().is_none());
+    }
+}
