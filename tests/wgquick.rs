@@ -150,14 +150,7 @@ fn wg_quick_runs_veil_as_its_userspace_implementation() {
             marker.display()
         ),
     );
-    let cl_conf = t.write(
-        "veilcl.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {cl_priv}\nAddress = 10.9.0.2/24\n\n\
-             [Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\n",
-            endpoint(A_V4, GW_PORT)
-        ),
-    );
+    let cl_conf = t.write("veilcl.conf", &one_gateway_client(&cl_priv, &gw_pub));
     let gw_s = gw_conf.display().to_string();
     let link_s = link.display().to_string();
     // Also on failure: removing the socket file stops the daemon (it removes the interface).

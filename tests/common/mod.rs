@@ -631,6 +631,15 @@ pub fn one_client_gateway(gw_priv: &str, cl_pub: &str) -> String {
     )
 }
 
+/// The usual client config: 10.9.0.2/24, the gateway at [`A_V4`]:[`GW_PORT`] for 10.9.0.0/24.
+pub fn one_gateway_client(cl_priv: &str, gw_pub: &str) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {cl_priv}\nAddress = 10.9.0.2/24\n\n\
+         [Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\n",
+        endpoint(A_V4, GW_PORT)
+    )
+}
+
 /// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
 /// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
 pub fn setup(tag: &str, gw_extra: &str) -> Setup {
@@ -641,14 +650,7 @@ pub fn setup(tag: &str, gw_extra: &str) -> Setup {
         "veilgw.conf",
         &format!("{}\n{gw_extra}\n", one_client_gateway(&gw_priv, &cl_pub)),
     );
-    let cl_conf = t.write(
-        "veilcl.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {cl_priv}\nAddress = 10.9.0.2/24\n\n\
-             [Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = 10.9.0.0/24\n",
-            endpoint(A_V4, GW_PORT)
-        ),
-    );
+    let cl_conf = t.write("veilcl.conf", &one_gateway_client(&cl_priv, &gw_pub));
     let gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
     let cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
     Setup { t, gw, cl, gw_conf }
