@@ -268,8 +268,9 @@ fn idle_session_warns_then_expires_and_a_new_handshake_starts_another() {
     assert_eq!(g.counter("sessions_created"), 2);
 }
 
-#[test]
-fn silent_peer_is_probed_then_expired_within_bound() {
+/// Ticks a gateway whose peer stays silent: (probes sent, when the session ended), in tenths
+/// of a second. A veil peer (it sent a frame) is probed; a standard peer never is.
+fn silent_peer(veil: bool) -> (Vec<u64>, Option<u64>) {
     let sessions = SessionPolicy {
         probe_after: Duration::from_secs(10),
         probe_interval: Duration::from_secs(5),
@@ -277,6 +278,9 @@ fn silent_peer_is_probed_then_expired_within_bound() {
         ..SessionPolicy::default()
     };
     let mut g = gateway(sessions);
+    if veil {
+        g.frame(ControlFrame::Probe, "192.0.2.2:5000", g.t0);
+    }
     g.commands();
     let mut probes = vec![];
     let mut ended = None;
@@ -296,12 +300,25 @@ fn silent_peer_is_probed_then_expired_within_bound() {
             break;
         }
     }
+    (probes, ended)
+}
+
+#[test]
+fn silent_peer_is_probed_then_expired_within_bound() {
+    let (probes, ended) = silent_peer(true);
     assert_eq!(probes, vec![100, 150]);
     assert_eq!(
         ended,
         Some(200),
         "bound: probe_after + count x interval = 20 s"
     );
+}
+
+#[test]
+fn silent_standard_peer_is_not_probed_and_expires_within_the_same_bound() {
+    let (probes, ended) = silent_peer(false);
+    assert_eq!(probes, Vec::<u64>::new(), "a standard peer was probed");
+    assert_eq!(ended, Some(200));
 }
 
 #[test]

@@ -166,12 +166,16 @@ impl<R: CryptoRngCore> Device<R> {
                 }
             }
             Due::Probe => {
-                bump(&self.counters.probes_sent, 1);
-                debug!("peer {}: silent; liveness probe", p.short);
-                self.commands.push_back(Command::SendFrame {
-                    peer,
-                    frame: ControlFrame::Probe,
-                });
+                // A standard peer would count a probe as a receive error: only veil peers
+                // are probed; a silent standard peer simply expires.
+                if p.veil_peer {
+                    bump(&self.counters.probes_sent, 1);
+                    debug!("peer {}: silent; liveness probe", p.short);
+                    self.commands.push_back(Command::SendFrame {
+                        peer,
+                        frame: ControlFrame::Probe,
+                    });
+                }
             }
             Due::End(reason) => self.end_session(slot, reason, now),
         }
@@ -188,7 +192,13 @@ impl<R: CryptoRngCore> Device<R> {
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
-        p.veil_peer = true;
+        if !p.veil_peer {
+            p.veil_peer = true;
+            self.set_roaming(slot);
+        }
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
         let peer = p.id;
         match frame {
             ControlFrame::Probe => self.commands.push_back(Command::SendKeepalive { peer }),
@@ -295,11 +305,37 @@ impl<R: CryptoRngCore> Device<R> {
         }
     }
 
+    /// Are the peer's address changes decided by the migration policy? Those of veil peers
+    /// are; those of standard peers only when the operator asks (`validate_all_peers`).
+    pub(super) fn roaming_validated(&self, slot: usize) -> bool {
+        self.migration.validate_all_peers || self.peers.get(slot).is_some_and(|p| p.veil_peer)
+    }
+
+    /// Tell the crypto stage how the peer in `slot` roams.
+    pub(super) fn set_roaming(&mut self, slot: usize) {
+        let validated = self.roaming_validated(slot);
+        if let Some(p) = self.peers.get(slot) {
+            self.commands.push_back(Command::SetRoaming {
+                peer: p.id,
+                validated,
+            });
+        }
+    }
+
     /// An authenticated packet came from a new address.
     pub(super) fn on_roam(&mut self, slot: usize, addr: SocketAddr, now: Instant) {
-        let Some(p) = self.peers.get(slot) else {
+        let validated = self.roaming_validated(slot);
+        let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
+        if !validated {
+            // WireGuard's semantics: the crypto stage moved the endpoint already.
+            if p.endpoint != Some(addr) {
+                debug!("peer {}: roamed to {addr}", p.short);
+                p.endpoint = Some(addr);
+            }
+            return;
+        }
         if p.endpoint == Some(addr) {
             let peer = p.id;
             self.commands.push_back(Command::SetEndpoint {

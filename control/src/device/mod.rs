@@ -294,6 +294,9 @@ impl<R: CryptoRngCore> Device<R> {
     pub fn set_policies(&mut self, sessions: SessionPolicy, migration: MigrationPolicy) {
         self.sessions = sessions;
         self.migration = migration;
+        for slot in 0..self.peers.len() {
+            self.set_roaming(slot);
+        }
         self.reschedule();
     }
 
@@ -347,6 +350,9 @@ impl<R: CryptoRngCore> Device<R> {
         if limit.is_limited() {
             self.commands
                 .push_back(Command::SetRateLimit { peer: id, limit });
+        }
+        if self.migration.validate_all_peers {
+            self.set_roaming(slot);
         }
         // Persistent keepalive starts the session at once, like wg-quick does.
         if let Some(p) = self.peers.get(slot) {
@@ -672,7 +678,6 @@ impl<R: CryptoRngCore> Device<R> {
     fn peer_timers(&mut self, slot: usize, now: Instant) {
         let timing = self.timing;
         let epoch = self.epoch;
-        let stretch = self.timer_stretch();
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
@@ -718,7 +723,7 @@ impl<R: CryptoRngCore> Device<R> {
         }
 
         // Persistent keepalive.
-        if let Some(every) = p.persistent_keepalive.map(|e| e * stretch) {
+        if let Some(every) = p.persistent_keepalive {
             let last = last_tx_any.max(p.keepalive_asked);
             if last.is_none_or(|t| now.saturating_duration_since(t) >= every) {
                 p.keepalive_asked = Some(now);

@@ -25,7 +25,7 @@ const INITIATION_BURST: f64 = 5.0;
 /// The window of the reconnect limit.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 
-/// Source addresses tracked for the reconnect and initiation limits before old ones are pruned.
+/// Source addresses tracked for the initiation limit before old ones are pruned.
 const MAX_TRACKED_SOURCES: usize = 65_536;
 
 /// Refusals of one kind are logged at most this often.
@@ -34,11 +34,12 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Settings of `[rate_limiting]`, `[degradation]` and `[priority]`.
 #[derive(Debug, Clone)]
 pub struct ProtectionConfig {
-    /// Limit for every peer without an override.
+    /// Limit for every client peer without an override (none by default: WireGuard's semantics).
     pub default_limit: RateLimit,
     /// Per-peer limits, by public key.
     pub overrides: HashMap<[u8; 32], RateLimit>,
-    /// New sessions per minute per peer key and per source address (0 = unlimited).
+    /// New sessions per minute per peer key (0 = unlimited, the default). Counted per key, not
+    /// per source address, so clients behind one NAT do not share a budget.
     pub reconnect_limit_per_minute: u32,
     /// The degradation controller's settings.
     pub degradation: DegradationPolicy,
@@ -51,9 +52,9 @@ pub struct ProtectionConfig {
 impl Default for ProtectionConfig {
     fn default() -> Self {
         Self {
-            default_limit: RateLimit::DEFAULT,
+            default_limit: RateLimit::UNLIMITED,
             overrides: HashMap::new(),
-            reconnect_limit_per_minute: 5,
+            reconnect_limit_per_minute: 0,
             degradation: DegradationPolicy::default(),
             priorities: PriorityMap::default(),
             ring_high_water_pct: veil_dataplane::stage::crypto::DEFAULT_HIGH_WATER_PCT,
@@ -66,8 +67,6 @@ impl Default for ProtectionConfig {
 pub(super) struct Protection {
     pub(super) config: ProtectionConfig,
     pub(super) controller: DegradationController,
-    /// New sessions per source address, oldest first.
-    sessions_by_src: HashMap<IpAddr, VecDeque<Instant>>,
     /// Initiation token buckets per source address.
     buckets: HashMap<IpAddr, TokenBucket>,
     /// Live sessions allowed while Critical.
@@ -81,7 +80,6 @@ impl Protection {
         Self {
             config,
             controller,
-            sessions_by_src: HashMap::new(),
             buckets: HashMap::new(),
             session_cap: None,
             refusal_logged: None,
@@ -172,7 +170,8 @@ impl<R: CryptoRngCore> Device<R> {
             .count()
     }
 
-    /// Multiplier of timer intervals: from Light up, keepalives and timer wake-ups halve.
+    /// Multiplier of the timer cadence: from Light up, timer wake-ups halve. A configured
+    /// PersistentKeepalive is never stretched (a NAT mapping would outlive it).
     pub(super) fn timer_stretch(&self) -> u32 {
         if self.protection.level() >= Degradation::Light {
             2
@@ -243,9 +242,7 @@ impl<R: CryptoRngCore> Device<R> {
                 return false;
             };
             prune(&mut p.new_sessions, now);
-            let by_src = self.protection.sessions_by_src.entry(src.ip()).or_default();
-            prune(by_src, now);
-            if limit > 0 && (p.new_sessions.len() >= limit || by_src.len() >= limit) {
+            if limit > 0 && p.new_sessions.len() >= limit {
                 bump(&self.counters.reconnects_refused, 1);
                 Some(format!("more than {limit} new sessions in a minute"))
             } else {
@@ -272,15 +269,5 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         };
         p.new_sessions.push_back(now);
-        if let Some(src) = p.endpoint {
-            let tracked = &mut self.protection.sessions_by_src;
-            if tracked.len() >= MAX_TRACKED_SOURCES && !tracked.contains_key(&src.ip()) {
-                tracked.retain(|_, w| {
-                    w.back()
-                        .is_some_and(|t| now.saturating_duration_since(*t) < RECONNECT_WINDOW)
-                });
-            }
-            tracked.entry(src.ip()).or_default().push_back(now);
-        }
     }
 }

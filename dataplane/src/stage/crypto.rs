@@ -73,6 +73,8 @@ struct Peer {
     rekey_asked_for: Option<u32>,
     /// New source address reported to the control thread and not accepted (yet), and when.
     roam_reported: Option<(SocketAddr, Instant)>,
+    /// Does a new source address wait for the control thread (`Command::SetRoaming`)?
+    roaming_validated: bool,
     /// Rate limits: (from the peer, to the peer); `None` when unlimited.
     limits: Option<Box<(DirectionLimiter, DirectionLimiter)>>,
 }
@@ -185,6 +187,7 @@ impl CryptoStage {
                     handshake_asked: None,
                     rekey_asked_for: None,
                     roam_reported: None,
+                    roaming_validated: false,
                     limits: None,
                 });
                 for net in allowed_ips {
@@ -204,6 +207,14 @@ impl CryptoStage {
                 if let Some(p) = self.peer_mut(peer) {
                     p.endpoint = Some(endpoint);
                     if p.roam_reported.is_some_and(|(a, _)| a == endpoint) {
+                        p.roam_reported = None;
+                    }
+                }
+            }
+            Command::SetRoaming { peer, validated } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    p.roaming_validated = validated;
+                    if !validated {
                         p.roam_reported = None;
                     }
                 }
@@ -449,16 +460,26 @@ impl CryptoStage {
             stats.last_rx_any.store(stamp, Ordering::Relaxed);
             bump(&stats.rx_bytes, meta.len as u64);
             let from = meta.addr;
-            // A packet from an address the control thread has not approved is
-            // authenticated but not delivered; the control thread decides.
-            let approved = peer.endpoint == Some(from);
-            let roamed = !approved
-                && !peer.roam_reported.is_some_and(|(a, t)| {
+            // A standard peer roams at once (WireGuard's semantics): the endpoint follows
+            // every authenticated packet and the control thread is told. For a peer whose
+            // roaming is validated, a packet from an address the control thread has not
+            // approved is authenticated but not delivered; the control thread decides.
+            let moved = peer.endpoint != Some(from);
+            let (approved, roamed) = if !moved {
+                (true, false)
+            } else if !peer.roaming_validated {
+                peer.endpoint = Some(from);
+                bump(&self.counters.roamed, 1);
+                (true, true)
+            } else {
+                let report = !peer.roam_reported.is_some_and(|(a, t)| {
                     a == from && now.saturating_duration_since(t) < ROAM_REPORT_INTERVAL
                 });
-            if roamed {
-                peer.roam_reported = Some((from, now));
-            }
+                if report {
+                    peer.roam_reported = Some((from, now));
+                }
+                (false, report)
+            };
             if wants_rekey {
                 peer.rekey_asked_for = Some(kp_index);
             }
@@ -505,7 +526,9 @@ impl CryptoStage {
                 self.confirm_next(peer_id);
             }
             if roamed {
-                bump(&self.counters.roam_requests, 1);
+                if !approved {
+                    bump(&self.counters.roam_requests, 1);
+                }
                 if !events.emit(Event::EndpointChanged {
                     peer: peer_id,
                     addr: from,

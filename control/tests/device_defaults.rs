@@ -1,0 +1,261 @@
+//! WireGuard-faithful defaults of the control thread, sans-IO on a virtual clock: standard
+//! peers roam at once and are not limited unless configured; the reconnect limit counts per
+//! peer key; degradation leaves a configured PersistentKeepalive alone.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_core::OsRng;
+use veil_control::degradation::{DegradationPolicy, LoadSample};
+use veil_control::device::{Device, PeerSpec, ProtectionConfig};
+use veil_control::migration::MigrationPolicy;
+use veil_control::session::SessionPolicy;
+use veil_control::{PeerHandshake, StaticIdentity};
+use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
+use veil_dataplane::pipeline::ControlDriver;
+use veil_dataplane::priority::Degradation;
+use veil_dataplane::timing::Timing;
+use veil_dataplane::wire::ControlFrame;
+
+const GW_SECRET: [u8; 32] = [0x11; 32];
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Gateway {
+    dev: Device,
+    t0: Instant,
+}
+
+impl Gateway {
+    fn new() -> Self {
+        let t0 = Instant::now();
+        let dev = Device::new(
+            &GW_SECRET,
+            Timing::default(),
+            Epoch::new(t0),
+            (t0, SystemTime::now()),
+            OsRng,
+        );
+        Self { dev, t0 }
+    }
+
+    fn secs(&self, s: u64) -> Instant {
+        self.t0 + Duration::from_secs(s)
+    }
+
+    fn add(
+        &mut self,
+        client_secret: u8,
+        ip: &str,
+        endpoint: Option<&str>,
+        ka: Option<u16>,
+    ) -> PeerId {
+        let client = StaticIdentity::from_secret([client_secret; 32]);
+        self.dev
+            .add_peer(PeerSpec {
+                public_key: *client.public_key(),
+                preshared_key: None,
+                allowed_ips: vec![ip.parse().unwrap()],
+                endpoint: endpoint.map(addr),
+                persistent_keepalive: ka,
+            })
+            .unwrap()
+    }
+
+    /// A real initiation from the client with this secret, sent from `from` at `now`.
+    fn handshake(&mut self, client_secret: u8, from: &str, now: Instant) {
+        let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
+        let client = StaticIdentity::from_secret([client_secret; 32]);
+        let mut hs = PeerHandshake::new(&client, gw_pub, None);
+        let wall = SystemTime::now() + now.saturating_duration_since(self.t0);
+        let init = hs
+            .create_initiation(&client, 7, now, wall, &mut OsRng)
+            .unwrap();
+        self.dev.on_handshake(
+            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
+            now,
+        );
+    }
+
+    fn commands(&mut self) -> Vec<Command> {
+        std::iter::from_fn(|| self.dev.poll_command()).collect()
+    }
+
+    fn event(&mut self, ev: Event, now: Instant) -> Vec<Command> {
+        self.dev.on_event(ev, now);
+        self.commands()
+    }
+
+    fn roam(&mut self, peer: PeerId, to: &str, now: Instant) -> Vec<Command> {
+        self.event(
+            Event::EndpointChanged {
+                peer,
+                addr: addr(to),
+            },
+            now,
+        )
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.dev
+            .counters()
+            .snapshot()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| v)
+    }
+}
+
+fn decided(cmds: &[Command]) -> bool {
+    cmds.iter().any(|c| {
+        matches!(
+            c,
+            Command::SetEndpoint { .. } | Command::RefuseEndpoint { .. }
+        )
+    })
+}
+
+fn roaming(cmds: &[Command]) -> Option<bool> {
+    cmds.iter().find_map(|c| match c {
+        Command::SetRoaming { validated, .. } => Some(*validated),
+        _ => None,
+    })
+}
+
+#[test]
+fn standard_peer_roams_without_a_decision_until_it_speaks_veil() {
+    let mut g = Gateway::new();
+    let peer = g.add(0x22, "10.0.0.2/32", None, None);
+    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    let c = g.commands();
+    assert_eq!(roaming(&c), None, "a standard peer is not validated");
+    assert_eq!(g.counter("sessions_created"), 1);
+    // Six moves, two within a second each: no decision, the endpoint follows.
+    for (i, ms) in [1000u64, 1500, 4000, 4200, 8000, 8100]
+        .into_iter()
+        .enumerate()
+    {
+        let to = format!("198.51.100.{}:6000", i + 1);
+        let c = g.roam(peer, &to, g.t0 + Duration::from_millis(ms));
+        assert!(!decided(&c), "move {i}: {c:?}");
+        assert_eq!(g.dev.peers()[0].endpoint, Some(addr(&to)), "move {i}");
+    }
+    assert_eq!(g.counter("migrations_refused"), 0);
+    // A veil control frame makes it a veil peer: its roaming is validated from then on.
+    let c = g.event(
+        Event::Frame {
+            peer,
+            frame: ControlFrame::MigrationTokenRequest,
+            from: addr("198.51.100.6:6000"),
+        },
+        g.secs(9),
+    );
+    assert_eq!(roaming(&c), Some(true), "{c:?}");
+    let c = g.roam(peer, "198.51.100.7:6000", g.secs(10));
+    assert!(decided(&c), "{c:?}");
+}
+
+#[test]
+fn operator_can_validate_every_peer() {
+    let mut g = Gateway::new();
+    let peer = g.add(0x22, "10.0.0.2/32", None, None);
+    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    g.commands();
+    g.dev.set_policies(
+        SessionPolicy::default(),
+        MigrationPolicy {
+            validate_all_peers: true,
+            ..MigrationPolicy::default()
+        },
+    );
+    assert_eq!(roaming(&g.commands()), Some(true));
+    let c = g.roam(peer, "198.51.100.1:6000", g.secs(1));
+    assert!(
+        c.iter().any(|c| matches!(c, Command::SetEndpoint { .. })),
+        "{c:?}"
+    );
+    // Inside the cooldown: refused.
+    let c = g.roam(peer, "198.51.100.2:6000", g.secs(2));
+    assert!(
+        c.iter()
+            .any(|c| matches!(c, Command::RefuseEndpoint { .. })),
+        "{c:?}"
+    );
+    // A peer added later is validated as well.
+    g.add(0x33, "10.0.0.3/32", None, None);
+    assert_eq!(roaming(&g.commands()), Some(true));
+}
+
+#[test]
+fn clients_are_not_rate_limited_unless_configured() {
+    let mut g = Gateway::new();
+    g.dev.set_protection(ProtectionConfig::default());
+    g.commands();
+    g.add(0x22, "10.0.0.2/32", None, None);
+    let c = g.commands();
+    assert!(
+        !c.iter().any(|c| matches!(c, Command::SetRateLimit { .. })),
+        "{c:?}"
+    );
+    assert_eq!(ProtectionConfig::default().reconnect_limit_per_minute, 0);
+}
+
+#[test]
+fn reconnect_limit_counts_per_peer_key_not_per_source() {
+    let mut g = Gateway::new();
+    g.dev.set_protection(ProtectionConfig {
+        reconnect_limit_per_minute: 1,
+        ..ProtectionConfig::default()
+    });
+    // Five clients behind one NAT address: each is one new session of its own key.
+    for i in 0..5u8 {
+        g.add(0x40 + i, &format!("10.0.1.{}/32", i + 1), None, None);
+    }
+    for i in 0..5u8 {
+        g.handshake(
+            0x40 + i,
+            &format!("203.0.113.7:{}", 40_000 + u16::from(i)),
+            g.secs(1),
+        );
+    }
+    g.commands();
+    assert_eq!(g.counter("sessions_created"), 5);
+    assert_eq!(g.counter("reconnects_refused"), 0);
+}
+
+#[test]
+fn degradation_never_stretches_a_configured_persistent_keepalive() {
+    let mut g = Gateway::new();
+    g.dev.set_protection(ProtectionConfig {
+        degradation: DegradationPolicy {
+            escalation_delay: Duration::ZERO,
+            ..DegradationPolicy::default()
+        },
+        ..ProtectionConfig::default()
+    });
+    g.add(0x22, "10.0.0.2/32", Some("192.0.2.1:51820"), Some(25));
+    let hot = LoadSample {
+        cpu_pct: 95.0,
+        memory_pct: 0.0,
+    };
+    g.dev.on_load_sample(g.t0, hot);
+    assert!(g.dev.degradation() >= Degradation::Light);
+    g.commands();
+    let mut keepalives = vec![];
+    for s in 1..=60u64 {
+        let now = g.secs(s);
+        g.dev.on_load_sample(now, hot);
+        g.dev.on_timeout(now);
+        for c in g.commands() {
+            if matches!(c, Command::SendKeepalive { .. }) {
+                keepalives.push(s);
+            }
+        }
+    }
+    assert!(g.dev.degradation() >= Degradation::Light);
+    // The first at the first tick (nothing was sent yet), then every 25 s, under load too.
+    assert_eq!(keepalives, vec![1, 26, 51]);
+}
