@@ -259,3 +259,59 @@ fn degradation_never_stretches_a_configured_persistent_keepalive() {
     // The first at the first tick (nothing was sent yet), then every 25 s, under load too.
     assert_eq!(keepalives, vec![1, 26, 51]);
 }
+
+#[test]
+fn spoofed_junk_under_load_does_not_lock_out_the_real_client() {
+    let mut g = Gateway::new();
+    g.add(0x22, "10.0.0.2/32", None, None);
+    let victim = "192.0.2.2:5000";
+    let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
+    let client = StaticIdentity::from_secret([0x22; 32]);
+    let mut hs = PeerHandshake::new(&client, gw_pub, None);
+    let wall = |g: &Gateway, now: Instant| SystemTime::now() + now.saturating_duration_since(g.t0);
+    let initiation = |g: &mut Gateway, hs: &mut PeerHandshake, now: Instant| {
+        let init = hs
+            .create_initiation(&client, 7, now, wall(g, now), &mut OsRng)
+            .unwrap();
+        g.dev.on_handshake(
+            HandshakeDatagram::new(&init, addr(victim), None).unwrap(),
+            now,
+        );
+        std::iter::from_fn(|| g.dev.poll_transmit()).collect::<Vec<_>>()
+    };
+    // Under load from the start.
+    g.dev.set_handshake_backlog(1000, g.t0);
+    // The client's first initiation carries no MAC2: a cookie reply comes back.
+    let t0 = g.t0;
+    let replies = initiation(&mut g, &mut hs, t0);
+    assert_eq!(replies.len(), 1);
+    hs.consume_cookie_reply(replies[0].as_bytes(), g.t0)
+        .unwrap();
+    // 200 junk initiations a second with the victim's source address, valid MAC1 (it only
+    // needs the gateway's public key) and no valid MAC2, for a second.
+    let junk_id = StaticIdentity::from_secret([0x99; 32]);
+    for i in 0..200u64 {
+        let now = g.t0 + Duration::from_millis(i * 5);
+        g.dev.set_handshake_backlog(1000, now);
+        let mut junk = PeerHandshake::new(&junk_id, gw_pub, None);
+        let msg = junk
+            .create_initiation(&junk_id, 9, now, wall(&g, now), &mut OsRng)
+            .unwrap();
+        g.dev.on_handshake(
+            HandshakeDatagram::new(&msg, addr(victim), None).unwrap(),
+            now,
+        );
+    }
+    g.commands();
+    assert_eq!(
+        g.counter("handshake_rate_limited"),
+        0,
+        "junk spent the budget"
+    );
+    // The real client, with its cookie, still gets in at once.
+    let now = g.t0 + Duration::from_millis(1001);
+    g.dev.set_handshake_backlog(1000, now);
+    let sent = initiation(&mut g, &mut hs, now);
+    g.commands();
+    assert_eq!(g.counter("sessions_created"), 1, "{sent:?}");
+}

@@ -466,8 +466,16 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         }
         let under_load = self.under_load(now);
-        if !self.admit_initiation(src, now, under_load) {
-            return;
+        // The kernel's order: MAC1, then (under load) MAC2 or a cookie reply, and only then
+        // the per-source limit, so a spoofed source cannot spend the budget of the address
+        // it claims. consume_initiation checks the MACs again (cheap) before any DH work.
+        match self.cookies.check(msg, src, under_load, now) {
+            Ok(()) if under_load && !self.admit_handshake(src, now) => return,
+            Ok(()) | Err(HandshakeError::Mac2Required) => {}
+            Err(e) => {
+                self.count_error(e);
+                return;
+            }
         }
         let outcome = crate::handshake::consume_initiation(
             &self.identity,
@@ -532,6 +540,7 @@ impl<R: CryptoRngCore> Device<R> {
         };
         let under_load = self.under_load(now);
         match self.cookies.check(msg, src, under_load, now) {
+            Ok(()) if under_load && !self.admit_handshake(src, now) => return,
             Ok(()) => {}
             Err(HandshakeError::Mac2Required) => {
                 match self.cookies.create_reply(msg, src, now, &mut self.rng) {
@@ -814,6 +823,7 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     fn on_timeout(&mut self, now: Instant) {
         self.saw(now);
         self.run_timers(now);
+        self.collect_handshake_limit(now);
         self.drain_timer(now);
         self.next_tick = self.compute_deadline(now);
     }

@@ -17,16 +17,23 @@ use super::Device;
 use crate::degradation::{DegradationController, DegradationPolicy, LoadSample};
 use crate::session::Session;
 
-/// Initiations per second accepted from one source address while under load
-/// (halved from Moderate up), and the burst.
+/// Handshake messages per second accepted from one source (an IPv4 address, an IPv6 /64)
+/// while under load (halved from Moderate up), and the burst: the kernel's values. Only
+/// messages whose MAC1 and MAC2 verify are counted, so a spoofed source cannot spend the
+/// budget of the address it claims (MAC2 proves the sender receives at that address).
 pub const INITIATIONS_PER_SEC: f64 = 20.0;
 const INITIATION_BURST: f64 = 5.0;
 
+/// Sources tracked by the handshake limit at most; beyond, a new source is refused (and
+/// counted) until collection frees room: the table never grows past this.
+pub const MAX_LIMITED_SOURCES: usize = 65_536;
+
+/// How often the handshake limit's table is collected, and the idle time after which an
+/// entry goes (its bucket is full again by then).
+const COLLECT_EVERY: Duration = Duration::from_secs(1);
+
 /// The window of the reconnect limit.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
-
-/// Source addresses tracked for the initiation limit before old ones are pruned.
-const MAX_TRACKED_SOURCES: usize = 65_536;
 
 /// Refusals of one kind are logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -67,8 +74,10 @@ impl Default for ProtectionConfig {
 pub(super) struct Protection {
     pub(super) config: ProtectionConfig,
     pub(super) controller: DegradationController,
-    /// Initiation token buckets per source address.
+    /// Handshake token buckets per source ([`limit_key`]).
     buckets: HashMap<IpAddr, TokenBucket>,
+    /// Last collection of `buckets`.
+    collected: Option<Instant>,
     /// Live sessions allowed while Critical.
     session_cap: Option<usize>,
     refusal_logged: Option<Instant>,
@@ -81,6 +90,7 @@ impl Protection {
             config,
             controller,
             buckets: HashMap::new(),
+            collected: None,
             session_cap: None,
             refusal_logged: None,
         }
@@ -98,6 +108,18 @@ impl Protection {
             Some(l) => *l,
             None if we_are_its_client => RateLimit::UNLIMITED,
             None => self.config.default_limit,
+        }
+    }
+}
+
+/// The key of the handshake limit for a source: an IPv4 address, or the /64 of an IPv6 one
+/// (a host usually holds a whole /64), as the kernel does.
+pub fn limit_key(src: SocketAddr) -> IpAddr {
+    match src.ip().to_canonical() {
+        IpAddr::V4(a) => IpAddr::V4(a),
+        IpAddr::V6(a) => {
+            let bits = u128::from(a) & !(u128::from(u64::MAX));
+            IpAddr::V6(bits.into())
         }
     }
 }
@@ -180,32 +202,25 @@ impl<R: CryptoRngCore> Device<R> {
         }
     }
 
-    /// Per-source token bucket for initiations, in force under load and from Moderate up.
-    pub(super) fn admit_initiation(
-        &mut self,
-        src: SocketAddr,
-        now: Instant,
-        under_load: bool,
-    ) -> bool {
-        let level = self.protection.level();
-        if !under_load && level < Degradation::Moderate {
-            return true;
-        }
-        let rate = if level >= Degradation::Moderate {
+    /// Per-source token bucket for handshake messages under load. The caller has verified
+    /// MAC1 and MAC2 (the source is proven): a message from an unproven source gets a cookie
+    /// reply and never reaches this limit.
+    pub(super) fn admit_handshake(&mut self, src: SocketAddr, now: Instant) -> bool {
+        let rate = if self.protection.level() >= Degradation::Moderate {
             INITIATIONS_PER_SEC / 2.0
         } else {
             INITIATIONS_PER_SEC
         };
+        self.collect_handshake_limit(now);
+        let key = limit_key(src);
         let buckets = &mut self.protection.buckets;
-        if buckets.len() >= MAX_TRACKED_SOURCES && !buckets.contains_key(&src.ip()) {
-            // Full buckets are forgotten first: they carry no information.
-            buckets.retain(|_, b| {
-                b.tokens() < INITIATION_BURST
-                    && b.idle_for(now).as_secs_f64() * rate < INITIATION_BURST
-            });
+        if buckets.len() >= MAX_LIMITED_SOURCES && !buckets.contains_key(&key) {
+            // Full: refuse rather than grow (or scan); collection makes room.
+            bump(&self.counters.handshake_rate_limited, 1);
+            return false;
         }
         let bucket = buckets
-            .entry(src.ip())
+            .entry(key)
             .or_insert(TokenBucket::full(INITIATION_BURST));
         bucket.refill(now, rate, INITIATION_BURST);
         if bucket.try_take(1.0) {
@@ -214,6 +229,24 @@ impl<R: CryptoRngCore> Device<R> {
             bump(&self.counters.handshake_rate_limited, 1);
             false
         }
+    }
+
+    /// Forget, once a [`COLLECT_EVERY`], the sources idle for as long (on the control
+    /// thread's timer and on handshakes).
+    pub(super) fn collect_handshake_limit(&mut self, now: Instant) {
+        let p = &mut self.protection;
+        if p.collected
+            .is_some_and(|t| now.saturating_duration_since(t) < COLLECT_EVERY)
+        {
+            return;
+        }
+        p.collected = Some(now);
+        p.buckets.retain(|_, b| b.idle_for(now) < COLLECT_EVERY);
+    }
+
+    /// Sources the handshake limit tracks now.
+    pub fn handshake_limit_sources(&self) -> usize {
+        self.protection.buckets.len()
     }
 
     /// May the peer in `slot`, initiating from `src`, open a new session now?
@@ -269,5 +302,91 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         };
         p.new_sessions.push_back(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::SystemTime;
+
+    use rand_core::OsRng;
+    use veil_dataplane::link::Epoch;
+    use veil_dataplane::timing::Timing;
+
+    use super::*;
+
+    fn device() -> (Device, Instant) {
+        let now = Instant::now();
+        let wall = (now, SystemTime::now());
+        (
+            Device::new(&[7; 32], Timing::default(), Epoch::new(now), wall, OsRng),
+            now,
+        )
+    }
+
+    fn src(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_limit_keys_ipv4_per_address_and_ipv6_per_64() {
+        assert_eq!(limit_key(src("192.0.2.1:1")), limit_key(src("192.0.2.1:2")));
+        assert_ne!(limit_key(src("192.0.2.1:1")), limit_key(src("192.0.2.2:1")));
+        assert_eq!(
+            limit_key(src("[2001:db8:1:2:aaaa::1]:1")),
+            limit_key(src("[2001:db8:1:2:bbbb::9]:1"))
+        );
+        assert_ne!(
+            limit_key(src("[2001:db8:1:2::1]:1")),
+            limit_key(src("[2001:db8:1:3::1]:1"))
+        );
+        // A v4-mapped address is its IPv4 address.
+        assert_eq!(
+            limit_key(src("[::ffff:192.0.2.1]:1")),
+            limit_key(src("192.0.2.1:1"))
+        );
+    }
+
+    #[test]
+    fn a_source_gets_its_burst_shared_by_its_64_then_refills() {
+        let (mut d, t0) = device();
+        for i in 0..5 {
+            assert!(
+                d.admit_handshake(src(&format!("[2001:db8::{i}]:1")), t0),
+                "{i}"
+            );
+        }
+        assert!(!d.admit_handshake(src("[2001:db8::ff]:1"), t0), "same /64");
+        assert!(
+            d.admit_handshake(src("[2001:db8:0:1::1]:1"), t0),
+            "other /64"
+        );
+        assert!(d.admit_handshake(src("192.0.2.1:1"), t0));
+        // 20 a second: one more after 50 ms.
+        assert!(d.admit_handshake(src("[2001:db8::1]:1"), t0 + Duration::from_millis(60)));
+        assert_eq!(d.counters.handshake_rate_limited.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_sources_until_collected() {
+        let (mut d, t0) = device();
+        for i in 0..MAX_LIMITED_SOURCES as u32 {
+            let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            assert!(d.admit_handshake(SocketAddr::new(a.into(), 1), t0));
+        }
+        assert_eq!(d.handshake_limit_sources(), MAX_LIMITED_SOURCES);
+        assert!(
+            !d.admit_handshake(src("192.0.2.1:1"), t0),
+            "refused, not grown"
+        );
+        assert_eq!(d.handshake_limit_sources(), MAX_LIMITED_SOURCES);
+        // A tracked source still gets its budget.
+        assert!(d.admit_handshake(src("10.0.0.1:1"), t0));
+        // The timer collects idle sources; then there is room again.
+        let later = t0 + Duration::from_secs(2);
+        d.collect_handshake_limit(later);
+        assert_eq!(d.handshake_limit_sources(), 0);
+        assert!(d.admit_handshake(src("192.0.2.1:1"), later));
     }
 }
