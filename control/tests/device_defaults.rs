@@ -315,3 +315,75 @@ fn spoofed_junk_under_load_does_not_lock_out_the_real_client() {
     g.commands();
     assert_eq!(g.counter("sessions_created"), 1, "{sent:?}");
 }
+
+#[test]
+fn frames_of_the_wrong_role_are_ignored() {
+    // We are the gateway of this peer: it may not send us a drain notice or a token grant.
+    let mut g = Gateway::new();
+    let peer = g.add(0x22, "10.0.0.2/32", None, None);
+    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    g.commands();
+    for frame in [
+        ControlFrame::DrainNotice { retry_after_ms: 0 },
+        ControlFrame::IdleWarning { seconds_left: 1 },
+    ] {
+        g.event(
+            Event::Frame {
+                peer,
+                frame,
+                from: addr("192.0.2.2:5000"),
+            },
+            g.secs(1),
+        );
+    }
+    assert_eq!(g.counter("frames_wrong_role"), 2);
+    assert_eq!(g.counter("sessions_terminated"), 0);
+    // We are the client of this one (it has an Endpoint): it may not ask us for tokens.
+    let gw = g.add(0x33, "10.0.1.0/24", Some("198.51.100.1:51820"), None);
+    g.commands();
+    let c = g.event(
+        Event::Frame {
+            peer: gw,
+            frame: ControlFrame::MigrationTokenRequest,
+            from: addr("198.51.100.1:51820"),
+        },
+        g.secs(2),
+    );
+    assert!(
+        !c.iter().any(|c| matches!(c, Command::SendFrame { .. })),
+        "{c:?}"
+    );
+    assert_eq!(g.counter("frames_wrong_role"), 3);
+    assert_eq!(g.counter("migration_tokens_granted"), 0);
+}
+
+#[test]
+fn a_drain_notice_cannot_park_a_client_past_five_minutes() {
+    let mut g = Gateway::new();
+    let gw = g.add(0x33, "10.0.1.0/24", Some("198.51.100.1:51820"), None);
+    g.commands();
+    std::iter::from_fn(|| g.dev.poll_transmit()).for_each(drop);
+    g.event(
+        Event::Frame {
+            peer: gw,
+            frame: ControlFrame::DrainNotice {
+                retry_after_ms: u32::MAX,
+            },
+            from: addr("198.51.100.1:51820"),
+        },
+        g.secs(1),
+    );
+    let mut first_retry = None;
+    for s in 2..=400u64 {
+        g.dev.on_timeout(g.secs(s));
+        g.commands();
+        if std::iter::from_fn(|| g.dev.poll_transmit()).count() > 0 {
+            first_retry = Some(s);
+            break;
+        }
+    }
+    assert!(
+        first_retry.is_some_and(|s| (300..=302).contains(&s)),
+        "reconnected at {first_retry:?} s (clamp: 5 minutes after the notice)"
+    );
+}

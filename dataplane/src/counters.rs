@@ -87,6 +87,8 @@ crate::counter_set!(
         drop_expired_key,
         /// Decrypted payload is neither IP, keepalive nor control frame.
         drop_invalid_inner,
+        /// Control frames beyond a peer's frame rate, dropped before they were parsed.
+        drop_frame_rate_limited,
         /// Inner source address outside the sending peer's AllowedIPs.
         drop_source_not_allowed,
         /// No peer's AllowedIPs contain the destination.

@@ -381,3 +381,48 @@ fn expired_keypair_is_not_used() {
         .iter()
         .any(|e| matches!(e, Event::HandshakeNeeded { .. })));
 }
+
+#[test]
+fn control_frames_are_rate_limited_per_peer_before_parsing() {
+    let now = Instant::now();
+    let mut a = side(now, "10.0.0.2/32", B_ADDR);
+    let mut b = side(now, "10.0.0.1/32", A_ADDR);
+    install(&mut a, &mut b, now);
+    let frames_seen = |b: &Side| {
+        b.events
+            .iter()
+            .filter(|e| matches!(e, Event::Frame { .. }))
+            .count()
+    };
+    // 40 frames at once (plus the confirming keepalive): the burst of 20 passes.
+    let flood = |a: &mut Side, b: &mut Side, n: usize, at: Instant| {
+        for _ in 0..n {
+            a.stage.apply(
+                Command::SendFrame {
+                    peer: PeerId(0),
+                    frame: veil_dataplane::wire::ControlFrame::Probe,
+                },
+                at,
+            );
+        }
+        while a.stage.has_originated() {
+            let mut out = Batch::new(Home::Crypto, buffer_size(1420));
+            a.stage.originate(&mut out, at, &mut a.events);
+            let mut wire = carry(&out, A_ADDR);
+            b.stage.process(&mut wire, at, &mut b.events);
+        }
+    };
+    flood(&mut a, &mut b, 40, now);
+    assert_eq!(frames_seen(&b), 20);
+    let limited = |b: &Side| {
+        b.stage
+            .counters()
+            .drop_frame_rate_limited
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(limited(&b), 20);
+    // A second later, ten more fit.
+    flood(&mut a, &mut b, 10, now + Duration::from_secs(1));
+    assert_eq!(frames_seen(&b), 30);
+    assert_eq!(limited(&b), 20);
+}

@@ -65,5 +65,8 @@ veil_dataplane::counter_set!(
         keepalives_requested,
         /// Commands that could not be queued.
         commands_dropped,
+        /// Control frames of a kind the sender's role may not send us (a client's drain
+        /// notice, a gateway's token request, ...): ignored.
+        frames_wrong_role,
             }
 );

@@ -30,6 +30,23 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_CAP: Duration = Duration::from_secs(30);
 
+/// The longest wait a gateway's drain notice can impose on us (`retry_after_ms` is clamped).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// May a peer in this role send us this kind of frame? `client_of`: we are the peer's client
+/// (it is our gateway). Probes and goodbyes go both ways.
+fn valid_for_role(frame: &ControlFrame, client_of: bool) -> bool {
+    match frame {
+        ControlFrame::Probe | ControlFrame::Goodbye { .. } => true,
+        // From a gateway to its client.
+        ControlFrame::IdleWarning { .. }
+        | ControlFrame::DrainNotice { .. }
+        | ControlFrame::MigrationTokenGrant { .. } => client_of,
+        // From a client to its gateway.
+        ControlFrame::MigrationTokenRequest | ControlFrame::Migrate { .. } => !client_of,
+    }
+}
+
 /// A client's reconnect schedule after a drain notice.
 #[derive(Debug, Clone, Copy)]
 pub struct Reconnect {
@@ -199,6 +216,10 @@ impl<R: CryptoRngCore> Device<R> {
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
+        if !valid_for_role(&frame, p.client_of) {
+            bump(&self.counters.frames_wrong_role, 1);
+            return;
+        }
         let peer = p.id;
         match frame {
             ControlFrame::Probe => self.commands.push_back(Command::SendKeepalive { peer }),
@@ -226,7 +247,8 @@ impl<R: CryptoRngCore> Device<R> {
                         p.short
                     );
                 }
-                let wait = Duration::from_millis(u64::from(retry_after_ms)).max(RECONNECT_FIRST);
+                let wait = Duration::from_millis(u64::from(retry_after_ms))
+                    .clamp(RECONNECT_FIRST, MAX_RETRY_AFTER);
                 let jitter = self.jitter();
                 if let Some(p) = self.peers.get_mut(slot) {
                     p.reconnect = Some(Reconnect {

@@ -17,7 +17,7 @@ use crate::counters::{bump, CryptoCounters};
 use crate::crypto::{Keypair, OpenError, SealError};
 use crate::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
 use crate::priority::{Degradation, Priority, PriorityMap, Shedding};
-use crate::ratelimit::DirectionLimiter;
+use crate::ratelimit::{DirectionLimiter, TokenBucket};
 use crate::route::AllowedIps;
 use crate::timing::Timing;
 use crate::wire::{is_control_frame, ControlFrame, Transport, TRANSPORT_HEADER_LEN};
@@ -75,6 +75,8 @@ struct Peer {
     roam_reported: Option<(SocketAddr, Instant)>,
     /// Does a new source address wait for the control thread (`Command::SetRoaming`)?
     roaming_validated: bool,
+    /// Control frames this peer may still hand to the control thread.
+    frames: TokenBucket,
     /// Rate limits: (from the peer, to the peer); `None` when unlimited.
     limits: Option<Box<(DirectionLimiter, DirectionLimiter)>>,
 }
@@ -122,6 +124,12 @@ pub const DEFAULT_HIGH_WATER_PCT: u32 = 75;
 
 /// How often an unanswered or refused new source address is reported again.
 const ROAM_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Control frames per second one peer may have handed to the control thread, and the burst.
+/// A veil peer sends a few a minute; beyond this they are dropped before they are parsed, so
+/// one peer cannot fill the event ring every peer shares.
+pub const FRAMES_PER_SEC: f64 = 10.0;
+const FRAME_BURST: f64 = 20.0;
 
 impl CryptoStage {
     /// An empty stage.
@@ -188,6 +196,7 @@ impl CryptoStage {
                     rekey_asked_for: None,
                     roam_reported: None,
                     roaming_validated: false,
+                    frames: TokenBucket::full(FRAME_BURST),
                     limits: None,
                 });
                 for net in allowed_ips {
@@ -488,17 +497,22 @@ impl CryptoStage {
                 bump(&self.counters.keepalives_received, 1);
             } else if is_control_frame(plain) {
                 bump(&self.counters.frames_received, 1);
-                match ControlFrame::parse(plain) {
-                    Ok(frame) => {
-                        if !events.emit(Event::Frame {
-                            peer: peer_id,
-                            frame,
-                            from,
-                        }) {
-                            bump(&self.counters.drop_event_ring_full, 1);
+                peer.frames.refill(now, FRAMES_PER_SEC, FRAME_BURST);
+                if !peer.frames.try_take(1.0) {
+                    bump(&self.counters.drop_frame_rate_limited, 1);
+                } else {
+                    match ControlFrame::parse(plain) {
+                        Ok(frame) => {
+                            if !events.emit(Event::Frame {
+                                peer: peer_id,
+                                frame,
+                                from,
+                            }) {
+                                bump(&self.counters.drop_event_ring_full, 1);
+                            }
                         }
+                        Err(_) => bump(&self.counters.drop_invalid_inner, 1),
                     }
-                    Err(_) => bump(&self.counters.drop_invalid_inner, 1),
                 }
             } else {
                 match ip_info(plain) {
