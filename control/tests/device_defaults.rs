@@ -387,3 +387,60 @@ fn a_drain_notice_cannot_park_a_client_past_five_minutes() {
         "reconnected at {first_retry:?} s (clamp: 5 minutes after the notice)"
     );
 }
+
+#[test]
+fn initiations_follow_a_wall_clock_set_after_start() {
+    // A gateway that already saw this client's timestamps of the real time.
+    let mut g = Gateway::new();
+    g.add(0x22, "10.0.0.2/32", None, None);
+    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    g.commands();
+    assert_eq!(g.counter("sessions_created"), 1);
+    // The client was started before NTP: its wall clock read 2001.
+    let t0 = g.t0;
+    let stale = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let mut client = Device::new(
+        &[0x22; 32],
+        Timing::default(),
+        Epoch::new(t0),
+        (t0, stale),
+        OsRng,
+    );
+    let gw_peer = client
+        .add_peer(PeerSpec {
+            public_key: *StaticIdentity::from_secret(GW_SECRET).public_key(),
+            preshared_key: None,
+            allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
+            endpoint: Some(addr("198.51.100.1:51820")),
+            persistent_keepalive: None,
+        })
+        .unwrap();
+    let forward = |client: &mut Device, g: &mut Gateway, now: Instant| {
+        for d in std::iter::from_fn(|| client.poll_transmit()) {
+            g.dev.on_handshake(
+                HandshakeDatagram::new(d.as_bytes(), addr("192.0.2.2:5000"), None).unwrap(),
+                now,
+            );
+        }
+        g.commands();
+    };
+    let at = g.secs(1);
+    client.on_event(Event::HandshakeNeeded { peer: gw_peer }, at);
+    forward(&mut client, &mut g, at);
+    assert_eq!(
+        g.counter("handshake_replayed"),
+        1,
+        "a stale timestamp is refused"
+    );
+    // NTP sets the clock; the next tick passes it in and the retry's timestamp is current.
+    let at = g.secs(7);
+    client.observe_wall_clock(at, SystemTime::now() + Duration::from_secs(7));
+    client.on_timeout(at);
+    forward(&mut client, &mut g, at);
+    assert_eq!(g.counter("handshake_replayed"), 1);
+    assert_eq!(
+        g.counter("handshakes_completed_responder"),
+        2,
+        "the retry is accepted"
+    );
+}

@@ -129,6 +129,8 @@ impl ControlDriver for ControlShell {
     }
     fn on_timeout(&mut self, now: Instant) {
         self.check_sources(now);
+        self.device
+            .observe_wall_clock(now, std::time::SystemTime::now());
         if let Some(sample) = self.load.sample(now) {
             self.device.on_load_sample(now, sample);
         }

@@ -279,7 +279,17 @@ impl<R: CryptoRngCore> Device<R> {
         self.last_now = self.last_now.max(now);
     }
 
-    /// Wall time at `now`, from the anchor taken when the device was built.
+    /// The wall clock read at `now` (the shell passes it in, about once a second). When it is
+    /// ahead of the time the anchor gives (a gateway started before NTP set the clock), the
+    /// anchor moves to it, so TAI64N timestamps are never behind the wall clock; a clock
+    /// stepped back is not followed (timestamps must keep increasing for our peers).
+    pub fn observe_wall_clock(&mut self, now: Instant, wall: SystemTime) {
+        if wall > self.wall_time(now) {
+            self.wall_anchor = (now, wall);
+        }
+    }
+
+    /// Wall time at `now`, from the anchor (see [`Device::observe_wall_clock`]).
     fn wall_time(&self, now: Instant) -> SystemTime {
         let (at, wall) = self.wall_anchor;
         match now.checked_duration_since(at) {
