@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{client_addr, later, wall, Pair, TestRng};
-use veil_control::handshake::{COOKIE_LIFETIME, COOKIE_SECRET_LIFETIME};
+use veil_control::handshake::COOKIE_SECRET_LIFETIME;
 use veil_control::{
     consume_initiation, CookieChecker, HandshakeError, InitiationOutcome, ValidInitiation,
 };
