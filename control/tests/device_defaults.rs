@@ -3,7 +3,6 @@
 //! peer key; degradation leaves a configured PersistentKeepalive alone.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand_core::OsRng;
@@ -18,11 +17,8 @@ use veil_dataplane::priority::Degradation;
 use veil_dataplane::timing::Timing;
 use veil_dataplane::wire::ControlFrame;
 
-const GW_SECRET: [u8; 32] = [0x11; 32];
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+mod common;
+use common::device::{addr, commands, counter, event, send_initiation, GW_SECRET};
 
 struct Gateway {
     dev: Device,
@@ -40,10 +36,6 @@ impl Gateway {
             OsRng,
         );
         Self { dev, t0 }
-    }
-
-    fn secs(&self, s: u64) -> Instant {
-        self.t0 + Duration::from_secs(s)
     }
 
     fn add(
@@ -67,30 +59,12 @@ impl Gateway {
 
     /// A real initiation from the client with this secret, sent from `from` at `now`.
     fn handshake(&mut self, client_secret: u8, from: &str, now: Instant) {
-        let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
-        let client = StaticIdentity::from_secret([client_secret; 32]);
-        let mut hs = PeerHandshake::new(&client, gw_pub, None);
-        let wall = SystemTime::now() + now.saturating_duration_since(self.t0);
-        let init = hs
-            .create_initiation(&client, 7, now, wall, &mut OsRng)
-            .unwrap();
-        self.dev.on_handshake(
-            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
-            now,
-        );
-    }
-
-    fn commands(&mut self) -> Vec<Command> {
-        std::iter::from_fn(|| self.dev.poll_command()).collect()
-    }
-
-    fn event(&mut self, ev: Event, now: Instant) -> Vec<Command> {
-        self.dev.on_event(ev, now);
-        self.commands()
+        send_initiation(&mut self.dev, [client_secret; 32], from, self.t0, now);
     }
 
     fn roam(&mut self, peer: PeerId, to: &str, now: Instant) -> Vec<Command> {
-        self.event(
+        event(
+            &mut self.dev,
             Event::EndpointChanged {
                 peer,
                 addr: addr(to),
@@ -100,13 +74,12 @@ impl Gateway {
     }
 
     fn counter(&self, name: &str) -> u64 {
-        self.dev
-            .counters()
-            .snapshot()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, v)| v)
+        counter(&self.dev, name)
     }
+}
+
+fn secs(t0: Instant, s: u64) -> Instant {
+    t0 + Duration::from_secs(s)
 }
 
 fn decided(cmds: &[Command]) -> bool {
@@ -130,7 +103,7 @@ fn standard_peer_roams_without_a_decision_until_it_speaks_veil() {
     let mut g = Gateway::new();
     let peer = g.add(0x22, "10.0.0.2/32", None, None);
     g.handshake(0x22, "192.0.2.2:5000", g.t0);
-    let c = g.commands();
+    let c = commands(&mut g.dev);
     assert_eq!(roaming(&c), None, "a standard peer is not validated");
     assert_eq!(g.counter("sessions_created"), 1);
     // Six moves, two within a second each: no decision, the endpoint follows.
@@ -145,16 +118,17 @@ fn standard_peer_roams_without_a_decision_until_it_speaks_veil() {
     }
     assert_eq!(g.counter("migrations_refused"), 0);
     // A veil control frame makes it a veil peer: its roaming is validated from then on.
-    let c = g.event(
+    let c = event(
+        &mut g.dev,
         Event::Frame {
             peer,
             frame: ControlFrame::MigrationTokenRequest,
             from: addr("198.51.100.6:6000"),
         },
-        g.secs(9),
+        secs(g.t0, 9),
     );
     assert_eq!(roaming(&c), Some(true), "{c:?}");
-    let c = g.roam(peer, "198.51.100.7:6000", g.secs(10));
+    let c = g.roam(peer, "198.51.100.7:6000", secs(g.t0, 10));
     assert!(decided(&c), "{c:?}");
 }
 
@@ -163,7 +137,7 @@ fn operator_can_validate_every_peer() {
     let mut g = Gateway::new();
     let peer = g.add(0x22, "10.0.0.2/32", None, None);
     g.handshake(0x22, "192.0.2.2:5000", g.t0);
-    g.commands();
+    commands(&mut g.dev);
     g.dev.set_policies(
         SessionPolicy::default(),
         MigrationPolicy {
@@ -171,14 +145,14 @@ fn operator_can_validate_every_peer() {
             ..MigrationPolicy::default()
         },
     );
-    assert_eq!(roaming(&g.commands()), Some(true));
-    let c = g.roam(peer, "198.51.100.1:6000", g.secs(1));
+    assert_eq!(roaming(&commands(&mut g.dev)), Some(true));
+    let c = g.roam(peer, "198.51.100.1:6000", secs(g.t0, 1));
     assert!(
         c.iter().any(|c| matches!(c, Command::SetEndpoint { .. })),
         "{c:?}"
     );
     // Inside the cooldown: refused.
-    let c = g.roam(peer, "198.51.100.2:6000", g.secs(2));
+    let c = g.roam(peer, "198.51.100.2:6000", secs(g.t0, 2));
     assert!(
         c.iter()
             .any(|c| matches!(c, Command::RefuseEndpoint { .. })),
@@ -186,16 +160,16 @@ fn operator_can_validate_every_peer() {
     );
     // A peer added later is validated as well.
     g.add(0x33, "10.0.0.3/32", None, None);
-    assert_eq!(roaming(&g.commands()), Some(true));
+    assert_eq!(roaming(&commands(&mut g.dev)), Some(true));
 }
 
 #[test]
 fn clients_are_not_rate_limited_unless_configured() {
     let mut g = Gateway::new();
     g.dev.set_protection(ProtectionConfig::default());
-    g.commands();
+    commands(&mut g.dev);
     g.add(0x22, "10.0.0.2/32", None, None);
-    let c = g.commands();
+    let c = commands(&mut g.dev);
     assert!(
         !c.iter().any(|c| matches!(c, Command::SetRateLimit { .. })),
         "{c:?}"
@@ -218,10 +192,10 @@ fn reconnect_limit_counts_per_peer_key_not_per_source() {
         g.handshake(
             0x40 + i,
             &format!("203.0.113.7:{}", 40_000 + u16::from(i)),
-            g.secs(1),
+            secs(g.t0, 1),
         );
     }
-    g.commands();
+    commands(&mut g.dev);
     assert_eq!(g.counter("sessions_created"), 5);
     assert_eq!(g.counter("reconnects_refused"), 0);
 }
@@ -243,13 +217,13 @@ fn degradation_never_stretches_a_configured_persistent_keepalive() {
     };
     g.dev.on_load_sample(g.t0, hot);
     assert!(g.dev.degradation() >= Degradation::Light);
-    g.commands();
+    commands(&mut g.dev);
     let mut keepalives = vec![];
     for s in 1..=60u64 {
-        let now = g.secs(s);
+        let now = secs(g.t0, s);
         g.dev.on_load_sample(now, hot);
         g.dev.on_timeout(now);
-        for c in g.commands() {
+        for c in commands(&mut g.dev) {
             if matches!(c, Command::SendKeepalive { .. }) {
                 keepalives.push(s);
             }
@@ -302,7 +276,7 @@ fn spoofed_junk_under_load_does_not_lock_out_the_real_client() {
             now,
         );
     }
-    g.commands();
+    commands(&mut g.dev);
     assert_eq!(
         g.counter("handshake_rate_limited"),
         0,
@@ -312,7 +286,7 @@ fn spoofed_junk_under_load_does_not_lock_out_the_real_client() {
     let now = g.t0 + Duration::from_millis(1001);
     g.dev.set_handshake_backlog(1000, now);
     let sent = initiation(&mut g, &mut hs, now);
-    g.commands();
+    commands(&mut g.dev);
     assert_eq!(g.counter("sessions_created"), 1, "{sent:?}");
 }
 
@@ -322,32 +296,34 @@ fn frames_of_the_wrong_role_are_ignored() {
     let mut g = Gateway::new();
     let peer = g.add(0x22, "10.0.0.2/32", None, None);
     g.handshake(0x22, "192.0.2.2:5000", g.t0);
-    g.commands();
+    commands(&mut g.dev);
     for frame in [
         ControlFrame::DrainNotice { retry_after_ms: 0 },
         ControlFrame::IdleWarning { seconds_left: 1 },
     ] {
-        g.event(
+        event(
+            &mut g.dev,
             Event::Frame {
                 peer,
                 frame,
                 from: addr("192.0.2.2:5000"),
             },
-            g.secs(1),
+            secs(g.t0, 1),
         );
     }
     assert_eq!(g.counter("frames_wrong_role"), 2);
     assert_eq!(g.counter("sessions_terminated"), 0);
     // We are the client of this one (it has an Endpoint): it may not ask us for tokens.
     let gw = g.add(0x33, "10.0.1.0/24", Some("198.51.100.1:51820"), None);
-    g.commands();
-    let c = g.event(
+    commands(&mut g.dev);
+    let c = event(
+        &mut g.dev,
         Event::Frame {
             peer: gw,
             frame: ControlFrame::MigrationTokenRequest,
             from: addr("198.51.100.1:51820"),
         },
-        g.secs(2),
+        secs(g.t0, 2),
     );
     assert!(
         !c.iter().any(|c| matches!(c, Command::SendFrame { .. })),
@@ -361,9 +337,10 @@ fn frames_of_the_wrong_role_are_ignored() {
 fn a_drain_notice_cannot_park_a_client_past_five_minutes() {
     let mut g = Gateway::new();
     let gw = g.add(0x33, "10.0.1.0/24", Some("198.51.100.1:51820"), None);
-    g.commands();
+    commands(&mut g.dev);
     std::iter::from_fn(|| g.dev.poll_transmit()).for_each(drop);
-    g.event(
+    event(
+        &mut g.dev,
         Event::Frame {
             peer: gw,
             frame: ControlFrame::DrainNotice {
@@ -371,12 +348,12 @@ fn a_drain_notice_cannot_park_a_client_past_five_minutes() {
             },
             from: addr("198.51.100.1:51820"),
         },
-        g.secs(1),
+        secs(g.t0, 1),
     );
     let mut first_retry = None;
     for s in 2..=400u64 {
-        g.dev.on_timeout(g.secs(s));
-        g.commands();
+        g.dev.on_timeout(secs(g.t0, s));
+        commands(&mut g.dev);
         if std::iter::from_fn(|| g.dev.poll_transmit()).count() > 0 {
             first_retry = Some(s);
             break;
@@ -394,7 +371,7 @@ fn initiations_follow_a_wall_clock_set_after_start() {
     let mut g = Gateway::new();
     g.add(0x22, "10.0.0.2/32", None, None);
     g.handshake(0x22, "192.0.2.2:5000", g.t0);
-    g.commands();
+    commands(&mut g.dev);
     assert_eq!(g.counter("sessions_created"), 1);
     // The client was started before NTP: its wall clock read 2001.
     let t0 = g.t0;
@@ -422,9 +399,9 @@ fn initiations_follow_a_wall_clock_set_after_start() {
                 now,
             );
         }
-        g.commands();
+        commands(&mut g.dev);
     };
-    let at = g.secs(1);
+    let at = secs(g.t0, 1);
     client.on_event(Event::HandshakeNeeded { peer: gw_peer }, at);
     forward(&mut client, &mut g, at);
     assert_eq!(
@@ -433,7 +410,7 @@ fn initiations_follow_a_wall_clock_set_after_start() {
         "a stale timestamp is refused"
     );
     // NTP sets the clock; the next tick passes it in and the retry's timestamp is current.
-    let at = g.secs(7);
+    let at = secs(g.t0, 7);
     client.observe_wall_clock(at, SystemTime::now() + Duration::from_secs(7));
     client.on_timeout(at);
     forward(&mut client, &mut g, at);

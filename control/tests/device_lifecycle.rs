@@ -2,7 +2,6 @@
 //! clock: a real handshake creates the session, then events and time drive it.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,13 +9,15 @@ use rand_core::OsRng;
 use veil_control::device::{Device, PeerSpec};
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
-use veil_control::{PeerHandshake, StaticIdentity};
-use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
+use veil_control::StaticIdentity;
+use veil_dataplane::link::{Command, Epoch, Event, PeerId};
 use veil_dataplane::pipeline::ControlDriver;
 use veil_dataplane::timing::Timing;
 use veil_dataplane::wire::{ControlFrame, MIGRATION_TOKEN_LEN};
 
-const GW_SECRET: [u8; 32] = [0x11; 32];
+mod common;
+use common::device::{addr, commands, counter, event, send_initiation, GW_SECRET};
+
 const CL_SECRET: [u8; 32] = [0x22; 32];
 
 struct Gateway {
@@ -24,10 +25,6 @@ struct Gateway {
     t0: Instant,
     epoch: Epoch,
     peer: PeerId,
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
 }
 
 fn gateway(sessions: SessionPolicy) -> Gateway {
@@ -63,27 +60,15 @@ fn gateway(sessions: SessionPolicy) -> Gateway {
 
 impl Gateway {
     fn handshake(&mut self, now: Instant, from: &str) {
-        let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
-        let client = StaticIdentity::from_secret(CL_SECRET);
-        let mut hs = PeerHandshake::new(&client, gw_pub, None);
-        // Wall time follows the virtual clock, so TAI64N timestamps keep increasing.
-        let wall = SystemTime::now() + now.saturating_duration_since(self.t0);
-        let init = hs
-            .create_initiation(&client, 7, now, wall, &mut OsRng)
-            .unwrap();
-        self.dev.on_handshake(
-            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
-            now,
-        );
+        send_initiation(&mut self.dev, CL_SECRET, from, self.t0, now);
     }
 
     fn commands(&mut self) -> Vec<Command> {
-        std::iter::from_fn(|| self.dev.poll_command()).collect()
+        commands(&mut self.dev)
     }
 
     fn event(&mut self, ev: Event, now: Instant) -> Vec<Command> {
-        self.dev.on_event(ev, now);
-        self.commands()
+        event(&mut self.dev, ev, now)
     }
 
     fn frame(&mut self, frame: ControlFrame, from: &str, now: Instant) -> Vec<Command> {
@@ -130,12 +115,7 @@ impl Gateway {
     }
 
     fn counter(&self, name: &str) -> u64 {
-        self.dev
-            .counters()
-            .snapshot()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, v)| v)
+        counter(&self.dev, name)
     }
 }
 
