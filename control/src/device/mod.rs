@@ -481,6 +481,7 @@ impl<R: CryptoRngCore> Device<R> {
         // it claims. consume_initiation checks the MACs again (cheap) before any DH work.
         match self.cookies.check(msg, src, under_load, now) {
             Ok(()) if under_load && !self.admit_handshake(src, now) => return,
+            Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => return,
             Ok(()) | Err(HandshakeError::Mac2Required) => {}
             Err(e) => {
                 self.count_error(e);
@@ -552,6 +553,7 @@ impl<R: CryptoRngCore> Device<R> {
         match self.cookies.check(msg, src, under_load, now) {
             Ok(()) if under_load && !self.admit_handshake(src, now) => return,
             Ok(()) => {}
+            Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => return,
             Err(HandshakeError::Mac2Required) => {
                 match self.cookies.create_reply(msg, src, now, &mut self.rng) {
                     Ok(reply) => {

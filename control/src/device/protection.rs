@@ -24,6 +24,12 @@ use crate::session::Session;
 pub const INITIATIONS_PER_SEC: f64 = 20.0;
 const INITIATION_BURST: f64 = 5.0;
 
+/// Cookie replies per second sent to one source (IPv4 address, IPv6 /64) under load, and
+/// the burst: a flood from one source costs at most this many replies, while 200 spoofed
+/// packets a second with a victim's address leave its own initiation a reply.
+pub const COOKIE_REPLIES_PER_SEC: f64 = 500.0;
+const COOKIE_REPLY_BURST: f64 = 50.0;
+
 /// Sources tracked by the handshake limit at most; beyond, a new source is refused (and
 /// counted) until collection frees room: the table never grows past this.
 pub const MAX_LIMITED_SOURCES: usize = 65_536;
@@ -76,7 +82,9 @@ pub(super) struct Protection {
     pub(super) controller: DegradationController,
     /// Handshake token buckets per source ([`limit_key`]).
     buckets: HashMap<IpAddr, TokenBucket>,
-    /// Last collection of `buckets`.
+    /// Cookie-reply token buckets per source ([`limit_key`]).
+    reply_buckets: HashMap<IpAddr, TokenBucket>,
+    /// Last collection of `buckets` and `reply_buckets`.
     collected: Option<Instant>,
     /// Live sessions allowed while Critical.
     session_cap: Option<usize>,
@@ -90,6 +98,7 @@ impl Protection {
             config,
             controller,
             buckets: HashMap::new(),
+            reply_buckets: HashMap::new(),
             collected: None,
             session_cap: None,
             refusal_logged: None,
@@ -122,6 +131,23 @@ pub fn limit_key(src: SocketAddr) -> IpAddr {
             IpAddr::V6(bits.into())
         }
     }
+}
+
+/// Take a token from `key`'s bucket in `table` (made full at `burst`); false when the bucket
+/// is short, or when the table is full and `key` not in it (refuse rather than grow).
+fn take(
+    table: &mut HashMap<IpAddr, TokenBucket>,
+    key: IpAddr,
+    rate: f64,
+    burst: f64,
+    now: Instant,
+) -> bool {
+    if table.len() >= MAX_LIMITED_SOURCES && !table.contains_key(&key) {
+        return false;
+    }
+    let bucket = table.entry(key).or_insert(TokenBucket::full(burst));
+    bucket.refill(now, rate, burst);
+    bucket.try_take(1.0)
 }
 
 fn prune(window: &mut VecDeque<Instant>, now: Instant) {
@@ -212,23 +238,30 @@ impl<R: CryptoRngCore> Device<R> {
             INITIATIONS_PER_SEC
         };
         self.collect_handshake_limit(now);
-        let key = limit_key(src);
         let buckets = &mut self.protection.buckets;
-        if buckets.len() >= MAX_LIMITED_SOURCES && !buckets.contains_key(&key) {
-            // Full: refuse rather than grow (or scan); collection makes room.
+        let ok = take(buckets, limit_key(src), rate, INITIATION_BURST, now);
+        if !ok {
             bump(&self.counters.handshake_rate_limited, 1);
-            return false;
         }
-        let bucket = buckets
-            .entry(key)
-            .or_insert(TokenBucket::full(INITIATION_BURST));
-        bucket.refill(now, rate, INITIATION_BURST);
-        if bucket.try_take(1.0) {
-            true
-        } else {
-            bump(&self.counters.handshake_rate_limited, 1);
-            false
+        ok
+    }
+
+    /// May a cookie reply go to `src` now (under load, MAC1 valid, MAC2 not)? Bounds what a
+    /// flood costs: beyond the rate the message is dropped, counted, and never reaches Noise.
+    pub(super) fn admit_cookie_reply(&mut self, src: SocketAddr, now: Instant) -> bool {
+        self.collect_handshake_limit(now);
+        let table = &mut self.protection.reply_buckets;
+        let ok = take(
+            table,
+            limit_key(src),
+            COOKIE_REPLIES_PER_SEC,
+            COOKIE_REPLY_BURST,
+            now,
+        );
+        if !ok {
+            bump(&self.counters.cookie_replies_limited, 1);
         }
+        ok
     }
 
     /// Forget, once a [`COLLECT_EVERY`], the sources idle for as long (on the control
@@ -242,6 +275,8 @@ impl<R: CryptoRngCore> Device<R> {
         }
         p.collected = Some(now);
         p.buckets.retain(|_, b| b.idle_for(now) < COLLECT_EVERY);
+        p.reply_buckets
+            .retain(|_, b| b.idle_for(now) < COLLECT_EVERY);
     }
 
     /// Sources the handshake limit tracks now.
@@ -366,6 +401,25 @@ mod tests {
         // 20 a second: one more after 50 ms.
         assert!(d.admit_handshake(src("[2001:db8::1]:1"), t0 + Duration::from_millis(60)));
         assert_eq!(d.counters.handshake_rate_limited.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn cookie_replies_to_one_source_are_bounded() {
+        let (mut d, t0) = device();
+        let sent = (0..1000)
+            .filter(|_| d.admit_cookie_reply(src("192.0.2.9:1"), t0))
+            .count();
+        assert_eq!(sent, 50, "the burst, then nothing more at once");
+        assert_eq!(
+            d.counters.cookie_replies_limited.load(Ordering::Relaxed),
+            950
+        );
+        assert!(
+            d.admit_cookie_reply(src("192.0.2.10:1"), t0),
+            "another source"
+        );
+        // 500 a second: one more after 2 ms.
+        assert!(d.admit_cookie_reply(src("192.0.2.9:1"), t0 + Duration::from_millis(3)));
     }
 
     #[test]
