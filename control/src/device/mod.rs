@@ -479,6 +479,9 @@ impl<R: CryptoRngCore> Device<R> {
         // The kernel's order: MAC1, then (under load) MAC2 or a cookie reply, and only then
         // the per-source limit, so a spoofed source cannot spend the budget of the address
         // it claims. consume_initiation checks the MACs again (cheap) before any DH work.
+        if under_load && !self.flood_prefilter(src, now) {
+            return;
+        }
         match self.cookies.check(msg, src, under_load, now) {
             Ok(()) if under_load && !self.admit_handshake(src, now) => return,
             Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => return,
@@ -550,6 +553,9 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         };
         let under_load = self.under_load(now);
+        if under_load && !self.flood_prefilter(src, now) {
+            return;
+        }
         match self.cookies.check(msg, src, under_load, now) {
             Ok(()) if under_load && !self.admit_handshake(src, now) => return,
             Ok(()) => {}

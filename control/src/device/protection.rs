@@ -264,6 +264,21 @@ impl<R: CryptoRngCore> Device<R> {
         ok
     }
 
+    /// Under load, before any MAC work: has `src` cookie replies left? A source that spent
+    /// them (a flood) has its further messages dropped for the price of a table lookup,
+    /// counted in `cookie_replies_limited`, until its budget refills.
+    pub(super) fn flood_prefilter(&mut self, src: SocketAddr, now: Instant) -> bool {
+        let Some(bucket) = self.protection.reply_buckets.get_mut(&limit_key(src)) else {
+            return true;
+        };
+        bucket.refill(now, COOKIE_REPLIES_PER_SEC, COOKIE_REPLY_BURST);
+        let left = bucket.has(1.0);
+        if !left {
+            bump(&self.counters.cookie_replies_limited, 1);
+        }
+        left
+    }
+
     /// Forget, once a [`COLLECT_EVERY`], the sources idle for as long (on the control
     /// thread's timer and on handshakes).
     pub(super) fn collect_handshake_limit(&mut self, now: Instant) {
@@ -414,6 +429,9 @@ mod tests {
             d.counters.cookie_replies_limited.load(Ordering::Relaxed),
             950
         );
+        // Its next messages are dropped before any MAC work; other sources are not.
+        assert!(!d.flood_prefilter(src("192.0.2.9:2"), t0));
+        assert!(d.flood_prefilter(src("192.0.2.11:1"), t0));
         assert!(
             d.admit_cookie_reply(src("192.0.2.10:1"), t0),
             "another source"
