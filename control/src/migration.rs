@@ -26,6 +26,9 @@ pub struct MigrationPolicy {
     pub max_per_session: u32,
     /// Least time between two migrations without a token (10 s).
     pub cooldown: Duration,
+    /// Validate the migrations of standard WireGuard peers too (false: they roam at once on
+    /// any authenticated packet, as with WireGuard; veil peers are always validated).
+    pub validate_all_peers: bool,
 }
 
 impl Default for MigrationPolicy {
@@ -35,6 +38,7 @@ impl Default for MigrationPolicy {
             token_ttl: Duration::from_secs(300),
             max_per_session: 5,
             cooldown: Duration::from_secs(10),
+            validate_all_peers: false,
         }
     }
 }

@@ -2,7 +2,6 @@
 //! clock: a real handshake creates the session, then events and time drive it.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,13 +9,15 @@ use rand_core::OsRng;
 use veil_control::device::{Device, PeerSpec};
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
-use veil_control::{PeerHandshake, StaticIdentity};
-use veil_dataplane::link::{Command, Epoch, Event, HandshakeDatagram, PeerId};
+use veil_control::StaticIdentity;
+use veil_dataplane::link::{Command, Epoch, Event, PeerId};
 use veil_dataplane::pipeline::ControlDriver;
 use veil_dataplane::timing::Timing;
 use veil_dataplane::wire::{ControlFrame, MIGRATION_TOKEN_LEN};
 
-const GW_SECRET: [u8; 32] = [0x11; 32];
+mod common;
+use common::device::{addr, commands, counter, event, send_initiation, GW_SECRET};
+
 const CL_SECRET: [u8; 32] = [0x22; 32];
 
 struct Gateway {
@@ -24,10 +25,6 @@ struct Gateway {
     t0: Instant,
     epoch: Epoch,
     peer: PeerId,
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
 }
 
 fn gateway(sessions: SessionPolicy) -> Gateway {
@@ -63,27 +60,15 @@ fn gateway(sessions: SessionPolicy) -> Gateway {
 
 impl Gateway {
     fn handshake(&mut self, now: Instant, from: &str) {
-        let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
-        let client = StaticIdentity::from_secret(CL_SECRET);
-        let mut hs = PeerHandshake::new(&client, gw_pub, None);
-        // Wall time follows the virtual clock, so TAI64N timestamps keep increasing.
-        let wall = SystemTime::now() + now.saturating_duration_since(self.t0);
-        let init = hs
-            .create_initiation(&client, 7, now, wall, &mut OsRng)
-            .unwrap();
-        self.dev.on_handshake(
-            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
-            now,
-        );
+        send_initiation(&mut self.dev, CL_SECRET, from, self.t0, now);
     }
 
     fn commands(&mut self) -> Vec<Command> {
-        std::iter::from_fn(|| self.dev.poll_command()).collect()
+        commands(&mut self.dev)
     }
 
     fn event(&mut self, ev: Event, now: Instant) -> Vec<Command> {
-        self.dev.on_event(ev, now);
-        self.commands()
+        event(&mut self.dev, ev, now)
     }
 
     fn frame(&mut self, frame: ControlFrame, from: &str, now: Instant) -> Vec<Command> {
@@ -140,12 +125,7 @@ impl Gateway {
     }
 
     fn counter(&self, name: &str) -> u64 {
-        self.dev
-            .counters()
-            .snapshot()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, v)| v)
+        counter(&self.dev, name)
     }
 }
 
@@ -258,8 +238,9 @@ fn idle_session_warns_then_expires_and_a_new_handshake_starts_another() {
     assert_eq!(g.counter("sessions_created"), 2);
 }
 
-#[test]
-fn silent_peer_is_probed_then_expired_within_bound() {
+/// Ticks a gateway whose peer stays silent: (probes sent, when the session ended), in tenths
+/// of a second. A veil peer (it sent a frame) is probed; a standard peer never is.
+fn silent_peer(veil: bool) -> (Vec<u64>, Option<u64>) {
     let sessions = SessionPolicy {
         probe_after: Duration::from_secs(10),
         probe_interval: Duration::from_secs(5),
@@ -267,6 +248,9 @@ fn silent_peer_is_probed_then_expired_within_bound() {
         ..SessionPolicy::default()
     };
     let mut g = gateway(sessions);
+    if veil {
+        g.frame(ControlFrame::Probe, "192.0.2.2:5000", g.t0);
+    }
     g.commands();
     let mut probes = vec![];
     let mut ended = None;
@@ -286,12 +270,25 @@ fn silent_peer_is_probed_then_expired_within_bound() {
             break;
         }
     }
+    (probes, ended)
+}
+
+#[test]
+fn silent_peer_is_probed_then_expired_within_bound() {
+    let (probes, ended) = silent_peer(true);
     assert_eq!(probes, vec![100, 150]);
     assert_eq!(
         ended,
         Some(200),
         "bound: probe_after + count x interval = 20 s"
     );
+}
+
+#[test]
+fn silent_standard_peer_is_not_probed_and_expires_within_the_same_bound() {
+    let (probes, ended) = silent_peer(false);
+    assert_eq!(probes, Vec::<u64>::new(), "a standard peer was probed");
+    assert_eq!(ended, Some(200));
 }
 
 #[test]

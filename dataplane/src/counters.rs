@@ -104,6 +104,8 @@ crate::counter_set!(
         drop_expired_key,
         /// Decrypted payload is neither IP, keepalive nor control frame.
         drop_invalid_inner,
+        /// Control frames beyond a peer's frame rate, dropped before they were parsed.
+        drop_frame_rate_limited,
         /// Inner source address outside the sending peer's AllowedIPs.
         drop_source_not_allowed,
         /// No peer's AllowedIPs contain the destination.
@@ -118,8 +120,10 @@ crate::counter_set!(
         staged,
         /// Events dropped because the ring to the control thread was full.
         drop_event_ring_full,
-        /// Packets from a new source address (roaming requests raised).
+        /// Packets from a new source address of a peer whose roaming is validated (requests raised).
         roam_requests,
+        /// Endpoint moves of standard peers (at once, on an authenticated packet from a new address).
+        roamed,
         /// Data from a source address the control thread has not approved (migration pending or refused).
         drop_unapproved_source,
         /// Control frames with no session to send them in.

@@ -116,6 +116,16 @@ pub enum Command {
         /// Where it goes.
         role: KeypairRole,
     },
+    /// How the peer roams. Not validated (the default: WireGuard's semantics): an
+    /// authenticated packet from a new address moves the endpoint at once. Validated (veil
+    /// peers, or every peer when the operator asks): data from a new address waits for the
+    /// control thread's `SetEndpoint` or `RefuseEndpoint`.
+    SetRoaming {
+        /// Slot.
+        peer: PeerId,
+        /// Does a new source address wait for the control thread's decision?
+        validated: bool,
+    },
     /// The peer's new source address is refused: keep dropping its packets from there.
     RefuseEndpoint {
         /// Slot.
@@ -177,9 +187,11 @@ pub enum Event {
         /// Slot.
         peer: PeerId,
     },
-    /// An authenticated packet came from a new address. Data from there is not
-    /// delivered until the control thread answers with `SetEndpoint` (accepted) or
-    /// `RefuseEndpoint`; the event repeats at most once a second while unanswered.
+    /// An authenticated packet came from a new address. For a peer whose roaming is
+    /// validated, data from there is not delivered until the control thread answers with
+    /// `SetEndpoint` (accepted) or `RefuseEndpoint`, and the event repeats at most once a
+    /// second while unanswered; for any other peer the endpoint has moved already and the
+    /// event only tells the control thread.
     EndpointChanged {
         /// Slot.
         peer: PeerId,

@@ -8,7 +8,7 @@
 //! 5 s, restarted by every violation): during it the bucket's capacity is the
 //! plain rate (burst factor 1), so a client that abuses its burst loses it
 //! until it has behaved for the whole penalty period. Sustained traffic at or
-//! below the rate is never affected.
+//! below the rate is never affected. Nothing is limited unless configured.
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,10 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// The reliability guide's defaults: 100 Mb/s, 10 000 packets/s, burst 1.5, penalty 5 s.
-    pub const DEFAULT: RateLimit = RateLimit {
+    /// The reliability guide's production values (100 Mb/s, 10 000 packets/s, burst 1.5,
+    /// penalty 5 s): an example, as in `examples/veil-server.conf`. No limit applies unless
+    /// configured; the burst factor and penalty of a configured limit default to these.
+    pub const GUIDE: RateLimit = RateLimit {
         bytes_per_sec: 100 * 125_000,
         packets_per_sec: 10_000,
         burst_factor: 1.5,

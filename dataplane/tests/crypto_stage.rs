@@ -243,9 +243,52 @@ fn staged_until_handshake_then_flushed() {
 }
 
 #[test]
-fn roaming_waits_for_approval() {
+fn standard_peer_roams_at_once() {
     let now = Instant::now();
     let (mut a, mut b) = installed(now);
+    for (i, new_addr) in ["198.51.100.9:4000", "198.51.100.10:4000", B_ADDR]
+        .into_iter()
+        .enumerate()
+    {
+        let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
+        a.stage.process(&mut batch, now, &mut a.events);
+        let mut wire = carry(&batch, new_addr);
+        b.stage.process(&mut wire, now, &mut b.events);
+        assert_eq!(
+            delivered(&wire),
+            1,
+            "move {i}: the first packet is delivered"
+        );
+        let told = b.events.iter().any(
+            |e| matches!(e, Event::EndpointChanged { addr, .. } if addr.to_string() == new_addr),
+        );
+        assert!(told, "move {i}: the control thread is told");
+        // Our next packet goes to the new address.
+        let mut out = tun_batch(&[ipv4([10, 0, 0, 2], [10, 0, 0, 1], 10)]);
+        b.stage.process(&mut out, now, &mut b.events);
+        let sent_to: Vec<String> = (0..out.len)
+            .filter_map(|i| out.packet(i))
+            .filter(|(_, m)| m.action == Action::Udp)
+            .map(|(_, m)| m.addr.to_string())
+            .collect();
+        assert_eq!(sent_to, vec![new_addr.to_string()], "move {i}");
+    }
+    let counters = b.stage.counters();
+    assert_eq!(counters.drop_unapproved_source.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.roamed.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn validated_roaming_waits_for_approval() {
+    let now = Instant::now();
+    let (mut a, mut b) = installed(now);
+    b.stage.apply(
+        Command::SetRoaming {
+            peer: PeerId(0),
+            validated: true,
+        },
+        now,
+    );
     let new_addr = "198.51.100.9:4000";
     let send = |a: &mut Side, b: &mut Side, at: Instant| {
         let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10);
@@ -341,4 +384,47 @@ fn expired_keypair_is_not_used() {
         .events
         .iter()
         .any(|e| matches!(e, Event::HandshakeNeeded { .. })));
+}
+
+#[test]
+fn control_frames_are_rate_limited_per_peer_before_parsing() {
+    let now = Instant::now();
+    let (mut a, mut b) = installed(now);
+    let frames_seen = |b: &Side| {
+        b.events
+            .iter()
+            .filter(|e| matches!(e, Event::Frame { .. }))
+            .count()
+    };
+    // 40 frames at once (plus the confirming keepalive): the burst of 20 passes.
+    let flood = |a: &mut Side, b: &mut Side, n: usize, at: Instant| {
+        for _ in 0..n {
+            a.stage.apply(
+                Command::SendFrame {
+                    peer: PeerId(0),
+                    frame: veil_dataplane::wire::ControlFrame::Probe,
+                },
+                at,
+            );
+        }
+        while a.stage.has_originated() {
+            let mut out = Batch::new(Home::Crypto, buffer_size(1420));
+            a.stage.originate(&mut out, at, &mut a.events);
+            let mut wire = carry(&out, A_ADDR);
+            b.stage.process(&mut wire, at, &mut b.events);
+        }
+    };
+    flood(&mut a, &mut b, 40, now);
+    assert_eq!(frames_seen(&b), 20);
+    let limited = |b: &Side| {
+        b.stage
+            .counters()
+            .drop_frame_rate_limited
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(limited(&b), 20);
+    // A second later, ten more fit.
+    flood(&mut a, &mut b, 10, now + Duration::from_secs(1));
+    assert_eq!(frames_seen(&b), 30);
+    assert_eq!(limited(&b), 20);
 }

@@ -18,7 +18,8 @@ fn parse_dscp_list(text: &str) -> Result<u8, ValueProblem> {
         .map_err(|_| ValueProblem::OutOfRange { min: 0, max: 63 })
 }
 
-/// `[rate_limiting]` as written; missing keys take the reliability guide's defaults.
+/// `[rate_limiting]` as written; a missing rate is unlimited (WireGuard's semantics), a
+/// missing burst factor or penalty takes the reliability guide's value.
 #[derive(Default)]
 pub(super) struct RateLimitingDraft {
     bandwidth_mbps: Option<u32>,
@@ -32,23 +33,30 @@ impl Section for RateLimitingDraft {
     const NAME: &'static str = "rate_limiting";
     #[rustfmt::skip]
     const KEYS: &'static [KeySpec<Self>] = &[
-        KeySpec::once("per_client_bandwidth_mbps", "bandwidth", "Mb/s per client and direction 0..=100000 (0: unlimited); default 100", |d, v, _| set(&mut d.bandwidth_mbps, parse_number(v, 0, 100_000).map(Some))),
-        KeySpec::once("per_client_pps", "packet rate", "packets/s per client and direction 0..=100000000 (0: unlimited); default 10000", |d, v, _| set(&mut d.pps, parse_number(v, 0, 100_000_000).map(Some))),
+        KeySpec::once("per_client_bandwidth_mbps", "bandwidth", "Mb/s per client and direction 0..=100000 (0: unlimited); default 0", |d, v, _| set(&mut d.bandwidth_mbps, parse_number(v, 0, 100_000).map(Some))),
+        KeySpec::once("per_client_pps", "packet rate", "packets/s per client and direction 0..=100000000 (0: unlimited); default 0", |d, v, _| set(&mut d.pps, parse_number(v, 0, 100_000_000).map(Some))),
         KeySpec::once("burst_allowance_factor", "factor", "1..=100, e.g. 1.5 (burst capacity = rate x factor); default 1.5", |d, v, _| set(&mut d.burst, parse_factor(v, 1, 100).map(Some))),
-        KeySpec::once("reconnect_limit_per_minute", "limit", "new sessions per minute per peer and per source address 0..=100000 (0: unlimited); default 5", |d, v, _| set(&mut d.reconnect, parse_number(v, 0, 100_000).map(Some))),
+        KeySpec::once("reconnect_limit_per_minute", "limit", "new sessions per minute per peer key 0..=100000 (0: unlimited); default 0", |d, v, _| set(&mut d.reconnect, parse_number(v, 0, 100_000).map(Some))),
         KeySpec::once("rate_limit_penalty_sec", "penalty", "seconds 0..=3600 without burst after a violation; default 5", |d, v, _| set(&mut d.penalty_sec, parse_number(v, 0, 3600).map(Some))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {
         let rl = only_draft(states);
-        let base = RateLimit::DEFAULT;
-        let limit = |mbps: Option<u32>, pps: Option<u32>| RateLimit {
-            bytes_per_sec: mbps.map_or(base.bytes_per_sec, |m| u64::from(m) * 125_000),
-            packets_per_sec: pps.map_or(base.packets_per_sec, u64::from),
-            burst_factor: rl.burst.unwrap_or(base.burst_factor),
-            penalty: rl
-                .penalty_sec
-                .map_or(base.penalty, |s| Duration::from_secs(u64::from(s))),
+        let base = RateLimit::GUIDE;
+        let limit = |mbps: Option<u32>, pps: Option<u32>| {
+            let l = RateLimit {
+                bytes_per_sec: mbps.map_or(0, |m| u64::from(m) * 125_000),
+                packets_per_sec: pps.map_or(0, u64::from),
+                burst_factor: rl.burst.unwrap_or(base.burst_factor),
+                penalty: rl
+                    .penalty_sec
+                    .map_or(base.penalty, |s| Duration::from_secs(u64::from(s))),
+            };
+            if l.is_limited() {
+                l
+            } else {
+                RateLimit::UNLIMITED
+            }
         };
         // Peers are finished before this section (table order), so their overrides are known.
         let overrides = out

@@ -60,6 +60,7 @@ impl Section for MigrationPolicy {
         KeySpec::once("migration_token_ttl_sec", "TTL", "seconds 1..=86400; default 300", |d, v, _| set(&mut d.token_ttl, parse_secs(v, 1, DAY))),
         KeySpec::once("max_migrations_per_session", "count", "0..=1000000; default 5", |d, v, _| set(&mut d.max_per_session, parse_number(v, 0, 1_000_000))),
         KeySpec::once("migration_cooldown_sec", "cooldown", "seconds 0..=86400; default 10", |d, v, _| set(&mut d.cooldown, parse_secs(v, 0, DAY))),
+        KeySpec::once("validate_all_peers", "boolean", "true or false; default false (standard peers roam at once)", |d, v, _| set(&mut d.validate_all_peers, parse_bool(v))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, _: &mut Sink<'_>, out: &mut Parts) {

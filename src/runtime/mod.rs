@@ -384,7 +384,8 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         &mut tx,
     )
     .map_err(StartError::Wire)?;
-    let mut device = ControlShell::new(device, control_ends);
+    let busy = Role::threads(p.threading == Threading::Single).len();
+    let mut device = ControlShell::new(device, control_ends, busy);
     let waiter = IoWaiter {
         udp: udp.handle(),
         tun: tun.clone(),

@@ -30,14 +30,15 @@ pub(super) struct ControlShell {
 const SOURCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ControlShell {
-    pub(super) fn new(device: Device, ends: ControlEnds) -> Self {
+    /// `threads`: how many threads of veil's run (the CPUs it can keep busy).
+    pub(super) fn new(device: Device, ends: ControlEnds, threads: usize) -> Self {
         Self {
             device,
             admin: ends.admin,
             recorders: ends.recorders,
             sources: HashMap::new(),
             next_check: None,
-            load: LoadSampler::new(),
+            load: LoadSampler::new(threads),
         }
     }
 
@@ -68,9 +69,15 @@ struct LoadSampler {
     memory_limit: Option<u64>,
 }
 
+/// The CPUs veil can keep busy: those it may run on, but no more than it has threads (on a
+/// 32-core host four threads can never reach 80 % of the machine). At least one.
+fn usable_cpus(available: usize, threads: usize) -> f64 {
+    available.min(threads).max(1) as f64
+}
+
 impl LoadSampler {
-    fn new() -> Self {
-        let cpus = sys::available_cpus().len().max(1) as f64;
+    fn new(threads: usize) -> Self {
+        let cpus = usable_cpus(sys::available_cpus().len(), threads);
         Self {
             last: None,
             cpus,
@@ -129,6 +136,8 @@ impl ControlDriver for ControlShell {
     }
     fn on_timeout(&mut self, now: Instant) {
         self.check_sources(now);
+        self.device
+            .observe_wall_clock(now, std::time::SystemTime::now());
         if let Some(sample) = self.load.sample(now) {
             self.device.on_load_sample(now, sample);
         }
@@ -157,5 +166,18 @@ impl ControlDriver for ControlShell {
     }
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
         self.device.set_handshake_backlog(queued, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_cpus;
+
+    #[test]
+    fn cpu_use_is_measured_against_the_cpus_veils_threads_can_use() {
+        assert_eq!(usable_cpus(32, 4), 4.0, "pipeline on a big host");
+        assert_eq!(usable_cpus(2, 4), 2.0, "pipeline on a small host");
+        assert_eq!(usable_cpus(16, 1), 1.0, "single-threaded");
+        assert_eq!(usable_cpus(0, 4), 1.0, "affinity unknown");
     }
 }

@@ -65,5 +65,11 @@ veil_dataplane::counter_set!(
         keepalives_requested,
         /// Commands that could not be queued.
         commands_dropped,
+        /// Handshake messages under load with a valid MAC1 and no MAC2, beyond the cookie
+        /// replies one source may get: dropped before any further work.
+        cookie_replies_limited,
+        /// Control frames of a kind the sender's role may not send us (a client's drain
+        /// notice, a gateway's token request, ...): ignored.
+        frames_wrong_role,
             }
 );

@@ -30,6 +30,23 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_CAP: Duration = Duration::from_secs(30);
 
+/// The longest wait a gateway's drain notice can impose on us (`retry_after_ms` is clamped).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// May a peer in this role send us this kind of frame? `client_of`: we are the peer's client
+/// (it is our gateway). Probes and goodbyes go both ways.
+fn valid_for_role(frame: &ControlFrame, client_of: bool) -> bool {
+    match frame {
+        ControlFrame::Probe | ControlFrame::Goodbye { .. } => true,
+        // From a gateway to its client.
+        ControlFrame::IdleWarning { .. }
+        | ControlFrame::DrainNotice { .. }
+        | ControlFrame::MigrationTokenGrant { .. } => client_of,
+        // From a client to its gateway.
+        ControlFrame::MigrationTokenRequest | ControlFrame::Migrate { .. } => !client_of,
+    }
+}
+
 /// A client's reconnect schedule after a drain notice.
 #[derive(Debug, Clone, Copy)]
 pub struct Reconnect {
@@ -166,12 +183,16 @@ impl<R: CryptoRngCore> Device<R> {
                 }
             }
             Due::Probe => {
-                bump(&self.counters.probes_sent, 1);
-                debug!("peer {}: silent; liveness probe", p.short);
-                self.commands.push_back(Command::SendFrame {
-                    peer,
-                    frame: ControlFrame::Probe,
-                });
+                // A standard peer would count a probe as a receive error: only veil peers
+                // are probed; a silent standard peer simply expires.
+                if p.veil_peer {
+                    bump(&self.counters.probes_sent, 1);
+                    debug!("peer {}: silent; liveness probe", p.short);
+                    self.commands.push_back(Command::SendFrame {
+                        peer,
+                        frame: ControlFrame::Probe,
+                    });
+                }
             }
             Due::End(reason) => self.end_session(slot, reason, now),
         }
@@ -188,7 +209,17 @@ impl<R: CryptoRngCore> Device<R> {
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
-        p.veil_peer = true;
+        if !p.veil_peer {
+            p.veil_peer = true;
+            self.set_roaming(slot);
+        }
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
+        if !valid_for_role(&frame, p.client_of) {
+            bump(&self.counters.frames_wrong_role, 1);
+            return;
+        }
         let peer = p.id;
         match frame {
             ControlFrame::Probe => self.commands.push_back(Command::SendKeepalive { peer }),
@@ -216,7 +247,8 @@ impl<R: CryptoRngCore> Device<R> {
                         p.short
                     );
                 }
-                let wait = Duration::from_millis(u64::from(retry_after_ms)).max(RECONNECT_FIRST);
+                let wait = Duration::from_millis(u64::from(retry_after_ms))
+                    .clamp(RECONNECT_FIRST, MAX_RETRY_AFTER);
                 let jitter = self.jitter();
                 if let Some(p) = self.peers.get_mut(slot) {
                     p.reconnect = Some(Reconnect {
@@ -295,11 +327,37 @@ impl<R: CryptoRngCore> Device<R> {
         }
     }
 
+    /// Are the peer's address changes decided by the migration policy? Those of veil peers
+    /// are; those of standard peers only when the operator asks (`validate_all_peers`).
+    pub(super) fn roaming_validated(&self, slot: usize) -> bool {
+        self.migration.validate_all_peers || self.peers.get(slot).is_some_and(|p| p.veil_peer)
+    }
+
+    /// Tell the crypto stage how the peer in `slot` roams.
+    pub(super) fn set_roaming(&mut self, slot: usize) {
+        let validated = self.roaming_validated(slot);
+        if let Some(p) = self.peers.get(slot) {
+            self.commands.push_back(Command::SetRoaming {
+                peer: p.id,
+                validated,
+            });
+        }
+    }
+
     /// An authenticated packet came from a new address.
     pub(super) fn on_roam(&mut self, slot: usize, addr: SocketAddr, now: Instant) {
-        let Some(p) = self.peers.get(slot) else {
+        let validated = self.roaming_validated(slot);
+        let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
+        if !validated {
+            // WireGuard's semantics: the crypto stage moved the endpoint already.
+            if p.endpoint != Some(addr) {
+                debug!("peer {}: roamed to {addr}", p.short);
+                p.endpoint = Some(addr);
+            }
+            return;
+        }
         if p.endpoint == Some(addr) {
             let peer = p.id;
             self.commands.push_back(Command::SetEndpoint {

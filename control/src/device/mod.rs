@@ -279,7 +279,17 @@ impl<R: CryptoRngCore> Device<R> {
         self.last_now = self.last_now.max(now);
     }
 
-    /// Wall time at `now`, from the anchor taken when the device was built.
+    /// The wall clock read at `now` (the shell passes it in, about once a second). When it is
+    /// ahead of the time the anchor gives (a gateway started before NTP set the clock), the
+    /// anchor moves to it, so TAI64N timestamps are never behind the wall clock; a clock
+    /// stepped back is not followed (timestamps must keep increasing for our peers).
+    pub fn observe_wall_clock(&mut self, now: Instant, wall: SystemTime) {
+        if wall > self.wall_time(now) {
+            self.wall_anchor = (now, wall);
+        }
+    }
+
+    /// Wall time at `now`, from the anchor (see [`Device::observe_wall_clock`]).
     fn wall_time(&self, now: Instant) -> SystemTime {
         let (at, wall) = self.wall_anchor;
         match now.checked_duration_since(at) {
@@ -294,6 +304,9 @@ impl<R: CryptoRngCore> Device<R> {
     pub fn set_policies(&mut self, sessions: SessionPolicy, migration: MigrationPolicy) {
         self.sessions = sessions;
         self.migration = migration;
+        for slot in 0..self.peers.len() {
+            self.set_roaming(slot);
+        }
         self.reschedule();
     }
 
@@ -347,6 +360,9 @@ impl<R: CryptoRngCore> Device<R> {
         if limit.is_limited() {
             self.commands
                 .push_back(Command::SetRateLimit { peer: id, limit });
+        }
+        if self.migration.validate_all_peers {
+            self.set_roaming(slot);
         }
         // Persistent keepalive starts the session at once, like wg-quick does.
         if let Some(p) = self.peers.get(slot) {
@@ -460,8 +476,20 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         }
         let under_load = self.under_load(now);
-        if !self.admit_initiation(src, now, under_load) {
+        // The kernel's order: MAC1, then (under load) MAC2 or a cookie reply, and only then
+        // the per-source limit, so a spoofed source cannot spend the budget of the address
+        // it claims. consume_initiation checks the MACs again (cheap) before any DH work.
+        if under_load && !self.flood_prefilter(src, now) {
             return;
+        }
+        match self.cookies.check(msg, src, under_load, now) {
+            Ok(()) if under_load && !self.admit_handshake(src, now) => return,
+            Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => return,
+            Ok(()) | Err(HandshakeError::Mac2Required) => {}
+            Err(e) => {
+                self.count_error(e);
+                return;
+            }
         }
         let outcome = crate::handshake::consume_initiation(
             &self.identity,
@@ -525,8 +553,13 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         };
         let under_load = self.under_load(now);
+        if under_load && !self.flood_prefilter(src, now) {
+            return;
+        }
         match self.cookies.check(msg, src, under_load, now) {
+            Ok(()) if under_load && !self.admit_handshake(src, now) => return,
             Ok(()) => {}
+            Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => return,
             Err(HandshakeError::Mac2Required) => {
                 match self.cookies.create_reply(msg, src, now, &mut self.rng) {
                     Ok(reply) => {
@@ -672,7 +705,6 @@ impl<R: CryptoRngCore> Device<R> {
     fn peer_timers(&mut self, slot: usize, now: Instant) {
         let timing = self.timing;
         let epoch = self.epoch;
-        let stretch = self.timer_stretch();
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
@@ -718,7 +750,7 @@ impl<R: CryptoRngCore> Device<R> {
         }
 
         // Persistent keepalive.
-        if let Some(every) = p.persistent_keepalive.map(|e| e * stretch) {
+        if let Some(every) = p.persistent_keepalive {
             let last = last_tx_any.max(p.keepalive_asked);
             if last.is_none_or(|t| now.saturating_duration_since(t) >= every) {
                 p.keepalive_asked = Some(now);
@@ -809,6 +841,7 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     fn on_timeout(&mut self, now: Instant) {
         self.saw(now);
         self.run_timers(now);
+        self.collect_handshake_limit(now);
         self.drain_timer(now);
         self.next_tick = self.compute_deadline(now);
     }

@@ -17,16 +17,29 @@ use super::Device;
 use crate::degradation::{DegradationController, DegradationPolicy, LoadSample};
 use crate::session::Session;
 
-/// Initiations per second accepted from one source address while under load
-/// (halved from Moderate up), and the burst.
+/// Handshake messages per second accepted from one source (an IPv4 address, an IPv6 /64)
+/// while under load (halved from Moderate up), and the burst: the kernel's values. Only
+/// messages whose MAC1 and MAC2 verify are counted, so a spoofed source cannot spend the
+/// budget of the address it claims (MAC2 proves the sender receives at that address).
 pub const INITIATIONS_PER_SEC: f64 = 20.0;
 const INITIATION_BURST: f64 = 5.0;
 
+/// Cookie replies per second sent to one source (IPv4 address, IPv6 /64) under load, and
+/// the burst: a flood from one source costs at most this many replies, while 200 spoofed
+/// packets a second with a victim's address leave its own initiation a reply.
+pub const COOKIE_REPLIES_PER_SEC: f64 = 500.0;
+const COOKIE_REPLY_BURST: f64 = 50.0;
+
+/// Sources tracked by the handshake limit at most; beyond, a new source is refused (and
+/// counted) until collection frees room: the table never grows past this.
+pub const MAX_LIMITED_SOURCES: usize = 65_536;
+
+/// How often the handshake limit's table is collected, and the idle time after which an
+/// entry goes (its bucket is full again by then).
+const COLLECT_EVERY: Duration = Duration::from_secs(1);
+
 /// The window of the reconnect limit.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
-
-/// Source addresses tracked for the reconnect and initiation limits before old ones are pruned.
-const MAX_TRACKED_SOURCES: usize = 65_536;
 
 /// Refusals of one kind are logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -34,11 +47,12 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Settings of `[rate_limiting]`, `[degradation]` and `[priority]`.
 #[derive(Debug, Clone)]
 pub struct ProtectionConfig {
-    /// Limit for every peer without an override.
+    /// Limit for every client peer without an override (none by default: WireGuard's semantics).
     pub default_limit: RateLimit,
     /// Per-peer limits, by public key.
     pub overrides: HashMap<[u8; 32], RateLimit>,
-    /// New sessions per minute per peer key and per source address (0 = unlimited).
+    /// New sessions per minute per peer key (0 = unlimited, the default). Counted per key, not
+    /// per source address, so clients behind one NAT do not share a budget.
     pub reconnect_limit_per_minute: u32,
     /// The degradation controller's settings.
     pub degradation: DegradationPolicy,
@@ -51,9 +65,9 @@ pub struct ProtectionConfig {
 impl Default for ProtectionConfig {
     fn default() -> Self {
         Self {
-            default_limit: RateLimit::DEFAULT,
+            default_limit: RateLimit::UNLIMITED,
             overrides: HashMap::new(),
-            reconnect_limit_per_minute: 5,
+            reconnect_limit_per_minute: 0,
             degradation: DegradationPolicy::default(),
             priorities: PriorityMap::default(),
             ring_high_water_pct: veil_dataplane::stage::crypto::DEFAULT_HIGH_WATER_PCT,
@@ -66,10 +80,12 @@ impl Default for ProtectionConfig {
 pub(super) struct Protection {
     pub(super) config: ProtectionConfig,
     pub(super) controller: DegradationController,
-    /// New sessions per source address, oldest first.
-    sessions_by_src: HashMap<IpAddr, VecDeque<Instant>>,
-    /// Initiation token buckets per source address.
+    /// Handshake token buckets per source ([`limit_key`]).
     buckets: HashMap<IpAddr, TokenBucket>,
+    /// Cookie-reply token buckets per source ([`limit_key`]).
+    reply_buckets: HashMap<IpAddr, TokenBucket>,
+    /// Last collection of `buckets` and `reply_buckets`.
+    collected: Option<Instant>,
     /// Live sessions allowed while Critical.
     session_cap: Option<usize>,
     refusal_logged: Option<Instant>,
@@ -81,8 +97,9 @@ impl Protection {
         Self {
             config,
             controller,
-            sessions_by_src: HashMap::new(),
             buckets: HashMap::new(),
+            reply_buckets: HashMap::new(),
+            collected: None,
             session_cap: None,
             refusal_logged: None,
         }
@@ -102,6 +119,35 @@ impl Protection {
             None => self.config.default_limit,
         }
     }
+}
+
+/// The key of the handshake limit for a source: an IPv4 address, or the /64 of an IPv6 one
+/// (a host usually holds a whole /64), as the kernel does.
+pub fn limit_key(src: SocketAddr) -> IpAddr {
+    match src.ip().to_canonical() {
+        IpAddr::V4(a) => IpAddr::V4(a),
+        IpAddr::V6(a) => {
+            let bits = u128::from(a) & !(u128::from(u64::MAX));
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+/// Take a token from `key`'s bucket in `table` (made full at `burst`); false when the bucket
+/// is short, or when the table is full and `key` not in it (refuse rather than grow).
+fn take(
+    table: &mut HashMap<IpAddr, TokenBucket>,
+    key: IpAddr,
+    rate: f64,
+    burst: f64,
+    now: Instant,
+) -> bool {
+    if table.len() >= MAX_LIMITED_SOURCES && !table.contains_key(&key) {
+        return false;
+    }
+    let bucket = table.entry(key).or_insert(TokenBucket::full(burst));
+    bucket.refill(now, rate, burst);
+    bucket.try_take(1.0)
 }
 
 fn prune(window: &mut VecDeque<Instant>, now: Instant) {
@@ -172,7 +218,8 @@ impl<R: CryptoRngCore> Device<R> {
             .count()
     }
 
-    /// Multiplier of timer intervals: from Light up, keepalives and timer wake-ups halve.
+    /// Multiplier of the timer cadence: from Light up, timer wake-ups halve. A configured
+    /// PersistentKeepalive is never stretched (a NAT mapping would outlive it).
     pub(super) fn timer_stretch(&self) -> u32 {
         if self.protection.level() >= Degradation::Light {
             2
@@ -181,40 +228,75 @@ impl<R: CryptoRngCore> Device<R> {
         }
     }
 
-    /// Per-source token bucket for initiations, in force under load and from Moderate up.
-    pub(super) fn admit_initiation(
-        &mut self,
-        src: SocketAddr,
-        now: Instant,
-        under_load: bool,
-    ) -> bool {
-        let level = self.protection.level();
-        if !under_load && level < Degradation::Moderate {
-            return true;
-        }
-        let rate = if level >= Degradation::Moderate {
+    /// Per-source token bucket for handshake messages under load. The caller has verified
+    /// MAC1 and MAC2 (the source is proven): a message from an unproven source gets a cookie
+    /// reply and never reaches this limit.
+    pub(super) fn admit_handshake(&mut self, src: SocketAddr, now: Instant) -> bool {
+        let rate = if self.protection.level() >= Degradation::Moderate {
             INITIATIONS_PER_SEC / 2.0
         } else {
             INITIATIONS_PER_SEC
         };
+        self.collect_handshake_limit(now);
         let buckets = &mut self.protection.buckets;
-        if buckets.len() >= MAX_TRACKED_SOURCES && !buckets.contains_key(&src.ip()) {
-            // Full buckets are forgotten first: they carry no information.
-            buckets.retain(|_, b| {
-                b.tokens() < INITIATION_BURST
-                    && b.idle_for(now).as_secs_f64() * rate < INITIATION_BURST
-            });
-        }
-        let bucket = buckets
-            .entry(src.ip())
-            .or_insert(TokenBucket::full(INITIATION_BURST));
-        bucket.refill(now, rate, INITIATION_BURST);
-        if bucket.try_take(1.0) {
-            true
-        } else {
+        let ok = take(buckets, limit_key(src), rate, INITIATION_BURST, now);
+        if !ok {
             bump(&self.counters.handshake_rate_limited, 1);
-            false
         }
+        ok
+    }
+
+    /// May a cookie reply go to `src` now (under load, MAC1 valid, MAC2 not)? Bounds what a
+    /// flood costs: beyond the rate the message is dropped, counted, and never reaches Noise.
+    pub(super) fn admit_cookie_reply(&mut self, src: SocketAddr, now: Instant) -> bool {
+        self.collect_handshake_limit(now);
+        let table = &mut self.protection.reply_buckets;
+        let ok = take(
+            table,
+            limit_key(src),
+            COOKIE_REPLIES_PER_SEC,
+            COOKIE_REPLY_BURST,
+            now,
+        );
+        if !ok {
+            bump(&self.counters.cookie_replies_limited, 1);
+        }
+        ok
+    }
+
+    /// Under load, before any MAC work: has `src` cookie replies left? A source that spent
+    /// them (a flood) has its further messages dropped for the price of a table lookup,
+    /// counted in `cookie_replies_limited`, until its budget refills.
+    pub(super) fn flood_prefilter(&mut self, src: SocketAddr, now: Instant) -> bool {
+        let Some(bucket) = self.protection.reply_buckets.get_mut(&limit_key(src)) else {
+            return true;
+        };
+        bucket.refill(now, COOKIE_REPLIES_PER_SEC, COOKIE_REPLY_BURST);
+        let left = bucket.has(1.0);
+        if !left {
+            bump(&self.counters.cookie_replies_limited, 1);
+        }
+        left
+    }
+
+    /// Forget, once a [`COLLECT_EVERY`], the sources idle for as long (on the control
+    /// thread's timer and on handshakes).
+    pub(super) fn collect_handshake_limit(&mut self, now: Instant) {
+        let p = &mut self.protection;
+        if p.collected
+            .is_some_and(|t| now.saturating_duration_since(t) < COLLECT_EVERY)
+        {
+            return;
+        }
+        p.collected = Some(now);
+        p.buckets.retain(|_, b| b.idle_for(now) < COLLECT_EVERY);
+        p.reply_buckets
+            .retain(|_, b| b.idle_for(now) < COLLECT_EVERY);
+    }
+
+    /// Sources the handshake limit tracks now.
+    pub fn handshake_limit_sources(&self) -> usize {
+        self.protection.buckets.len()
     }
 
     /// May the peer in `slot`, initiating from `src`, open a new session now?
@@ -243,9 +325,7 @@ impl<R: CryptoRngCore> Device<R> {
                 return false;
             };
             prune(&mut p.new_sessions, now);
-            let by_src = self.protection.sessions_by_src.entry(src.ip()).or_default();
-            prune(by_src, now);
-            if limit > 0 && (p.new_sessions.len() >= limit || by_src.len() >= limit) {
+            if limit > 0 && p.new_sessions.len() >= limit {
                 bump(&self.counters.reconnects_refused, 1);
                 Some(format!("more than {limit} new sessions in a minute"))
             } else {
@@ -272,15 +352,113 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         };
         p.new_sessions.push_back(now);
-        if let Some(src) = p.endpoint {
-            let tracked = &mut self.protection.sessions_by_src;
-            if tracked.len() >= MAX_TRACKED_SOURCES && !tracked.contains_key(&src.ip()) {
-                tracked.retain(|_, w| {
-                    w.back()
-                        .is_some_and(|t| now.saturating_duration_since(*t) < RECONNECT_WINDOW)
-                });
-            }
-            tracked.entry(src.ip()).or_default().push_back(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::SystemTime;
+
+    use rand_core::OsRng;
+    use veil_dataplane::link::Epoch;
+    use veil_dataplane::timing::Timing;
+
+    use super::*;
+
+    fn device() -> (Device, Instant) {
+        let now = Instant::now();
+        let wall = (now, SystemTime::now());
+        (
+            Device::new(&[7; 32], Timing::default(), Epoch::new(now), wall, OsRng),
+            now,
+        )
+    }
+
+    fn src(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_limit_keys_ipv4_per_address_and_ipv6_per_64() {
+        assert_eq!(limit_key(src("192.0.2.1:1")), limit_key(src("192.0.2.1:2")));
+        assert_ne!(limit_key(src("192.0.2.1:1")), limit_key(src("192.0.2.2:1")));
+        assert_eq!(
+            limit_key(src("[2001:db8:1:2:aaaa::1]:1")),
+            limit_key(src("[2001:db8:1:2:bbbb::9]:1"))
+        );
+        assert_ne!(
+            limit_key(src("[2001:db8:1:2::1]:1")),
+            limit_key(src("[2001:db8:1:3::1]:1"))
+        );
+        // A v4-mapped address is its IPv4 address.
+        assert_eq!(
+            limit_key(src("[::ffff:192.0.2.1]:1")),
+            limit_key(src("192.0.2.1:1"))
+        );
+    }
+
+    #[test]
+    fn a_source_gets_its_burst_shared_by_its_64_then_refills() {
+        let (mut d, t0) = device();
+        for i in 0..5 {
+            assert!(
+                d.admit_handshake(src(&format!("[2001:db8::{i}]:1")), t0),
+                "{i}"
+            );
         }
+        assert!(!d.admit_handshake(src("[2001:db8::ff]:1"), t0), "same /64");
+        assert!(
+            d.admit_handshake(src("[2001:db8:0:1::1]:1"), t0),
+            "other /64"
+        );
+        assert!(d.admit_handshake(src("192.0.2.1:1"), t0));
+        // 20 a second: one more after 50 ms.
+        assert!(d.admit_handshake(src("[2001:db8::1]:1"), t0 + Duration::from_millis(60)));
+        assert_eq!(d.counters.handshake_rate_limited.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn cookie_replies_to_one_source_are_bounded() {
+        let (mut d, t0) = device();
+        let sent = (0..1000)
+            .filter(|_| d.admit_cookie_reply(src("192.0.2.9:1"), t0))
+            .count();
+        assert_eq!(sent, 50, "the burst, then nothing more at once");
+        assert_eq!(
+            d.counters.cookie_replies_limited.load(Ordering::Relaxed),
+            950
+        );
+        // Its next messages are dropped before any MAC work; other sources are not.
+        assert!(!d.flood_prefilter(src("192.0.2.9:2"), t0));
+        assert!(d.flood_prefilter(src("192.0.2.11:1"), t0));
+        assert!(
+            d.admit_cookie_reply(src("192.0.2.10:1"), t0),
+            "another source"
+        );
+        // 500 a second: one more after 2 ms.
+        assert!(d.admit_cookie_reply(src("192.0.2.9:1"), t0 + Duration::from_millis(3)));
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_sources_until_collected() {
+        let (mut d, t0) = device();
+        for i in 0..MAX_LIMITED_SOURCES as u32 {
+            let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            assert!(d.admit_handshake(SocketAddr::new(a.into(), 1), t0));
+        }
+        assert_eq!(d.handshake_limit_sources(), MAX_LIMITED_SOURCES);
+        assert!(
+            !d.admit_handshake(src("192.0.2.1:1"), t0),
+            "refused, not grown"
+        );
+        assert_eq!(d.handshake_limit_sources(), MAX_LIMITED_SOURCES);
+        // A tracked source still gets its budget.
+        assert!(d.admit_handshake(src("10.0.0.1:1"), t0));
+        // The timer collects idle sources; then there is room again.
+        let later = t0 + Duration::from_secs(2);
+        d.collect_handshake_limit(later);
+        assert_eq!(d.handshake_limit_sources(), 0);
+        assert!(d.admit_handshake(src("192.0.2.1:1"), later));
     }
 }

@@ -65,8 +65,12 @@ pub const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
 pub const LABEL_MAC1: &[u8] = b"mac1----";
 /// Label of the cookie key: `HASH(LABEL_COOKIE || cookie sender's public key)`.
 pub const LABEL_COOKIE: &[u8] = b"cookie--";
-/// How long a cookie secret is used, and how long a received cookie is put in MAC2.
-pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
+/// How long a responder's cookie secret is used (kernel `COOKIE_SECRET_MAX_AGE`).
+pub const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
+/// How long a received cookie is put in MAC2: the secret's lifetime less the kernel's
+/// `COOKIE_SECRET_LATENCY` (5 s), so an initiator stops using a cookie before the responder's
+/// secret it came from can have rotated.
+pub const COOKIE_LIFETIME: Duration = Duration::from_secs(115);
 /// Shortest accepted gap between two initiations from one peer (kernel `INITIATIONS_PER_SECOND` = 50).
 pub const MIN_INITIATION_INTERVAL: Duration = Duration::from_millis(20);
 /// Length of a cookie, of MAC1 and of MAC2.
@@ -711,7 +715,7 @@ fn verify_mac1(key: &[u8; 32], msg: &[u8]) -> Result<(), HandshakeError> {
 }
 
 /// Responder-side cookie state: a random secret, replaced when it is older than
-/// [`COOKIE_LIFETIME`], from which the cookie of a source address is derived:
+/// [`COOKIE_SECRET_LIFETIME`], from which the cookie of a source address is derived:
 /// `cookie = MAC(secret, source IP bytes || source port big-endian)` (keyed BLAKE2s, 16 bytes).
 ///
 /// Rotation is driven by the `now` passed in and uses the randomness passed to
@@ -754,7 +758,7 @@ impl CookieChecker {
 
     fn secret_fresh(&self, now: Instant) -> bool {
         self.secret_born
-            .is_some_and(|born| now.saturating_duration_since(born) < COOKIE_LIFETIME)
+            .is_some_and(|born| now.saturating_duration_since(born) < COOKIE_SECRET_LIFETIME)
     }
 
     fn cookie(&self, src: SocketAddr) -> Zeroizing<[u8; COOKIE_LEN]> {

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand_core::{CryptoRng, RngCore};
+
+pub mod device;
 use veil_control::{PeerHandshake, StaticIdentity};
 
 /// Deterministic SplitMix64 stream. Marked `CryptoRng` only so the API accepts it: tests

@@ -17,7 +17,7 @@ use crate::counters::{bump, CryptoCounters};
 use crate::crypto::{Keypair, OpenError, SealError};
 use crate::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
 use crate::priority::{Degradation, Priority, PriorityMap, Shedding};
-use crate::ratelimit::DirectionLimiter;
+use crate::ratelimit::{DirectionLimiter, TokenBucket};
 use crate::route::AllowedIps;
 use crate::timing::Timing;
 use crate::wire::{is_control_frame, ControlFrame, Transport, TRANSPORT_HEADER_LEN};
@@ -62,6 +62,10 @@ struct Peer {
     rekey_asked_for: Option<u32>,
     /// New source address reported to the control thread and not accepted (yet), and when.
     roam_reported: Option<(SocketAddr, Instant)>,
+    /// Does a new source address wait for the control thread (`Command::SetRoaming`)?
+    roaming_validated: bool,
+    /// Control frames this peer may still hand to the control thread.
+    frames: TokenBucket,
     /// Rate limits: (from the peer, to the peer); `None` when unlimited.
     limits: Option<Box<(DirectionLimiter, DirectionLimiter)>>,
 }
@@ -109,6 +113,12 @@ pub const DEFAULT_HIGH_WATER_PCT: u32 = 75;
 
 /// How often an unanswered or refused new source address is reported again.
 const ROAM_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Control frames per second one peer may have handed to the control thread, and the burst.
+/// A veil peer sends a few a minute; beyond this they are dropped before they are parsed, so
+/// one peer cannot fill the event ring every peer shares.
+pub const FRAMES_PER_SEC: f64 = 10.0;
+const FRAME_BURST: f64 = 20.0;
 
 impl CryptoStage {
     /// An empty stage.
@@ -174,6 +184,8 @@ impl CryptoStage {
                     handshake_asked: None,
                     rekey_asked_for: None,
                     roam_reported: None,
+                    roaming_validated: false,
+                    frames: TokenBucket::full(FRAME_BURST),
                     limits: None,
                 });
                 for net in allowed_ips {
@@ -193,6 +205,14 @@ impl CryptoStage {
                 if let Some(p) = self.peer_mut(peer) {
                     p.endpoint = Some(endpoint);
                     if p.roam_reported.is_some_and(|(a, _)| a == endpoint) {
+                        p.roam_reported = None;
+                    }
+                }
+            }
+            Command::SetRoaming { peer, validated } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    p.roaming_validated = validated;
+                    if !validated {
                         p.roam_reported = None;
                     }
                 }
@@ -438,16 +458,26 @@ impl CryptoStage {
             stats.last_rx_any.store(stamp, Ordering::Relaxed);
             bump(&stats.rx_bytes, meta.len as u64);
             let from = meta.addr;
-            // A packet from an address the control thread has not approved is
-            // authenticated but not delivered; the control thread decides.
-            let approved = peer.endpoint == Some(from);
-            let roamed = !approved
-                && !peer.roam_reported.is_some_and(|(a, t)| {
+            // A standard peer roams at once (WireGuard's semantics): the endpoint follows
+            // every authenticated packet and the control thread is told. For a peer whose
+            // roaming is validated, a packet from an address the control thread has not
+            // approved is authenticated but not delivered; the control thread decides.
+            let moved = peer.endpoint != Some(from);
+            let (approved, roamed) = if !moved {
+                (true, false)
+            } else if !peer.roaming_validated {
+                peer.endpoint = Some(from);
+                bump(&self.counters.roamed, 1);
+                (true, true)
+            } else {
+                let report = !peer.roam_reported.is_some_and(|(a, t)| {
                     a == from && now.saturating_duration_since(t) < ROAM_REPORT_INTERVAL
                 });
-            if roamed {
-                peer.roam_reported = Some((from, now));
-            }
+                if report {
+                    peer.roam_reported = Some((from, now));
+                }
+                (false, report)
+            };
             if wants_rekey {
                 peer.rekey_asked_for = Some(kp_index);
             }
@@ -456,17 +486,22 @@ impl CryptoStage {
                 bump(&self.counters.keepalives_received, 1);
             } else if is_control_frame(plain) {
                 bump(&self.counters.frames_received, 1);
-                match ControlFrame::parse(plain) {
-                    Ok(frame) => {
-                        if !events.emit(Event::Frame {
-                            peer: peer_id,
-                            frame,
-                            from,
-                        }) {
-                            bump(&self.counters.drop_event_ring_full, 1);
+                peer.frames.refill(now, FRAMES_PER_SEC, FRAME_BURST);
+                if !peer.frames.try_take(1.0) {
+                    bump(&self.counters.drop_frame_rate_limited, 1);
+                } else {
+                    match ControlFrame::parse(plain) {
+                        Ok(frame) => {
+                            if !events.emit(Event::Frame {
+                                peer: peer_id,
+                                frame,
+                                from,
+                            }) {
+                                bump(&self.counters.drop_event_ring_full, 1);
+                            }
                         }
+                        Err(_) => bump(&self.counters.drop_invalid_inner, 1),
                     }
-                    Err(_) => bump(&self.counters.drop_invalid_inner, 1),
                 }
             } else {
                 match ip_info(plain) {
@@ -494,7 +529,9 @@ impl CryptoStage {
                 self.confirm_next(peer_id);
             }
             if roamed {
-                bump(&self.counters.roam_requests, 1);
+                if !approved {
+                    bump(&self.counters.roam_requests, 1);
+                }
                 if !events.emit(Event::EndpointChanged {
                     peer: peer_id,
                     addr: from,

@@ -55,6 +55,17 @@ fn value_parsers() {
 
 /// Every section but `[Interface]` and `[Peer]` holds its defaults.
 fn assert_every_section_has_its_defaults(c: &Config) {
+    let protection = veil_control::device::ProtectionConfig::default();
+    assert_eq!(c.protection.default_limit, protection.default_limit);
+    assert_eq!(
+        c.protection.reconnect_limit_per_minute,
+        protection.reconnect_limit_per_minute
+    );
+    assert_defaults_but_rate_limiting(c);
+}
+
+/// Every section but `[Interface]`, `[Peer]` and `[rate_limiting]` holds its defaults.
+fn assert_defaults_but_rate_limiting(c: &Config) {
     assert_eq!(c.logging, LoggingConfig::default());
     assert_eq!(c.metrics, MetricsConfig::default());
     assert_eq!(c.threading, ThreadingConfig::default());
@@ -64,11 +75,6 @@ fn assert_every_section_has_its_defaults(c: &Config) {
         veil_control::migration::MigrationPolicy::default()
     );
     let protection = veil_control::device::ProtectionConfig::default();
-    assert_eq!(c.protection.default_limit, protection.default_limit);
-    assert_eq!(
-        c.protection.reconnect_limit_per_minute,
-        protection.reconnect_limit_per_minute
-    );
     assert_eq!(c.protection.degradation, protection.degradation);
     assert_eq!(c.protection.priorities, protection.priorities);
     assert_eq!(
@@ -105,6 +111,31 @@ fn metrics_listen_alone_turns_the_endpoint_on() {
     assert!(!off.metrics.enable, "an explicit enable = false wins");
     let empty = Config::parse(&with_interface("[metrics]\n"), "veil0.conf").expect("valid");
     assert_eq!(empty.metrics, MetricsConfig::default());
+}
+
+#[test]
+fn a_configured_limit_limits_only_what_it_names() {
+    use veil_dataplane::ratelimit::RateLimit;
+    let text = with_interface(
+        "[rate_limiting]\nper_client_bandwidth_mbps = 50\n[migration]\nvalidate_all_peers = true\n",
+    );
+    let c = Config::parse(&text, "veil0.conf").expect("valid");
+    assert_eq!(
+        c.protection.default_limit,
+        RateLimit {
+            bytes_per_sec: 50 * 125_000,
+            packets_per_sec: 0,
+            ..RateLimit::GUIDE
+        }
+    );
+    assert_eq!(c.protection.reconnect_limit_per_minute, 0);
+    assert!(c.migration.validate_all_peers);
+    // Rates of 0 are no limit at all, whatever the burst factor says.
+    let text = with_interface(
+        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nburst_allowance_factor = 3\n",
+    );
+    let c = Config::parse(&text, "veil0.conf").expect("valid");
+    assert_eq!(c.protection.default_limit, RateLimit::UNLIMITED);
 }
 
 #[test]
@@ -155,7 +186,14 @@ fn every_key_parses() {
 fn example_file_parses_and_documents_every_key_with_its_default() {
     let c = Config::parse(EXAMPLE, "examples/veil-server.conf").expect("the example is valid");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert_every_section_has_its_defaults(&c);
+    // [rate_limiting] shows the reliability guide's production values, not the defaults
+    // (none: WireGuard's semantics).
+    assert_defaults_but_rate_limiting(&c);
+    assert_eq!(
+        c.protection.default_limit,
+        veil_dataplane::ratelimit::RateLimit::GUIDE
+    );
+    assert_eq!(c.protection.reconnect_limit_per_minute, 5);
     assert_eq!(c.interface.mtu, DEFAULT_MTU);
     assert_eq!(c.peers.len(), 1);
     fn names<S: Section>() -> Vec<&'static str> {
