@@ -427,6 +427,30 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     assert!(v["counters"]["rx"]["udp_datagrams"].as_u64().unwrap() >= 10);
 }
 
+#[test]
+fn metrics_answer_past_a_hundred_idle_connections() {
+    let _g = begin_or_skip!("metrics_answer_past_a_hundred_idle_connections");
+    let bash = require("bash");
+    let curl = require("curl");
+    let (t, _k, gw_conf) = gateway_setup("oi", false);
+    let a = t.a();
+    let _gw = start(&t, &a, &gw_conf, &["--metrics-listen", METRICS], &[]);
+    // One shell holds 100 idle TCP connections open (they send nothing) while curl asks for
+    // /metrics with a 1 s limit; the shell's exit closes them.
+    let (host, port) = METRICS.split_once(':').unwrap();
+    let script = format!(
+        "for i in $(seq 100); do exec {{fd}}<>/dev/tcp/{host}/{port} || exit 9; done; \
+         sleep 0.5; {curl} -s -o /dev/null -w '%{{http_code}}' --max-time 1 http://{METRICS}/metrics"
+    );
+    let out = t.exec(&a, &[&bash, "-c", &script]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "/metrics with 100 idle connections open: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn health(json: bool) -> (i32, String, String) {
     let mut cmd = Command::new(veil_bin());
     cmd.args(["health", GW]);
