@@ -451,6 +451,30 @@ fn metrics_answer_past_a_hundred_idle_connections() {
     );
 }
 
+#[test]
+fn running_veil_writes_no_core_dump() {
+    let _g = begin_or_skip!("running_veil_writes_no_core_dump");
+    let (_t, _k, gw) = running_gateway("od");
+    let pid = veil_pid(&gw);
+    let filter = std::fs::read_to_string(format!("/proc/{pid}/coredump_filter")).unwrap();
+    assert_eq!(
+        filter.trim(),
+        "00000000",
+        "no mapping goes into a core file"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("no core limit in:\n{limits}"));
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(
+        fields[4..6],
+        ["0", "0"],
+        "soft and hard RLIMIT_CORE: {core}"
+    );
+}
+
 fn health(json: bool) -> (i32, String, String) {
     let mut cmd = Command::new(veil_bin());
     cmd.args(["health", GW]);

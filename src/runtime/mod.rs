@@ -55,7 +55,9 @@ fn timing_from_env() -> Result<Timing, TimingError> {
 
 /// `veil up`.
 pub fn up(args: UpArgs) -> ExitCode {
-    let code = match prepare(&args) {
+    // Before the configuration, and with it the private key, is read.
+    let dumps = sys::forbid_core_dumps();
+    let code = match prepare(&args, dumps) {
         Ok(prepared) => run(prepared),
         Err(e) => {
             eprintln!("{e}");
@@ -75,10 +77,13 @@ struct Prepared {
     services: ServiceOptions,
 }
 
-fn prepare(args: &UpArgs) -> Result<Prepared, PrepareError> {
+fn prepare(args: &UpArgs, dumps: std::io::Result<()>) -> Result<Prepared, PrepareError> {
     let config = Config::load(&args.config).map_err(PrepareError::Config)?;
     crate::logging::init(&config.logging).map_err(PrepareError::Logger)?;
     crate::failure::install_panic_hook();
+    if let Err(e) = dumps {
+        warn!("cannot keep core dumps off ({e}): a crash may write keys to a core file");
+    }
     for w in &config.warnings {
         warn!("{w}");
     }
