@@ -21,7 +21,10 @@ struct NoDns;
 
 impl config::Resolve for NoDns {
     fn resolve(&self, _: &str, _: u16) -> io::Result<Vec<SocketAddr>> {
-        Err(io::Error::new(io::ErrorKind::NotFound, "no DNS while fuzzing"))
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no DNS while fuzzing",
+        ))
     }
 }
 

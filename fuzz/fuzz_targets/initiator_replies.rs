@@ -80,7 +80,11 @@ fn fixture() -> &'static Fixture {
 }
 
 /// The client after sending its (deterministic) initiation; returns that initiation.
-fn pending_client(client: &StaticIdentity, server: &[u8; 32], start: Instant) -> (PeerHandshake, [u8; 148]) {
+fn pending_client(
+    client: &StaticIdentity,
+    server: &[u8; 32],
+    start: Instant,
+) -> (PeerHandshake, [u8; 148]) {
     let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let mut hs = PeerHandshake::new(client, *server, None);
     let init = hs

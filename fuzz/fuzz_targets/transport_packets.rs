@@ -101,7 +101,10 @@ fuzz_target!(|data: &[u8]| {
     stage.process(&mut batch, now, &mut events);
     for (i, was_sealed) in sealed.iter().enumerate() {
         if let Some((_, meta)) = batch.packet(i) {
-            assert!(*was_sealed || meta.action != Action::Tun, "unsealed packet delivered");
+            assert!(
+                *was_sealed || meta.action != Action::Tun,
+                "unsealed packet delivered"
+            );
         }
     }
 });
