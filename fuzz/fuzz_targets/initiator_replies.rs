@@ -8,9 +8,12 @@
 //! authenticated bytes may be accepted.
 #![no_main]
 
+mod common;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::FuzzRng;
 use libfuzzer_sys::fuzz_target;
 use veil_control::noise::{hash, mac16};
 use veil_control::{consume_initiation, InitiationOutcome, PeerHandshake, StaticIdentity};
@@ -23,30 +26,6 @@ struct Fixture {
     start: Instant,
 }
 
-/// A fixed, reproducible random source.
-struct Fixed(u64);
-
-impl rand_core::RngCore for Fixed {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1);
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = (self.next_u64() >> 56) as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl rand_core::CryptoRng for Fixed {}
-
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -56,7 +35,7 @@ fn fixture() -> &'static Fixture {
         let init = pending(&client, server.public_key(), start);
         let mut cookies = server.cookie_checker();
         let src = "192.0.2.1:51820".parse().expect("literal");
-        let mut rng = Fixed(5);
+        let mut rng = FuzzRng(5);
         let Ok(InitiationOutcome::Valid(valid)) =
             consume_initiation(&server, &mut cookies, &init, src, false, start, &mut rng)
         else {

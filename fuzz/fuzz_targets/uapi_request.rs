@@ -3,35 +3,15 @@
 //! empty line; nothing panics.
 #![no_main]
 
-use std::io::{self, Read, Write};
-
 use libfuzzer_sys::fuzz_target;
 use veil_control::device::DeviceSnapshot;
 
+mod common;
 #[allow(dead_code)]
 #[path = "../../src/admin/uapi.rs"]
 mod uapi;
 
-struct Client<'a> {
-    input: &'a [u8],
-    output: Vec<u8>,
-}
-
-impl Read for Client<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.input.read(buf)
-    }
-}
-
-impl Write for Client<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use common::Client;
 
 struct Accepting;
 
@@ -55,10 +35,7 @@ impl uapi::Backend for Accepting {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut c = Client {
-        input: data,
-        output: Vec::new(),
-    };
+    let mut c = Client::new(data, usize::MAX);
     uapi::serve_connection(&mut c, &Accepting);
     let out = String::from_utf8(c.output).expect("replies are text");
     for reply in out.split_inclusive("\n\n") {
