@@ -1,4 +1,4 @@
-//! veil's own control socket, `/run/veil/IFACE.sock` (mode 0600), and the `veil show` and
+//! veil's own control socket, `/run/veil/IFACE/ctl.sock` (mode 0600), and the `veil show` and
 //! `veil health` commands that talk to it.
 //!
 //! Protocol, version 1: the client sends one line, `show text`, `show json`, `health text` or
@@ -29,9 +29,10 @@ use crate::keys::encode_key;
 /// Directory of veil's own control sockets.
 pub const CTL_DIR: &str = "/run/veil";
 
-/// `/run/veil/IFACE.sock`.
+/// `/run/veil/IFACE/ctl.sock`: inside the interface's own directory, the one the systemd unit
+/// makes writable (`RuntimeDirectory=veil/%i`; the rest of `/run` is read-only there).
 pub fn ctl_socket(name: &str) -> PathBuf {
-    Path::new(CTL_DIR).join(format!("{name}.sock"))
+    Path::new(CTL_DIR).join(name).join("ctl.sock")
 }
 
 const VERSION: &str = "veil-ctl/1";

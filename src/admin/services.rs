@@ -2,7 +2,7 @@
 //! dataplane thread):
 //!
 //! - `veil-uapi`: the `wg` tool's protocol on `/var/run/wireguard/IFACE.sock` ([`uapi`]);
-//! - `veil-ctl`: `veil show` / `veil health` on `/run/veil/IFACE.sock` ([`ctl`]);
+//! - `veil-ctl`: `veil show` / `veil health` on `/run/veil/IFACE/ctl.sock` ([`ctl`]);
 //! - `veil-metrics`: `GET /metrics` and `GET /healthz` on `--metrics-listen` ([`http`]), each
 //!   connection on a short-lived `veil-http` thread ([`http::Connections`]).
 //!
