@@ -14,3 +14,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
+echo "== fuzz targets (5 s each; says so and skips without nightly)"
+bash scripts/fuzz.sh 5

@@ -88,7 +88,7 @@ fn uapi_socket(iface: &str) -> String {
 /// Wait until veil's UAPI and control sockets exist (they follow the interface).
 fn wait_sockets(iface: &str, p: &mut Proc) {
     let start = Instant::now();
-    let ctl = format!("/run/veil/{iface}.sock");
+    let ctl = format!("/run/veil/{iface}/ctl.sock");
     while start.elapsed() < Duration::from_secs(10) {
         if Path::new(&uapi_socket(iface)).exists() && Path::new(&ctl).exists() {
             return;
@@ -427,6 +427,118 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     assert!(v["counters"]["rx"]["udp_datagrams"].as_u64().unwrap() >= 10);
 }
 
+#[test]
+fn metrics_answer_past_a_hundred_idle_connections() {
+    let _g = begin_or_skip!("metrics_answer_past_a_hundred_idle_connections");
+    let bash = require("bash");
+    let curl = require("curl");
+    let (t, _k, gw_conf) = gateway_setup("oi", false);
+    let a = t.a();
+    let _gw = start(&t, &a, &gw_conf, &["--metrics-listen", METRICS], &[]);
+    // One shell holds 100 idle TCP connections open (they send nothing) while curl asks for
+    // /metrics with a 1 s limit; the shell's exit closes them.
+    let (host, port) = METRICS.split_once(':').unwrap();
+    let script = format!(
+        "for i in $(seq 100); do exec {{fd}}<>/dev/tcp/{host}/{port} || exit 9; done; \
+         sleep 0.5; {curl} -s -o /dev/null -w '%{{http_code}}' --max-time 1 http://{METRICS}/metrics"
+    );
+    let out = t.exec(&a, &[&bash, "-c", &script]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "/metrics with 100 idle connections open: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn running_veil_writes_no_core_dump() {
+    let _g = begin_or_skip!("running_veil_writes_no_core_dump");
+    let (_t, _k, gw) = running_gateway("od");
+    let pid = veil_pid(&gw);
+    let filter = std::fs::read_to_string(format!("/proc/{pid}/coredump_filter")).unwrap();
+    assert_eq!(
+        filter.trim(),
+        "00000000",
+        "no mapping goes into a core file"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("no core limit in:\n{limits}"));
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(
+        fields[4..6],
+        ["0", "0"],
+        "soft and hard RLIMIT_CORE: {core}"
+    );
+}
+
+/// The unit's filesystem view (`ProtectSystem=strict`: everything read-only except
+/// `RuntimeDirectory=veil/%i` and `ReadWritePaths=/run/wireguard`), reproduced in a mount
+/// namespace: veil makes its sockets there, and `veil show`, `veil health` and `wg show` work.
+#[test]
+fn sockets_work_in_the_units_read_only_view() {
+    let _g = begin_or_skip!("sockets_work_in_the_units_read_only_view");
+    let unshare = require("unshare");
+    let wg = require("wg");
+    let (t, k, gw_conf) = gateway_setup("os", true);
+    // The directories exist before the sandbox, as systemd (RuntimeDirectory) and the unit's
+    // ExecStartPre make them. `mount --rbind` keeps the network namespaces under /run/netns.
+    // veil's log goes to /dev/shm, a mount of its own that stays writable (as the journal
+    // would take it under systemd).
+    let script = format!(
+        r#"set -u
+log=/dev/shm/veil-sandbox-$$.log
+exec 3>$log
+trap 'rm -f $log' EXIT
+mkdir -p /run/veil/{GW} /run/wireguard
+mount --make-rprivate / && mount --rbind /run /run && mount -o remount,bind,ro /run \
+  && mount -o remount,bind,ro / || exit 10
+for d in /run/veil/{GW} /run/wireguard; do
+  mount --bind $d $d && mount -o remount,bind,rw $d || exit 10
+done
+if touch /run/veil/probe 2>/dev/null; then echo "sandbox: /run/veil is writable"; exit 11; fi
+ip netns exec {ns} {veil} up {conf} >&3 2>&3 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f $log' EXIT
+i=0
+until [ -S /run/veil/{GW}/ctl.sock ] && [ -S /run/wireguard/{GW}.sock ]; do
+  i=$((i+1)); if [ $i -gt 200 ] || ! kill -0 $pid 2>/dev/null; then echo "no sockets"; cat $log; exit 12; fi
+  sleep 0.05
+done
+echo "== show"; {veil} show {GW}; echo "== show exit $?"
+echo "== health"; {veil} health {GW}; echo "== health exit $?"
+echo "== wg"; {wg} show {GW}; echo "== wg exit $?"
+"#,
+        ns = t.a(),
+        veil = veil_bin(),
+        conf = gw_conf.display(),
+    );
+    let out = Command::new(unshare)
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "sandboxed run failed:\n{all}");
+    assert!(
+        text.contains("== show exit 0") && text.contains(&k.cl_pub),
+        "{all}"
+    );
+    assert!(
+        text.contains("control_thread"),
+        "veil health answered:\n{all}"
+    );
+    assert!(
+        !text.contains("== health exit 3"),
+        "veil health unreachable:\n{all}"
+    );
+    assert!(text.contains("== wg exit 0"), "{all}");
+    assert!(text.contains(&format!("interface: {GW}")), "{all}");
+}
+
 fn health(json: bool) -> (i32, String, String) {
     let mut cmd = Command::new(veil_bin());
     cmd.args(["health", GW]);
@@ -470,7 +582,7 @@ fn health_reports_a_stalled_thread() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("health --json");
     assert_eq!((code, v["status"].as_str()), (0, Some("ok")));
 
-    let mut s = UnixStream::connect(format!("/run/veil/{GW}.sock")).unwrap();
+    let mut s = UnixStream::connect(format!("/run/veil/{GW}/ctl.sock")).unwrap();
     s.write_all(b"test-stall\n").unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();

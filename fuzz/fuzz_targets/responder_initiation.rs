@@ -9,40 +9,15 @@
 //! - bit 2: under load (MAC2 checked, cookie replies produced).
 #![no_main]
 
+mod common;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::FuzzRng;
 use libfuzzer_sys::fuzz_target;
-use rand_core::{CryptoRng, RngCore};
 use veil_control::noise::{hash, mac16};
 use veil_control::{consume_initiation, InitiationOutcome, PeerHandshake, StaticIdentity};
-
-/// Fixed, reproducible "randomness": fuzzing wants determinism, not secrecy.
-struct FuzzRng(u64);
-
-impl RngCore for FuzzRng {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = (self.next_u64() >> 56) as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl CryptoRng for FuzzRng {}
 
 struct Fixture {
     server: StaticIdentity,

@@ -1,4 +1,4 @@
-//! veil's own control socket, `/run/veil/IFACE.sock` (mode 0600), and the `veil show` and
+//! veil's own control socket, `/run/veil/IFACE/ctl.sock` (mode 0600), and the `veil show` and
 //! `veil health` commands that talk to it.
 //!
 //! Protocol, version 1: the client sends one line, `show text`, `show json`, `health text` or
@@ -12,7 +12,7 @@
 //! variable the line is refused.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use std::path::{Path, PathBuf};
 
 use super::context::Context;
+use super::ctl_request::{read_request, Request, UNKNOWN};
 use super::health;
 use super::metrics::{render_json, MetricsData};
 use crate::keys::encode_key;
@@ -28,42 +29,46 @@ use crate::keys::encode_key;
 /// Directory of veil's own control sockets.
 pub const CTL_DIR: &str = "/run/veil";
 
-/// `/run/veil/IFACE.sock`.
+/// `/run/veil/IFACE/ctl.sock`: inside the interface's own directory, the one the systemd unit
+/// makes writable (`RuntimeDirectory=veil/%i`; the rest of `/run` is read-only there).
 pub fn ctl_socket(name: &str) -> PathBuf {
-    Path::new(CTL_DIR).join(format!("{name}.sock"))
+    Path::new(CTL_DIR).join(name).join("ctl.sock")
 }
 
 const VERSION: &str = "veil-ctl/1";
 /// Exit status when the daemon cannot be reached or answers nonsense.
 const EXIT_UNREACHABLE: u8 = 3;
-/// Longest request line.
-const MAX_LINE: u64 = 256;
 
-fn answer(ctx: &Context, line: &str) -> (u8, String) {
-    match line.trim_end() {
-        "show text" => (0, render_show_text(&ctx.metrics_data(), SystemTime::now())),
-        "show json" => (
+fn answer(ctx: &Context, request: Request) -> (u8, String) {
+    match request {
+        Request::Show { json: false } => {
+            (0, render_show_text(&ctx.metrics_data(), SystemTime::now()))
+        }
+        Request::Show { json: true } => (
             0,
             render_json(&ctx.metrics_data(), SystemTime::now()) + "\n",
         ),
-        "health text" | "health json" => {
+        Request::Health { json } => {
             let report = health::check(ctx);
-            let body = if line.trim_end().ends_with("json") {
+            let body = if json {
                 report.to_json() + "\n"
             } else {
                 report.to_text()
             };
             (report.status().exit_code(), body)
         }
-        "down" => match veil_dataplane::sys::request_shutdown() {
+        Request::Down => match veil_dataplane::sys::request_shutdown() {
             Ok(()) => {
-                log::info!("{}: shutdown requested through the control socket", ctx.name);
+                log::info!(
+                    "{}: shutdown requested through the control socket",
+                    ctx.name
+                );
                 (0, "stopping\n".into())
             }
             Err(e) => (1, format!("cannot signal the daemon: {e}\n")),
         },
         #[cfg(debug_assertions)]
-        "test-stall" => {
+        Request::TestStall => {
             if ctx.test_hooks.stall_on_request(&ctx.shared) {
                 log::warn!("{}: test hook: stalling a dataplane thread", ctx.name);
                 (0, "stalled\n".into())
@@ -71,22 +76,16 @@ fn answer(ctx: &Context, line: &str) -> (u8, String) {
                 (2, "test hooks are off\n".into())
             }
         }
-        _ => (
-            2,
-            "unknown request: expected 'show text', 'show json', 'health text', 'health json' or 'down'\n"
-                .into(),
-        ),
     }
 }
 
 /// Serve one connection on the control socket.
 pub fn serve_connection(ctx: &Context, stream: UnixStream) {
-    let mut reader = BufReader::new(&stream).take(MAX_LINE);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let (code, body) = answer(ctx, &line);
+    let (code, body) = match read_request(&stream) {
+        Ok(Some(request)) => answer(ctx, request),
+        Ok(None) => (2, UNKNOWN.to_string()),
+        Err(_) => return,
+    };
     let mut w = &stream;
     let _ = write!(w, "{VERSION} exit={code}\n{body}");
 }

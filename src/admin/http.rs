@@ -3,14 +3,29 @@
 //! One request per connection (`Connection: close`), no request bodies, a request head of at
 //! most [`MAX_HEAD`] bytes that must arrive within [`REQUEST_DEADLINE`]. Anything else gets a
 //! 4xx answer or, if the client is too slow, nothing; never a panic.
+//!
+//! [`Connections`] serves each connection on a short-lived thread of its own, at most
+//! [`MAX_CONNECTIONS`] at once: a client that connects and sends nothing holds one slot for at
+//! most [`REQUEST_DEADLINE`], and when every slot is taken the oldest connection still waiting
+//! for its request head is closed to make room, so idle or slow clients cannot starve
+//! `/metrics` and `/healthz`.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Largest request head read.
 pub const MAX_HEAD: usize = 8192;
 /// Time a client has to send its request head.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Stack of a connection thread (it renders at most one answer).
+const CONNECTION_STACK: usize = 256 * 1024;
 
 /// An answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +169,103 @@ fn write_response(stream: &mut impl Timed, r: &Response, content_length: usize) 
         .and_then(|()| stream.flush());
 }
 
+/// One open connection: a handle to close it with, and whether its request head has arrived
+/// (such a connection is being answered and is never closed to make room).
+#[derive(Debug)]
+struct Open {
+    id: u64,
+    stream: TcpStream,
+    answering: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next_id: u64,
+    open: VecDeque<Open>,
+}
+
+/// The connections of one HTTP listener, each served on a thread of its own (see the module
+/// documentation).
+#[derive(Debug, Clone)]
+pub struct Connections {
+    cap: usize,
+    table: Arc<Mutex<Table>>,
+}
+
+impl Connections {
+    /// At most `cap` connections at once (at least one).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            table: Arc::default(),
+        }
+    }
+
+    /// How many connections are being served now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serve `stream` on a new thread with `handler`. When all slots are taken, the oldest
+    /// connection still waiting for its request is closed first; when all of them are being
+    /// answered, `stream` is closed instead. Errors (no descriptor left for the close handle,
+    /// no thread) close `stream`: the client sees a closed connection and may retry.
+    pub fn serve<H>(&self, mut stream: TcpStream, handler: Arc<H>) -> io::Result<()>
+    where
+        H: Fn(&str) -> Response + Send + Sync + 'static,
+    {
+        let handle = stream.try_clone()?;
+        let answering = Arc::new(AtomicBool::new(false));
+        let id = {
+            let mut t = self.lock();
+            if t.open.len() >= self.cap {
+                let idle = t
+                    .open
+                    .iter()
+                    .position(|o| !o.answering.load(Ordering::Acquire));
+                match idle.and_then(|i| t.open.remove(i)) {
+                    Some(oldest) => {
+                        let _ = oldest.stream.shutdown(Shutdown::Both);
+                    }
+                    None => {
+                        let _ = stream.shutdown(Shutdown::Both);
+                        return Ok(());
+                    }
+                }
+            }
+            let id = t.next_id;
+            t.next_id = t.next_id.wrapping_add(1);
+            t.open.push_back(Open {
+                id,
+                stream: handle,
+                answering: answering.clone(),
+            });
+            id
+        };
+        let table = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("veil-http".to_string())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                serve_connection(&mut stream, |path| {
+                    answering.store(true, Ordering::Release);
+                    handler(path)
+                });
+                table.lock().open.retain(|o| o.id != id);
+            });
+        if let Err(e) = spawned {
+            self.lock().open.retain(|o| o.id != id);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +340,75 @@ mod tests {
             let out = serve(&input);
             proptest::prop_assert!(out.is_empty() || out.starts_with("HTTP/1.1 "));
         }
+    }
+
+    /// Accept on `listener` into `conns` until the returned flag is set.
+    fn accept_loop(
+        listener: std::net::TcpListener,
+        conns: Connections,
+    ) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        listener.set_nonblocking(true).unwrap();
+        let handler = Arc::new(|path: &str| match path {
+            "/metrics" => Response::text(200, "m 1\n"),
+            _ => Response::text(404, "not found\n"),
+        });
+        let t = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let _ = conns.serve(c, handler.clone());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        (stop, t)
+    }
+
+    /// `GET /metrics` on a new connection to `addr`, with a 1 s deadline for the answer.
+    fn get_within_a_second(addr: std::net::SocketAddr) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn idle_connections_do_not_starve_metrics() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Connections::new(MAX_CONNECTIONS);
+        let (stop, t) = accept_loop(listener, conns.clone());
+        // More idle clients than slots: the oldest are closed to make room.
+        let idle: Vec<TcpStream> = (0..100)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while conns.open() < MAX_CONNECTIONS && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            conns.open(),
+            MAX_CONNECTIONS,
+            "idle clients hold every slot"
+        );
+        let answer = get_within_a_second(addr);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+        assert!(answer.ends_with("\r\n\r\nm 1\n"), "{answer:?}");
+        assert!(conns.open() <= MAX_CONNECTIONS);
+        // The first idle clients were closed: they read end-of-stream, not a timeout.
+        let mut first = &idle[0];
+        first
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(first.read(&mut b).unwrap(), 0, "oldest idle client closed");
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
     }
 }

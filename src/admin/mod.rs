@@ -2,7 +2,7 @@
 //! or change it, each on a service thread of its own (never a dataplane thread).
 //!
 //! Read from the bottom up; a module imports only those above it in this list:
-//! - [`http`], [`uapi`]: the two wire protocols, pure over a stream;
+//! - [`http`], [`uapi`], [`ctl_request`]: the wire protocols, pure over a stream;
 //! - [`metrics`]: the histogram hub and the Prometheus and JSON renderers;
 //! - [`context`]: what every service shares (the admin channel, counters, heartbeats);
 //! - [`health`]: the component-by-component health report;
@@ -13,6 +13,7 @@
 
 pub mod context;
 pub mod ctl;
+pub mod ctl_request;
 pub mod health;
 pub mod http;
 pub mod metrics;

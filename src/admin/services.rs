@@ -2,8 +2,9 @@
 //! dataplane thread):
 //!
 //! - `veil-uapi`: the `wg` tool's protocol on `/var/run/wireguard/IFACE.sock` ([`uapi`]);
-//! - `veil-ctl`: `veil show` / `veil health` on `/run/veil/IFACE.sock` ([`ctl`]);
-//! - `veil-metrics`: `GET /metrics` and `GET /healthz` on `--metrics-listen` ([`http`]).
+//! - `veil-ctl`: `veil show` / `veil health` on `/run/veil/IFACE/ctl.sock` ([`ctl`]);
+//! - `veil-metrics`: `GET /metrics` and `GET /healthz` on `--metrics-listen` ([`http`]), each
+//!   connection on a short-lived `veil-http` thread ([`http::Connections`]).
 //!
 //! They reach the peer table only through the admin channel into the control thread, and read
 //! counters and heartbeats from [`Shared`]. Sockets are mode 0600 and removed when the
@@ -233,8 +234,12 @@ impl Wiring {
         let name = self.ctx.name.clone();
         if let Some((addr, listener)) = self.options.metrics_listen {
             let ctx = self.ctx.clone();
+            let handler = Arc::new(move |path: &str| answer_http(&ctx, path));
+            let connections = http::Connections::new(http::MAX_CONNECTIONS);
             services.spawn("veil-metrics", listener, move |stream| {
-                serve_http(&ctx, stream);
+                if let Err(e) = connections.serve(stream, handler.clone()) {
+                    warn!("metrics {addr}: connection dropped: {e}");
+                }
             })?;
             info!("{name}: metrics on http://{addr}/metrics");
         }
@@ -254,8 +259,9 @@ impl Wiring {
     }
 }
 
-fn serve_http(ctx: &Context, mut stream: std::net::TcpStream) {
-    http::serve_connection(&mut stream, |path| match path {
+/// The answer to `GET path` on the metrics endpoint.
+fn answer_http(ctx: &Context, path: &str) -> http::Response {
+    match path {
         "/metrics" => http::Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -274,7 +280,7 @@ fn serve_http(ctx: &Context, mut stream: std::net::TcpStream) {
             }
         }
         _ => http::Response::text(404, "not found: try /metrics or /healthz\n"),
-    });
+    }
 }
 
 /// Bind a unix stream socket with mode 0600 in a directory made if missing. A stale socket

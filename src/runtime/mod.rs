@@ -62,9 +62,11 @@ fn timing_from_env() -> Result<Timing, TimingError> {
 
 /// `veil up`.
 pub fn up(args: UpArgs) -> ExitCode {
+    // Before the configuration, and with it the private key, is read.
+    let dumps = sys::forbid_core_dumps();
     let code = match Config::load(&args.config)
         .map_err(PrepareError::Config)
-        .and_then(|config| prepare(&args, config))
+        .and_then(|config| prepare(&args, config, dumps))
     {
         Ok(prepared) => run(prepared),
         Err(e) => {
@@ -93,9 +95,17 @@ struct Prepared {
     stop_without_uapi_socket: bool,
 }
 
-fn prepare(args: &UpArgs, config: Config) -> Result<Prepared, PrepareError> {
+/// `dumps`: whether core dumps could be turned off (done before any key was read).
+fn prepare(
+    args: &UpArgs,
+    config: Config,
+    dumps: std::io::Result<()>,
+) -> Result<Prepared, PrepareError> {
     crate::logging::init(&config.logging).map_err(PrepareError::Logger)?;
     crate::failure::install_panic_hook();
+    if let Err(e) = dumps {
+        warn!("cannot keep core dumps off ({e}): a crash may write keys to a core file");
+    }
     for w in &config.warnings {
         warn!("{w}");
     }

@@ -62,6 +62,8 @@ fn usage() -> ExitCode {
 }
 
 fn foreground_main(name: String) -> ExitCode {
+    // Before any key exists in this process (`wg setconf` brings the real one later).
+    let dumps = veil_dataplane::sys::forbid_core_dumps();
     // No key yet: `wg setconf` sets the real one. Until then the device has no peers, so
     // this key answers nobody; it never leaves the process.
     let config = match crate::keys::generate_private() {
@@ -96,7 +98,7 @@ fn foreground_main(name: String) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let code = match prepare(&args, config) {
+    let code = match prepare(&args, config, dumps) {
         Ok(mut p) => {
             p.stop_without_uapi_socket = true;
             run(p)

@@ -10,6 +10,7 @@
 //! - [`udp`]: the tunnel's UDP socket with `recvmmsg` / `sendmmsg` batches ([`UdpSocket`]).
 //! - [`poll`]: [`EventFd`] wake-ups and a small `ppoll(2)` wrapper ([`wait`]).
 //! - [`thread`]: CPU sets, pinning and thread ids.
+//! - [`process`]: keeping key material out of core dumps ([`forbid_core_dumps`]).
 //! - [`signals`]: blocking the shutdown signals and reading them from a [`SignalFd`].
 //!
 //! Namespaces: a socket or TUN device belongs to the network namespace of the
@@ -19,6 +20,7 @@
 
 pub mod netlink;
 pub mod poll;
+pub mod process;
 pub mod signals;
 pub mod thread;
 pub mod tun;
@@ -26,6 +28,7 @@ pub mod udp;
 
 pub use netlink::{LinkInfo, Netlink};
 pub use poll::{wait, wait_readable, wait_writable, EventFd, Interest, ReadyMask, MAX_WAIT_FDS};
+pub use process::{dump_state, forbid_core_dumps, DumpState, NO_DUMPS};
 pub use signals::{block_shutdown_signals, request_shutdown, ShutdownSignal, SignalFd};
 pub use thread::{available_cpus, current_tid, pin_current_thread, CpuNotAllowed};
 pub use tun::Tun;
