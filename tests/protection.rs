@@ -41,21 +41,10 @@ fn two_clients(tag: &str, gw_extra: &str) -> (Topology, Proc, Proc, PathBuf, Str
     (t, gw, c1, c2, gw_pub)
 }
 
-/// UDP iperf3 from the client namespace to the gateway: (received bit/s, received
-/// packets/s), measured by the receiver after the first `skip` seconds.
+/// UDP iperf3 from the client namespace to an iperf3 server at `server` in the gateway's
+/// namespace: (received bit/s, received packets/s), measured by the receiver after the first
+/// `skip` seconds.
 fn udp_run(
-    t: &Topology,
-    rate: &str,
-    len: u32,
-    secs: u32,
-    skip: f64,
-    tos: Option<&str>,
-) -> (f64, f64) {
-    udp_run_to(t, "10.9.0.1", rate, len, secs, skip, tos)
-}
-
-/// [`udp_run`] to an iperf3 server at `server` in the gateway's namespace.
-fn udp_run_to(
     t: &Topology,
     server: &str,
     rate: &str,
@@ -124,7 +113,7 @@ fn bandwidth_limit_holds_udp_and_tcp() {
     );
     s.t.wait_ping(&s.t.b(), "10.9.0.1");
     // 1372-byte payloads make 1400-byte IP packets: 50 Mb/s of packets is 49 Mb/s of payload.
-    let (bps, _) = udp_run(&s.t, "200M", 1372, 8, 3.0, None);
+    let (bps, _) = udp_run(&s.t, "10.9.0.1", "200M", 1372, 8, 3.0, None);
     let expected = 50e6 * 1372.0 / 1400.0;
     assert!(
         (bps - expected).abs() <= expected * 0.10,
@@ -153,7 +142,7 @@ fn packet_rate_limit_holds_small_packets() {
     );
     s.t.wait_ping(&s.t.b(), "10.9.0.1");
     // ~9700 packets/s offered.
-    let (_, pps) = udp_run(&s.t, "5M", 64, 8, 3.0, None);
+    let (_, pps) = udp_run(&s.t, "10.9.0.1", "5M", 64, 8, 3.0, None);
     assert!(
         (1800.0..=2200.0).contains(&pps),
         "{pps:.0} packets/s delivered, limit 2000"
@@ -169,8 +158,8 @@ fn low_priority_is_shed_before_normal() {
     let mut s = setup("pq", extra);
     s.t.wait_ping(&s.t.b(), "10.9.0.1");
     // CS1 (DSCP 8, TOS 0x20) and unmarked traffic, each as fast as it goes.
-    let (cs1, _) = udp_run(&s.t, "0", 1372, 5, 1.0, Some("32"));
-    let (unmarked, _) = udp_run(&s.t, "0", 1372, 5, 1.0, None);
+    let (cs1, _) = udp_run(&s.t, "10.9.0.1", "0", 1372, 5, 1.0, Some("32"));
+    let (unmarked, _) = udp_run(&s.t, "10.9.0.1", "0", 1372, 5, 1.0, None);
     s.gw.stop();
     let log = s.gw.log_text();
     let low = counter(&log, "drop_priority_low");
@@ -338,8 +327,8 @@ fn each_client_gets_its_own_limit() {
     t.wait_ping(&b, "10.9.1.1");
     let (tr, tr2) = (&t, &t);
     let (first, second) = std::thread::scope(|s| {
-        let one = s.spawn(move || udp_run_to(tr, "10.9.0.1", "200M", 1372, 8, 3.0, None).0);
-        let two = s.spawn(move || udp_run_to(tr2, "10.9.1.1", "100M", 1372, 8, 3.0, None).0);
+        let one = s.spawn(move || udp_run(tr, "10.9.0.1", "200M", 1372, 8, 3.0, None).0);
+        let two = s.spawn(move || udp_run(tr2, "10.9.1.1", "100M", 1372, 8, 3.0, None).0);
         (
             one.join().expect("first client"),
             two.join().expect("second client"),

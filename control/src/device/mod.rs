@@ -470,26 +470,51 @@ impl<R: CryptoRngCore> Device<R> {
         self.send_initiation(slot, now);
     }
 
+    /// The checks every handshake message (initiation or response) passes before any
+    /// Diffie-Hellman work, in the kernel's order: MAC1, then (under load) MAC2 or a cookie
+    /// reply, and only then the per-source limit, so a spoofed source cannot spend the budget
+    /// of the address it claims.
+    fn screen_handshake(
+        &mut self,
+        msg: &[u8],
+        src: SocketAddr,
+        under_load: bool,
+        now: Instant,
+    ) -> Screened {
+        if under_load && !self.flood_prefilter(src, now) {
+            return Screened::Refused;
+        }
+        match self.cookies.check(msg, src, under_load, now) {
+            Ok(()) if under_load && !self.admit_handshake(src, now) => Screened::Refused,
+            Ok(()) => Screened::Pass,
+            Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => {
+                Screened::Refused
+            }
+            Err(HandshakeError::Mac2Required) => Screened::CookieWanted,
+            Err(e) => {
+                self.count_error(e);
+                Screened::Refused
+            }
+        }
+    }
+
+    fn send_cookie_reply(&mut self, reply: &[u8], src: SocketAddr) {
+        bump(&self.counters.cookie_replies_sent, 1);
+        if let Some(d) = HandshakeDatagram::new(reply, src, None) {
+            self.transmits.push_back(d);
+        }
+    }
+
     fn on_initiation(&mut self, msg: &[u8], src: SocketAddr, now: Instant) {
         if self.drain.is_some() {
             bump(&self.counters.handshake_refused_draining, 1);
             return;
         }
         let under_load = self.under_load(now);
-        // The kernel's order: MAC1, then (under load) MAC2 or a cookie reply, and only then
-        // the per-source limit, so a spoofed source cannot spend the budget of the address
-        // it claims. consume_initiation checks the MACs again (cheap) before any DH work.
-        if under_load && !self.flood_prefilter(src, now) {
+        // consume_initiation checks the MACs again (cheap) before any DH work, and answers
+        // with the cookie reply itself when one is wanted.
+        if self.screen_handshake(msg, src, under_load, now) == Screened::Refused {
             return;
-        }
-        match self.cookies.check(msg, src, under_load, now) {
-            Ok(()) if under_load && !self.admit_handshake(src, now) => return,
-            Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => return,
-            Ok(()) | Err(HandshakeError::Mac2Required) => {}
-            Err(e) => {
-                self.count_error(e);
-                return;
-            }
         }
         let outcome = crate::handshake::consume_initiation(
             &self.identity,
@@ -502,10 +527,7 @@ impl<R: CryptoRngCore> Device<R> {
         );
         let init = match outcome {
             Ok(InitiationOutcome::CookieReply(reply)) => {
-                bump(&self.counters.cookie_replies_sent, 1);
-                if let Some(d) = HandshakeDatagram::new(&reply, src, None) {
-                    self.transmits.push_back(d);
-                }
+                self.send_cookie_reply(&reply, src);
                 return;
             }
             Ok(InitiationOutcome::Valid(init)) => init,
@@ -553,29 +575,16 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         };
         let under_load = self.under_load(now);
-        if under_load && !self.flood_prefilter(src, now) {
-            return;
-        }
-        match self.cookies.check(msg, src, under_load, now) {
-            Ok(()) if under_load && !self.admit_handshake(src, now) => return,
-            Ok(()) => {}
-            Err(HandshakeError::Mac2Required) if !self.admit_cookie_reply(src, now) => return,
-            Err(HandshakeError::Mac2Required) => {
+        match self.screen_handshake(msg, src, under_load, now) {
+            Screened::Refused => return,
+            Screened::CookieWanted => {
                 match self.cookies.create_reply(msg, src, now, &mut self.rng) {
-                    Ok(reply) => {
-                        bump(&self.counters.cookie_replies_sent, 1);
-                        if let Some(d) = HandshakeDatagram::new(&reply, src, None) {
-                            self.transmits.push_back(d);
-                        }
-                    }
+                    Ok(reply) => self.send_cookie_reply(&reply, src),
                     Err(e) => self.count_error(e),
                 }
                 return;
             }
-            Err(e) => {
-                self.count_error(e);
-                return;
-            }
+            Screened::Pass => {}
         }
         let Some(slot) = self.answered_slot(view.receiver_index()) else {
             return;
@@ -874,4 +883,15 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
             self.under_load_until = Some(now + UNDER_LOAD_LINGER);
         }
     }
+}
+
+/// What [`Device::screen_handshake`] decided about a handshake message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screened {
+    /// Go on to the handshake itself.
+    Pass,
+    /// Under load without a valid MAC2: answer with a cookie reply (admitted by its limit).
+    CookieWanted,
+    /// Dropped (and counted where the check counts).
+    Refused,
 }
