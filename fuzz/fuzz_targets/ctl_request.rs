@@ -1,4 +1,4 @@
-//! The control socket's request line (`veil show` / `veil health`) on arbitrary bytes: read at
+//! The control socket's request line (`veil show` / `veil health` / `veil down`) on arbitrary bytes: read at
 //! most 256 bytes, recognised or refused, never a panic.
 #![no_main]
 
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let cut = &data[..data.len().min(ctl_request::MAX_LINE as usize)];
         let line = cut.split(|&b| b == b'\n').next().unwrap_or_default();
         let line = std::str::from_utf8(line).expect("a recognised request is text");
-        assert!(["show ", "health ", "test-stall"]
+        assert!(["show ", "health ", "down", "test-stall"]
             .iter()
             .any(|p| line.starts_with(p)));
     }
