@@ -68,6 +68,32 @@ macro_rules! begin_or_skip {
 }
 pub(crate) use begin_or_skip;
 
+/// `e2e_test!(name, { … });` declares the end-to-end test `#[test] fn name()`: its body runs
+/// holding the serial lock taken under the test's own name, or the test prints why it is
+/// skipped and returns. (Not every test file uses it, as with the helpers below.)
+#[allow(unused_macros)]
+macro_rules! e2e_test {
+    ($name:ident, $body:block) => {
+        #[test]
+        fn $name() {
+            let _serial = $crate::common::begin_or_skip!(stringify!($name));
+            $body
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use e2e_test;
+
+/// Fail the test unless the command `out` came from succeeded: `what`, then what it printed.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Require an external tool; the project's install script provides it, so a
 /// missing tool is a failure, not a skip.
 pub fn require(tool: &str) -> String {
@@ -141,12 +167,7 @@ impl Topology {
     /// Run a command that must succeed; returns its stdout.
     pub fn ok(&self, ns: &str, cmd: &[&str]) -> String {
         let out = self.exec(ns, cmd);
-        assert!(
-            out.status.success(),
-            "{cmd:?} in {ns} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, &format!("{cmd:?} in {ns} failed: "));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
