@@ -117,30 +117,18 @@ impl HandshakeError {
     }
 }
 
-impl fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HandshakeError::Malformed => "malformed handshake message",
-            HandshakeError::Mac1 => "handshake message has an invalid MAC1",
-            HandshakeError::Mac2Required => {
-                "under load and the handshake message lacks a valid MAC2"
-            }
-            HandshakeError::Decrypt => "handshake message failed authentication",
-            HandshakeError::WeakKey => "low-order public key in handshake",
-            HandshakeError::UnknownPeer => "handshake initiation is not from this peer",
-            HandshakeError::ReplayedTimestamp => {
-                "replayed handshake initiation (timestamp not newer)"
-            }
-            HandshakeError::TooFast => "handshake initiations from this peer arrive too fast",
-            HandshakeError::UnexpectedResponse => {
-                "handshake response matches no pending initiation"
-            }
-            HandshakeError::UnexpectedCookieReply => "cookie reply matches no message we sent",
-        })
-    }
-}
-
-impl std::error::Error for HandshakeError {}
+veil_dataplane::fixed_messages!(HandshakeError {
+    Malformed => "malformed handshake message",
+    Mac1 => "handshake message has an invalid MAC1",
+    Mac2Required => "under load and the handshake message lacks a valid MAC2",
+    Decrypt => "handshake message failed authentication",
+    WeakKey => "low-order public key in handshake",
+    UnknownPeer => "handshake initiation is not from this peer",
+    ReplayedTimestamp => "replayed handshake initiation (timestamp not newer)",
+    TooFast => "handshake initiations from this peer arrive too fast",
+    UnexpectedResponse => "handshake response matches no pending initiation",
+    UnexpectedCookieReply => "cookie reply matches no message we sent",
+});
 
 impl From<NoiseError> for HandshakeError {
     fn from(e: NoiseError) -> Self {
