@@ -360,29 +360,6 @@ impl PeerHandshake {
         rng: &mut impl CryptoRngCore,
     ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
         let ephemeral = StaticSecret::random_from_rng(rng);
-        self.initiate(local, local_index, now, wall, ephemeral)
-    }
-
-    /// [`PeerHandshake::create_initiation`] with a given ephemeral secret, for known-answer tests.
-    pub fn create_initiation_with_ephemeral(
-        &mut self,
-        local: &StaticIdentity,
-        local_index: u32,
-        now: Instant,
-        wall: SystemTime,
-        ephemeral: [u8; 32],
-    ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
-        self.initiate(local, local_index, now, wall, StaticSecret::from(ephemeral))
-    }
-
-    fn initiate(
-        &mut self,
-        local: &StaticIdentity,
-        local_index: u32,
-        now: Instant,
-        wall: SystemTime,
-        ephemeral: StaticSecret,
-    ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
         let mut state = Ikpsk2::new(CONSTRUCTION, IDENTIFIER, &self.remote_public);
         let timestamp = Tai64n::from_system_time(wall).to_bytes();
         let mut msg = [0u8; INITIATION_LEN];
@@ -493,29 +470,6 @@ impl PeerHandshake {
         rng: &mut impl CryptoRngCore,
     ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
         let ephemeral = StaticSecret::random_from_rng(rng);
-        self.answer(local, init, local_index, now, ephemeral)
-    }
-
-    /// [`PeerHandshake::respond`] with a given ephemeral secret, for known-answer tests.
-    pub fn respond_with_ephemeral(
-        &mut self,
-        local: &StaticIdentity,
-        init: ValidInitiation,
-        local_index: u32,
-        now: Instant,
-        ephemeral: [u8; 32],
-    ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
-        self.answer(local, init, local_index, now, StaticSecret::from(ephemeral))
-    }
-
-    fn answer(
-        &mut self,
-        local: &StaticIdentity,
-        init: ValidInitiation,
-        local_index: u32,
-        now: Instant,
-        ephemeral: StaticSecret,
-    ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
         if !ct_eq(&init.local_public, &local.public)
             || !ct_eq(&init.initiator.static_public, &self.remote_public)
         {
