@@ -396,13 +396,9 @@ impl PeerHandshake {
         now: Instant,
     ) -> Result<Keypair, HandshakeError> {
         let view = Response::new_checked(msg).map_err(|_| HandshakeError::Malformed)?;
-        let pending = self
-            .pending
-            .as_ref()
-            .ok_or(HandshakeError::UnexpectedResponse)?;
-        if view.receiver_index() != pending.local_index {
-            return Err(HandshakeError::UnexpectedResponse);
-        }
+        let answered = |p: &&PendingInitiation| p.local_index == view.receiver_index();
+        let pending = self.pending.as_ref().filter(answered);
+        let pending = pending.ok_or(HandshakeError::UnexpectedResponse)?;
         verify_mac1(&local.mac1_key, msg)?;
         let noise_msg = msg.get(RESPONSE_NOISE).ok_or(HandshakeError::Malformed)?;
         let mut state = pending.state.clone();
@@ -431,13 +427,9 @@ impl PeerHandshake {
     /// for MAC2 for [`COOKIE_LIFETIME`]. The caller routes it here by receiver index.
     pub fn consume_cookie_reply(&mut self, msg: &[u8], now: Instant) -> Result<(), HandshakeError> {
         let view = CookieReply::new_checked(msg).map_err(|_| HandshakeError::Malformed)?;
-        let sent = self
-            .last_sent_mac1
-            .as_ref()
-            .ok_or(HandshakeError::UnexpectedCookieReply)?;
-        if view.receiver_index() != sent.index {
-            return Err(HandshakeError::UnexpectedCookieReply);
-        }
+        let answered = |s: &&SentMac1| s.index == view.receiver_index();
+        let sent = self.last_sent_mac1.as_ref().filter(answered);
+        let sent = sent.ok_or(HandshakeError::UnexpectedCookieReply)?;
         let (ciphertext, tag) = view.encrypted_cookie().split_at(COOKIE_LEN);
         let mut cookie = Zeroizing::new([0u8; COOKIE_LEN]);
         cookie.copy_from_slice(ciphertext);
