@@ -56,8 +56,9 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// `let _g = begin_or_skip!("test_name");` at the top of an end-to-end test: holds the
-/// serial lock for the rest of the test, or prints why the test is skipped and returns.
+/// `let _g = begin_or_skip!("test_name");` at the top of an end-to-end test (what
+/// [`e2e_test!`] writes for you): holds the serial lock for the rest of the test, or prints why
+/// the test is skipped and returns.
 macro_rules! begin_or_skip {
     ($test:expr) => {
         match $crate::common::begin($test) {
