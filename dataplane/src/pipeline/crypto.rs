@@ -21,7 +21,7 @@ impl CryptoThread {
         };
         // Bounded: at most a few batches per round so commands are not starved.
         for _ in 0..4 {
-            let Ok(mut batch) = self.from_rx.pop() else {
+            let Some(mut batch) = self.from_rx.pop() else {
                 break;
             };
             self.stage.process(&mut batch, now, &mut events);

@@ -16,7 +16,7 @@ impl TxThread {
             moved = true;
         }
         for _ in 0..4 {
-            let Ok(batch) = self.from_crypto.pop() else {
+            let Some(batch) = self.from_crypto.pop() else {
                 break;
             };
             self.stage.flush(&batch, udp, tun);
