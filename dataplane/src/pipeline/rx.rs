@@ -275,17 +275,18 @@ impl RxThread {
         crypto.ring_tx = tx.is_none();
         crypto.round(shared);
         crypto.ring_tx = true;
-        let crypto_more = crypto.has_work();
         drop(crypto);
         bump(&shared.rx.run_to_completion, 1);
-        if crypto_more {
+        // A stage's thread that found its baton taken parked; look again now that it is back
+        // (work may have come in while RX held it) and wake the thread if there is any. A
+        // baton taken again by then is its own thread's, running.
+        if stages.crypto.try_take().is_some_and(|c| c.has_work()) {
             shared.crypto_bell.wake_now();
         }
         if let Some(mut tx) = tx.take() {
             tx.round(udp, tun, shared);
-            let tx_more = tx.has_work();
             drop(tx);
-            if tx_more {
+            if stages.tx.try_take().is_some_and(|t| t.has_work()) {
                 shared.tx_bell.wake_now();
             }
         }
