@@ -34,6 +34,9 @@ struct Args {
     /// distinct initiations to cycle through (default 256)
     #[argh(option, default = "256")]
     distinct: usize,
+    /// initiations per second (default 0: as fast as one thread can)
+    #[argh(option, default = "0")]
+    rate: u64,
 }
 
 fn main() -> ExitCode {
@@ -75,10 +78,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let end = Instant::now() + Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(args.seconds);
     let mut sent: u64 = 0;
-    while Instant::now() < end {
+    let mut attempts: u64 = 0;
+    'flood: while Instant::now() < end {
         for m in &messages {
+            if args.rate > 0 {
+                // Paced: message n leaves at n / rate seconds after the start.
+                let due = start + Duration::from_secs_f64(attempts as f64 / args.rate as f64);
+                let now = Instant::now();
+                if due >= end {
+                    break 'flood;
+                }
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+            attempts += 1;
             if sock.send_to(m, args.to).is_ok() {
                 sent += 1;
             }

@@ -1,0 +1,383 @@
+//! End-to-end acceptance of issue 13 (WireGuard-faithful defaults, protection that cannot be
+//! turned against users), in real namespaces: a spoofed flood with a client's address, roaming
+//! standard clients behind a NAT that changes its mapping, many clients behind one NAT after a
+//! gateway restart, and a handshake flood under an unpaced established flow.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A name unique to this test run (interface names must not clash with other runs).
+fn name(kind: &str) -> String {
+    format!("{kind}{}", std::process::id() % 10000)
+}
+
+/// A gateway config on [`GW_PORT`] with `addresses` (comma separated) and one `[Peer]` per
+/// (public key, AllowedIPs), `extra` appended.
+fn gateway_conf(private: &str, addresses: &str, peers: &[(String, String)], extra: &str) -> String {
+    let mut s = format!(
+        "[Interface]\nPrivateKey = {private}\nListenPort = {GW_PORT}\nAddress = {addresses}\n\n"
+    );
+    for (key, allowed) in peers {
+        s.push_str(&format!(
+            "[Peer]\nPublicKey = {key}\nAllowedIPs = {allowed}\n\n"
+        ));
+    }
+    s.push_str(extra);
+    s
+}
+
+/// A veil client config: `address` (with prefix) reaching the gateway at [`A_V4`] for `net`.
+fn client_conf(private: &str, address: &str, gw_pub: &str, net: &str, extra: &str) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {private}\nAddress = {address}\n\n[Peer]\nPublicKey = {gw_pub}\nEndpoint = {}\nAllowedIPs = {net}\n\n{extra}",
+        endpoint(A_V4, GW_PORT)
+    )
+}
+
+/// Source NAT in namespace b (nftables): what b sends to the gateway's port leaves from
+/// `addr`, one of b's addresses. Replacing the rule and flushing conntrack changes the mapping
+/// of flows already running, as a NAT that rebinds does.
+fn nat_to(t: &Topology, addr: &str) {
+    let script = format!(
+        "nft add table ip veilnat && \
+         nft 'add chain ip veilnat post {{ type nat hook postrouting priority srcnat; }}' && \
+         nft flush chain ip veilnat post && \
+         nft add rule ip veilnat post oifname veth0 udp dport {GW_PORT} snat to {addr} && \
+         conntrack -F 2>/dev/null; true"
+    );
+    t.ok(&t.b(), &["sh", "-c", &script]);
+}
+
+/// Sequence numbers that got a reply in `ping` output.
+fn answered(log: &str) -> BTreeSet<u32> {
+    log.lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|s| s.split_whitespace().next())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// The longest run of consecutive unanswered sequence numbers in 1..=count.
+fn longest_gap(got: &BTreeSet<u32>, count: u32) -> u32 {
+    let (mut run, mut worst) = (0, 0);
+    for seq in 1..=count {
+        if got.contains(&seq) {
+            run = 0;
+        } else {
+            run += 1;
+            worst = worst.max(run);
+        }
+    }
+    worst
+}
+
+/// `veil-flood` in `ns` from `from` to the gateway, at the lowest CPU priority (the test is
+/// about what the flood costs veil, not about the generator's own CPU).
+fn flood(
+    t: &Topology,
+    ns: &str,
+    tag: &str,
+    gw_pub: &str,
+    from: &str,
+    rate: u32,
+    secs: u32,
+) -> Proc {
+    let to = endpoint(A_V4, GW_PORT);
+    let (rate, secs) = (rate.to_string(), secs.to_string());
+    t.spawn(
+        ns,
+        &format!("veil-flood-{tag}"),
+        &[
+            "nice",
+            "-n",
+            "19",
+            env!("CARGO_BIN_EXE_veil-flood"),
+            "--to",
+            &to,
+            "--key",
+            gw_pub,
+            "--from",
+            from,
+            "--seconds",
+            &secs,
+            "--rate",
+            &rate,
+        ],
+        &[],
+    )
+}
+
+/// (a) While the gateway is under load (a flood from another address), 200 initiations a
+/// second with a valid MAC1 come from the real client's address: the client still completes
+/// its handshake within 2 s (its initiation gets a cookie reply of its own and passes with
+/// MAC2; the junk never spends the per-source handshake budget of the address it claims).
+#[test]
+fn spoofed_junk_with_a_clients_address_does_not_lock_it_out() {
+    let _g = begin_or_skip!("spoofed_junk_with_a_clients_address_does_not_lock_it_out");
+    let t = Topology::new("da");
+    let (a, b) = (t.a(), t.b());
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let gw_conf = t.write(
+        &format!("{}.conf", name("vg")),
+        &gateway_conf(
+            &gw_priv,
+            "10.9.0.1/24",
+            &[(cl_pub, "10.9.0.2/32".into())],
+            "",
+        ),
+    );
+    let cl_conf = t.write(
+        &format!("{}.conf", name("vc")),
+        &client_conf(&cl_priv, "10.9.0.2/24", &gw_pub, "10.9.0.0/24", ""),
+    );
+    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    t.ok(
+        &b,
+        &["ip", "addr", "add", "192.168.241.5/24", "dev", "veth0"],
+    );
+    // The load: a flood as fast as it goes from another address.
+    let mut load = flood(&t, &b, "load", &gw_pub, "192.168.241.5:0", 0, 20);
+    // The junk: 200 a second with the client's own address.
+    let mut junk = flood(&t, &b, "junk", &gw_pub, &format!("{B_V4}:0"), 200, 20);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut cl = veil_up(&t, &b, &cl_conf, &[], &[]);
+    let start = Instant::now();
+    let mut ping = t.spawn(
+        &b,
+        "ping",
+        &["ping", "-c", "40", "-i", "0.1", "-W", "1", "10.9.0.1"],
+        &[],
+    );
+    let took =
+        wait_log(&cl, "handshake completed", Duration::from_secs(4)).map(|_| start.elapsed());
+    wait_exit(&mut ping, Duration::from_secs(8));
+    junk.stop();
+    load.stop();
+    cl.stop();
+    gw.stop();
+    let (gw_log, cl_log) = (gw.log_text(), cl.log_text());
+    eprintln!(
+        "handshake after {took:?}\n{}\n{}",
+        junk.log_text(),
+        load.log_text()
+    );
+    assert!(
+        counter(&gw_log, "cookie_replies_sent") > 0,
+        "the gateway never was under load:\n{gw_log}"
+    );
+    assert!(
+        counter(&cl_log, "cookie_replies_received") > 0,
+        "the client's initiation was not answered with a cookie (the gateway was not under load for it):\n{cl_log}"
+    );
+    let took = took.unwrap_or_else(|| panic!("no handshake:\n{cl_log}\n{gw_log}"));
+    assert!(took <= Duration::from_secs(2), "handshake after {took:?}");
+    assert!(
+        !answered(&ping.log_text()).is_empty(),
+        "no ping answered:\n{}",
+        ping.log_text()
+    );
+}
+
+/// (b) One standard client (`peer`) behind a NAT that changes its mapping six times (twice
+/// within 5 s) during a ping at 20 a second, default gateway config: at most 1 s of pings
+/// (20) lost per change.
+fn roaming_standard_client(tag: &str, peer: Peer) {
+    let t = Topology::new(tag);
+    let (a, b) = (t.a(), t.b());
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let gw_conf = t.write(
+        &format!("{}.conf", name("vg")),
+        &gateway_conf(
+            &gw_priv,
+            "10.9.0.1/24",
+            &[(cl_pub, "10.9.0.2/32".into())],
+            "",
+        ),
+    );
+    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    let addrs: Vec<String> = (10..=16).map(|i| format!("192.168.241.{i}")).collect();
+    for addr in &addrs {
+        t.ok(
+            &b,
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "veth0"],
+        );
+    }
+    nat_to(&t, &addrs[0]);
+    let key = t.write("client.key", &format!("{cl_priv}\n"));
+    let args: Vec<String> = [
+        "private-key",
+        &key.to_string_lossy(),
+        "peer",
+        &gw_pub,
+        "endpoint",
+        &endpoint(A_V4, GW_PORT),
+        "allowed-ips",
+        "10.9.0.0/24",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut client = start_peer(&t, &b, peer, &name("wgd"), &args, "10.9.0.2/24");
+    t.wait_ping(&b, "10.9.0.1");
+    const COUNT: u32 = 440; // 22 s at 20 a second
+    let mut ping = t.spawn(
+        &b,
+        "ping",
+        &[
+            "ping",
+            "-c",
+            &COUNT.to_string(),
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "10.9.0.1",
+        ],
+        &[],
+    );
+    let start = Instant::now();
+    // Six changes: pairs 2 s apart, 5 s between the pairs.
+    let at = [2.0, 4.0, 9.0, 11.0, 16.0, 18.0];
+    for (i, secs) in at.iter().enumerate() {
+        let due = Duration::from_secs_f64(*secs);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        nat_to(&t, &addrs[i + 1]);
+    }
+    let exited = wait_exit(&mut ping, Duration::from_secs(15));
+    // Data from the last address still crosses intact.
+    t.sha256_copy(&b, &a, "10.9.0.1", 1);
+    client.stop();
+    gw.stop();
+    let (log, gw_log) = (ping.log_text(), gw.log_text());
+    assert!(exited.is_some(), "ping did not finish:\n{log}");
+    let got = answered(&log);
+    let lost = COUNT - got.len() as u32;
+    let gap = longest_gap(&got, COUNT);
+    eprintln!("{peer:?}: {lost} of {COUNT} pings lost, longest gap {gap}");
+    assert!(
+        counter(&gw_log, "roamed") >= at.len() as u64,
+        "the gateway did not see the client move {} times:\n{gw_log}",
+        at.len()
+    );
+    assert!(
+        gap <= 20,
+        "{gap} pings in a row lost (more than 1 s at 20/s):\n{gw_log}"
+    );
+    assert!(
+        lost <= 20 * at.len() as u32,
+        "{lost} pings lost over {} changes",
+        at.len()
+    );
+}
+
+#[test]
+fn wireguard_go_client_roams_behind_a_changing_nat() {
+    let _g = begin_or_skip!("wireguard_go_client_roams_behind_a_changing_nat");
+    roaming_standard_client("dg", Peer::WireguardGo);
+}
+
+#[test]
+fn boringtun_client_roams_behind_a_changing_nat() {
+    let _g = begin_or_skip!("boringtun_client_roams_behind_a_changing_nat");
+    roaming_standard_client("db", Peer::Boringtun);
+}
+
+/// (c) Twenty veil clients behind one NAT (all leave namespace b from one address) reconnect
+/// within 10 s after the gateway restarts.
+#[test]
+fn twenty_clients_behind_one_nat_reconnect_after_a_gateway_restart() {
+    let _g = begin_or_skip!("twenty_clients_behind_one_nat_reconnect_after_a_gateway_restart");
+    const N: usize = 20;
+    let t = Topology::new("dn");
+    let (a, b) = (t.a(), t.b());
+    let (gw_priv, gw_pub) = keypair();
+    let keys: Vec<(String, String)> = (0..N).map(|_| keypair()).collect();
+    // Client i is 10.9.(i+1).2, the gateway 10.9.(i+1).1 on its side of each subnet.
+    let addresses: Vec<String> = (1..=N).map(|i| format!("10.9.{i}.1/24")).collect();
+    let peers: Vec<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (_, public))| (public.clone(), format!("10.9.{}.2/32", i + 1)))
+        .collect();
+    let gw_conf = t.write(
+        &format!("{}.conf", name("vg")),
+        &gateway_conf(&gw_priv, &addresses.join(", "), &peers, ""),
+    );
+    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    t.ok(
+        &b,
+        &["ip", "addr", "add", "192.168.241.20/24", "dev", "veth0"],
+    );
+    nat_to(&t, "192.168.241.20");
+    let tag = std::process::id() % 1000;
+    let clients: Vec<Proc> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (private, _))| {
+            let conf = t.write(
+                &format!("vn{tag}x{i}.conf"),
+                &client_conf(
+                    private,
+                    &format!("10.9.{}.2/24", i + 1),
+                    &gw_pub,
+                    &format!("10.9.{}.0/24", i + 1),
+                    "[threading]\nmode = single\n",
+                ),
+            );
+            veil_up(&t, &b, &conf, &[], &[])
+        })
+        .collect();
+    let all_answer = |limit: Duration| -> Vec<Option<Duration>> {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (1..=N)
+                .map(|i| {
+                    let (t, b) = (&t, &b);
+                    s.spawn(move || {
+                        let addr = format!("10.9.{i}.1");
+                        while start.elapsed() < limit {
+                            if t.ping_spaced(b, &addr, 1, "0.2") == 1 {
+                                return Some(start.elapsed());
+                            }
+                        }
+                        None
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect()
+        })
+    };
+    let first = all_answer(Duration::from_secs(30));
+    assert!(
+        first.iter().all(Option::is_some),
+        "not every client connected the first time: {first:?}\n{}",
+        gw.log_text()
+    );
+    // The restart: the gateway drains (veil clients hear a drain notice) and comes back.
+    gw.stop();
+    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    let again = all_answer(Duration::from_secs(10));
+    t.sha256_copy(&b, &a, "10.9.1.1", 1);
+    gw.stop();
+    let log = gw.log_text();
+    eprintln!("reconnected after {again:?}");
+    assert_eq!(counter(&log, "reconnects_refused"), 0, "{log}");
+    let late: Vec<usize> = (0..N).filter(|i| again[*i].is_none()).collect();
+    assert!(
+        late.is_empty(),
+        "clients {late:?} did not reconnect within 10 s of the restart: {again:?}\n{log}"
+    );
+    drop(clients);
+}
