@@ -381,3 +381,93 @@ fn twenty_clients_behind_one_nat_reconnect_after_a_gateway_restart() {
     );
     drop(clients);
 }
+
+/// (d) A flood of initiations with a valid MAC1, as fast as the generator goes, for 30 s: the
+/// degradation level stays below Severe, an established unpaced TCP flow keeps at least 80 %
+/// of its throughput, and a new peer joins within 1 s.
+#[test]
+fn valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone() {
+    let _g = begin_or_skip!("valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone");
+    let t = Topology::new("df");
+    let (a, b) = (t.a(), t.b());
+    let (gw_priv, gw_pub) = keypair();
+    let (c1_priv, c1_pub) = keypair();
+    let (c2_priv, c2_pub) = keypair();
+    let peers = [
+        (c1_pub, "10.9.0.2/32".to_string()),
+        (c2_pub, "10.9.1.2/32".to_string()),
+    ];
+    let gw_conf = t.write(
+        &format!("{}.conf", name("vg")),
+        &gateway_conf(&gw_priv, "10.9.0.1/24, 10.9.1.1/24", &peers, ""),
+    );
+    let c1_conf = t.write(
+        &format!("{}.conf", name("vc")),
+        &client_conf(&c1_priv, "10.9.0.2/24", &gw_pub, "10.9.0.0/24", ""),
+    );
+    let c2_conf = t.write(
+        &format!("{}.conf", name("vd")),
+        &client_conf(&c2_priv, "10.9.1.2/24", &gw_pub, "10.9.1.0/24", ""),
+    );
+    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    let _c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
+    t.wait_ping(&b, "10.9.0.1");
+    let baseline = t.iperf(&a, &b, "10.9.0.1", 5, false).bits_per_second;
+    t.ok(
+        &b,
+        &["ip", "addr", "add", "192.168.241.5/24", "dev", "veth0"],
+    );
+    let flood_start = Instant::now();
+    let mut load = flood(&t, &b, "max", &gw_pub, "192.168.241.5:0", 0, 30);
+    std::thread::sleep(Duration::from_secs(3));
+    let during = t.iperf(&a, &b, "10.9.0.1", 8, false).bits_per_second;
+    // A new peer while the flood goes on.
+    let mut c2 = veil_up(&t, &b, &c2_conf, &[], &[]);
+    let start = Instant::now();
+    let mut ping = t.spawn(
+        &b,
+        "ping",
+        &["ping", "-c", "30", "-i", "0.05", "-W", "1", "10.9.1.1"],
+        &[],
+    );
+    let joined =
+        wait_log(&c2, "handshake completed", Duration::from_secs(5)).map(|_| start.elapsed());
+    wait_exit(&mut ping, Duration::from_secs(5));
+    // The flood runs its 30 s; the level is read at the end of it.
+    if let Some(rest) = Duration::from_secs(31).checked_sub(flood_start.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    load.stop();
+    c2.stop();
+    gw.stop();
+    let log = gw.log_text();
+    eprintln!(
+        "flood: baseline {:.0} Mb/s, during {:.0} Mb/s, new peer after {joined:?}\n{}\n{}",
+        baseline / 1e6,
+        during / 1e6,
+        load.log_text(),
+        log.lines()
+            .filter(|l| l.contains("degradation") || l.contains("counters:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !log.contains("-> severe") && !log.contains("-> critical"),
+        "the flood pushed the gateway to Severe:\n{log}"
+    );
+    assert!(
+        during >= 0.8 * baseline,
+        "the flow fell to {:.0} % of its throughput",
+        during / baseline * 100.0
+    );
+    let joined = joined.unwrap_or_else(|| panic!("the new peer never joined:\n{log}"));
+    assert!(
+        joined <= Duration::from_secs(1),
+        "the new peer joined after {joined:?}"
+    );
+    assert!(
+        !answered(&ping.log_text()).is_empty(),
+        "{}",
+        ping.log_text()
+    );
+}

@@ -421,3 +421,50 @@ fn initiations_follow_a_wall_clock_set_after_start() {
         "the retry is accepted"
     );
 }
+
+#[test]
+fn handshake_work_beyond_the_budget_waits_for_a_cookie_and_the_budget() {
+    let mut g = Gateway::new();
+    g.add(0x22, "10.0.0.2/32", None, None);
+    let from = "192.0.2.2:5000";
+    let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
+    let client = StaticIdentity::from_secret([0x22; 32]);
+    let mut hs = PeerHandshake::new(&client, gw_pub, None);
+    let t0 = g.t0;
+    let mut initiation = |g: &mut Gateway, hs: &mut PeerHandshake, now: Instant| {
+        let wall = SystemTime::now() + now.saturating_duration_since(t0);
+        let init = hs
+            .create_initiation(&client, 7, now, wall, &mut OsRng)
+            .unwrap();
+        g.dev.on_handshake(
+            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
+            now,
+        );
+        commands(&mut g.dev);
+        std::iter::from_fn(|| g.dev.poll_transmit()).collect::<Vec<_>>()
+    };
+    // Not under load, but 100 ms of handshake work were just done (the burst is 50 ms).
+    assert_eq!(g.dev.handshake_work_done(), 0);
+    g.dev.on_timeout(t0);
+    g.dev.charge_handshake_work(Duration::from_millis(100));
+    // An initiation without MAC2 costs no Diffie-Hellman now: a cookie reply comes back.
+    let replies = initiation(&mut g, &mut hs, t0);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].as_bytes()[0], 3, "a cookie reply");
+    assert_eq!(g.counter("handshake_budget_exhausted"), 1);
+    assert_eq!(g.dev.handshake_work_done(), 0);
+    hs.consume_cookie_reply(replies[0].as_bytes(), t0).unwrap();
+    // 100 ms later the budget (250 ms a second) is still in debt: even with a valid MAC2 the
+    // initiation is dropped, counted.
+    let later = t0 + Duration::from_millis(100);
+    assert!(initiation(&mut g, &mut hs, later).is_empty());
+    assert_eq!(g.counter("handshake_over_budget"), 1);
+    assert_eq!(g.counter("sessions_created"), 0);
+    // At 400 ms the debt is paid: the initiation with its cookie gets in.
+    let later = t0 + Duration::from_millis(400);
+    let sent = initiation(&mut g, &mut hs, later);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].as_bytes()[0], 2, "a response");
+    assert_eq!(g.counter("sessions_created"), 1);
+    assert_eq!(g.dev.handshake_work_done(), 1);
+}

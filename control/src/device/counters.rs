@@ -71,5 +71,10 @@ veil_dataplane::counter_set!(
         /// Control frames of a kind the sender's role may not send us (a client's drain
         /// notice, a gateway's token request, ...): ignored.
         frames_wrong_role,
+        /// Handshake messages (valid MAC1 and MAC2) dropped because the handshake work budget
+        /// was spent (under load): they would have cost Diffie-Hellman work.
+        handshake_over_budget,
+        /// Times the spent handshake work budget put the device under load.
+        handshake_budget_exhausted,
             }
 );

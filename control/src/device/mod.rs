@@ -55,6 +55,13 @@ pub const UNDER_LOAD_BACKLOG: usize = 128;
 /// How long "under load" lasts after the backlog fell (as in the kernel).
 pub const UNDER_LOAD_LINGER: Duration = Duration::from_secs(1);
 
+/// Handshake work (the Diffie-Hellman of initiations and responses) the control thread may do
+/// per second, and its burst: a quarter of a core. Beyond it the device is under load (an
+/// initiation without a valid MAC2 gets a cookie reply, and one with a valid MAC2 waits for the
+/// budget to refill), so a flood alone cannot take the CPU the dataplane needs.
+pub const HANDSHAKE_BUDGET_PER_SEC: Duration = Duration::from_millis(250);
+const HANDSHAKE_BUDGET_BURST: Duration = Duration::from_millis(50);
+
 /// Most jitter added to a handshake retry.
 pub const RETRY_JITTER_MS: u32 = 333;
 
@@ -171,6 +178,10 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     protection: protection::Protection,
     /// Last handshake backlog reported by the control loop.
     backlog: usize,
+    /// The handshake work budget, in seconds of work ([`HANDSHAKE_BUDGET_PER_SEC`]).
+    work_budget: veil_dataplane::ratelimit::TokenBucket,
+    /// Handshake messages that went on to Diffie-Hellman work so far.
+    work_done: u64,
 }
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
@@ -266,7 +277,51 @@ impl<R: CryptoRngCore> Device<R> {
             wall_anchor,
             protection: protection::Protection::new(ProtectionConfig::default()),
             backlog: 0,
+            work_budget: veil_dataplane::ratelimit::TokenBucket::full(
+                HANDSHAKE_BUDGET_BURST.as_secs_f64(),
+            ),
+            work_done: 0,
         }
+    }
+
+    /// Handshake messages that went on to Diffie-Hellman work so far: the control loop's
+    /// shell times [`ControlDriver::on_handshake`] and, when this moved, charges the time to
+    /// the budget with [`Device::charge_handshake_work`].
+    pub fn handshake_work_done(&self) -> u64 {
+        self.work_done
+    }
+
+    /// `spent` of handshake work was just done (on the message the control loop passed in
+    /// last): it comes off the budget, which may go into debt and refills at
+    /// [`HANDSHAKE_BUDGET_PER_SEC`] on the control loop's clock.
+    pub fn charge_handshake_work(&mut self, spent: Duration) {
+        self.refill_budget(self.last_now);
+        self.work_budget.take(spent.as_secs_f64());
+    }
+
+    fn refill_budget(&mut self, now: Instant) {
+        // Only forward: the bucket must never be refilled twice for the same time.
+        let now = now.max(self.last_now);
+        self.work_budget.refill(
+            now,
+            HANDSHAKE_BUDGET_PER_SEC.as_secs_f64(),
+            HANDSHAKE_BUDGET_BURST.as_secs_f64(),
+        );
+    }
+
+    /// Is any handshake work budget left at `now`? When it is not, the device goes under
+    /// load (for [`UNDER_LOAD_LINGER`]), so only initiations with a valid cookie may
+    /// spend the budget as it refills.
+    fn work_budget_left(&mut self, now: Instant) -> bool {
+        self.refill_budget(now);
+        let left = self.work_budget.tokens() > 0.0;
+        if !left {
+            if !self.under_load(now) {
+                bump(&self.counters.handshake_budget_exhausted, 1);
+            }
+            self.under_load_until = Some(now + UNDER_LOAD_LINGER);
+        }
+        left
     }
 
     /// Something changed the timers: recompute them at the next round.
@@ -510,11 +565,19 @@ impl<R: CryptoRngCore> Device<R> {
             bump(&self.counters.handshake_refused_draining, 1);
             return;
         }
+        // A spent work budget puts the device under load before the checks.
+        let budget = self.work_budget_left(now);
         let under_load = self.under_load(now);
         // consume_initiation checks the MACs again (cheap) before any DH work, and answers
         // with the cookie reply itself when one is wanted.
-        if self.screen_handshake(msg, src, under_load, now) == Screened::Refused {
-            return;
+        match self.screen_handshake(msg, src, under_load, now) {
+            Screened::Refused => return,
+            Screened::Pass if !budget => {
+                bump(&self.counters.handshake_over_budget, 1);
+                return;
+            }
+            Screened::Pass => self.work_done += 1,
+            Screened::CookieWanted => {}
         }
         let outcome = crate::handshake::consume_initiation(
             &self.identity,
@@ -574,9 +637,14 @@ impl<R: CryptoRngCore> Device<R> {
         let Ok(view) = Response::new_checked(msg) else {
             return;
         };
+        let budget = self.work_budget_left(now);
         let under_load = self.under_load(now);
         match self.screen_handshake(msg, src, under_load, now) {
             Screened::Refused => return,
+            Screened::Pass if !budget => {
+                bump(&self.counters.handshake_over_budget, 1);
+                return;
+            }
             Screened::CookieWanted => {
                 match self.cookies.create_reply(msg, src, now, &mut self.rng) {
                     Ok(reply) => self.send_cookie_reply(&reply, src),
@@ -589,6 +657,7 @@ impl<R: CryptoRngCore> Device<R> {
         let Some(slot) = self.answered_slot(view.receiver_index()) else {
             return;
         };
+        self.work_done += 1;
         let identity = &self.identity;
         let consumed =
             (self.peers.get_mut(slot)).map(|p| p.handshake.consume_response(identity, msg, now));
