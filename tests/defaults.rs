@@ -471,3 +471,116 @@ fn valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone() {
         ping.log_text()
     );
 }
+
+/// (e) A malicious veil peer (a key the gateway knows) floods each control-frame kind in
+/// turn inside its session: a second peer's ping at 20 a second loses nothing, its session
+/// goes on, and the gateway's log does not fill with the flood.
+#[test]
+fn a_peer_flooding_control_frames_changes_nothing_for_another() {
+    let _g = begin_or_skip!("a_peer_flooding_control_frames_changes_nothing_for_another");
+    let t = Topology::new("de");
+    let (a, b) = (t.a(), t.b());
+    let (gw_priv, gw_pub) = keypair();
+    let (c1_priv, c1_pub) = keypair();
+    let (bad_priv, bad_pub) = keypair();
+    let peers = [
+        (c1_pub, "10.9.0.2/32".to_string()),
+        (bad_pub, "10.9.2.2/32".to_string()),
+    ];
+    let gw_conf = t.write(
+        &format!("{}.conf", name("vg")),
+        &gateway_conf(&gw_priv, "10.9.0.1/24", &peers, ""),
+    );
+    let c1_conf = t.write(
+        &format!("{}.conf", name("vc")),
+        &client_conf(&c1_priv, "10.9.0.2/24", &gw_pub, "10.9.0.0/24", ""),
+    );
+    let bad_key = t.write("bad.key", &format!("{bad_priv}\n"));
+    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    let mut c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
+    t.wait_ping(&b, "10.9.0.1");
+    t.ok(
+        &b,
+        &["ip", "addr", "add", "192.168.241.6/24", "dev", "veth0"],
+    );
+    let lines_before = gw.log_text().lines().count();
+    // Seven kinds, 2 s each; the ping covers them with a margin.
+    const COUNT: u32 = 340;
+    let mut ping = t.spawn(
+        &b,
+        "ping",
+        &[
+            "ping",
+            "-c",
+            &COUNT.to_string(),
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "10.9.0.1",
+        ],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let to = endpoint(A_V4, GW_PORT);
+    let bad_key_s = bad_key.to_string_lossy();
+    let out = t.exec(
+        &b,
+        &[
+            "nice",
+            "-n",
+            "19",
+            env!("CARGO_BIN_EXE_veil-flood"),
+            "--to",
+            &to,
+            "--key",
+            &gw_pub,
+            "--from",
+            "192.168.241.6:0",
+            "--seconds",
+            "2",
+            "--peer-key",
+            &bad_key_s,
+        ],
+    );
+    let flood_out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "veil-flood: {flood_out}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exited = wait_exit(&mut ping, Duration::from_secs(10));
+    // The other peer's session carries data intact after the flood.
+    t.sha256_copy(&b, &a, "10.9.0.1", 1);
+    let during = gw.log_text().lines().count() - lines_before;
+    c1.stop();
+    gw.stop();
+    let (log, ping_log, c1_log) = (gw.log_text(), ping.log_text(), c1.log_text());
+    eprintln!("{flood_out}gateway log lines during the flood: {during}");
+    assert!(exited.is_some(), "ping did not finish:\n{ping_log}");
+    let got = answered(&ping_log);
+    assert_eq!(
+        got.len() as u32,
+        COUNT,
+        "the other peer lost {} pings (longest gap {}):\n{log}",
+        COUNT - got.len() as u32,
+        longest_gap(&got, COUNT)
+    );
+    assert!(
+        counter(&log, "frames_received") > 1000 && counter(&log, "drop_frame_rate_limited") > 0,
+        "the flood did not reach the gateway's frame limit:\n{log}"
+    );
+    assert!(counter(&log, "frames_wrong_role") > 0, "{log}");
+    assert!(
+        counter(&log, "migration_tokens_granted") <= 50,
+        "the peer minted tokens at will:\n{log}"
+    );
+    assert!(during <= 40, "the flood wrote {during} log lines:\n{log}");
+    // The other peer's session was never touched: one handshake, no drain, no goodbye.
+    assert_eq!(
+        counter(&c1_log, "handshakes_completed_initiator"),
+        1,
+        "{c1_log}"
+    );
+    assert_eq!(counter(&log, "sessions_created"), 2, "{log}");
+}
