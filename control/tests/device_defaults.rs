@@ -431,7 +431,7 @@ fn handshake_work_beyond_the_budget_waits_for_a_cookie_and_the_budget() {
     let client = StaticIdentity::from_secret([0x22; 32]);
     let mut hs = PeerHandshake::new(&client, gw_pub, None);
     let t0 = g.t0;
-    let mut initiation = |g: &mut Gateway, hs: &mut PeerHandshake, now: Instant| {
+    let initiation = |g: &mut Gateway, hs: &mut PeerHandshake, now: Instant| {
         let wall = SystemTime::now() + now.saturating_duration_since(t0);
         let init = hs
             .create_initiation(&client, 7, now, wall, &mut OsRng)
