@@ -468,3 +468,40 @@ fn handshake_work_beyond_the_budget_waits_for_a_cookie_and_the_budget() {
     assert_eq!(g.counter("sessions_created"), 1);
     assert_eq!(g.dev.handshake_work_done(), 1);
 }
+
+#[test]
+fn the_migration_switch_is_per_peer() {
+    let mut g = Gateway::new();
+    let standard = g.add(0x22, "10.0.0.2/32", None, None);
+    let veil = g.add(0x33, "10.0.0.3/32", None, None);
+    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    g.handshake(0x33, "192.0.2.3:5000", g.t0);
+    commands(&mut g.dev);
+    // The operator validates one standard peer's migrations.
+    g.dev.set_peer_migration(standard, Some(true));
+    assert_eq!(roaming(&commands(&mut g.dev)), Some(true));
+    assert!(g.dev.snapshot(false, g.t0, SystemTime::now()).peers[0].migration_validated);
+    let c = g.roam(standard, "198.51.100.1:6000", secs(g.t0, 1));
+    assert!(decided(&c), "{c:?}");
+    // And lets a veil peer roam at once: its frames do not turn validation on.
+    g.dev.set_peer_migration(veil, Some(false));
+    assert_eq!(roaming(&commands(&mut g.dev)), Some(false));
+    let c = event(
+        &mut g.dev,
+        Event::Frame {
+            peer: veil,
+            frame: ControlFrame::MigrationTokenRequest,
+            from: addr("192.0.2.3:5000"),
+        },
+        secs(g.t0, 2),
+    );
+    assert_eq!(roaming(&c), Some(false), "{c:?}");
+    let c = g.roam(veil, "198.51.100.9:6000", secs(g.t0, 3));
+    assert!(!decided(&c), "{c:?}");
+    assert_eq!(g.dev.peers()[1].endpoint, Some(addr("198.51.100.9:6000")));
+    let snap = g.dev.snapshot(false, g.t0, SystemTime::now());
+    assert!(!snap.peers[1].migration_validated);
+    // None: back to the defaults (a veil peer is validated).
+    g.dev.set_peer_migration(veil, None);
+    assert_eq!(roaming(&commands(&mut g.dev)), Some(true));
+}

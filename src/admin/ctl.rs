@@ -144,7 +144,7 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
     }
     if let Some(d) = &data.device {
         if !d.peers.is_empty() {
-            let rows: Vec<[String; 6]> = d
+            let rows: Vec<[String; 7]> = d
                 .peers
                 .iter()
                 .map(|p| {
@@ -162,6 +162,11 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
                         }),
                         human_bytes(p.rx_bytes),
                         human_bytes(p.tx_bytes),
+                        if p.migration_validated {
+                            "validated".into()
+                        } else {
+                            "at once".into()
+                        },
                     ]
                 })
                 .collect();
@@ -172,6 +177,7 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
                 "HANDSHAKE",
                 "RECEIVED",
                 "SENT",
+                "ROAMING",
             ];
             let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
             for r in &rows {

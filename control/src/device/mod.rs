@@ -145,6 +145,9 @@ struct Peer {
     new_sessions: VecDeque<Instant>,
     /// Last time an initiation was resent at once because a cookie reply came.
     cookie_resent: Option<Instant>,
+    /// The operator's per-peer migration switch: validated (true) or WireGuard's roaming
+    /// at once (false); `None` follows `[migration]` and whether the peer speaks veil.
+    validate_migration: Option<bool>,
 }
 
 /// The sans-IO control plane. See the module docs.

@@ -86,6 +86,8 @@ pub struct PeerSnapshot {
     pub persistent_keepalive: Option<u16>,
     /// Session keys are live.
     pub session_active: bool,
+    /// Its migrations are validated (tokens, limits); false: it roams at once.
+    pub migration_validated: bool,
 }
 
 /// A change to the interface, as UAPI `set` describes one. Applied in order: private key,

@@ -85,6 +85,7 @@ pub(crate) mod testdata {
                 tx_packets: 0,
                 persistent_keepalive: None,
                 session_active: i == 0,
+                migration_validated: false,
             })
             .collect();
         MetricsData {
