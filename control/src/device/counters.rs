@@ -63,8 +63,10 @@ veil_dataplane::counter_set!(
         degradation_changes,
         /// Keepalives requested by the timers.
         keepalives_requested,
-        /// Commands that could not be queued.
+        /// Commands for the dataplane dropped because the device's queue was full.
         commands_dropped,
+        /// Handshake messages to send dropped because the device's queue was full.
+        transmits_dropped,
         /// Handshake messages under load with a valid MAC1 and no MAC2, beyond the cookie
         /// replies one source may get: dropped before any further work.
         cookie_replies_limited,

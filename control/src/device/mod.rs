@@ -62,6 +62,50 @@ pub const UNDER_LOAD_LINGER: Duration = Duration::from_secs(1);
 pub const HANDSHAKE_BUDGET_PER_SEC: Duration = Duration::from_millis(250);
 const HANDSHAKE_BUDGET_BURST: Duration = Duration::from_millis(50);
 
+/// Commands for the dataplane that may wait in the device at most (the control loop takes
+/// them as its rings have room); beyond, a command is dropped and counted in
+/// `commands_dropped`. Reached only when the crypto stage stopped taking commands.
+pub const MAX_QUEUED_COMMANDS: usize = 16_384;
+
+/// Handshake messages to send that may wait in the device at most; beyond, one is dropped
+/// (as a lost datagram would be) and counted in `transmits_dropped`.
+pub const MAX_QUEUED_TRANSMITS: usize = 4096;
+
+/// A FIFO with a cap: what does not fit is dropped and counted.
+struct Bounded<T> {
+    items: VecDeque<T>,
+    cap: usize,
+    counters: Arc<ControlCounters>,
+    dropped: fn(&ControlCounters) -> &AtomicU64,
+}
+
+impl<T> Bounded<T> {
+    fn new(
+        cap: usize,
+        counters: Arc<ControlCounters>,
+        dropped: fn(&ControlCounters) -> &AtomicU64,
+    ) -> Self {
+        Self {
+            items: VecDeque::new(),
+            cap,
+            counters,
+            dropped,
+        }
+    }
+
+    fn push_back(&mut self, item: T) {
+        if self.items.len() >= self.cap {
+            bump((self.dropped)(&self.counters), 1);
+        } else {
+            self.items.push_back(item);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        self.items.pop_front()
+    }
+}
+
 /// Most jitter added to a handshake retry.
 pub const RETRY_JITTER_MS: u32 = 333;
 
@@ -160,8 +204,8 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     timing: Timing,
     epoch: Epoch,
     rng: R,
-    commands: VecDeque<Command>,
-    transmits: VecDeque<HandshakeDatagram>,
+    commands: Bounded<Command>,
+    transmits: Bounded<HandshakeDatagram>,
     under_load_until: Option<Instant>,
     /// When `on_timeout` must run next: the next timer, or the moment something changed the
     /// timers (they are recomputed then).
@@ -257,6 +301,7 @@ impl<R: CryptoRngCore> Device<R> {
         rng.fill_bytes(&mut token_secret);
         let tokens = TokenMinter::new(token_secret, epoch);
         zeroize::Zeroize::zeroize(&mut token_secret);
+        let counters: Arc<ControlCounters> = Arc::default();
         Self {
             identity,
             cookies,
@@ -266,12 +311,16 @@ impl<R: CryptoRngCore> Device<R> {
             timing,
             epoch,
             rng,
-            commands: VecDeque::new(),
-            transmits: VecDeque::new(),
+            commands: Bounded::new(MAX_QUEUED_COMMANDS, counters.clone(), |c| {
+                &c.commands_dropped
+            }),
+            transmits: Bounded::new(MAX_QUEUED_TRANSMITS, counters.clone(), |c| {
+                &c.transmits_dropped
+            }),
             under_load_until: None,
             next_tick: wall_anchor.0,
             last_now: wall_anchor.0,
-            counters: Arc::default(),
+            counters,
             sessions: SessionPolicy::default(),
             migration: MigrationPolicy::default(),
             tokens,
@@ -966,4 +1015,28 @@ enum Screened {
     CookieWanted,
     /// Dropped (and counted where the check counts).
     Refused,
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let counters: Arc<ControlCounters> = Arc::default();
+        let mut q = Bounded::new(2, counters.clone(), |c| &c.transmits_dropped);
+        for i in 0..5 {
+            q.push_back(i);
+        }
+        assert_eq!(counters.transmits_dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.commands_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            (q.pop_front(), q.pop_front(), q.pop_front()),
+            (Some(0), Some(1), None)
+        );
+        q.push_back(9);
+        assert_eq!(q.pop_front(), Some(9));
+    }
 }
