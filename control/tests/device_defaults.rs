@@ -505,3 +505,106 @@ fn the_migration_switch_is_per_peer() {
     g.dev.set_peer_migration(veil, None);
     assert_eq!(roaming(&commands(&mut g.dev)), Some(true));
 }
+
+/// The client side's circuit breaker on a virtual clock: a round that gives up opens it;
+/// while open no handshake goes; half-open one trial goes; an unanswered trial opens it for
+/// twice as long; an answered one closes it.
+#[test]
+fn a_client_backs_off_and_its_breaker_opens_half_opens_and_closes() {
+    use veil_control::breaker::BreakerState;
+    let mut g = Gateway::new();
+    let server_secret = [0x44; 32];
+    let server_id = StaticIdentity::from_secret(server_secret);
+    let peer = g
+        .dev
+        .add_peer(PeerSpec {
+            public_key: *server_id.public_key(),
+            preshared_key: None,
+            allowed_ips: vec!["10.0.0.0/24".parse().unwrap()],
+            endpoint: Some(addr("192.0.2.44:51820")),
+            persistent_keepalive: None,
+        })
+        .unwrap();
+    let t0 = g.t0;
+    let sent = |g: &mut Gateway| std::iter::from_fn(|| g.dev.poll_transmit()).collect::<Vec<_>>();
+    let state =
+        |g: &Gateway, now: Instant| g.dev.snapshot(false, now, SystemTime::now()).peers[0].breaker;
+    // Drive the timers from `from` to `to` in 100 ms steps; the initiations sent.
+    let run = |g: &mut Gateway, from: Instant, to: Instant| {
+        let mut n = 0;
+        let mut now = from;
+        while now < to {
+            now += Duration::from_millis(100);
+            g.dev.on_timeout(now);
+            commands(&mut g.dev);
+            n += sent(g).len();
+        }
+        n
+    };
+    // Traffic wants a handshake; nobody answers for REKEY_ATTEMPT_TIME (90 s).
+    event(&mut g.dev, Event::HandshakeNeeded { peer }, t0);
+    assert_eq!(sent(&mut g).len(), 1);
+    let retries = run(&mut g, t0, secs(t0, 96));
+    assert!((15..=18).contains(&retries), "{retries} retries in 90 s");
+    assert_eq!(g.counter("handshake_gave_up"), 1);
+    assert_eq!(g.counter("breaker_opened"), 1);
+    let opened = secs(t0, 96);
+    assert_eq!(state(&g, opened), BreakerState::Open);
+    // Open: traffic starts no handshake (the first backoff is 3.75..5 s).
+    event(&mut g.dev, Event::HandshakeNeeded { peer }, opened);
+    assert!(sent(&mut g).is_empty());
+    assert_eq!(g.counter("handshakes_held_by_breaker"), 1);
+    // Half-open after the backoff: one trial goes.
+    let half = opened + Duration::from_secs(5);
+    assert_eq!(state(&g, half), BreakerState::HalfOpen);
+    event(&mut g.dev, Event::HandshakeNeeded { peer }, half);
+    assert_eq!(sent(&mut g).len(), 1, "the trial");
+    // The trial goes unanswered for REKEY_TIMEOUT: open again, for 7.5..10 s, no retries.
+    let after = half + Duration::from_millis(5400);
+    assert_eq!(run(&mut g, half, after), 0);
+    assert_eq!(g.counter("breaker_opened"), 2);
+    assert_eq!(g.counter("handshake_gave_up"), 1, "a trial is not a round");
+    assert_eq!(state(&g, after), BreakerState::Open);
+    event(
+        &mut g.dev,
+        Event::HandshakeNeeded { peer },
+        after + Duration::from_secs(7),
+    );
+    assert!(
+        sent(&mut g).is_empty(),
+        "still open 7 s into a backoff of 7.5 s or more"
+    );
+    // Half-open again; this trial is answered: closed.
+    let half = after + Duration::from_secs(10);
+    assert_eq!(state(&g, half), BreakerState::HalfOpen);
+    event(&mut g.dev, Event::HandshakeNeeded { peer }, half);
+    let trial = sent(&mut g);
+    assert_eq!(trial.len(), 1);
+    let mut server = Device::new(
+        &server_secret,
+        Timing::default(),
+        Epoch::new(t0),
+        (t0, SystemTime::now()),
+        OsRng,
+    );
+    server
+        .add_peer(PeerSpec {
+            public_key: *StaticIdentity::from_secret(GW_SECRET).public_key(),
+            preshared_key: None,
+            allowed_ips: vec!["10.0.1.2/32".parse().unwrap()],
+            endpoint: None,
+            persistent_keepalive: None,
+        })
+        .unwrap();
+    server.on_handshake(
+        HandshakeDatagram::new(trial[0].as_bytes(), addr("192.0.2.2:5000"), None).unwrap(),
+        half,
+    );
+    let response = server.poll_transmit().expect("a response");
+    g.dev.on_handshake(
+        HandshakeDatagram::new(response.as_bytes(), addr("192.0.2.44:51820"), None).unwrap(),
+        half,
+    );
+    assert_eq!(state(&g, half), BreakerState::Closed);
+    assert_eq!(g.counter("handshakes_completed_initiator"), 1);
+}

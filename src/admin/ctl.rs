@@ -144,7 +144,7 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
     }
     if let Some(d) = &data.device {
         if !d.peers.is_empty() {
-            let rows: Vec<[String; 7]> = d
+            let rows: Vec<[String; 8]> = d
                 .peers
                 .iter()
                 .map(|p| {
@@ -167,6 +167,7 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
                         } else {
                             "at once".into()
                         },
+                        p.breaker.as_str().into(),
                     ]
                 })
                 .collect();
@@ -178,6 +179,7 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
                 "RECEIVED",
                 "SENT",
                 "ROAMING",
+                "BREAKER",
             ];
             let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
             for r in &rows {

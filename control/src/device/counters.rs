@@ -67,6 +67,11 @@ veil_dataplane::counter_set!(
         commands_dropped,
         /// Handshake messages to send dropped because the device's queue was full.
         transmits_dropped,
+        /// Circuit breakers opened: a handshake round gave up, or a half-open trial went
+        /// unanswered.
+        breaker_opened,
+        /// Handshakes not started because the peer's circuit breaker was open.
+        handshakes_held_by_breaker,
         /// Handshake messages under load with a valid MAC1 and no MAC2, beyond the cookie
         /// replies one source may get: dropped before any further work.
         cookie_replies_limited,

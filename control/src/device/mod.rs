@@ -25,6 +25,7 @@ use veil_dataplane::wire::{
     message_type, CookieReply, Response, TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE,
 };
 
+use crate::breaker::BreakerState;
 use crate::handshake::{
     CookieChecker, HandshakeError, InitiationOutcome, PeerHandshake, StaticIdentity,
 };
@@ -192,6 +193,8 @@ struct Peer {
     /// The operator's per-peer migration switch: validated (true) or WireGuard's roaming
     /// at once (false); `None` follows `[migration]` and whether the peer speaks veil.
     validate_migration: Option<bool>,
+    /// Backoff after handshake rounds that gave up.
+    breaker: crate::breaker::Breaker,
 }
 
 /// The sans-IO control plane. See the module docs.
@@ -569,6 +572,10 @@ impl<R: CryptoRngCore> Device<R> {
         if p.retry_at.is_some() {
             return;
         }
+        if !p.breaker.allows(now) {
+            bump(&self.counters.handshakes_held_by_breaker, 1);
+            return;
+        }
         if p.last_initiation
             .is_some_and(|t| now.saturating_duration_since(t) < self.timing.rekey_timeout)
         {
@@ -748,6 +755,10 @@ impl<R: CryptoRngCore> Device<R> {
         }
         p.endpoint = Some(src);
         p.last_handshake = Some(now);
+        if p.breaker.failures() > 0 {
+            info!("peer {}: handshake answered; circuit closed", p.short);
+        }
+        p.breaker.succeeded();
         p.attempt_started = None;
         p.retry_at = None;
         p.unanswered_for = None;
@@ -852,13 +863,26 @@ impl<R: CryptoRngCore> Device<R> {
         if let (Some(retry), Some(started)) = (p.retry_at, p.attempt_started) {
             if now >= retry {
                 p.retry_at = None;
-                if now.saturating_duration_since(started) >= timing.rekey_attempt {
+                let trial = p.breaker.state(now) == BreakerState::HalfOpen;
+                if trial || now.saturating_duration_since(started) >= timing.rekey_attempt {
+                    // A round gave up, or the half-open trial went unanswered: the breaker
+                    // opens for the next backoff.
                     p.attempt_started = None;
-                    bump(&self.counters.handshake_gave_up, 1);
-                    warn!(
-                        "peer {}: no handshake response after {:?}; giving up",
-                        p.short, timing.rekey_attempt
-                    );
+                    let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX);
+                    let wait = p.breaker.failed(now, jitter);
+                    bump(&self.counters.breaker_opened, 1);
+                    if trial {
+                        warn!(
+                            "peer {}: trial handshake unanswered; next attempt in {wait:?}",
+                            p.short
+                        );
+                    } else {
+                        bump(&self.counters.handshake_gave_up, 1);
+                        warn!(
+                            "peer {}: no handshake response after {:?}; giving up, next attempt in {wait:?}",
+                            p.short, timing.rekey_attempt
+                        );
+                    }
                     self.commands.push_back(Command::DropStaged { peer: id });
                 } else {
                     debug!("peer {}: handshake retry", p.short);

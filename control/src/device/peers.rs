@@ -56,6 +56,7 @@ impl Peer {
             new_sessions: VecDeque::new(),
             cookie_resent: None,
             validate_migration: None,
+            breaker: crate::breaker::Breaker::default(),
         }
     }
 
@@ -255,6 +256,7 @@ impl<R: CryptoRngCore> Device<R> {
                         .map(|d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX)),
                     session_active: p.keys_live,
                     migration_validated: self.validated(p),
+                    breaker: p.breaker.state(now),
                 }
             })
             .collect();

@@ -86,6 +86,7 @@ pub(crate) mod testdata {
                 persistent_keepalive: None,
                 session_active: i == 0,
                 migration_validated: false,
+                breaker: veil_control::breaker::BreakerState::Closed,
             })
             .collect();
         MetricsData {
