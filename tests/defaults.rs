@@ -38,6 +38,20 @@ fn client_conf(private: &str, address: &str, gw_pub: &str, net: &str, extra: &st
     )
 }
 
+/// The config of a gateway with one client peer at 10.9.0.2, written in `t`: (its path, the
+/// gateway's public key, the client's private key).
+fn one_client_gateway_conf(t: &Topology) -> (std::path::PathBuf, String, String) {
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let peers = [(cl_pub, "10.9.0.2/32".to_string())];
+    let conf = gateway_conf(&gw_priv, "10.9.0.1/24", &peers, "");
+    (
+        t.write(&format!("{}.conf", name("vg")), &conf),
+        gw_pub,
+        cl_priv,
+    )
+}
+
 /// Source NAT in namespace b (nftables): what b sends to the gateway's port leaves from
 /// `addr`, one of b's addresses. Replacing the rule and flushing conntrack changes the mapping
 /// of flows already running, as a NAT that rebinds does.
@@ -50,6 +64,17 @@ fn nat_to(t: &Topology, addr: &str) {
          conntrack -F 2>/dev/null; true"
     );
     t.ok(&t.b(), &["sh", "-c", &script]);
+}
+
+/// `count` pings at 20 a second from `ns` to `addr`, in the background (see [`answered`]).
+fn ping_at_20(t: &Topology, ns: &str, addr: &str, count: u32) -> Proc {
+    let count = count.to_string();
+    t.spawn(
+        ns,
+        "ping",
+        &["ping", "-c", &count, "-i", "0.05", "-W", "1", addr],
+        &[],
+    )
 }
 
 /// Sequence numbers that got a reply in `ping` output.
@@ -76,8 +101,29 @@ fn longest_gap(got: &BTreeSet<u32>, count: u32) -> u32 {
     worst
 }
 
-/// `veil-flood` in `ns` from `from` to the gateway, at the lowest CPU priority (the test is
-/// about what the flood costs veil, not about the generator's own CPU).
+/// The `veil-flood` command line from `from` to the gateway for `secs` (per kind with
+/// `--peer-key`), `extra` appended, at the lowest CPU priority (the test is about what the
+/// flood costs veil, not about the generator's own CPU).
+fn flood_cmd(gw_pub: &str, from: &str, secs: u32, extra: &[&str]) -> Vec<String> {
+    let mut cmd: Vec<String> = ["nice", "-n", "19", env!("CARGO_BIN_EXE_veil-flood")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (k, v) in [
+        ("--to", endpoint(A_V4, GW_PORT)),
+        ("--key", gw_pub.to_string()),
+        ("--from", from.to_string()),
+        ("--seconds", secs.to_string()),
+    ] {
+        cmd.push(k.to_string());
+        cmd.push(v);
+    }
+    cmd.extend(extra.iter().map(|s| s.to_string()));
+    cmd
+}
+
+/// `veil-flood` of initiations in `ns` from `from`, `rate` a second (0: as fast as it goes),
+/// in the background.
 fn flood(
     t: &Topology,
     ns: &str,
@@ -87,29 +133,9 @@ fn flood(
     rate: u32,
     secs: u32,
 ) -> Proc {
-    let to = endpoint(A_V4, GW_PORT);
-    let (rate, secs) = (rate.to_string(), secs.to_string());
-    t.spawn(
-        ns,
-        &format!("veil-flood-{tag}"),
-        &[
-            "nice",
-            "-n",
-            "19",
-            env!("CARGO_BIN_EXE_veil-flood"),
-            "--to",
-            &to,
-            "--key",
-            gw_pub,
-            "--from",
-            from,
-            "--seconds",
-            &secs,
-            "--rate",
-            &rate,
-        ],
-        &[],
-    )
+    let cmd = flood_cmd(gw_pub, from, secs, &["--rate", &rate.to_string()]);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    t.spawn(ns, &format!("veil-flood-{tag}"), &cmd, &[])
 }
 
 /// (a) While the gateway is under load (a flood from another address), 200 initiations a
@@ -121,17 +147,7 @@ fn spoofed_junk_with_a_clients_address_does_not_lock_it_out() {
     let _g = begin_or_skip!("spoofed_junk_with_a_clients_address_does_not_lock_it_out");
     let t = Topology::new("da");
     let (a, b) = (t.a(), t.b());
-    let (gw_priv, gw_pub) = keypair();
-    let (cl_priv, cl_pub) = keypair();
-    let gw_conf = t.write(
-        &format!("{}.conf", name("vg")),
-        &gateway_conf(
-            &gw_priv,
-            "10.9.0.1/24",
-            &[(cl_pub, "10.9.0.2/32".into())],
-            "",
-        ),
-    );
+    let (gw_conf, gw_pub, cl_priv) = one_client_gateway_conf(&t);
     let cl_conf = t.write(
         &format!("{}.conf", name("vc")),
         &client_conf(&cl_priv, "10.9.0.2/24", &gw_pub, "10.9.0.0/24", ""),
@@ -190,17 +206,7 @@ fn spoofed_junk_with_a_clients_address_does_not_lock_it_out() {
 fn roaming_standard_client(tag: &str, peer: Peer) {
     let t = Topology::new(tag);
     let (a, b) = (t.a(), t.b());
-    let (gw_priv, gw_pub) = keypair();
-    let (cl_priv, cl_pub) = keypair();
-    let gw_conf = t.write(
-        &format!("{}.conf", name("vg")),
-        &gateway_conf(
-            &gw_priv,
-            "10.9.0.1/24",
-            &[(cl_pub, "10.9.0.2/32".into())],
-            "",
-        ),
-    );
+    let (gw_conf, gw_pub, cl_priv) = one_client_gateway_conf(&t);
     let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
     let addrs: Vec<String> = (10..=16).map(|i| format!("192.168.241.{i}")).collect();
     for addr in &addrs {
@@ -227,21 +233,7 @@ fn roaming_standard_client(tag: &str, peer: Peer) {
     let mut client = start_peer(&t, &b, peer, &name("wgd"), &args, "10.9.0.2/24");
     t.wait_ping(&b, "10.9.0.1");
     const COUNT: u32 = 440; // 22 s at 20 a second
-    let mut ping = t.spawn(
-        &b,
-        "ping",
-        &[
-            "ping",
-            "-c",
-            &COUNT.to_string(),
-            "-i",
-            "0.05",
-            "-W",
-            "1",
-            "10.9.0.1",
-        ],
-        &[],
-    );
+    let mut ping = ping_at_20(&t, &b, "10.9.0.1", COUNT);
     let start = Instant::now();
     // Six changes: pairs 2 s apart, 5 s between the pairs.
     let at = [2.0, 4.0, 9.0, 11.0, 16.0, 18.0];
@@ -382,35 +374,59 @@ fn twenty_clients_behind_one_nat_reconnect_after_a_gateway_restart() {
     drop(clients);
 }
 
+/// A gateway (namespace a, `gw_addresses`) with two peers: a veil client at 10.9.0.2 (its
+/// config written, not started) and a second peer at `second` (AllowedIPs), whose key pair
+/// the test gets to use as it likes.
+struct TwoPeers {
+    t: Topology,
+    gw_conf: std::path::PathBuf,
+    c1_conf: std::path::PathBuf,
+    gw_pub: String,
+    second: (String, String),
+}
+
+fn two_peers(tag: &str, gw_addresses: &str, second: &str) -> TwoPeers {
+    let t = Topology::new(tag);
+    let (gw_priv, gw_pub) = keypair();
+    let (c1_priv, c1_pub) = keypair();
+    let second_keys = keypair();
+    let peers = [
+        (c1_pub, "10.9.0.2/32".to_string()),
+        (second_keys.1.clone(), second.to_string()),
+    ];
+    let gw_conf = t.write(
+        &format!("{}.conf", name("vg")),
+        &gateway_conf(&gw_priv, gw_addresses, &peers, ""),
+    );
+    let c1_conf = t.write(
+        &format!("{}.conf", name("vc")),
+        &client_conf(&c1_priv, "10.9.0.2/24", &gw_pub, "10.9.0.0/24", ""),
+    );
+    TwoPeers {
+        t,
+        gw_conf,
+        c1_conf,
+        gw_pub,
+        second: second_keys,
+    }
+}
+
 /// (d) A flood of initiations with a valid MAC1, as fast as the generator goes, for 30 s: the
 /// degradation level stays below Severe, an established unpaced TCP flow keeps at least 80 %
 /// of its throughput, and a new peer joins within 1 s.
 #[test]
 fn valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone() {
     let _g = begin_or_skip!("valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone");
-    let t = Topology::new("df");
+    let p = two_peers("df", "10.9.0.1/24, 10.9.1.1/24", "10.9.1.2/32");
+    let (t, gw_conf, c1_conf, gw_pub, c2_priv) =
+        (&p.t, &p.gw_conf, &p.c1_conf, &p.gw_pub, &p.second.0);
     let (a, b) = (t.a(), t.b());
-    let (gw_priv, gw_pub) = keypair();
-    let (c1_priv, c1_pub) = keypair();
-    let (c2_priv, c2_pub) = keypair();
-    let peers = [
-        (c1_pub, "10.9.0.2/32".to_string()),
-        (c2_pub, "10.9.1.2/32".to_string()),
-    ];
-    let gw_conf = t.write(
-        &format!("{}.conf", name("vg")),
-        &gateway_conf(&gw_priv, "10.9.0.1/24, 10.9.1.1/24", &peers, ""),
-    );
-    let c1_conf = t.write(
-        &format!("{}.conf", name("vc")),
-        &client_conf(&c1_priv, "10.9.0.2/24", &gw_pub, "10.9.0.0/24", ""),
-    );
     let c2_conf = t.write(
         &format!("{}.conf", name("vd")),
-        &client_conf(&c2_priv, "10.9.1.2/24", &gw_pub, "10.9.1.0/24", ""),
+        &client_conf(c2_priv, "10.9.1.2/24", gw_pub, "10.9.1.0/24", ""),
     );
-    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
-    let _c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
+    let mut gw = veil_up(t, &a, gw_conf, &[], &[]);
+    let _c1 = veil_up(t, &b, c1_conf, &[], &[]);
     t.wait_ping(&b, "10.9.0.1");
     let baseline = t.iperf(&a, &b, "10.9.0.1", 5, false).bits_per_second;
     t.ok(
@@ -418,18 +434,13 @@ fn valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone() {
         &["ip", "addr", "add", "192.168.241.5/24", "dev", "veth0"],
     );
     let flood_start = Instant::now();
-    let mut load = flood(&t, &b, "max", &gw_pub, "192.168.241.5:0", 0, 30);
+    let mut load = flood(t, &b, "max", gw_pub, "192.168.241.5:0", 0, 30);
     std::thread::sleep(Duration::from_secs(3));
     let during = t.iperf(&a, &b, "10.9.0.1", 8, false).bits_per_second;
     // A new peer while the flood goes on.
-    let mut c2 = veil_up(&t, &b, &c2_conf, &[], &[]);
+    let mut c2 = veil_up(t, &b, &c2_conf, &[], &[]);
     let start = Instant::now();
-    let mut ping = t.spawn(
-        &b,
-        "ping",
-        &["ping", "-c", "30", "-i", "0.05", "-W", "1", "10.9.1.1"],
-        &[],
-    );
+    let mut ping = ping_at_20(t, &b, "10.9.1.1", 30);
     let joined =
         wait_log(&c2, "handshake completed", Duration::from_secs(5)).map(|_| start.elapsed());
     wait_exit(&mut ping, Duration::from_secs(5));
@@ -455,15 +466,14 @@ fn valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone() {
         !log.contains("-> severe") && !log.contains("-> critical"),
         "the flood pushed the gateway to Severe:\n{log}"
     );
+    let kept = during / baseline * 100.0;
     assert!(
-        during >= 0.8 * baseline,
-        "the flow fell to {:.0} % of its throughput",
-        during / baseline * 100.0
+        kept >= 80.0,
+        "the flow fell to {kept:.0} % of its throughput"
     );
-    let joined = joined.unwrap_or_else(|| panic!("the new peer never joined:\n{log}"));
     assert!(
-        joined <= Duration::from_secs(1),
-        "the new peer joined after {joined:?}"
+        joined.is_some_and(|j| j <= Duration::from_secs(1)),
+        "the new peer joined after {joined:?} (None: never):\n{log}"
     );
     assert!(
         !answered(&ping.log_text()).is_empty(),
@@ -472,32 +482,20 @@ fn valid_mac1_flood_leaves_the_level_the_flow_and_new_peers_alone() {
     );
 }
 
-/// (e) A malicious veil peer (a key the gateway knows) floods each control-frame kind in
-/// turn inside its session: a second peer's ping at 20 a second loses nothing, its session
-/// goes on, and the gateway's log does not fill with the flood.
+/// (e) A malicious veil peer (a key the gateway knows) floods each control-frame kind in turn
+/// inside its session.
+///
+/// A second peer's ping at 20 a second loses nothing, its session goes on, and the
+/// gateway's log does not fill with the flood.
 #[test]
 fn a_peer_flooding_control_frames_changes_nothing_for_another() {
     let _g = begin_or_skip!("a_peer_flooding_control_frames_changes_nothing_for_another");
-    let t = Topology::new("de");
-    let (a, b) = (t.a(), t.b());
-    let (gw_priv, gw_pub) = keypair();
-    let (c1_priv, c1_pub) = keypair();
-    let (bad_priv, bad_pub) = keypair();
-    let peers = [
-        (c1_pub, "10.9.0.2/32".to_string()),
-        (bad_pub, "10.9.2.2/32".to_string()),
-    ];
-    let gw_conf = t.write(
-        &format!("{}.conf", name("vg")),
-        &gateway_conf(&gw_priv, "10.9.0.1/24", &peers, ""),
-    );
-    let c1_conf = t.write(
-        &format!("{}.conf", name("vc")),
-        &client_conf(&c1_priv, "10.9.0.2/24", &gw_pub, "10.9.0.0/24", ""),
-    );
+    let p = two_peers("de", "10.9.0.1/24", "10.9.2.2/32");
+    let (t, bad_priv) = (&p.t, &p.second.0);
     let bad_key = t.write("bad.key", &format!("{bad_priv}\n"));
-    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
-    let mut c1 = veil_up(&t, &b, &c1_conf, &[], &[]);
+    let (a, b) = (t.a(), t.b());
+    let mut gw = veil_up(t, &a, &p.gw_conf, &[], &[]);
+    let mut c1 = veil_up(t, &b, &p.c1_conf, &[], &[]);
     t.wait_ping(&b, "10.9.0.1");
     t.ok(
         &b,
@@ -506,43 +504,12 @@ fn a_peer_flooding_control_frames_changes_nothing_for_another() {
     let lines_before = gw.log_text().lines().count();
     // Seven kinds, 2 s each; the ping covers them with a margin.
     const COUNT: u32 = 340;
-    let mut ping = t.spawn(
-        &b,
-        "ping",
-        &[
-            "ping",
-            "-c",
-            &COUNT.to_string(),
-            "-i",
-            "0.05",
-            "-W",
-            "1",
-            "10.9.0.1",
-        ],
-        &[],
-    );
+    let mut ping = ping_at_20(t, &b, "10.9.0.1", COUNT);
     std::thread::sleep(Duration::from_millis(500));
-    let to = endpoint(A_V4, GW_PORT);
     let bad_key_s = bad_key.to_string_lossy();
-    let out = t.exec(
-        &b,
-        &[
-            "nice",
-            "-n",
-            "19",
-            env!("CARGO_BIN_EXE_veil-flood"),
-            "--to",
-            &to,
-            "--key",
-            &gw_pub,
-            "--from",
-            "192.168.241.6:0",
-            "--seconds",
-            "2",
-            "--peer-key",
-            &bad_key_s,
-        ],
-    );
+    let cmd = flood_cmd(&p.gw_pub, "192.168.241.6:0", 2, &["--peer-key", &bad_key_s]);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = t.exec(&b, &cmd);
     let flood_out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -76,6 +76,27 @@ impl Gateway {
     fn counter(&self, name: &str) -> u64 {
         counter(&self.dev, name)
     }
+
+    /// `client` (with its handshake state `hs`) initiates from `from` at `now`: what the
+    /// gateway sends back.
+    fn initiation_from(
+        &mut self,
+        client: &StaticIdentity,
+        hs: &mut PeerHandshake,
+        from: &str,
+        now: Instant,
+    ) -> Vec<HandshakeDatagram> {
+        let wall = SystemTime::now() + now.saturating_duration_since(self.t0);
+        let init = hs
+            .create_initiation(client, 7, now, wall, &mut OsRng)
+            .unwrap();
+        self.dev.on_handshake(
+            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
+            now,
+        );
+        commands(&mut self.dev);
+        std::iter::from_fn(|| self.dev.poll_transmit()).collect()
+    }
 }
 
 fn secs(t0: Instant, s: u64) -> Instant {
@@ -244,14 +265,7 @@ fn spoofed_junk_under_load_does_not_lock_out_the_real_client() {
     let mut hs = PeerHandshake::new(&client, gw_pub, None);
     let wall = |g: &Gateway, now: Instant| SystemTime::now() + now.saturating_duration_since(g.t0);
     let initiation = |g: &mut Gateway, hs: &mut PeerHandshake, now: Instant| {
-        let init = hs
-            .create_initiation(&client, 7, now, wall(g, now), &mut OsRng)
-            .unwrap();
-        g.dev.on_handshake(
-            HandshakeDatagram::new(&init, addr(victim), None).unwrap(),
-            now,
-        );
-        std::iter::from_fn(|| g.dev.poll_transmit()).collect::<Vec<_>>()
+        g.initiation_from(&client, hs, victim, now)
     };
     // Under load from the start.
     g.dev.set_handshake_backlog(1000, g.t0);
@@ -425,23 +439,12 @@ fn initiations_follow_a_wall_clock_set_after_start() {
 #[test]
 fn handshake_work_beyond_the_budget_waits_for_a_cookie_and_the_budget() {
     let mut g = Gateway::new();
-    g.add(0x22, "10.0.0.2/32", None, None);
-    let from = "192.0.2.2:5000";
-    let gw_pub = *StaticIdentity::from_secret(GW_SECRET).public_key();
-    let client = StaticIdentity::from_secret([0x22; 32]);
-    let mut hs = PeerHandshake::new(&client, gw_pub, None);
     let t0 = g.t0;
+    g.add(0x22, "10.0.0.2/32", None, None);
+    let client = StaticIdentity::from_secret([0x22; 32]);
+    let mut hs = PeerHandshake::new(&client, g.dev.public_key(), None);
     let initiation = |g: &mut Gateway, hs: &mut PeerHandshake, now: Instant| {
-        let wall = SystemTime::now() + now.saturating_duration_since(t0);
-        let init = hs
-            .create_initiation(&client, 7, now, wall, &mut OsRng)
-            .unwrap();
-        g.dev.on_handshake(
-            HandshakeDatagram::new(&init, addr(from), None).unwrap(),
-            now,
-        );
-        commands(&mut g.dev);
-        std::iter::from_fn(|| g.dev.poll_transmit()).collect::<Vec<_>>()
+        g.initiation_from(&client, hs, "192.0.2.2:5000", now)
     };
     // Not under load, but 100 ms of handshake work were just done (the burst is 50 ms).
     assert_eq!(g.dev.handshake_work_done(), 0);
