@@ -11,6 +11,7 @@
 //! - [`poll`]: [`EventFd`] wake-ups and a small `ppoll(2)` wrapper ([`wait`]).
 //! - [`thread`]: CPU sets, pinning and thread ids.
 //! - [`process`]: keeping key material out of core dumps ([`forbid_core_dumps`]).
+//! - [`privilege`]: giving up root, keeping `CAP_NET_ADMIN` ([`privilege::drop_to`]).
 //! - [`signals`]: blocking the shutdown signals and reading them from a [`SignalFd`].
 //!
 //! Namespaces: a socket or TUN device belongs to the network namespace of the
@@ -20,6 +21,7 @@
 
 pub mod netlink;
 pub mod poll;
+pub mod privilege;
 pub mod process;
 pub mod signals;
 pub mod thread;
