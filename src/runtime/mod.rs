@@ -282,6 +282,8 @@ fn run(p: Prepared) -> ExitCode {
     // runs here, as root; the later ones where `start` says (the privileged helper once veil
     // gave up root).
     let name = p.name.clone();
+    // Before veil gives up root (see Notifier::to).
+    let notifier = Arc::new(Notifier::from_env());
     if let Err(e) = hooks::run(
         hooks::Moment::PreUp,
         &p.config.interface.hooks.pre_up,
@@ -297,7 +299,6 @@ fn run(p: Prepared) -> ExitCode {
                 running.abort();
                 return ExitCode::FAILURE;
             }
-            let notifier = Arc::new(Notifier::from_env());
             notifier.ready(&format!("{}: up", running.name));
             let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
                 Watchdog::start(notifier.clone(), running.shared.clone(), threads, interval)
