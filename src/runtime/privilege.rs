@@ -234,13 +234,13 @@ pub struct Helper {
 impl Helper {
     fn spawn(name: &str, hooks: &Hooks, sockets: &[PathBuf]) -> io::Result<Self> {
         // /proc/self/exe in the child is still this very binary, whatever became of its path.
+        // Its stderr is veil's.
         use std::os::unix::process::CommandExt;
         let mut child = Command::new("/proc/self/exe")
             .arg0("veil")
             .arg(HELPER_ARG)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()?;
         let (Some(mut to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io::Error::other("no pipe to the helper"));

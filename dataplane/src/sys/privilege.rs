@@ -234,22 +234,9 @@ mod tests {
             assert!(nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_err());
             return;
         }
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "sys::privilege::tests::drop_keeps_net_admin_only",
-                "--nocapture",
-            ])
-            .env("VEIL_PRIV_CHILD", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        super::super::run_test_in_child(
+            "sys::privilege::tests::drop_keeps_net_admin_only",
+            "VEIL_PRIV_CHILD",
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     }
 }
