@@ -38,6 +38,15 @@ impl Gateway {
         Self { dev, t0 }
     }
 
+    /// A gateway with the standard client 0x22 (10.0.0.2/32), whose handshake from
+    /// 192.0.2.2:5000 completed at `t0`; its commands are not read yet.
+    fn with_client() -> (Self, PeerId) {
+        let mut g = Self::new();
+        let peer = g.add(0x22, "10.0.0.2/32", None, None);
+        g.handshake(0x22, "192.0.2.2:5000", g.t0);
+        (g, peer)
+    }
+
     fn add(
         &mut self,
         client_secret: u8,
@@ -100,9 +109,7 @@ fn roaming(cmds: &[Command]) -> Option<bool> {
 
 #[test]
 fn standard_peer_roams_without_a_decision_until_it_speaks_veil() {
-    let mut g = Gateway::new();
-    let peer = g.add(0x22, "10.0.0.2/32", None, None);
-    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    let (mut g, peer) = Gateway::with_client();
     let c = commands(&mut g.dev);
     assert_eq!(roaming(&c), None, "a standard peer is not validated");
     assert_eq!(g.counter("sessions_created"), 1);
@@ -134,9 +141,7 @@ fn standard_peer_roams_without_a_decision_until_it_speaks_veil() {
 
 #[test]
 fn operator_can_validate_every_peer() {
-    let mut g = Gateway::new();
-    let peer = g.add(0x22, "10.0.0.2/32", None, None);
-    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    let (mut g, peer) = Gateway::with_client();
     commands(&mut g.dev);
     g.dev.set_policies(
         SessionPolicy::default(),
@@ -293,9 +298,7 @@ fn spoofed_junk_under_load_does_not_lock_out_the_real_client() {
 #[test]
 fn frames_of_the_wrong_role_are_ignored() {
     // We are the gateway of this peer: it may not send us a drain notice or a token grant.
-    let mut g = Gateway::new();
-    let peer = g.add(0x22, "10.0.0.2/32", None, None);
-    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    let (mut g, peer) = Gateway::with_client();
     commands(&mut g.dev);
     for frame in [
         ControlFrame::DrainNotice { retry_after_ms: 0 },
@@ -368,9 +371,7 @@ fn a_drain_notice_cannot_park_a_client_past_five_minutes() {
 #[test]
 fn initiations_follow_a_wall_clock_set_after_start() {
     // A gateway that already saw this client's timestamps of the real time.
-    let mut g = Gateway::new();
-    g.add(0x22, "10.0.0.2/32", None, None);
-    g.handshake(0x22, "192.0.2.2:5000", g.t0);
+    let (mut g, _) = Gateway::with_client();
     commands(&mut g.dev);
     assert_eq!(g.counter("sessions_created"), 1);
     // The client was started before NTP: its wall clock read 2001.

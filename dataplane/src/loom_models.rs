@@ -72,7 +72,9 @@ fn shutdown_wakes_a_parking_thread() {
 /// A stage's state in a baton with its items.
 struct Stage {
     queue: Arc<AtomicUsize>,
-    done: usize,
+    /// Items processed, read by the model's main thread without taking the baton (only RX
+    /// and the stage's thread take it in the pipeline).
+    done: Arc<AtomicUsize>,
     /// Set while held: two holders at once fail.
     inside: Arc<AtomicBool>,
 }
@@ -85,7 +87,7 @@ impl Stage {
             "two holders of a baton"
         );
         let n = self.queue.swap(0, Ordering::Acquire);
-        self.done += n;
+        self.done.fetch_add(n, Ordering::Release);
         self.inside.store(false, Ordering::SeqCst);
         n > 0
     }
@@ -98,8 +100,9 @@ impl Stage {
 /// RX's run-to-completion hand-off (`RxThread::push`, `run_to_completion`,
 /// `CryptoThread::run_shared`): RX queues an item and, when the crypto thread is parked,
 /// defers the ring and runs the stage itself under the baton; it rings when it could not
-/// take the baton, and wakes the thread when it left work behind. The crypto thread never
-/// parks while RX holds the baton. Every item is processed, by one holder at a time.
+/// take the baton, and after putting it back wakes the thread if the stage has work. The
+/// crypto thread parks when it finds the baton taken. Every item is processed, by one holder
+/// at a time.
 #[test]
 fn baton_hand_off_loses_no_item() {
     let mut builder = loom::model::Builder::new();
@@ -107,9 +110,10 @@ fn baton_hand_off_loses_no_item() {
     builder.check(|| {
         let queue = Arc::new(AtomicUsize::new(0));
         let inside = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
         let baton = Arc::new(Baton::new(Stage {
             queue: queue.clone(),
-            done: 0,
+            done: done.clone(),
             inside,
         }));
         let bell = Arc::new(Doorbell::for_thread());
@@ -119,16 +123,11 @@ fn baton_hand_off_loses_no_item() {
         let crypto = thread::spawn(move || {
             bell2.register_current();
             while !s.load(Ordering::Relaxed) {
-                match b.try_take().map(|mut me| me.round()) {
-                    Some(true) => continue,
-                    Some(false) => {}
-                    None => {
-                        // RX holds it and is about done: look again.
-                        thread::yield_now();
-                        continue;
-                    }
+                if b.try_take().is_some_and(|mut me| me.round()) {
+                    continue;
                 }
-                bell2.park(WAIT, || b.try_take().is_none_or(|me| me.has_work()));
+                // Nothing to do, or RX holds the stage: park (RX wakes it after release).
+                bell2.park(WAIT, || b.try_take().is_some_and(|me| me.has_work()));
             }
         });
         for _ in 0..items {
@@ -142,9 +141,9 @@ fn baton_hand_off_loses_no_item() {
                 None => bell.ring(),
                 Some(mut st) => {
                     st.round();
-                    let more = st.has_work();
                     drop(st);
-                    if more {
+                    // After release: work that came in while RX held it wakes the thread.
+                    if baton.try_take().is_some_and(|st| st.has_work()) {
                         bell.wake_now();
                     }
                 }
@@ -152,10 +151,7 @@ fn baton_hand_off_loses_no_item() {
         }
         // Every item gets done without any further wake-up (a lost one spins here until
         // loom gives up on the execution), then shutdown as `Shared::shutdown` does.
-        loop {
-            if baton.try_take().is_some_and(|st| st.done == items) {
-                break;
-            }
+        while done.load(Ordering::Acquire) < items {
             thread::yield_now();
         }
         stop.store(true, Ordering::SeqCst);
