@@ -118,10 +118,8 @@ pub enum HookRunner {
 /// A hook moment did not succeed.
 #[derive(Debug)]
 pub enum HookError {
-    /// A hook run here.
-    Local(HookFailed),
-    /// A hook run by the helper: its report.
-    Helper(String),
+    /// A hook failed (run here or by the helper): the report, as [`HookFailed`] says it.
+    Failed(String),
     /// The helper could not be asked (it is gone).
     Lost(io::Error),
 }
@@ -129,8 +127,7 @@ pub enum HookError {
 impl fmt::Display for HookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HookError::Local(e) => e.fmt(f),
-            HookError::Helper(text) => f.write_str(text),
+            HookError::Failed(text) => f.write_str(text),
             HookError::Lost(e) => write!(f, "the privileged helper that runs the hooks: {e}"),
         }
     }
@@ -142,9 +139,8 @@ impl HookRunner {
     /// Run the hooks of `moment` (`PostUp`, `PreDown` or `PostDown`).
     pub fn run(&mut self, moment: Moment) -> Result<(), HookError> {
         match self {
-            HookRunner::Local { name, hooks } => {
-                hooks::run(moment, hooks::at(hooks, moment), name).map_err(HookError::Local)
-            }
+            HookRunner::Local { name, hooks } => hooks::run(moment, hooks::at(hooks, moment), name)
+                .map_err(|e: HookFailed| HookError::Failed(e.to_string())),
             HookRunner::Helper(h) => h.request(moment),
         }
     }
@@ -283,7 +279,7 @@ impl Helper {
                 Some(("I", text)) => info!("{}: {text}", self.name),
                 Some(("E", text)) => failure.push(text.to_string()),
                 _ if line == "ok" => return Ok(()),
-                _ if line == "failed" => return Err(HookError::Helper(failure.join("\n"))),
+                _ if line == "failed" => return Err(HookError::Failed(failure.join("\n"))),
                 _ => return Err(HookError::Lost(io::Error::other(format!("said {line:?}")))),
             }
         }
