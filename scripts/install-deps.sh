@@ -91,6 +91,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     quietly apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# --- the account veil runs as once its interface is set up (veil up --user, default veil) -----
+if ! getent passwd veil >/dev/null; then
+    log "adding system user veil"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+        --user-group veil
+fi
+
 # --- boringtun-cli and gotatun-cli (crates.io) ------------------------------------------------
 boringtun_bin="$TOOLS_ROOT/bin/boringtun-cli"
 gotatun_bin="$TOOLS_ROOT/bin/gotatun"

@@ -33,6 +33,9 @@ fn main() -> ExitCode {
     {
         return runtime::userspace::main(args.get(1..).unwrap_or_default());
     }
+    if args.get(1).map(String::as_str) == Some(runtime::HELPER_ARG) {
+        return runtime::privileged_helper_main();
+    }
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let cli = match <Cli as argh::FromArgs>::from_args(&["veil"], &rest) {
         Ok(cli) => cli,

@@ -459,6 +459,70 @@ e2e_test!(running_veil_writes_no_core_dump, {
     );
 });
 
+// `veil up` as root gives up root once the interface exists: every thread runs as another
+// user with CAP_NET_ADMIN at most and NO_NEW_PRIVS, the process is not dumpable, and a route
+// for AllowedIPs added later with `wg set` is still installed.
+e2e_test!(running_veil_runs_unprivileged_with_net_admin_only, {
+    let (t, _k, gw) = running_gateway("op");
+    let pid = veil_pid(&gw);
+    let field = |status: &str, key: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {key} in:\n{status}"))
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids: Vec<u32> = field(&status, "Uid:")
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert!(uids.iter().all(|&u| u != 0), "still root: {uids:?}");
+    assert_eq!(
+        field(&status, "CapEff:"),
+        "0000000000001000",
+        "CAP_NET_ADMIN only"
+    );
+    assert_eq!(field(&status, "CapPrm:"), "0000000000001000");
+    assert_eq!(field(&status, "CapInh:"), "0000000000000000");
+    assert_eq!(field(&status, "CapAmb:"), "0000000000000000");
+    assert_eq!(field(&status, "NoNewPrivs:"), "1");
+    // Not dumpable: the kernel hands the process's /proc files to root.
+    use std::os::unix::fs::MetadataExt;
+    let mem = std::fs::metadata(format!("/proc/{pid}/mem")).unwrap();
+    assert_eq!(
+        mem.uid(),
+        0,
+        "/proc/{pid}/mem belongs to the process: dumpable"
+    );
+    // Every thread: not root, nothing beyond CAP_NET_ADMIN.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let Ok(s) = std::fs::read_to_string(path.join("status")) else {
+            continue; // ended meanwhile
+        };
+        let name = field(&s, "Name:");
+        assert!(
+            !field(&s, "Uid:").starts_with("0\t"),
+            "thread {name} is root"
+        );
+        let eff = u64::from_str_radix(&field(&s, "CapEff:"), 16).unwrap();
+        assert_eq!(eff & !(1 << 12), 0, "thread {name} has CapEff {eff:x}");
+    }
+    // Routes for new AllowedIPs need CAP_NET_ADMIN, which veil kept.
+    let peer = keypair().1;
+    wg(
+        &t,
+        &t.a(),
+        &["set", GW, "peer", &peer, "allowed-ips", "10.77.3.0/24"],
+    );
+    let routes = t.ok(&t.a(), &["ip", "route", "show", "dev", GW]);
+    assert!(
+        routes.contains("10.77.3.0/24"),
+        "no route for wg set's AllowedIPs:\n{routes}"
+    );
+});
+
 // The unit's filesystem view (`ProtectSystem=strict`: everything read-only except
 // `RuntimeDirectory=veil/%i` and `ReadWritePaths=/run/wireguard`), reproduced in a mount
 // namespace: veil makes its sockets there, and `veil show`, `veil health` and `wg show` work.

@@ -16,6 +16,8 @@ pub mod error_class;
 pub mod fault;
 pub mod io;
 pub mod link;
+#[cfg(all(test, feature = "loom"))]
+mod loom_models;
 pub mod offload;
 pub mod pipeline;
 pub mod priority;
@@ -25,6 +27,7 @@ pub mod role;
 pub mod route;
 pub mod sampler;
 pub mod stage;
+mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
 #[cfg(debug_assertions)]

@@ -119,6 +119,11 @@ impl Context {
                 Ok(bound)
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(UapiError::PortInUse(port)),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && port < 1024 => {
+                Err(UapiError::Io(format!(
+                    "cannot bind UDP port {port}: {e}: ports below 1024 need CAP_NET_BIND_SERVICE, which veil gave up after start-up (set ListenPort in the config, or run with --user root)"
+                )))
+            }
             Err(e) => Err(UapiError::Io(format!("cannot bind UDP port {port}: {e}"))),
         }
     }

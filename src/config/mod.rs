@@ -64,7 +64,9 @@ pub use ifname::{
     find_system_config, interface_name_from_path, validate_interface_name, InterfaceNameError,
     InterfaceNameProblem,
 };
-pub use output::{Config, CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig};
+pub use output::{
+    Config, CpuSetting, Hooks, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig,
+};
 
 use parser::Parser;
 

@@ -30,6 +30,8 @@ pub enum PrepareError {
     Timing(TimingError),
     /// The services' flags (`--metrics-listen`, test hooks).
     Services(ServiceOptionsError),
+    /// `--user`.
+    User(super::privilege::UserError),
 }
 
 impl fmt::Display for PrepareError {
@@ -42,6 +44,7 @@ impl fmt::Display for PrepareError {
             PrepareError::Threading(e) => e.fmt(f),
             PrepareError::Timing(e) => e.fmt(f),
             PrepareError::Services(e) => e.fmt(f),
+            PrepareError::User(e) => e.fmt(f),
         }
     }
 }
@@ -117,6 +120,8 @@ pub enum StartError {
     Wire(WireError),
     /// A thread.
     Spawn(SpawnError),
+    /// Giving up root.
+    Privileges(super::privilege::DropError),
 }
 
 impl fmt::Display for StartError {
@@ -130,6 +135,7 @@ impl fmt::Display for StartError {
             StartError::EventFd(e) => write!(f, "eventfd: {e}"),
             StartError::Wire(e) => e.fmt(f),
             StartError::Spawn(e) => e.fmt(f),
+            StartError::Privileges(e) => e.fmt(f),
         }
     }
 }

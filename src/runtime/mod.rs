@@ -30,8 +30,11 @@ use crate::threading::{Pinning, ThreadFlags};
 
 mod error;
 mod hooks;
+mod privilege;
 mod shell;
 pub mod userspace;
+
+pub use privilege::{helper_main as privileged_helper_main, HELPER_ARG};
 
 use error::{InterfaceError, PrepareError, StartError, TimingError};
 use shell::ControlShell;
@@ -90,6 +93,8 @@ struct Prepared {
     /// Segmentation offloads wanted (`[threading] offload`, `--no-offload`).
     offload: bool,
     services: ServiceOptions,
+    /// Whose privileges veil runs with once the interface is set up (`--user`).
+    privileges: privilege::Plan,
     /// Stop when the UAPI socket file is removed (wg-quick's `down` for a userspace
     /// implementation); set by [`userspace`].
     stop_without_uapi_socket: bool,
@@ -131,6 +136,7 @@ fn prepare(
     let services =
         ServiceOptions::from_args(args, &config.metrics).map_err(PrepareError::Services)?;
     let offload = config.threading.offload && !args.no_offload;
+    let privileges = privilege::plan(args.user.as_deref()).map_err(PrepareError::User)?;
     Ok(Prepared {
         name,
         config,
@@ -141,6 +147,7 @@ fn prepare(
         timing,
         offload,
         services,
+        privileges,
         stop_without_uapi_socket: false,
     })
 }
@@ -271,22 +278,27 @@ fn run(p: Prepared) -> ExitCode {
     let test_hooks = p.services.test_hooks;
     let threads = Role::threads(p.threading == Threading::Single);
     // wg-quick's hooks, at wg-quick's moments: PreUp before anything exists, PostUp once the
-    // interface is up and carrying traffic; PreDown in `wait`, PostDown once it is gone.
-    // Privileges may only be dropped after PostUp (the hooks need them).
+    // interface is up and carrying traffic; PreDown in `wait`, PostDown once it is gone. PreUp
+    // runs here, as root; the later ones where `start` says (the privileged helper once veil
+    // gave up root).
     let name = p.name.clone();
-    let hooks = p.config.interface.hooks.clone();
-    if let Err(e) = hooks::run(hooks::Moment::PreUp, &hooks.pre_up, &name) {
+    // Before veil gives up root (see Notifier::to).
+    let notifier = Arc::new(Notifier::from_env());
+    if let Err(e) = hooks::run(
+        hooks::Moment::PreUp,
+        &p.config.interface.hooks.pre_up,
+        &name,
+    ) {
         error!("{name}: {e}; nothing was created");
         return ExitCode::FAILURE;
     }
     match start(p) {
-        Ok(running) => {
-            if let Err(e) = hooks::run(hooks::Moment::PostUp, &hooks.post_up, &name) {
+        Ok((running, mut hooks)) => {
+            if let Err(e) = hooks.run(hooks::Moment::PostUp) {
                 error!("{name}: {e}; removing the interface");
                 running.abort();
                 return ExitCode::FAILURE;
             }
-            let notifier = Arc::new(Notifier::from_env());
             notifier.ready(&format!("{}: up", running.name));
             let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
                 Watchdog::start(notifier.clone(), running.shared.clone(), threads, interval)
@@ -295,8 +307,8 @@ fn run(p: Prepared) -> ExitCode {
             });
             #[cfg(debug_assertions)]
             test_hooks.arm(&running.shared);
-            let code = running.wait(&signals, &notifier, watchdog, &hooks.pre_down);
-            hooks::run_logged(hooks::Moment::PostDown, &hooks.post_down, &name);
+            let code = running.wait(&signals, &notifier, watchdog, &mut hooks);
+            hooks.run_logged(hooks::Moment::PostDown);
             code
         }
         Err(e) => {
@@ -319,7 +331,7 @@ struct Running {
     _tun: Arc<Tun>,
 }
 
-fn start(p: Prepared) -> Result<Running, StartError> {
+fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
     let port = p.config.interface.listen_port.unwrap_or(0);
@@ -399,6 +411,16 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     .map_err(StartError::Wire)?;
     let busy = Role::threads(p.threading == Threading::Single).len();
     let mut device = ControlShell::new(device, control_ends, busy);
+    // Everything that needs root exists now; no thread that serves traffic or operators has
+    // started yet (they inherit what the main thread keeps).
+    let services = services.bind();
+    let hooks = privilege::apply(
+        &p.privileges,
+        &p.name,
+        p.config.interface.hooks.clone(),
+        services.socket_paths(),
+    )
+    .map_err(StartError::Privileges)?;
     let waiter = IoWaiter {
         udp: udp.handle(),
         tun: tun.clone(),
@@ -454,7 +476,7 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         }
     );
     let services = services.start()?;
-    Ok(Running {
+    let running = Running {
         shared,
         control_counters,
         drain_timeout,
@@ -465,7 +487,8 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         name: p.name,
         _services: services,
         _tun: tun,
-    })
+    };
+    Ok((running, hooks))
 }
 
 impl Running {
@@ -505,7 +528,7 @@ impl Running {
         signals: &sys::SignalFd,
         notifier: &Notifier,
         mut watchdog: Option<Watchdog>,
-        pre_down: &[String],
+        hooks: &mut privilege::HookRunner,
     ) -> ExitCode {
         let supervisor = supervisor();
         let failure = loop {
@@ -550,7 +573,7 @@ impl Running {
         if let Some(w) = watchdog.as_mut() {
             w.stop();
         }
-        hooks::run_logged(hooks::Moment::PreDown, pre_down, &self.name);
+        hooks.run_logged(hooks::Moment::PreDown);
         // After a failure, drain only briefly: the service manager should restart veil soon.
         let limit = if failure.is_some() {
             self.drain_timeout.min(FAILED_DRAIN_LIMIT)
