@@ -30,6 +30,7 @@ use crate::threading::{Pinning, ThreadFlags};
 
 mod error;
 mod hooks;
+mod routing;
 mod shell;
 pub mod userspace;
 
@@ -158,7 +159,7 @@ fn log_offloads(name: &str, wanted: bool, tun: &Tun) {
     }
 }
 
-fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError> {
+fn configure_interface(tun: &Tun, config: &Config) -> Result<routing::Routing, InterfaceError> {
     let nl = Netlink::new().map_err(InterfaceError::Netlink)?;
     let idx = tun.ifindex();
     nl.set_mtu(idx, u32::from(config.interface.mtu))
@@ -169,20 +170,7 @@ fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError>
     }
     nl.set_up(idx)
         .map_err(|e| InterfaceError::Up(tun.name().to_string(), e))?;
-    for peer in &config.peers {
-        for net in &peer.allowed_ips {
-            if net.prefix == 0 {
-                warn!(
-                    "AllowedIPs {net}: veil does not install default routes (it would capture the tunnel's own traffic); add a route yourself"
-                );
-                continue;
-            }
-            let n = net.network();
-            nl.add_route(idx, n.addr, n.prefix)
-                .map_err(|e| InterfaceError::Route(n, e))?;
-        }
-    }
-    Ok(())
+    routing::install(&nl, idx, tun.name(), config)
 }
 
 /// Wait up to `timeout` for a shutdown signal.
@@ -315,6 +303,8 @@ struct Running {
     /// See [`Prepared::stop_without_uapi_socket`].
     uapi_watch: Option<std::path::PathBuf>,
     _services: services::Services,
+    /// wg-quick's policy rules and nft tables, removed just before the interface.
+    _routing: routing::Routing,
     // Dropped last: closing the TUN fd removes the interface.
     _tun: Arc<Tun>,
 }
@@ -332,7 +322,8 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     }
     .map_err(|e| StartError::CreateTun(p.name.clone(), e))?;
     log_offloads(&p.name, p.offload, &tun);
-    configure_interface(&tun, &p.config).map_err(|e| StartError::Interface(p.name.clone(), e))?;
+    let routing = configure_interface(&tun, &p.config)
+        .map_err(|e| StartError::Interface(p.name.clone(), e))?;
 
     let mut device = Device::new(
         p.config.interface.private_key.as_bytes(),
@@ -362,6 +353,9 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     let control_counters = device.counters().clone();
     let drain_timeout = p.config.sessions.drain_timeout;
     let udp = Arc::new(UdpSlot::new(udp, p.offload).map_err(StartError::SocketAddress)?);
+    if routing.mark != 0 {
+        udp.set_mark(routing.mark).map_err(StartError::Mark)?;
+    }
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(StartError::EventFd)?);
     let wake = bell.clone();
@@ -461,6 +455,7 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         }),
         name: p.name,
         _services: services,
+        _routing: routing,
         _tun: tun,
     })
 }
