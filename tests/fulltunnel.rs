@@ -17,7 +17,10 @@ use common::*;
 const INET_HOST: &str = "203.0.113.2";
 const INET_GW: &str = "203.0.113.1/24";
 
-/// Namespace c joined to a by a veth pair; a forwards. Deleted on drop.
+/// Namespace c joined to a by a veth pair; a forwards. And b, the client, reaches the
+/// gateway only through its default route, as a client on a real network does (so a
+/// full tunnel's default route would capture the tunnel's own UDP if it were not marked).
+/// c is deleted on drop.
 struct Internet {
     ns: String,
 }
@@ -54,6 +57,13 @@ impl Internet {
         run(&["-n", &net.ns, "link", "set", "inet0", "up"]);
         run(&["-n", &net.ns, "link", "set", "lo", "up"]);
         t.ok(&a, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let b = t.b();
+        t.ok(&b, &["ip", "-4", "addr", "flush", "dev", "veth0"]);
+        t.ok(
+            &b,
+            &["ip", "addr", "add", &format!("{B_V4}/32"), "dev", "veth0"],
+        );
+        t.ok(&b, &["ip", "route", "add", "default", "dev", "veth0"]);
         net
     }
 }
@@ -107,6 +117,10 @@ fn full_tunnel_client(cl_priv: &str, addr: &str, gw_pub: &str) -> String {
 fn reaches_the_internet(t: &Topology, ns: &str, iface: &str, mark: u32) {
     let via = t.ok(ns, &["ip", "route", "get", INET_HOST]);
     assert!(via.contains(&format!("dev {iface}")), "{via}");
+    // The endpoint is behind the main table's default route: unmarked packets to it go into
+    // the tunnel, the socket's marked ones do not.
+    let unmarked = t.ok(ns, &["ip", "route", "get", A_V4]);
+    assert!(unmarked.contains(&format!("dev {iface}")), "{unmarked}");
     let m = mark.to_string();
     let own = t.ok(ns, &["ip", "route", "get", A_V4, "mark", &m]);
     assert!(own.contains("dev veth0"), "the tunnel's own UDP: {own}");
