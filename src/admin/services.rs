@@ -223,6 +223,11 @@ pub struct Services {
 }
 
 impl Wiring {
+    /// The running interface's context, for what the runtime itself asks of it (SaveConfig).
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
     /// Step two: bind the unix sockets and start the threads. A UAPI or control socket that
     /// cannot be made is a warning: the tunnel works without it.
     pub fn start(self) -> Result<Services, SpawnError> {

@@ -65,7 +65,7 @@ pub use ifname::{
     InterfaceNameProblem,
 };
 pub use output::{
-    Config, CpuSetting, Dns, LogFormat, LoggingConfig, MetricsConfig, Table, ThreadingConfig,
+    Config, CpuSetting, Dns, Hooks, LogFormat, LoggingConfig, MetricsConfig, Table, ThreadingConfig,
 };
 
 use parser::Parser;

@@ -110,6 +110,8 @@ pub enum StartError {
     SocketAddress(io::Error),
     /// The socket's `FwMark`.
     Mark(io::Error),
+    /// `DNS =` through resolvconf.
+    Dns(super::dns::DnsError),
     /// The TUN device.
     CreateTun(String, io::Error),
     /// The TUN interface's addresses, MTU and routes.
@@ -130,6 +132,7 @@ impl fmt::Display for StartError {
             StartError::Bind(port, e) => write!(f, "cannot bind UDP port {port}: {e}"),
             StartError::SocketAddress(e) => write!(f, "socket address: {e}"),
             StartError::Mark(e) => write!(f, "set the UDP socket's fwmark: {e}"),
+            StartError::Dns(e) => e.fmt(f),
             StartError::CreateTun(name, e) => write!(f, "cannot create TUN interface {name}: {e}"),
             StartError::Interface(name, e) => write!(f, "{name}: {e}"),
             StartError::Peer(line, e) => write!(f, "peer at line {line}: {e}"),

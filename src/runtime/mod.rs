@@ -28,9 +28,11 @@ use crate::failure::{supervisor, Failure};
 use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Pinning, ThreadFlags};
 
+mod dns;
 mod error;
 mod hooks;
 mod routing;
+mod saveconf;
 mod shell;
 pub mod userspace;
 
@@ -91,6 +93,8 @@ struct Prepared {
     /// Segmentation offloads wanted (`[threading] offload`, `--no-offload`).
     offload: bool,
     services: ServiceOptions,
+    /// The file the configuration came from (`SaveConfig` writes it back).
+    config_path: std::path::PathBuf,
     /// Stop when the UAPI socket file is removed (wg-quick's `down` for a userspace
     /// implementation); set by [`userspace`].
     stop_without_uapi_socket: bool,
@@ -142,6 +146,7 @@ fn prepare(
         timing,
         offload,
         services,
+        config_path: args.config.clone(),
         stop_without_uapi_socket: false,
     })
 }
@@ -302,7 +307,11 @@ struct Running {
     name: String,
     /// See [`Prepared::stop_without_uapi_socket`].
     uapi_watch: Option<std::path::PathBuf>,
+    /// `SaveConfig = true`: written back after PreDown.
+    save: Option<saveconf::SaveConfig>,
     _services: services::Services,
+    /// `DNS =`'s resolvconf record, taken back first (wg-quick's `unset_dns`).
+    _dns: dns::DnsRecord,
     /// wg-quick's policy rules and nft tables, removed just before the interface.
     _routing: routing::Routing,
     // Dropped last: closing the TUN fd removes the interface.
@@ -356,6 +365,7 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     if routing.mark != 0 {
         udp.set_mark(routing.mark).map_err(StartError::Mark)?;
     }
+    let dns = dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?;
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(StartError::EventFd)?);
     let wake = bell.clone();
@@ -444,6 +454,15 @@ fn start(p: Prepared) -> Result<Running, StartError> {
             BackendChoice::Fixed(_) => "configured",
         }
     );
+    let save = p
+        .config
+        .interface
+        .save_config
+        .then(|| saveconf::SaveConfig {
+            path: p.config_path.clone(),
+            parts: saveconf::FileParts::of(&p.config),
+            ctx: services.context(),
+        });
     let services = services.start()?;
     Ok(Running {
         shared,
@@ -454,7 +473,9 @@ fn start(p: Prepared) -> Result<Running, StartError> {
             std::path::Path::new(crate::admin::uapi::SOCKET_DIR).join(format!("{}.sock", p.name))
         }),
         name: p.name,
+        save,
         _services: services,
+        _dns: dns,
         _routing: routing,
         _tun: tun,
     })
@@ -543,6 +564,10 @@ impl Running {
             w.stop();
         }
         hooks::run_logged(hooks::Moment::PreDown, pre_down, &self.name);
+        // wg-quick's order: PreDown, save_config, then the interface goes.
+        if let Some(save) = &self.save {
+            save.save(&self.name);
+        }
         // After a failure, drain only briefly: the service manager should restart veil soon.
         let limit = if failure.is_some() {
             self.drain_timeout.min(FAILED_DRAIN_LIMIT)

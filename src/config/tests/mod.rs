@@ -253,7 +253,8 @@ fn unknown_key_with_hints() {
         vec![
             "veil0.conf:3: Adress: unknown key in [Interface]; did you mean Address?",
             "veil0.conf:4: Frobnicate: unknown key in [Interface] \
-             (known keys: PrivateKey, ListenPort, Address, MTU, PreUp, PostUp, PreDown, PostDown)",
+             (known keys: PrivateKey, ListenPort, Address, MTU, PreUp, PostUp, PreDown, PostDown, \
+             Table, FwMark, DNS, SaveConfig)",
             "veil0.conf:5: Endpoint: unknown key in [Interface]; it belongs in a [Peer] section",
         ]
     );
