@@ -1,6 +1,7 @@
 //! `veil check` on ordinary wg-quick files (issue 17): nothing wg-quick would act on is
 //! ignored, and the summary says what veil will do of wg-quick's keys.
 
+#[allow(unused_macros, unused_imports)]
 mod common;
 
 use std::process::Command;
