@@ -5,8 +5,7 @@
 //! says the servers were not set; a `resolvconf` that fails stops start-up, as in wg-quick.
 
 use std::fmt;
-use std::io::{self, Write};
-use std::process::{Command, Stdio};
+use std::io;
 
 use log::{info, warn};
 
@@ -116,27 +115,9 @@ fn on_path(command: &str) -> bool {
     })
 }
 
-/// `resolvconf ARGS` with `input` on stdin; its stderr is the error when it fails.
+/// `resolvconf ARGS` with `input` on stdin.
 fn resolvconf(args: &[&str], input: &str) -> io::Result<()> {
-    let mut child = Command::new("resolvconf")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    super::hooks::feed("resolvconf", args, input)
 }
 
 #[cfg(test)]

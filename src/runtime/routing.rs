@@ -16,9 +16,8 @@
 //!
 //! Rules and nft tables are removed when [`Routing`] is dropped; routes go with the interface.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Command, Stdio};
 
 use log::{info, warn};
 use veil_dataplane::route::IpNet;
@@ -234,23 +233,5 @@ fn describe(rule: &Rule) -> String {
 
 /// `nft -f -` with `script` on stdin.
 fn nft(script: &str) -> io::Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    super::hooks::feed("nft", &["-f", "-"], script)
 }
