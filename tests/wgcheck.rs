@@ -91,3 +91,16 @@ fn typical_wg_quick_server_and_client_files_check_clean() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn veil_version_prints_the_version() {
+    let out = Command::new(veil_bin())
+        .arg("--version")
+        .output()
+        .expect("veil --version");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("veil {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -24,6 +24,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const NLMSG_HDR_LEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
+/// `struct rtmsg` and `struct fib_rule_hdr` are both 12 bytes.
+const RTMSG_BODY_LEN: usize = 12;
 const RTATTR_HDR_LEN: usize = 4;
 
 // Attribute types from <linux/if_link.h>; libc exposes them only as an enum.
@@ -447,12 +449,13 @@ pub enum RuleKind {
 const FRA_FWMARK: u16 = 10;
 const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
 const FRA_TABLE: u16 = 15;
+
+/// `FIB_RULE_INVERT`: the rule matches what its selectors do not (`ip rule add not ...`).
 const FIB_RULE_INVERT: u32 = 0x2;
-const FR_ACT_TO_TBL: u8 = 1;
-/// `struct rtmsg` and `struct fib_rule_hdr` are both 12 bytes.
-const RTMSG_BODY_LEN: usize = 12;
 
 fn put_rule(msg: &mut Message, rule: &Rule) -> io::Result<()> {
+    // FR_ACT_TO_TBL: look the packet up in the rule's table.
+    const FR_ACT_TO_TBL: u8 = 1;
     let family = if rule.v6 {
         libc::AF_INET6
     } else {
@@ -754,7 +757,7 @@ mod tests {
         let b = msg.as_slice();
         let hdr = &b[NLMSG_HDR_LEN..NLMSG_HDR_LEN + RTMSG_BODY_LEN];
         // 51820 does not fit the byte: RT_TABLE_UNSPEC there, the id in FRA_TABLE.
-        assert_eq!(&hdr[..8], &[libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(&hdr[..8], &[libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 1]); // action 1: to table
         assert_eq!(u32_at(hdr, 8), Some(FIB_RULE_INVERT));
         let got: Vec<_> = attrs(&b[NLMSG_HDR_LEN + RTMSG_BODY_LEN..]).collect();
         assert_eq!(
