@@ -60,7 +60,7 @@ fi
 removed=no
 cleanup() {
     if [ "$removed" = no ]; then
-        dpkg -r veil >/dev/null 2>&1 || true
+        dpkg -P veil >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
@@ -86,4 +86,7 @@ for f in /usr/bin/veil /usr/bin/veil-wg /usr/bin/veil-flood /lib/systemd/system/
     /usr/share/doc/veil; do
     [ ! -e "$f" ] && [ ! -L "$f" ] || die "$f is left after dpkg -r"
 done
-echo "package.sh: dpkg -r removed everything; check passed"
+echo "package.sh: dpkg -r removed everything"
+# dpkg keeps the maintainer scripts of a removed package (state config-files) until a purge.
+dpkg -P veil >/dev/null
+echo "package.sh: check passed"
