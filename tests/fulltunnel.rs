@@ -206,99 +206,101 @@ fn skip_with_kernel_wireguard() -> bool {
     has
 }
 
-#[test]
-fn full_tunnel_clients_reach_the_internet_through_a_nat_gateway() {
-    let _g = begin_or_skip!("full_tunnel_clients_reach_the_internet_through_a_nat_gateway");
+/// The three namespaces, unless the kernel's WireGuard would keep wg-quick from a userspace one:
+/// (topology, the internet host, a, b, a per-process number for names).
+fn three_namespaces(tag: &str) -> Option<(Topology, Internet, String, String, u32)> {
     if skip_with_kernel_wireguard() {
-        return;
+        return None;
     }
     require("nft");
-    require("wireguard-go");
-    let t = Topology::new("ft");
-    let _inet = Internet::new(&t);
+    let t = Topology::new(tag);
+    let inet = Internet::new(&t);
     let (a, b) = (t.a(), t.b());
-    let id = std::process::id() % 100_000;
-    let (gw_iface, veil_iface, go_iface) =
-        (format!("ftg{id}"), format!("ftv{id}"), format!("ftw{id}"));
-    let nat = format!("nat{id}");
-    let (gw_priv, gw_pub) = keypair();
-    let (v_priv, v_pub) = keypair();
-    let (w_priv, w_pub) = keypair();
-    let gw_conf = t.write(
-        &format!("{gw_iface}.conf"),
-        &gateway_conf(
-            &gw_priv,
-            &[(&v_pub, "10.9.0.2"), (&w_pub, "10.9.0.3")],
-            &nat,
-        ),
-    );
-    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
-    assert!(
-        wait_log(&gw, "up, listening", Duration::from_secs(10)).is_some(),
-        "{}",
-        gw.log_text()
-    );
-    assert!(t.ok(&a, &["nft", "list", "tables"]).contains(&nat));
-
-    // veil's own client, `veil up`.
-    let v_conf = t.write(
-        &format!("{veil_iface}.conf"),
-        &full_tunnel_client(&v_priv, "10.9.0.2", &gw_pub),
-    );
-    let mut cl = veil_up(&t, &b, &v_conf, &[], &[]);
-    reaches_the_internet(&t, &b, &veil_iface, 51820);
-    assert!(
-        cl.log_text().contains("full tunnel (IPv4)"),
-        "{}",
-        cl.log_text()
-    );
-    assert_eq!(cl.stop(), Some(0), "{}", cl.log_text());
-    wait_gone(&t, &b, &veil_iface);
-    assert_eq!(policy_left(&t, &b, 51820), "", "after veil stopped");
-
-    // wireguard-go, brought up by wg-quick from an ordinary file.
-    let w_conf = t.write(
-        &format!("{go_iface}.conf"),
-        &full_tunnel_client(&w_priv, "10.9.0.3", &gw_pub),
-    );
-    let w_s = w_conf.display().to_string();
-    let _w_stop = stop_daemon(&go_iface);
-    let (ok, log) = wg_quick(
-        &b,
-        &["up", &w_s],
-        &require("wireguard-go"),
-        &t.dir.join("wgq-go-up.log"),
-    );
-    assert!(ok, "wg-quick up (wireguard-go):\n{log}");
-    reaches_the_internet(&t, &b, &go_iface, 51820);
-    let (ok, log) = wg_quick(
-        &b,
-        &["down", &w_s],
-        "wireguard-go",
-        &t.dir.join("wgq-go-down.log"),
-    );
-    assert!(ok, "wg-quick down (wireguard-go):\n{log}");
-    wait_gone(&t, &b, &go_iface);
-    assert_eq!(policy_left(&t, &b, 51820), "", "after wg-quick down");
-
-    // Gateway down: its PostDown removes the NAT table.
-    assert_eq!(gw.stop(), Some(0), "{}", gw.log_text());
-    wait_gone(&t, &a, &gw_iface);
-    let tables = t.ok(&a, &["nft", "list", "tables"]);
-    assert!(!tables.contains(&nat), "NAT table left: {tables}");
+    Some((t, inet, a, b, std::process::id() % 100_000))
 }
 
-#[test]
-fn wg_quick_runs_veil_as_gateway_and_full_tunnel_client() {
-    let _g = begin_or_skip!("wg_quick_runs_veil_as_gateway_and_full_tunnel_client");
-    if skip_with_kernel_wireguard() {
-        return;
+e2e_test!(
+    full_tunnel_clients_reach_the_internet_through_a_nat_gateway,
+    {
+        require("wireguard-go");
+        let Some((t, _inet, a, b, id)) = three_namespaces("ft") else {
+            return;
+        };
+        let (gw_iface, veil_iface, go_iface) =
+            (format!("ftg{id}"), format!("ftv{id}"), format!("ftw{id}"));
+        let nat = format!("nat{id}");
+        let (gw_priv, gw_pub) = keypair();
+        let (v_priv, v_pub) = keypair();
+        let (w_priv, w_pub) = keypair();
+        let gw_conf = t.write(
+            &format!("{gw_iface}.conf"),
+            &gateway_conf(
+                &gw_priv,
+                &[(&v_pub, "10.9.0.2"), (&w_pub, "10.9.0.3")],
+                &nat,
+            ),
+        );
+        let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+        assert!(
+            wait_log(&gw, "up, listening", Duration::from_secs(10)).is_some(),
+            "{}",
+            gw.log_text()
+        );
+        assert!(t.ok(&a, &["nft", "list", "tables"]).contains(&nat));
+
+        // veil's own client, `veil up`.
+        let v_conf = t.write(
+            &format!("{veil_iface}.conf"),
+            &full_tunnel_client(&v_priv, "10.9.0.2", &gw_pub),
+        );
+        let mut cl = veil_up(&t, &b, &v_conf, &[], &[]);
+        reaches_the_internet(&t, &b, &veil_iface, 51820);
+        assert!(
+            cl.log_text().contains("full tunnel (IPv4)"),
+            "{}",
+            cl.log_text()
+        );
+        assert_eq!(cl.stop(), Some(0), "{}", cl.log_text());
+        wait_gone(&t, &b, &veil_iface);
+        assert_eq!(policy_left(&t, &b, 51820), "", "after veil stopped");
+
+        // wireguard-go, brought up by wg-quick from an ordinary file.
+        let w_conf = t.write(
+            &format!("{go_iface}.conf"),
+            &full_tunnel_client(&w_priv, "10.9.0.3", &gw_pub),
+        );
+        let w_s = w_conf.display().to_string();
+        let _w_stop = stop_daemon(&go_iface);
+        let (ok, log) = wg_quick(
+            &b,
+            &["up", &w_s],
+            &require("wireguard-go"),
+            &t.dir.join("wgq-go-up.log"),
+        );
+        assert!(ok, "wg-quick up (wireguard-go):\n{log}");
+        reaches_the_internet(&t, &b, &go_iface, 51820);
+        let (ok, log) = wg_quick(
+            &b,
+            &["down", &w_s],
+            "wireguard-go",
+            &t.dir.join("wgq-go-down.log"),
+        );
+        assert!(ok, "wg-quick down (wireguard-go):\n{log}");
+        wait_gone(&t, &b, &go_iface);
+        assert_eq!(policy_left(&t, &b, 51820), "", "after wg-quick down");
+
+        // Gateway down: its PostDown removes the NAT table.
+        assert_eq!(gw.stop(), Some(0), "{}", gw.log_text());
+        wait_gone(&t, &a, &gw_iface);
+        let tables = t.ok(&a, &["nft", "list", "tables"]);
+        assert!(!tables.contains(&nat), "NAT table left: {tables}");
     }
-    require("nft");
-    let t = Topology::new("fq");
-    let _inet = Internet::new(&t);
-    let (a, b) = (t.a(), t.b());
-    let id = std::process::id() % 100_000;
+);
+
+e2e_test!(wg_quick_runs_veil_as_gateway_and_full_tunnel_client, {
+    let Some((t, _inet, a, b, id)) = three_namespaces("fq") else {
+        return;
+    };
     let (gw_iface, cl_iface) = (format!("fqg{id}"), format!("fqc{id}"));
     let nat = format!("nat{id}");
     let link = t.dir.join("veil-wg");
@@ -336,4 +338,4 @@ fn wg_quick_runs_veil_as_gateway_and_full_tunnel_client() {
     wait_gone(&t, &a, &gw_iface);
     let tables = t.ok(&a, &["nft", "list", "tables"]);
     assert!(!tables.contains(&nat), "NAT table left: {tables}");
-}
+});

@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn save_config_keeps_a_peer_added_with_wg_set() {
-    let _g = begin_or_skip!("save_config_keeps_a_peer_added_with_wg_set");
-    let wg = require("wg");
-    let t = Topology::new("sc");
+/// Two namespaces and a per-process interface name `{tag}PID`: (topology, namespace a, name).
+fn topology(tag: &str) -> (Topology, String, String) {
+    let t = Topology::new(tag);
     let a = t.a();
-    let iface = format!("sc{}", std::process::id() % 100_000);
+    (t, a, format!("{tag}{}", std::process::id() % 100_000))
+}
+
+e2e_test!(save_config_keeps_a_peer_added_with_wg_set, {
+    let wg = require("wg");
+    let (t, a, iface) = topology("sc");
     let (gw_priv, _) = keypair();
     let (_, first) = keypair();
     let (_, added) = keypair();
@@ -40,8 +43,7 @@ fn save_config_keeps_a_peer_added_with_wg_set() {
             "15",
         ],
     );
-    let down = t.exec(&a, &[veil_bin(), "down", &iface]);
-    assert!(down.status.success(), "veil down failed");
+    assert_success(&t.exec(&a, &[veil_bin(), "down", &iface]), "veil down: ");
     assert_eq!(
         wait_exit(&mut gw, Duration::from_secs(15)),
         Some(Some(0)),
@@ -60,14 +62,11 @@ fn save_config_keeps_a_peer_added_with_wg_set() {
     assert!(text.contains("[sessions]\ndrain_timeout_sec = 1"), "{text}");
     // The written file is one veil (and wg-quick) loads.
     let conf_s = conf.display().to_string();
-    let check = t.exec(&a, &[veil_bin(), "check", &conf_s]);
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+    assert_success(
+        &t.exec(&a, &[veil_bin(), "check", &conf_s]),
+        "veil check of the saved file: ",
     );
-}
+});
 
 /// A `resolvconf` that writes its arguments and stdin to `log`.
 fn fake_resolvconf(t: &Topology) -> (String, std::path::PathBuf) {
@@ -93,12 +92,8 @@ fn fake_resolvconf(t: &Topology) -> (String, std::path::PathBuf) {
     (path, log)
 }
 
-#[test]
-fn dns_goes_through_resolvconf_and_is_taken_back() {
-    let _g = begin_or_skip!("dns_goes_through_resolvconf_and_is_taken_back");
-    let t = Topology::new("dn");
-    let a = t.a();
-    let iface = format!("dn{}", std::process::id() % 100_000);
+e2e_test!(dns_goes_through_resolvconf_and_is_taken_back, {
+    let (t, a, iface) = topology("dn");
     let (gw_priv, _) = keypair();
     let (_, peer) = keypair();
     let conf = t.write(
@@ -132,14 +127,10 @@ fn dns_goes_through_resolvconf_and_is_taken_back() {
         fs::read_to_string(&log).unwrap_or_default(),
         format!("{want_up}args: -d {prefix}{iface} -f\n")
     );
-}
+});
 
-#[test]
-fn dns_without_resolvconf_is_a_clear_warning() {
-    let _g = begin_or_skip!("dns_without_resolvconf_is_a_clear_warning");
-    let t = Topology::new("dw");
-    let a = t.a();
-    let iface = format!("dw{}", std::process::id() % 100_000);
+e2e_test!(dns_without_resolvconf_is_a_clear_warning, {
+    let (t, a, iface) = topology("dw");
     let (gw_priv, _) = keypair();
     let conf = t.write(
         &format!("{iface}.conf"),
@@ -157,4 +148,4 @@ fn dns_without_resolvconf_is_a_clear_warning() {
         cl.log_text()
     );
     assert_eq!(cl.stop(), Some(0), "{}", cl.log_text());
-}
+});

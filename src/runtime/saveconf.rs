@@ -272,6 +272,8 @@ mod tests {
             tx_packets: 0,
             persistent_keepalive: Some(25),
             session_active: false,
+            migration_validated: false,
+            breaker: veil_control::breaker::BreakerState::Closed,
         }
     }
 

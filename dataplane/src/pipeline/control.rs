@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Commands the control thread holds back for a full command ring at most.
+const COMMAND_BACKLOG: usize = 4096;
+
 impl ControlThread {
     /// One round: feed the driver everything that arrived, run its timers, and
     /// pass on what it produced. Returns the driver's next deadline.
@@ -35,7 +38,11 @@ impl ControlThread {
 
     pub(super) fn forward(&mut self, driver: &mut impl ControlDriver, shared: &Shared) {
         let mut sent_cmd = false;
-        while let Some(cmd) = driver.poll_command() {
+        // Bounded: beyond, commands wait in the driver, whose queue is bounded and counted.
+        while self.backlog.len() < COMMAND_BACKLOG {
+            let Some(cmd) = driver.poll_command() else {
+                break;
+            };
             self.backlog.push_back(cmd);
         }
         while let Some(cmd) = self.backlog.pop_front() {
