@@ -181,6 +181,7 @@ impl Backend for Context {
             .map_err(admin_error)?;
         Ok(InterfaceState {
             listen_port: self.udp.port(),
+            fwmark: self.udp.mark(),
             device,
         })
     }
@@ -188,6 +189,11 @@ impl Backend for Context {
     fn set(&self, request: SetRequest) -> Result<(), UapiError> {
         if let Some(port) = request.listen_port {
             self.rebind(port)?;
+        }
+        if let Some(mark) = request.fwmark {
+            self.udp
+                .set_mark(mark)
+                .map_err(|e| UapiError::Io(format!("cannot set fwmark {mark}: {e}")))?;
         }
         if !request.changes_device() {
             return Ok(());

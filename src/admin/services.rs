@@ -249,6 +249,11 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// The running interface's context, for what the runtime itself asks of it (SaveConfig).
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
     /// The socket files made, to be removed at the end.
     pub fn socket_paths(&self) -> Vec<PathBuf> {
         [&self.uapi, &self.ctl]

@@ -85,6 +85,8 @@ pub enum InterfaceError {
     Up(String, io::Error),
     /// Adding a peer's route.
     Route(IpNet, io::Error),
+    /// wg-quick's policy routing for a full tunnel (what was being done).
+    Rule(String, io::Error),
 }
 
 impl fmt::Display for InterfaceError {
@@ -95,6 +97,7 @@ impl fmt::Display for InterfaceError {
             InterfaceError::Address(a, e) => write!(f, "add address {a}: {e}"),
             InterfaceError::Up(name, e) => write!(f, "set {name} up: {e}"),
             InterfaceError::Route(n, e) => write!(f, "add route {n}: {e}"),
+            InterfaceError::Rule(what, e) => write!(f, "policy routing: {what}: {e}"),
         }
     }
 }
@@ -108,6 +111,10 @@ pub enum StartError {
     Bind(u16, io::Error),
     /// The bound socket's address.
     SocketAddress(io::Error),
+    /// The socket's `FwMark`.
+    Mark(io::Error),
+    /// `DNS =` through resolvconf.
+    Dns(super::dns::DnsError),
     /// The TUN device.
     CreateTun(String, io::Error),
     /// The TUN interface's addresses, MTU and routes.
@@ -129,6 +136,8 @@ impl fmt::Display for StartError {
         match self {
             StartError::Bind(port, e) => write!(f, "cannot bind UDP port {port}: {e}"),
             StartError::SocketAddress(e) => write!(f, "socket address: {e}"),
+            StartError::Mark(e) => write!(f, "set the UDP socket's fwmark: {e}"),
+            StartError::Dns(e) => e.fmt(f),
             StartError::CreateTun(name, e) => write!(f, "cannot create TUN interface {name}: {e}"),
             StartError::Interface(name, e) => write!(f, "{name}: {e}"),
             StartError::Peer(line, e) => write!(f, "peer at line {line}: {e}"),

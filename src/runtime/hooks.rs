@@ -149,6 +149,31 @@ pub(super) fn run_with(
     Ok(())
 }
 
+/// Run `program ARGS` with `input` on its stdin, as veil runs the tools wg-quick calls
+/// (`nft -f -`, `resolvconf`); a non-zero exit is an error carrying its stderr.
+pub(super) fn feed(program: &str, args: &[&str], input: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 /// `bash -c COMMAND`, stdin from /dev/null; its output is stdout, then stderr.
 fn run_one(command: &str) -> io::Result<(ExitStatus, String)> {
     let mut child = Command::new("bash")

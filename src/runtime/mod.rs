@@ -28,9 +28,12 @@ use crate::failure::{supervisor, Failure};
 use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Pinning, ThreadFlags};
 
+mod dns;
 mod error;
 mod hooks;
 mod privilege;
+mod routing;
+mod saveconf;
 mod shell;
 pub mod userspace;
 
@@ -95,6 +98,8 @@ struct Prepared {
     services: ServiceOptions,
     /// Whose privileges veil runs with once the interface is set up (`--user`).
     privileges: privilege::Plan,
+    /// The file the configuration came from (`SaveConfig` writes it back).
+    config_path: std::path::PathBuf,
     /// Stop when the UAPI socket file is removed (wg-quick's `down` for a userspace
     /// implementation); set by [`userspace`].
     stop_without_uapi_socket: bool,
@@ -148,6 +153,7 @@ fn prepare(
         offload,
         services,
         privileges,
+        config_path: args.config.clone(),
         stop_without_uapi_socket: false,
     })
 }
@@ -165,7 +171,7 @@ fn log_offloads(name: &str, wanted: bool, tun: &Tun) {
     }
 }
 
-fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError> {
+fn configure_interface(tun: &Tun, config: &Config) -> Result<routing::Routing, InterfaceError> {
     let nl = Netlink::new().map_err(InterfaceError::Netlink)?;
     let idx = tun.ifindex();
     nl.set_mtu(idx, u32::from(config.interface.mtu))
@@ -176,20 +182,7 @@ fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError>
     }
     nl.set_up(idx)
         .map_err(|e| InterfaceError::Up(tun.name().to_string(), e))?;
-    for peer in &config.peers {
-        for net in &peer.allowed_ips {
-            if net.prefix == 0 {
-                warn!(
-                    "AllowedIPs {net}: veil does not install default routes (it would capture the tunnel's own traffic); add a route yourself"
-                );
-                continue;
-            }
-            let n = net.network();
-            nl.add_route(idx, n.addr, n.prefix)
-                .map_err(|e| InterfaceError::Route(n, e))?;
-        }
-    }
-    Ok(())
+    routing::install(&nl, idx, tun.name(), config)
 }
 
 /// Wait up to `timeout` for a shutdown signal.
@@ -326,7 +319,13 @@ struct Running {
     name: String,
     /// See [`Prepared::stop_without_uapi_socket`].
     uapi_watch: Option<std::path::PathBuf>,
+    /// `SaveConfig = true`: written back after PreDown.
+    save: Option<saveconf::SaveConfig>,
     _services: services::Services,
+    /// `DNS =`'s resolvconf record, taken back first (wg-quick's `unset_dns`).
+    _dns: dns::DnsRecord,
+    /// wg-quick's policy rules and nft tables, removed just before the interface.
+    _routing: routing::Routing,
     // Dropped last: closing the TUN fd removes the interface.
     _tun: Arc<Tun>,
 }
@@ -344,7 +343,8 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     }
     .map_err(|e| StartError::CreateTun(p.name.clone(), e))?;
     log_offloads(&p.name, p.offload, &tun);
-    configure_interface(&tun, &p.config).map_err(|e| StartError::Interface(p.name.clone(), e))?;
+    let routing = configure_interface(&tun, &p.config)
+        .map_err(|e| StartError::Interface(p.name.clone(), e))?;
 
     let mut device = Device::new(
         p.config.interface.private_key.as_bytes(),
@@ -377,6 +377,10 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let control_counters = device.counters().clone();
     let drain_timeout = p.config.sessions.drain_timeout;
     let udp = Arc::new(UdpSlot::new(udp, p.offload).map_err(StartError::SocketAddress)?);
+    if routing.mark != 0 {
+        udp.set_mark(routing.mark).map_err(StartError::Mark)?;
+    }
+    let dns = dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?;
     let tun = Arc::new(tun);
     let bell = Arc::new(EventFd::new().map_err(StartError::EventFd)?);
     let wake = bell.clone();
@@ -414,8 +418,31 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     // Everything that needs root exists now; no thread that serves traffic or operators has
     // started yet (they inherit what the main thread keeps).
     let services = services.bind();
+    // What wg-quick's keys leave to do at exit runs in this process (deleting the nft table,
+    // resolvconf -d, writing the config back to /etc): it needs root, so with those keys veil
+    // keeps it, and says why. (Handing them to the privileged helper is not built yet.)
+    let exit_work: Vec<&str> = [
+        (p.config.interface.save_config, "SaveConfig"),
+        (dns.is_set(), "DNS"),
+        (routing.has_nft_table(), "full-tunnel routing (Table)"),
+    ]
+    .into_iter()
+    .filter_map(|(on, what)| on.then_some(what))
+    .collect();
+    let privileges = match (&p.privileges, exit_work.is_empty()) {
+        (privilege::Plan::Drop(account), false) => {
+            warn!(
+                "{}: keeping root instead of becoming user {}: {} need root at exit",
+                p.name,
+                account.name,
+                exit_work.join(", ")
+            );
+            privilege::Plan::KeepRoot
+        }
+        (plan, _) => plan.clone(),
+    };
     let hooks = privilege::apply(
-        &p.privileges,
+        &privileges,
         &p.name,
         p.config.interface.hooks.clone(),
         services.socket_paths(),
@@ -475,6 +502,15 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             BackendChoice::Fixed(_) => "configured",
         }
     );
+    let save = p
+        .config
+        .interface
+        .save_config
+        .then(|| saveconf::SaveConfig {
+            path: p.config_path.clone(),
+            parts: saveconf::FileParts::of(&p.config),
+            ctx: services.context(),
+        });
     let services = services.start()?;
     let running = Running {
         shared,
@@ -485,7 +521,10 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             std::path::Path::new(crate::admin::uapi::SOCKET_DIR).join(format!("{}.sock", p.name))
         }),
         name: p.name,
+        save,
         _services: services,
+        _dns: dns,
+        _routing: routing,
         _tun: tun,
     };
     Ok((running, hooks))
@@ -574,6 +613,10 @@ impl Running {
             w.stop();
         }
         hooks.run_logged(hooks::Moment::PreDown);
+        // wg-quick's order: PreDown, save_config, then the interface goes.
+        if let Some(save) = &self.save {
+            save.save(&self.name);
+        }
         // After a failure, drain only briefly: the service manager should restart veil soon.
         let limit = if failure.is_some() {
             self.drain_timeout.min(FAILED_DRAIN_LIMIT)

@@ -28,7 +28,7 @@ pub mod thread;
 pub mod tun;
 pub mod udp;
 
-pub use netlink::{LinkInfo, Netlink};
+pub use netlink::{LinkInfo, Netlink, Rule, RuleKind};
 pub use poll::{wait, wait_readable, wait_writable, EventFd, Interest, ReadyMask, MAX_WAIT_FDS};
 pub use process::{dump_state, forbid_core_dumps, DumpState, NO_DUMPS};
 pub use signals::{block_shutdown_signals, request_shutdown, ShutdownSignal, SignalFd};
