@@ -5,7 +5,7 @@
 //! gateway does not know, as fast as one thread can (or at `--rate`), for a while.
 //! With `--peer-key`, it is a malicious peer the gateway knows: it completes a
 //! handshake with that key and floods every kind of veil control frame in turn,
-//! `--seconds` each. Only for gateways you run yourself.
+//! `--seconds` each (as fast as it goes, or at `--rate` frames a second). Only for gateways you run yourself.
 #![deny(unsafe_code)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -203,9 +203,22 @@ mod frames {
         ];
         let mut buf = [0u8; 256];
         for frame in kinds {
-            let end = Instant::now() + Duration::from_secs(args.seconds);
+            let start = Instant::now();
+            let end = start + Duration::from_secs(args.seconds);
             let mut sent: u64 = 0;
+            let mut attempts: u64 = 0;
             while Instant::now() < end {
+                if args.rate > 0 {
+                    // Paced as the initiation flood is: frame n at n / rate seconds.
+                    let due = start + Duration::from_secs_f64(attempts as f64 / args.rate as f64);
+                    if due >= end {
+                        break;
+                    }
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                attempts += 1;
                 let len = frame
                     .encode(&mut buf[veil_dataplane::wire::TRANSPORT_HEADER_LEN..])
                     .map_err(|e| FloodError::Frame(format!("{frame:?}: {e}")))?;
