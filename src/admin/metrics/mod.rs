@@ -31,8 +31,13 @@ pub struct MetricsData {
     pub listen_port: u16,
     /// The transport AEAD backend sealing new sessions (`veil_dataplane::crypto::Backend`).
     pub aead: &'static str,
-    /// Counter sets by stage: ("rx", …), ("crypto", …), ("tx", …), ("control", …).
+    /// Counter sets by stage: ("rx", …), ("crypto", …), ("tx", …) summed over every
+    /// pipeline, ("control", …).
     pub counters: Vec<(&'static str, Vec<(&'static str, u64)>)>,
+    /// With several pipelines, each one's ("rx", …), ("crypto", …), ("tx", …); else empty.
+    pub per_pipeline: Vec<Vec<(&'static str, Vec<(&'static str, u64)>)>>,
+    /// Each pipeline's CPUs, one line each.
+    pub layout: Vec<String>,
     /// The control thread's snapshot; `None` if it did not answer.
     pub device: Option<DeviceSnapshot>,
     /// Histograms.
@@ -40,7 +45,7 @@ pub struct MetricsData {
     /// Resident memory of the process.
     pub rss_bytes: Option<u64>,
     /// Heartbeat age of each thread (`None`: never beat).
-    pub heartbeats: Vec<(&'static str, Option<f64>)>,
+    pub heartbeats: Vec<(String, Option<f64>)>,
     /// Process start, seconds since the Unix epoch.
     pub start_time: f64,
     /// Per-peer series limit.
@@ -110,7 +115,9 @@ pub(crate) mod testdata {
             }),
             histograms: hub.histograms(),
             rss_bytes: crate::procfs::rss_bytes(),
-            heartbeats: vec![("veil-rx", Some(0.1)), ("veil-tx", None)],
+            per_pipeline: vec![],
+            layout: vec![],
+            heartbeats: vec![("veil-rx".into(), Some(0.1)), ("veil-tx".into(), None)],
             start_time: 1.7e9,
             peer_series: 2,
         }
