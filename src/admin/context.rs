@@ -16,7 +16,7 @@ use veil_dataplane::role::Role;
 use veil_dataplane::route::IpNet;
 use veil_dataplane::sys::Netlink;
 
-use super::metrics::{self, MetricsData, MetricsHub};
+use super::metrics::{self, CounterSets, MetricsData, MetricsHub};
 use super::uapi::{Backend, InterfaceState, SetRequest, UapiError};
 use crate::cli::Threading;
 use veil_dataplane::io::UdpSlot;
@@ -57,10 +57,8 @@ pub struct Context {
 }
 
 /// The dataplane's counter sets, each summed over every pipeline (the names of one).
-pub fn dataplane_totals(
-    pipelines: &[Arc<Shared>],
-) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
-    let mut totals: Vec<(&'static str, Vec<(&'static str, u64)>)> = Vec::new();
+pub fn dataplane_totals(pipelines: &[Arc<Shared>]) -> CounterSets {
+    let mut totals: CounterSets = Vec::new();
     for sets in pipelines.iter().map(|s| pipeline_counters(s)) {
         if totals.is_empty() {
             totals = sets;
@@ -76,7 +74,7 @@ pub fn dataplane_totals(
 }
 
 /// One pipeline's counter sets: ("rx", …), ("crypto", …), ("tx", …).
-pub fn pipeline_counters(s: &Shared) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
+pub fn pipeline_counters(s: &Shared) -> CounterSets {
     vec![
         ("rx", s.rx.snapshot()),
         ("crypto", s.crypto.snapshot()),

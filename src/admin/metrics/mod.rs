@@ -22,6 +22,9 @@ pub use hub::{HandshakeRecorders, HistogramData, MetricsHub, DEFAULT_PEER_SERIES
 pub use json::{json_str, render_json};
 pub use prometheus::render_prometheus;
 
+/// Named counter sets: ("rx", [("udp_datagrams", 3), …]), ….
+pub type CounterSets = Vec<(&'static str, Vec<(&'static str, u64)>)>;
+
 /// Everything one scrape or `veil show` reports, gathered at one moment.
 #[derive(Debug, Clone)]
 pub struct MetricsData {
@@ -33,9 +36,9 @@ pub struct MetricsData {
     pub aead: &'static str,
     /// Counter sets by stage: ("rx", …), ("crypto", …), ("tx", …) summed over every
     /// pipeline, ("control", …).
-    pub counters: Vec<(&'static str, Vec<(&'static str, u64)>)>,
+    pub counters: CounterSets,
     /// With several pipelines, each one's ("rx", …), ("crypto", …), ("tx", …); else empty.
-    pub per_pipeline: Vec<Vec<(&'static str, Vec<(&'static str, u64)>)>>,
+    pub per_pipeline: Vec<CounterSets>,
     /// Each pipeline's CPUs, one line each.
     pub layout: Vec<String>,
     /// The control thread's snapshot; `None` if it did not answer.
