@@ -36,7 +36,8 @@ impl Epoch {
     }
 }
 
-/// Per-peer traffic statistics: written by the crypto stage only, read by anyone.
+/// Per-peer traffic statistics: written by the crypto stages (of every pipeline: the counts
+/// are atomic adds, the times the last writer's), read by anyone.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct PeerStats {

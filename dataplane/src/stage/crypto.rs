@@ -471,7 +471,7 @@ impl CryptoStage {
             bump(&self.counters.decrypted, 1);
             let stats = &peer.stats;
             stats.last_rx_any.store(stamp, Ordering::Relaxed);
-            bump(&stats.rx_bytes, meta.len as u64);
+            add_shared(&stats.rx_bytes, meta.len as u64);
             let from = meta.addr;
             // A standard peer roams at once (WireGuard's semantics): the endpoint follows
             // every authenticated packet and the control thread is told. For a peer whose
@@ -533,7 +533,7 @@ impl CryptoStage {
                     }
                     Some(info) => {
                         stats.last_rx_data.store(stamp, Ordering::Relaxed);
-                        bump(&stats.rx_packets, 1);
+                        add_shared(&stats.rx_packets, 1);
                         meta.offset = TRANSPORT_HEADER_LEN;
                         meta.len = info.len;
                         meta.action = Action::Tun;
@@ -669,10 +669,10 @@ impl CryptoStage {
         }
         let stats = &peer.stats;
         bump(&self.counters.encrypted, 1);
-        bump(&stats.tx_bytes, n as u64);
+        add_shared(&stats.tx_bytes, n as u64);
         stats.last_tx_any.store(stamp, Ordering::Relaxed);
         if data {
-            bump(&stats.tx_packets, 1);
+            add_shared(&stats.tx_packets, 1);
             stats.last_tx_data.store(stamp, Ordering::Relaxed);
         }
         Ok((n, dest, wants_rekey))
@@ -803,6 +803,13 @@ impl CryptoStage {
             .and_then(Option::as_ref)
             .map_or(0, |p| p.staged.len())
     }
+}
+
+/// Add to a per-peer statistic: every pipeline's crypto stage adds to the same `PeerStats`, so
+/// this is an atomic add (relaxed), not the single writer's load and store of [`bump`].
+#[inline]
+fn add_shared(c: &std::sync::atomic::AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Count a packet shed by priority.
