@@ -78,24 +78,23 @@ impl PipelineCount {
     }
 }
 
-/// Neither `auto` nor a pipeline count in range (as given).
+/// A `--pipelines` or `--cpus` value that is not one (as given, and what was expected).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadPipelineCount(String);
+pub struct BadValue {
+    given: String,
+    expected: &'static str,
+}
 
-impl fmt::Display for BadPipelineCount {
+impl fmt::Display for BadValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' is not a pipeline count: auto or 1 to {MAX_PIPELINES}",
-            self.0
-        )
+        write!(f, "'{}' is not {}", self.given, self.expected)
     }
 }
 
-impl std::error::Error for BadPipelineCount {}
+impl std::error::Error for BadValue {}
 
 impl std::str::FromStr for PipelineCount {
-    type Err = BadPipelineCount;
+    type Err = BadValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("auto") {
             return Ok(Self::Auto);
@@ -104,7 +103,10 @@ impl std::str::FromStr for PipelineCount {
             Ok(n) if (1..=MAX_PIPELINES).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => {
                 Ok(Self::Fixed(n))
             }
-            _ => Err(BadPipelineCount(s.to_string())),
+            _ => Err(BadValue {
+                given: s.to_string(),
+                expected: "a pipeline count: auto or 1 to 64",
+            }),
         }
     }
 }
@@ -116,26 +118,13 @@ pub struct CpuList(pub Vec<usize>);
 /// Largest CPU number a list may name (`CONFIG_NR_CPUS` maximum).
 const LIST_MAX_CPU: usize = 8191;
 
-/// Not a CPU list (as given).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadCpuList(String);
-
-impl fmt::Display for BadCpuList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' is not a CPU list: e.g. 0-11 or 0,2,4-7, each CPU once, none above {LIST_MAX_CPU}",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for BadCpuList {}
-
 impl std::str::FromStr for CpuList {
-    type Err = BadCpuList;
+    type Err = BadValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadCpuList(s.to_string());
+        let bad = || BadValue {
+            given: s.to_string(),
+            expected: "a CPU list: e.g. 0-11 or 0,2,4-7, each CPU once, none above 8191",
+        };
         let cpu = |t: &str| {
             t.parse::<usize>()
                 .ok()

@@ -153,14 +153,7 @@ fn iperf_all(t: &Topology, subnets: &[usize], secs: u32) -> Vec<Vec<f64>> {
         let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 JSON");
         let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
         assert!(bytes > 0.0, "client {k}: nothing arrived:\n{text}");
-        let intervals = v["intervals"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let intervals = interval_bytes(&v);
         eprintln!(
             "client {k}: {:.0} Mbit/s",
             bytes * 8.0 / f64::from(secs) / 1e6

@@ -15,6 +15,13 @@ use veil_dataplane::wire::TRANSPORT_MIN_LEN;
 
 const LEN: usize = 64;
 
+/// (name, threads, one keypair for all threads?).
+const CASES: [(&str, u64, bool); 3] = [
+    ("one_thread", 1, true),
+    ("two_threads_one_keypair", 2, true),
+    ("two_threads_two_keypairs", 2, false),
+];
+
 fn pair() -> (Arc<Keypair>, Arc<Keypair>) {
     let now = Instant::now();
     let (a, b) = ([1u8; 32], [2u8; 32]);
@@ -50,11 +57,7 @@ fn parallel(threads: u64, iters: u64, work: impl Fn(u64, u64) + Sync) -> Duratio
 fn seal(c: &mut Criterion) {
     let mut g = c.benchmark_group("shared_keypair_seal");
     g.throughput(Throughput::Elements(1));
-    for (name, threads, shared) in [
-        ("one_thread", 1, true),
-        ("two_threads_one_keypair", 2, true),
-        ("two_threads_two_keypairs", 2, false),
-    ] {
+    for (name, threads, shared) in CASES {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let keys = [pair().0, pair().0];
@@ -74,11 +77,7 @@ fn seal(c: &mut Criterion) {
 fn open(c: &mut Criterion) {
     let mut g = c.benchmark_group("shared_keypair_open");
     g.throughput(Throughput::Elements(1));
-    for (name, threads, shared) in [
-        ("one_thread", 1, true),
-        ("two_threads_one_keypair", 2, true),
-        ("two_threads_two_keypairs", 2, false),
-    ] {
+    for (name, threads, shared) in CASES {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let pairs = [pair(), pair()];

@@ -114,6 +114,16 @@ fn buffer_too_small<A: TransportAead>() {
     assert_eq!(i.seal(&mut buf, 8).unwrap(), 40);
 }
 
+/// Every reserver thread's `(first, n)` ranges, sorted.
+fn joined(threads: Vec<std::thread::JoinHandle<Vec<(u64, u64)>>>) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = threads
+        .into_iter()
+        .flat_map(|h| h.join().expect("reserver"))
+        .collect();
+    ranges.sort_unstable();
+    ranges
+}
+
 /// Pipelines share one keypair: counters reserved from several threads at once, of mixed
 /// sizes, never overlap, and together they are exactly the counters handed out.
 #[test]
@@ -134,11 +144,7 @@ fn concurrent_reservations_never_hand_out_a_counter_twice() {
             })
         })
         .collect();
-    let mut ranges: Vec<(u64, u64)> = threads
-        .into_iter()
-        .flat_map(|h| h.join().expect("reserver"))
-        .collect();
-    ranges.sort_unstable();
+    let ranges = joined(threads);
     let mut next = 0;
     for (first, n) in ranges {
         assert_eq!(first, next, "a gap or an overlap at {first}");
@@ -163,11 +169,7 @@ fn reservations_stop_at_the_reject_limit() {
             })
         })
         .collect();
-    let mut ranges: Vec<(u64, u64)> = threads
-        .into_iter()
-        .flat_map(|h| h.join().expect("reserver"))
-        .collect();
-    ranges.sort_unstable();
+    let ranges = joined(threads);
     assert!(ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
     assert!(ranges.iter().all(|(c, n)| c + n <= REJECT_AFTER_MESSAGES));
     assert_eq!(
