@@ -6,8 +6,8 @@
 #   --tunnel-peers     also install the peers we test and measure against:
 #                      wireguard-go (Debian package), boringtun-cli and gotatun-cli
 #                      (crates.io; gotatun-cli installs the binary `gotatun`). Default.
-#   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps,
-#                      and systemd (for systemd-analyze, which checks scripts/veil@.service).
+#   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps, nftables,
+#                      conntrack, and systemd (for systemd-analyze, which checks scripts/veil@.service).
 #                      curl and promtool.
 #
 # Environment:
@@ -63,7 +63,7 @@ quietly() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(iproute2 iputils-ping iperf3 wireguard-tools procps ca-certificates curl)
+packages=(iproute2 iputils-ping iperf3 wireguard-tools procps nftables conntrack ca-certificates curl)
 # systemd-analyze verifies the unit file; only its files are needed, not systemd as PID 1.
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 # promtool (the metrics test checks veil's exposition with it) ships only in Debian's prometheus
@@ -155,6 +155,8 @@ report wg wg --version
 report curl curl --version
 report promtool promtool --version
 report ps ps --version
+report nft nft --version
+report conntrack conntrack --version
 report systemd-analyze systemd-analyze --version
 if [ "$tunnel_peers" = yes ]; then
     report wireguard-go wireguard-go --version

@@ -8,6 +8,18 @@ use common::*;
 
 const PORT: u16 = GW_PORT;
 
+/// The `wg set` arguments for the peer implementation: `private-key` (written to a file), then
+/// `rest`.
+fn wg_args(t: &Topology, private_key: &str, rest: &[&str]) -> Vec<String> {
+    let key = t.write("peer.key", &format!("{private_key}\n"));
+    let mut args = vec![
+        "private-key".to_string(),
+        key.to_string_lossy().into_owned(),
+    ];
+    args.extend(rest.iter().map(|a| a.to_string()));
+    args
+}
+
 /// veil gateway in namespace a, `peer` as the client in namespace b.
 fn veil_gateway_with(tag: &str, peer: Peer) {
     let t = Topology::new(tag);
@@ -15,20 +27,22 @@ fn veil_gateway_with(tag: &str, peer: Peer) {
     let (cl_priv, cl_pub) = keypair();
     let gw_conf = t.write("veilgw.conf", &one_client_gateway(&gw_priv, &cl_pub));
     let mut gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
-    let key = t.write("client.key", &format!("{cl_priv}\n"));
     let iface = format!("wc{tag}");
-    let args = vec![
-        "private-key".to_string(),
-        key.to_string_lossy().into_owned(),
-        "peer".into(),
-        gw_pub,
-        "endpoint".into(),
-        endpoint(A_V4, PORT),
-        "allowed-ips".into(),
-        "10.9.0.0/24".into(),
-        "persistent-keepalive".into(),
-        "25".into(),
-    ];
+    let gw_endpoint = endpoint(A_V4, PORT);
+    let args = wg_args(
+        &t,
+        &cl_priv,
+        &[
+            "peer",
+            &gw_pub,
+            "endpoint",
+            &gw_endpoint,
+            "allowed-ips",
+            "10.9.0.0/24",
+            "persistent-keepalive",
+            "25",
+        ],
+    );
     let mut client = start_peer(&t, &t.b(), peer, &iface, &args, "10.9.0.2/24");
     traffic(&t, &t.b(), "10.9.0.1", &t.a(), "10.9.0.2");
     client.stop();
@@ -40,18 +54,20 @@ fn veil_client_of(tag: &str, peer: Peer) {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
-    let key = t.write("gw.key", &format!("{gw_priv}\n"));
     let iface = format!("wg{tag}");
-    let args = vec![
-        "private-key".to_string(),
-        key.to_string_lossy().into_owned(),
-        "listen-port".into(),
-        PORT.to_string(),
-        "peer".into(),
-        cl_pub,
-        "allowed-ips".into(),
-        "10.9.0.2/32".into(),
-    ];
+    let port = PORT.to_string();
+    let args = wg_args(
+        &t,
+        &gw_priv,
+        &[
+            "listen-port",
+            &port,
+            "peer",
+            &cl_pub,
+            "allowed-ips",
+            "10.9.0.2/32",
+        ],
+    );
     let mut gw = start_peer(&t, &t.a(), peer, &iface, &args, "10.9.0.1/24");
     let cl_conf = t.write(
         "veilcl.conf",
@@ -101,15 +117,13 @@ fn traffic(t: &Topology, client_ns: &str, gw_addr: &str, gw_ns: &str, client_add
     t.sha256_copy(gw_ns, client_ns, client_addr, 20);
 }
 
-/// One `#[test]` per row: its name, then the role veil plays, with the tag that names the
+/// One end-to-end test per row: its name, then the role veil plays, with the tag that names the
 /// namespaces and interfaces, and the peer.
 macro_rules! interop {
     ($($name:ident: $role:ident($tag:literal, $peer:expr);)*) => {$(
-        #[test]
-        fn $name() {
-            let _g = begin_or_skip!(stringify!($name));
+        e2e_test!($name, {
             $role($tag, $peer);
-        }
+        });
     )*};
 }
 
@@ -118,20 +132,6 @@ interop! {
     veil_gateway_boringtun_client: veil_gateway_with("gb", Peer::Boringtun);
     veil_client_wireguard_go_gateway: veil_client_of("cg", Peer::WireguardGo);
     veil_client_boringtun_gateway: veil_client_of("cb", Peer::Boringtun);
-}
-
-#[test]
-fn veil_gateway_gotatun_client() {
-    let Some(_g) = begin("veil_gateway_gotatun_client") else {
-        return;
-    };
-    veil_gateway_with("gt", Peer::Gotatun);
-}
-
-#[test]
-fn veil_client_gotatun_gateway() {
-    let Some(_g) = begin("veil_client_gotatun_gateway") else {
-        return;
-    };
-    veil_client_of("ct", Peer::Gotatun);
+    veil_gateway_gotatun_client: veil_gateway_with("gt", Peer::Gotatun);
+    veil_client_gotatun_gateway: veil_client_of("ct", Peer::Gotatun);
 }

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-#[test]
-fn idle_session_is_warned_expired_and_renewed() {
-    let _g = begin_or_skip!("idle_session_is_warned_expired_and_renewed");
+e2e_test!(idle_session_is_warned_expired_and_renewed, {
     let mut s = setup(
         "li",
         "[sessions]\nsession_timeout = 10\nidle_warning_sec = 5\n",
@@ -42,11 +40,9 @@ fn idle_session_is_warned_expired_and_renewed() {
         "{}",
         s.gw.log_text()
     );
-}
+});
 
-#[test]
-fn stopped_peer_is_probed_and_expired_within_bound() {
-    let _g = begin_or_skip!("stopped_peer_is_probed_and_expired_within_bound");
+e2e_test!(stopped_peer_is_probed_and_expired_within_bound, {
     // Bound: probe after 2 s of silence, then 2 probes 1 s apart: 4 s, plus a tick.
     let extra = "[sessions]\nkeepalive_probe_after_sec = 2\nkeepalive_probe_interval_sec = 1\nkeepalive_probe_count = 2\n";
     let mut s = setup("lp", extra);
@@ -68,7 +64,7 @@ fn stopped_peer_is_probed_and_expired_within_bound() {
     let log = s.gw.log_text();
     assert!(counter(&log, "probes_sent") >= 2, "{log}");
     assert!(counter(&log, "sessions_expired") >= 1, "{log}");
-}
+});
 
 /// The client in `ns` takes a second address `ip` on its link and sends from it from now on.
 fn move_client(t: &Topology, ns: &str, ip: &str) {
@@ -91,9 +87,7 @@ fn move_client(t: &Topology, ns: &str, ip: &str) {
     );
 }
 
-#[test]
-fn client_address_change_migrates_without_handshake() {
-    let _g = begin_or_skip!("client_address_change_migrates_without_handshake");
+e2e_test!(client_address_change_migrates_without_handshake, {
     let mut s = setup("lm", "");
     let (t, a, b) = (&s.t, s.t.a(), s.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -138,11 +132,9 @@ fn client_address_change_migrates_without_handshake() {
     );
     s.gw.stop();
     assert_eq!(counter(&s.gw.log_text(), "migrations_accepted"), 1);
-}
+});
 
-#[test]
-fn sigterm_drains_and_client_reconnects() {
-    let _g = begin_or_skip!("sigterm_drains_and_client_reconnects");
+e2e_test!(sigterm_drains_and_client_reconnects, {
     let mut s = setup("ld", "[sessions]\ndrain_timeout_sec = 2\n");
     let (t, a, b) = (&s.t, s.t.a(), s.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -180,11 +172,9 @@ fn sigterm_drains_and_client_reconnects() {
         s.cl.log_text()
     );
     assert_eq!(t.ping(&b, "10.9.0.1", 5), 5);
-}
+});
 
-#[test]
-fn absolute_timeout_renews_session_and_traffic_continues() {
-    let _g = begin_or_skip!("absolute_timeout_renews_session_and_traffic_continues");
+e2e_test!(absolute_timeout_renews_session_and_traffic_continues, {
     let mut s = setup("la", "[sessions]\nabsolute_timeout_sec = 10\n");
     let (t, b) = (&s.t, s.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -201,11 +191,9 @@ fn absolute_timeout_renews_session_and_traffic_continues() {
         "traffic stalled across the renewal: {replies}/80 replies"
     );
     s.gw.stop();
-}
+});
 
-#[test]
-fn migration_inside_cooldown_needs_a_token() {
-    let _g = begin_or_skip!("migration_inside_cooldown_needs_a_token");
+e2e_test!(migration_inside_cooldown_needs_a_token, {
     let mut s = setup("lc", "[migration]\nmigration_cooldown_sec = 30\n");
     let (t, b) = (&s.t, s.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -241,4 +229,4 @@ fn migration_inside_cooldown_needs_a_token() {
     let log = s.gw.log_text();
     assert_eq!(counter(&log, "migrations_accepted"), 2, "{log}");
     assert!(counter(&log, "migrations_refused") >= 1, "{log}");
-}
+});

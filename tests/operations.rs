@@ -119,6 +119,13 @@ fn wg(t: &Topology, ns: &str, args: &[&str]) -> String {
     t.ok(ns, &cmd)
 }
 
+/// Run `wg set GW peer KEY ARGS` in `ns`; must succeed.
+fn set_peer(t: &Topology, ns: &str, key: &str, args: &[&str]) -> String {
+    let mut cmd = vec!["set", GW, "peer", key];
+    cmd.extend_from_slice(args);
+    wg(t, ns, &cmd)
+}
+
 /// `wg show IFACE dump` peer lines as fields: public key, psk, endpoint, allowed IPs,
 /// latest handshake, rx, tx, keepalive.
 fn dump_peers(t: &Topology, ns: &str, iface: &str) -> Vec<Vec<String>> {
@@ -133,9 +140,7 @@ fn routes(t: &Topology, ns: &str, iface: &str) -> String {
     t.ok(ns, &["ip", "route", "show", "dev", iface])
 }
 
-#[test]
-fn wg_show_and_set_on_a_running_gateway() {
-    let _g = begin_or_skip!("wg_show_and_set_on_a_running_gateway");
+e2e_test!(wg_show_and_set_on_a_running_gateway, {
     let (t, k, gw_conf) = gateway_setup("ow", false);
     let (a, b) = (t.a(), t.b());
     let cl_conf = t.write(&format!("{CL}.conf"), &client_conf(&k, GW_PORT));
@@ -150,17 +155,11 @@ fn wg_show_and_set_on_a_running_gateway() {
     );
 
     // Add it live; the client's next handshake retry gets through.
-    wg(
+    set_peer(
         &t,
         &a,
-        &[
-            "set",
-            GW,
-            "peer",
-            &k.cl_pub,
-            "allowed-ips",
-            "10.9.0.2/32,10.77.0.0/16",
-        ],
+        &k.cl_pub,
+        &["allowed-ips", "10.9.0.2/32,10.77.0.0/16"],
     );
     let r = routes(&t, &a, GW);
     assert!(
@@ -200,7 +199,7 @@ fn wg_show_and_set_on_a_running_gateway() {
     assert_eq!(cl[3], "10.9.0.2/32,10.77.0.0/16");
 
     // Remove it: traffic stops and its routes go.
-    wg(&t, &a, &["set", GW, "peer", &k.cl_pub, "remove"]);
+    set_peer(&t, &a, &k.cl_pub, &["remove"]);
     assert_eq!(
         t.ping(&b, "10.9.0.1", 3),
         0,
@@ -250,24 +249,19 @@ fn wg_show_and_set_on_a_running_gateway() {
         !Path::new(&uapi_socket(GW)).exists(),
         "UAPI socket left behind"
     );
-}
+});
 
-#[test]
-fn showconf_round_trips_through_setconf() {
-    let _g = begin_or_skip!("showconf_round_trips_through_setconf");
+e2e_test!(showconf_round_trips_through_setconf, {
     let (t, _, _gw) = running_gateway("oc");
     let (a, b) = (t.a(), t.b());
     let psk = Command::new(veil_bin()).arg("genpsk").output().unwrap();
     let psk_file = t.write("psk", String::from_utf8_lossy(&psk.stdout).trim());
     let (_, third) = keypair();
-    wg(
+    set_peer(
         &t,
         &a,
+        &third,
         &[
-            "set",
-            GW,
-            "peer",
-            &third,
             "preshared-key",
             &psk_file.to_string_lossy(),
             "endpoint",
@@ -308,11 +302,9 @@ fn showconf_round_trips_through_setconf() {
         ss.contains(&format!(":{GW_PORT} ")),
         "setconf's ListenPort not bound: {ss}"
     );
-}
+});
 
-#[test]
-fn listen_port_changes_live() {
-    let _g = begin_or_skip!("listen_port_changes_live");
+e2e_test!(listen_port_changes_live, {
     let (t, k, _gw) = running_gateway("op");
     let (a, b) = (t.a(), t.b());
     wg(&t, &a, &["set", GW, "listen-port", "51999"]);
@@ -324,7 +316,7 @@ fn listen_port_changes_live() {
     assert_eq!(t.ping(&b, "10.9.0.1", 5), 5);
     let ss = t.ok(&a, &["ss", "-uanp"]);
     assert!(ss.contains(":51999 "), "{ss}");
-}
+});
 
 fn curl(t: &Topology, ns: &str, path: &str) -> String {
     let curl = require("curl");
@@ -347,9 +339,7 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
-#[test]
-fn metrics_pass_promtool_and_move_with_traffic() {
-    let _g = begin_or_skip!("metrics_pass_promtool_and_move_with_traffic");
+e2e_test!(metrics_pass_promtool_and_move_with_traffic, {
     let promtool = require("promtool");
     let (t, k, gw_conf) = gateway_setup("om", true);
     let (a, b) = (t.a(), t.b());
@@ -365,11 +355,9 @@ fn metrics_pass_promtool_and_move_with_traffic() {
         .arg(format!("{promtool} check metrics < {}", file.display()))
         .output()
         .unwrap();
-    assert!(
-        check.status.success(),
-        "promtool check metrics failed:\n{}{}\n{before}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+    assert_success(
+        &check,
+        &format!("promtool check metrics failed on:\n{before}\n"),
     );
     assert_eq!(t.ping(&b, "10.9.0.1", 10), 10);
     let after = curl(&t, &a, "/metrics");
@@ -425,11 +413,9 @@ fn metrics_pass_promtool_and_move_with_traffic() {
     assert_eq!(v["peers"][0]["public_key"], k.cl_pub.as_str());
     assert!(v["peers"][0]["rx_bytes"].as_u64().unwrap() > 0);
     assert!(v["counters"]["rx"]["udp_datagrams"].as_u64().unwrap() >= 10);
-}
+});
 
-#[test]
-fn metrics_answer_past_a_hundred_idle_connections() {
-    let _g = begin_or_skip!("metrics_answer_past_a_hundred_idle_connections");
+e2e_test!(metrics_answer_past_a_hundred_idle_connections, {
     let bash = require("bash");
     let curl = require("curl");
     let (t, _k, gw_conf) = gateway_setup("oi", false);
@@ -449,11 +435,9 @@ fn metrics_answer_past_a_hundred_idle_connections() {
         "/metrics with 100 idle connections open: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
+});
 
-#[test]
-fn running_veil_writes_no_core_dump() {
-    let _g = begin_or_skip!("running_veil_writes_no_core_dump");
+e2e_test!(running_veil_writes_no_core_dump, {
     let (_t, _k, gw) = running_gateway("od");
     let pid = veil_pid(&gw);
     let filter = std::fs::read_to_string(format!("/proc/{pid}/coredump_filter")).unwrap();
@@ -473,14 +457,12 @@ fn running_veil_writes_no_core_dump() {
         ["0", "0"],
         "soft and hard RLIMIT_CORE: {core}"
     );
-}
+});
 
-/// The unit's filesystem view (`ProtectSystem=strict`: everything read-only except
-/// `RuntimeDirectory=veil/%i` and `ReadWritePaths=/run/wireguard`), reproduced in a mount
-/// namespace: veil makes its sockets there, and `veil show`, `veil health` and `wg show` work.
-#[test]
-fn sockets_work_in_the_units_read_only_view() {
-    let _g = begin_or_skip!("sockets_work_in_the_units_read_only_view");
+// The unit's filesystem view (`ProtectSystem=strict`: everything read-only except
+// `RuntimeDirectory=veil/%i` and `ReadWritePaths=/run/wireguard`), reproduced in a mount
+// namespace: veil makes its sockets there, and `veil show`, `veil health` and `wg show` work.
+e2e_test!(sockets_work_in_the_units_read_only_view, {
     let unshare = require("unshare");
     let wg = require("wg");
     let (t, k, gw_conf) = gateway_setup("os", true);
@@ -537,7 +519,7 @@ echo "== wg"; {wg} show {GW}; echo "== wg exit $?"
     );
     assert!(text.contains("== wg exit 0"), "{all}");
     assert!(text.contains(&format!("interface: {GW}")), "{all}");
-}
+});
 
 fn health(json: bool) -> (i32, String, String) {
     let mut cmd = Command::new(veil_bin());
@@ -553,9 +535,7 @@ fn health(json: bool) -> (i32, String, String) {
     )
 }
 
-#[test]
-fn health_reports_a_stalled_thread() {
-    let _g = begin_or_skip!("health_reports_a_stalled_thread");
+e2e_test!(health_reports_a_stalled_thread, {
     let (t, _, gw_conf) = gateway_setup("oh", true);
     let a = t.a();
     let mut gw = start(
@@ -619,7 +599,7 @@ fn health_reports_a_stalled_thread() {
     let (code, _, err) = health(false);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("cannot reach"), "{err}");
-}
+});
 
 #[test]
 fn alert_rules_pass_promtool() {
@@ -641,10 +621,5 @@ fn alert_rules_pass_promtool() {
         .arg(&rules)
         .output()
         .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "promtool check rules failed:\n");
 }

@@ -237,9 +237,7 @@ fn up_with_notify(
     t.spawn(&t.a(), "veil", &cmd, &env)
 }
 
-#[test]
-fn systemd_ready_watchdog_and_stopping() {
-    let _g = begin_or_skip!("systemd_ready_watchdog_and_stopping");
+e2e_test!(systemd_ready_watchdog_and_stopping, {
     let t = Topology::new("sd");
     let (key, _) = keypair();
     let notify = NotifySocket::new(&t.dir);
@@ -271,7 +269,7 @@ fn systemd_ready_watchdog_and_stopping() {
         .expect("pings");
     assert!(last_ping <= stopping, "a ping after STOPPING=1");
     assert!(!t.has_link(&t.a(), "veilgw"));
-}
+});
 
 /// A lone gateway in `mode` with a test hook (`VEIL_TEST_*_THREAD`, thread) set, reporting
 /// to a notify socket.
@@ -284,9 +282,7 @@ fn hooked_gateway(tag: &str, mode: &str, hook: (&str, &str)) -> (Topology, Notif
     (t, notify, p)
 }
 
-#[test]
-fn a_stalled_thread_silences_the_watchdog() {
-    let _g = begin_or_skip!("a_stalled_thread_silences_the_watchdog");
+e2e_test!(a_stalled_thread_silences_the_watchdog, {
     for (thread, mode) in [("veil-tx", "pipeline"), ("veil-single", "single")] {
         let (_t, notify, mut p) = hooked_gateway("st", mode, ("VEIL_TEST_STALL_THREAD", thread));
         let ready = notify
@@ -309,11 +305,9 @@ fn a_stalled_thread_silences_the_watchdog() {
         // The stalled thread still honours shutdown.
         assert_eq!(p.stop(), Some(0), "{thread}:\n{}", p.log_text());
     }
-}
+});
 
-#[test]
-fn a_panicking_thread_ends_veil_with_a_failure() {
-    let _g = begin_or_skip!("a_panicking_thread_ends_veil_with_a_failure");
+e2e_test!(a_panicking_thread_ends_veil_with_a_failure, {
     for (thread, mode) in [
         ("veil-crypto", "pipeline"),
         ("veil-control", "pipeline"),
@@ -344,11 +338,9 @@ fn a_panicking_thread_ends_veil_with_a_failure() {
             "{thread}: {stopping:?}"
         );
     }
-}
+});
 
-#[test]
-fn deleting_the_tun_interface_is_fatal() {
-    let _g = begin_or_skip!("deleting_the_tun_interface_is_fatal");
+e2e_test!(deleting_the_tun_interface_is_fatal, {
     for mode in ["pipeline", "single"] {
         let t = Topology::new("tg");
         let (key, _) = keypair();
@@ -365,11 +357,9 @@ fn deleting_the_tun_interface_is_fatal() {
             "{mode}:\n{log}"
         );
     }
-}
+});
 
-#[test]
-fn json_logs_async_with_peer_and_component() {
-    let _g = begin_or_skip!("json_logs_async_with_peer_and_component");
+e2e_test!(json_logs_async_with_peer_and_component, {
     let t = Topology::new("js");
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
@@ -421,7 +411,7 @@ fn json_logs_async_with_peer_and_component() {
             .is_some_and(|m| m.ends_with("stopped; interface removed")),
         "{last}"
     );
-}
+});
 
 /// The name and CPU mask of each thread of `pid`.
 fn threads_of(pid: u32) -> Vec<(String, u64)> {
@@ -442,9 +432,7 @@ fn threads_of(pid: u32) -> Vec<(String, u64)> {
         .collect()
 }
 
-#[test]
-fn threading_section_and_flags_that_override_it() {
-    let _g = begin_or_skip!("threading_section_and_flags_that_override_it");
+e2e_test!(threading_section_and_flags_that_override_it, {
     let t = Topology::new("ts");
     let (key, _) = keypair();
     let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
@@ -494,7 +482,7 @@ fn threading_section_and_flags_that_override_it() {
         "{err}"
     );
     assert!(!t.has_link(&t.a(), "veilbad"));
-}
+});
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
@@ -544,11 +532,9 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// JSON logs parse line by line, and a flood of junk datagrams (counted drops,
-/// never one log line each) cannot push more than the configured lines a second.
-#[test]
-fn json_logs_stay_parseable_and_bounded_under_junk() {
-    let _g = begin_or_skip!("json_logs_stay_parseable_and_bounded_under_junk");
+// JSON logs parse line by line, and a flood of junk datagrams (counted drops,
+// never one log line each) cannot push more than the configured lines a second.
+e2e_test!(json_logs_stay_parseable_and_bounded_under_junk, {
     let t = Topology::new("oj");
     let (k, _) = keypair();
     let conf = t.write(
@@ -591,4 +577,4 @@ fn json_logs_stay_parseable_and_bounded_under_junk() {
         log.contains("rx.drop_malformed=") || log.contains("drop_malformed"),
         "junk not counted:\n{log}"
     );
-}
+});

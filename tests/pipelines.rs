@@ -226,24 +226,18 @@ fn four_clients(tag: &str, n: &str) {
     assert_eq!(counter(&log, "drop_replay"), 0, "replay drops:\n{log}");
 }
 
-#[test]
-fn two_pipelines_four_clients() {
-    let _g = begin_or_skip!("two_pipelines_four_clients");
+e2e_test!(two_pipelines_four_clients, {
     four_clients("p2", "2");
-}
+});
 
-#[test]
-fn three_pipelines_four_clients() {
-    let _g = begin_or_skip!("three_pipelines_four_clients");
+e2e_test!(three_pipelines_four_clients, {
     four_clients("p3", "3");
-}
+});
 
-/// Rekeys under traffic (shortened timers at both veil ends), a peer added with `wg set`
-/// during traffic reaching every pipeline, and a peer removed under traffic: nothing from
-/// or to it is accepted afterwards, and its packets are counted as drops.
-#[test]
-fn pipelines_rekey_add_and_remove_peers_under_traffic() {
-    let _g = begin_or_skip!("pipelines_rekey_add_and_remove_peers_under_traffic");
+// Rekeys under traffic (shortened timers at both veil ends), a peer added with `wg set`
+// during traffic reaching every pipeline, and a peer removed under traffic: nothing from
+// or to it is accepted afterwards, and its packets are counted as drops.
+e2e_test!(pipelines_rekey_add_and_remove_peers_under_traffic, {
     let t = Topology::new("pr");
     let env = [("VEIL_TEST_REKEY_AFTER_SECS", "3")];
     let (gw_priv, gw_pub) = keypair();
@@ -345,4 +339,4 @@ fn pipelines_rekey_add_and_remove_peers_under_traffic() {
     c2.stop();
     assert_eq!(gw.stop(), Some(0), "veil exit status:\n{}", gw.log_text());
     assert_eq!(counter(&gw.log_text(), "drop_replay"), 0, "replay drops");
-}
+});

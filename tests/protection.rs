@@ -104,9 +104,7 @@ fn udp_run(
     (bytes * 8.0 / span, packets / span)
 }
 
-#[test]
-fn bandwidth_limit_holds_udp_and_tcp() {
-    let _g = begin_or_skip!("bandwidth_limit_holds_udp_and_tcp");
+e2e_test!(bandwidth_limit_holds_udp_and_tcp, {
     let s = setup(
         "pb",
         "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
@@ -131,11 +129,9 @@ fn bandwidth_limit_holds_udp_and_tcp() {
         "TCP starved: {:.1} Mb/s",
         tcp.bits_per_second / 1e6
     );
-}
+});
 
-#[test]
-fn packet_rate_limit_holds_small_packets() {
-    let _g = begin_or_skip!("packet_rate_limit_holds_small_packets");
+e2e_test!(packet_rate_limit_holds_small_packets, {
     let mut s = setup(
         "pr",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 2000\n",
@@ -149,11 +145,9 @@ fn packet_rate_limit_holds_small_packets() {
     );
     s.gw.stop();
     assert!(counter(&s.gw.log_text(), "rate_limit_violations") > 1000);
-}
+});
 
-#[test]
-fn low_priority_is_shed_before_normal() {
-    let _g = begin_or_skip!("low_priority_is_shed_before_normal");
+e2e_test!(low_priority_is_shed_before_normal, {
     let extra = "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[priority]\nring_high_water_percent = 0\n";
     let mut s = setup("pq", extra);
     s.t.wait_ping(&s.t.b(), "10.9.0.1");
@@ -175,11 +169,9 @@ fn low_priority_is_shed_before_normal() {
         cs1 / 1e6,
         unmarked / 1e6
     );
-}
+});
 
-#[test]
-fn degradation_rises_refuses_new_sessions_and_recovers() {
-    let _g = begin_or_skip!("degradation_rises_refuses_new_sessions_and_recovers");
+e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
     let (t, mut gw, _c1, c2_conf, _) = two_clients(
         "pd",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n",
@@ -236,11 +228,9 @@ fn degradation_rises_refuses_new_sessions_and_recovers() {
         .filter(|l| l.contains("degradation ") && l.contains("->"))
         .collect();
     assert!(times.len() >= 4, "level changes:\n{}", times.join("\n"));
-}
+});
 
-#[test]
-fn handshake_flood_spares_established_flow_and_new_peer() {
-    let _g = begin_or_skip!("handshake_flood_spares_established_flow_and_new_peer");
+e2e_test!(handshake_flood_spares_established_flow_and_new_peer, {
     let (t, mut gw, _c1, c2_conf, gw_pub) = two_clients(
         "pf",
         "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n",
@@ -321,11 +311,9 @@ fn handshake_flood_spares_established_flow_and_new_peer() {
         joined <= Duration::from_secs(5),
         "new peer connected after {joined:?}"
     );
-}
+});
 
-#[test]
-fn each_client_gets_its_own_limit() {
-    let _g = begin_or_skip!("each_client_gets_its_own_limit");
+e2e_test!(each_client_gets_its_own_limit, {
     let (t, _gw, _c1, c2_conf, _) = two_clients(
         "p2",
         "[rate_limiting]\nper_client_bandwidth_mbps = 50\nper_client_pps = 0\n",
@@ -351,4 +339,4 @@ fn each_client_gets_its_own_limit() {
             bps / 1e6
         );
     }
-}
+});

@@ -109,29 +109,17 @@ fn no_offload(tag: &str, mode: &str) {
     assert_eq!(p.gw.stop(), Some(0), "gateway:\n{}", p.gw.log_text());
 }
 
-#[test]
-fn veil_to_veil_pipeline_no_offload() {
-    let Some(_g) = begin("veil_to_veil_pipeline_no_offload") else {
-        return;
-    };
+e2e_test!(veil_to_veil_pipeline_no_offload, {
     no_offload("po", "pipeline");
-}
+});
 
-#[test]
-fn veil_to_veil_single_no_offload() {
-    let Some(_g) = begin("veil_to_veil_single_no_offload") else {
-        return;
-    };
+e2e_test!(veil_to_veil_single_no_offload, {
     no_offload("so", "single");
-}
+});
 
-/// A client with MTU 1280 and a gateway with MTU 1420: full-size pings (DF set) both ways,
-/// so each side receives datagrams larger than its own MTU would make.
-#[test]
-fn mtu_1280_client_and_1420_gateway() {
-    let Some(_g) = begin("mtu_1280_client_and_1420_gateway") else {
-        return;
-    };
+// A client with MTU 1280 and a gateway with MTU 1420: full-size pings (DF set) both ways,
+// so each side receives datagrams larger than its own MTU would make.
+e2e_test!(mtu_1280_client_and_1420_gateway, {
     let t = Topology::new("pm");
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
@@ -166,11 +154,9 @@ fn mtu_1280_client_and_1420_gateway() {
     };
     full(&t.b(), "10.9.0.1", 1280);
     full(&t.a(), "10.9.0.2", 1420);
-}
+});
 
-#[test]
-fn veil_to_veil_pipeline() {
-    let _g = begin_or_skip!("veil_to_veil_pipeline");
+e2e_test!(veil_to_veil_pipeline, {
     let mut p = pair("pp", &["--threading", "pipeline"], false, &[]);
     full_check(&p);
     assert_offloads(&p, true);
@@ -194,20 +180,16 @@ fn veil_to_veil_pipeline() {
         !p.t.has_link(&p.t.b(), "veilcl"),
         "interface left behind after SIGTERM"
     );
-}
+});
 
-#[test]
-fn veil_to_veil_single() {
-    let _g = begin_or_skip!("veil_to_veil_single");
+e2e_test!(veil_to_veil_single, {
     let mut p = pair("ps", &["--threading", "single"], false, &[]);
     full_check(&p);
     assert_eq!(p.gw.stop(), Some(0));
     assert!(!p.t.has_link(&p.t.a(), "veilgw"));
-}
+});
 
-#[test]
-fn outer_transport_ipv6() {
-    let _g = begin_or_skip!("outer_transport_ipv6");
+e2e_test!(outer_transport_ipv6, {
     let p = pair("p6", &[], true, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     assert_eq!(p.t.ping(&p.t.b(), "10.9.0.1", 10), 10);
@@ -220,11 +202,9 @@ fn outer_transport_ipv6() {
         "gateway should see the client at its IPv6 address:\n{}",
         p.gw.log_text()
     );
-}
+});
 
-#[test]
-fn unknown_peer_cannot_handshake() {
-    let _g = begin_or_skip!("unknown_peer_cannot_handshake");
+e2e_test!(unknown_peer_cannot_handshake, {
     let t = Topology::new("uk");
     let (gw_priv, gw_pub) = keypair();
     let (_, known_pub) = keypair();
@@ -251,11 +231,9 @@ fn unknown_peer_cannot_handshake() {
         counter(&log, "handshake_unknown_peer") >= 1,
         "unknown-peer handshakes not counted:\n{log}"
     );
-}
+});
 
-#[test]
-fn inner_source_outside_allowed_ips_dropped() {
-    let _g = begin_or_skip!("inner_source_outside_allowed_ips_dropped");
+e2e_test!(inner_source_outside_allowed_ips_dropped, {
     let mut p = pair("sp", &[], false, &[]);
     let (t, b) = (&p.t, p.t.b());
     t.wait_ping(&b, "10.9.0.1");
@@ -283,11 +261,9 @@ fn inner_source_outside_allowed_ips_dropped() {
         counter(&log, "drop_source_not_allowed") >= 3,
         "drops not counted:\n{log}"
     );
-}
+});
 
-#[test]
-fn rekey_under_traffic_without_stall() {
-    let _g = begin_or_skip!("rekey_under_traffic_without_stall");
+e2e_test!(rekey_under_traffic_without_stall, {
     let env = [("VEIL_TEST_REKEY_AFTER_SECS", "3")];
     let mut p = pair("rk", &[], false, &env);
     let (t, a, b) = (&p.t, p.t.a(), p.t.b());
@@ -318,11 +294,9 @@ fn rekey_under_traffic_without_stall() {
     );
     p.cl.stop();
     p.gw.stop();
-}
+});
 
-#[test]
-fn threads_are_named_and_pinned() {
-    let _g = begin_or_skip!("threads_are_named_and_pinned");
+e2e_test!(threads_are_named_and_pinned, {
     let cpus: Vec<usize> =
         (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
     let last = cpus.len() - 1;
@@ -365,11 +339,9 @@ fn threads_are_named_and_pinned() {
         let bits = u64::from_str_radix(hex, 16).unwrap_or(0);
         assert_eq!(bits, 1 << cpu, "{name} affinity {mask}");
     }
-}
+});
 
-#[test]
-fn bad_configs_exit_2_and_leave_nothing() {
-    let _g = begin_or_skip!("bad_configs_exit_2_and_leave_nothing");
+e2e_test!(bad_configs_exit_2_and_leave_nothing, {
     let t = Topology::new("bc");
     let (k, pk) = keypair();
     let cases = [
@@ -394,11 +366,9 @@ fn bad_configs_exit_2_and_leave_nothing() {
         assert!(!err.contains(&k), "{name}: the private key was printed");
         assert!(!t.has_link(&t.a(), name), "{name}: interface left behind");
     }
-}
+});
 
-#[test]
-fn idle_uses_under_one_percent_cpu() {
-    let _g = begin_or_skip!("idle_uses_under_one_percent_cpu");
+e2e_test!(idle_uses_under_one_percent_cpu, {
     let p = pair("id", &[], false, &[]);
     p.t.wait_ping(&p.t.b(), "10.9.0.1");
     std::thread::sleep(Duration::from_secs(1));
@@ -408,4 +378,4 @@ fn idle_uses_under_one_percent_cpu() {
     // 1 % of 10 s is 0.1 s: 10 ticks at the usual 100 Hz USER_HZ.
     assert!(g1 - g0 < 10, "gateway used {} ticks in 10 s idle", g1 - g0);
     assert!(c1 - c0 < 10, "client used {} ticks in 10 s idle", c1 - c0);
-}
+});

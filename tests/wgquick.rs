@@ -42,9 +42,7 @@ fn traced(tag: &str, post_up: &str) -> (Topology, String, PathBuf, PathBuf) {
     (t, iface, trace, conf)
 }
 
-#[test]
-fn hooks_run_at_wg_quick_moments_and_veil_down_stops() {
-    let _g = begin_or_skip!("hooks_run_at_wg_quick_moments_and_veil_down_stops");
+e2e_test!(hooks_run_at_wg_quick_moments_and_veil_down_stops, {
     let (t, iface, trace, conf) = traced("wq", "echo second-postup-output");
     let a = t.a();
     let mut gw = veil_up(&t, &a, &conf, &[], &[]);
@@ -84,37 +82,38 @@ fn hooks_run_at_wg_quick_moments_and_veil_down_stops() {
         "{}",
         gw.log_text()
     );
-}
+});
 
-#[test]
-fn failing_post_up_leaves_no_interface_and_exits_non_zero_with_its_output() {
-    let _g = begin_or_skip!("failing_post_up_leaves_no_interface_and_exits_non_zero");
-    let (t, iface, trace, conf) = traced("wf", "echo nat-rule-refused >&2; exit 7");
-    let a = t.a();
-    let conf_s = conf.display().to_string();
-    let mut gw = t.spawn(
-        &a,
-        "veil-failing",
-        &[veil_bin(), "up", &conf_s],
-        &[("RUST_LOG", "info")],
-    );
-    let code = wait_exit(&mut gw, Duration::from_secs(15));
-    let log = gw.log_text();
-    assert_eq!(code, Some(Some(1)), "{log}");
-    assert!(
-        log.contains("nat-rule-refused"),
-        "hook output missing:\n{log}"
-    );
-    assert!(log.contains("exit status: 7"), "{log}");
-    assert!(!t.has_link(&a, &iface), "interface left behind:\n{log}");
-    // wg-quick's undo is del_if: no PreDown, no PostDown.
-    let got = fs::read_to_string(&trace).unwrap_or_default();
-    assert_eq!(
-        got,
-        format!("PreUp {iface} absent\nPostUp {iface} present\n"),
-        "{log}"
-    );
-}
+e2e_test!(
+    failing_post_up_leaves_no_interface_and_exits_non_zero_with_its_output,
+    {
+        let (t, iface, trace, conf) = traced("wf", "echo nat-rule-refused >&2; exit 7");
+        let a = t.a();
+        let conf_s = conf.display().to_string();
+        let mut gw = t.spawn(
+            &a,
+            "veil-failing",
+            &[veil_bin(), "up", &conf_s],
+            &[("RUST_LOG", "info")],
+        );
+        let code = wait_exit(&mut gw, Duration::from_secs(15));
+        let log = gw.log_text();
+        assert_eq!(code, Some(Some(1)), "{log}");
+        assert!(
+            log.contains("nat-rule-refused"),
+            "hook output missing:\n{log}"
+        );
+        assert!(log.contains("exit status: 7"), "{log}");
+        assert!(!t.has_link(&a, &iface), "interface left behind:\n{log}");
+        // wg-quick's undo is del_if: no PreDown, no PostDown.
+        let got = fs::read_to_string(&trace).unwrap_or_default();
+        assert_eq!(
+            got,
+            format!("PreUp {iface} absent\nPostUp {iface} present\n"),
+            "{log}"
+        );
+    }
+);
 
 /// Removes a file when dropped.
 struct RemoveOnDrop(PathBuf);
@@ -125,9 +124,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-#[test]
-fn wg_quick_runs_veil_as_its_userspace_implementation() {
-    let _g = begin_or_skip!("wg_quick_runs_veil_as_its_userspace_implementation");
+e2e_test!(wg_quick_runs_veil_as_its_userspace_implementation, {
     if std::path::Path::new("/sys/module/wireguard").exists() {
         eprintln!("skipped: the kernel has WireGuard, so wg-quick would not use a userspace one");
         return;
@@ -196,4 +193,4 @@ fn wg_quick_runs_veil_as_its_userspace_implementation() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
-}
+});

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod breaker;
 pub mod degradation;
 pub mod device;
 pub mod handshake;

@@ -205,52 +205,60 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn setup() -> (TokenMinter, Instant) {
+    const PEER: [u8; 32] = [1; 32];
+
+    /// A minter, the time it started, a token it minted and the nonces outstanding.
+    type Minted = (
+        TokenMinter,
+        Instant,
+        [u8; MIGRATION_TOKEN_LEN],
+        Vec<[u8; 8]>,
+    );
+
+    /// A token for session 7 and [`PEER`], minted now for 300 s with `nonce`, whose nonce is the
+    /// one outstanding.
+    fn minted(nonce: u8) -> Minted {
         let now = Instant::now();
-        (TokenMinter::new([5; 32], Epoch::new(now)), now)
+        let m = TokenMinter::new([5; 32], Epoch::new(now));
+        let tok = m.mint(7, &PEER, now, Duration::from_secs(300), [nonce; 8]);
+        (m, now, tok, vec![[nonce; 8]])
     }
 
     #[test]
     fn token_is_single_use_and_bound() {
-        let (m, now) = setup();
-        let peer = [1u8; 32];
-        let mut out = vec![[9u8; 8]];
-        let tok = m.mint(7, &peer, now, Duration::from_secs(300), [9; 8]);
+        let (m, now, tok, mut out) = minted(9);
         assert_eq!(
-            m.redeem(&tok, 8, &peer, now, &mut out),
+            m.redeem(&tok, 8, &PEER, now, &mut out),
             Err(TokenError::Foreign)
         );
         assert_eq!(
             m.redeem(&tok, 7, &[2; 32], now, &mut out),
             Err(TokenError::Forged)
         );
-        assert_eq!(m.redeem(&tok, 7, &peer, now, &mut out), Ok(()));
+        assert_eq!(m.redeem(&tok, 7, &PEER, now, &mut out), Ok(()));
         assert_eq!(
-            m.redeem(&tok, 7, &peer, now, &mut out),
+            m.redeem(&tok, 7, &PEER, now, &mut out),
             Err(TokenError::Reused)
         );
     }
 
     #[test]
     fn token_expires_and_tampering_is_caught() {
-        let (m, now) = setup();
-        let peer = [1u8; 32];
-        let mut out = vec![[3u8; 8]];
-        let tok = m.mint(7, &peer, now, Duration::from_secs(300), [3; 8]);
+        let (m, now, tok, mut out) = minted(3);
         let late = now + Duration::from_secs(301);
         assert_eq!(
-            m.redeem(&tok, 7, &peer, late, &mut out),
+            m.redeem(&tok, 7, &PEER, late, &mut out),
             Err(TokenError::Expired)
         );
         for i in 0..MIGRATION_TOKEN_LEN {
             let mut bad = tok;
             bad[i] ^= 0x40;
-            assert!(m.redeem(&bad, 7, &peer, now, &mut out).is_err(), "byte {i}");
+            assert!(m.redeem(&bad, 7, &PEER, now, &mut out).is_err(), "byte {i}");
         }
         assert_eq!(out.len(), 1, "failed attempts consume nothing");
         let other = TokenMinter::new([6; 32], Epoch::new(now));
         assert_eq!(
-            other.redeem(&tok, 7, &peer, now, &mut out),
+            other.redeem(&tok, 7, &PEER, now, &mut out),
             Err(TokenError::Forged)
         );
     }

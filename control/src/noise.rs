@@ -52,18 +52,12 @@ pub enum NoiseError {
     NonceExhausted,
 }
 
-impl fmt::Display for NoiseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NoiseError::Length => "noise message or buffer has the wrong length",
-            NoiseError::Decrypt => "noise message failed authentication",
-            NoiseError::WeakKey => "diffie-hellman produced a low-order (all-zero) result",
-            NoiseError::NonceExhausted => "noise cipher nonce exhausted",
-        })
-    }
-}
-
-impl std::error::Error for NoiseError {}
+veil_dataplane::fixed_messages!(NoiseError {
+    Length => "noise message or buffer has the wrong length",
+    Decrypt => "noise message failed authentication",
+    WeakKey => "diffie-hellman produced a low-order (all-zero) result",
+    NonceExhausted => "noise cipher nonce exhausted",
+});
 
 /// `HASH(a || b || ...)` with BLAKE2s-256.
 pub fn hash(parts: &[&[u8]]) -> [u8; HASH_LEN] {

@@ -66,15 +66,16 @@ fn initiate(
         .unwrap()
 }
 
-/// The server, under load, answers `init` from the client's address with a cookie reply.
-fn cookie_reply_to(
-    p: &Pair,
+/// The client's first initiation (index 1, wall clock 0 s) at `now`, which the server, under
+/// load, answers from the client's address with a cookie reply.
+fn first_cookie_reply(
+    p: &mut Pair,
     cookies: &mut CookieChecker,
-    init: &[u8],
     now: Instant,
     rng: &mut TestRng,
 ) -> [u8; COOKIE_REPLY_LEN] {
-    match consume_initiation(&p.server, cookies, init, client_addr(), true, now, rng).unwrap() {
+    let init = initiate(p, 1, now, 0, rng);
+    match consume_initiation(&p.server, cookies, &init, client_addr(), true, now, rng).unwrap() {
         InitiationOutcome::CookieReply(reply) => reply,
         InitiationOutcome::Valid(_) => panic!("expected a cookie reply"),
     }
@@ -278,8 +279,7 @@ fn every_flipped_bit_in_initiation_is_rejected() {
     let (mut p, mut cookies, now, mut rng) = setup(8);
     let src = client_addr();
     // Hold a cookie first so MAC2 is present and, under load, checked.
-    let first = initiate(&mut p, 1, now, 0, &mut rng);
-    let reply = cookie_reply_to(&p, &mut cookies, &first, now, &mut rng);
+    let reply = first_cookie_reply(&mut p, &mut cookies, now, &mut rng);
     p.at_client.consume_cookie_reply(&reply, now).unwrap();
     let init = initiate(&mut p, 2, now, 1, &mut rng);
 
@@ -360,8 +360,7 @@ fn every_flipped_bit_in_response_is_rejected() {
 #[test]
 fn every_flipped_bit_in_cookie_reply_is_rejected() {
     let (mut p, mut cookies, now, mut rng) = setup(10);
-    let init = initiate(&mut p, 1, now, 0, &mut rng);
-    let reply = cookie_reply_to(&p, &mut cookies, &init, now, &mut rng);
+    let reply = first_cookie_reply(&mut p, &mut cookies, now, &mut rng);
     for bit in 0..reply.len() * 8 {
         let mut m = reply;
         m[bit / 8] ^= 1 << (bit % 8);
@@ -438,8 +437,7 @@ fn cookie_secret_rotation_invalidates_old_cookies() {
     let (mut p, mut cookies, t0, mut rng) = setup(12);
     let src = client_addr();
 
-    let init = initiate(&mut p, 1, t0, 0, &mut rng);
-    let reply = cookie_reply_to(&p, &mut cookies, &init, t0, &mut rng);
+    let reply = first_cookie_reply(&mut p, &mut cookies, t0, &mut rng);
     // The client takes the reply late, so its own copy is still young when the server's
     // secret (born at t0) expires.
     let received = later(t0, 100);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use rand_core::OsRng;
+use rand_core::{CryptoRng, OsRng, RngCore};
 use serde_json::Value;
 use veil_control::{consume_initiation, InitiationOutcome, PeerHandshake, StaticIdentity};
 use veil_dataplane::wire::TRANSPORT_HEADER_LEN;
@@ -13,6 +13,32 @@ use veil_dataplane::Keypair;
 const KAT: &str = include_str!("vectors/wireguard_go_kat.json");
 
 struct Kat(Value);
+
+/// The recorded ephemeral secret as the random source of one handshake message: creating an
+/// initiation or a response draws exactly its 32-byte ephemeral, once.
+struct Recorded(Option<[u8; 32]>);
+
+impl RngCore for Recorded {
+    fn next_u32(&mut self) -> u32 {
+        rand_core::impls::next_u32_via_fill(self)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        rand_core::impls::next_u64_via_fill(self)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        let ephemeral = self.0.take().expect("one draw per handshake message");
+        dest.copy_from_slice(&ephemeral);
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoRng for Recorded {}
 
 impl Kat {
     fn load() -> Self {
@@ -100,12 +126,12 @@ fn responder_answers_wireguard_go_byte_for_byte() {
     assert_eq!(valid.sender_index(), kat.u32("go_initiation_sender_index"));
 
     let (response, mut kp) = peer
-        .respond_with_ephemeral(
+        .respond(
             &veil,
             valid,
             kat.u32("veil_response_index"),
             now,
-            kat.key("veil_response_ephemeral"),
+            &mut Recorded(Some(kat.key("veil_response_ephemeral"))),
         )
         .unwrap();
     assert_eq!(
@@ -126,12 +152,12 @@ fn initiator_completes_with_wireguard_go_byte_for_byte() {
     let now = Instant::now();
     let wall = UNIX_EPOCH + Duration::from_secs(u64::from(kat.u32("veil_initiation_unix_secs")));
     let init = peer
-        .create_initiation_with_ephemeral(
+        .create_initiation(
             &veil,
             kat.u32("veil_initiation_index"),
             now,
             wall,
-            kat.key("veil_initiation_ephemeral"),
+            &mut Recorded(Some(kat.key("veil_initiation_ephemeral"))),
         )
         .unwrap();
     assert_eq!(hex::encode(init), hex::encode(kat.bytes("veil_initiation")));

@@ -55,8 +55,10 @@ pub struct PacketMeta {
     pub addr: SocketAddr,
     /// What TX does with it.
     pub action: Action,
-    /// A received datagram the kernel coalesced (UDP GRO): the size of each of the datagrams in
-    /// it (the last may be shorter). 0: one datagram.
+    /// Set by RX. From the socket (UDP GRO): the size of each datagram the kernel coalesced
+    /// into this message (the last may be shorter); after RX hands the datagrams out one per
+    /// slot, each keeps its group's size. From the TUN device: the segment size of the
+    /// super-packet it was split from. 0: the packet came alone.
     pub segment: usize,
 }
 
@@ -85,6 +87,9 @@ pub struct Batch {
     /// Bytes RX counted into its direction's [`ByteQueue`](crate::bql::ByteQueue); TX
     /// completes the same number.
     pub queued_bytes: u64,
+    /// The batch travels the express lane: small packets that came alone, served before
+    /// bulk batches by every stage (see `pipeline::express`).
+    pub express: bool,
     bufs: Vec<Box<[u8]>>,
     meta: Vec<PacketMeta>,
 }
@@ -117,6 +122,7 @@ impl Batch {
             len: 0,
             stamp: None,
             queued_bytes: 0,
+            express: false,
             bufs: (0..BATCH_MAX)
                 .map(|_| vec![0u8; buf_size].into_boxed_slice())
                 .collect(),
@@ -135,6 +141,7 @@ impl Batch {
         self.len = 0;
         self.stamp = None;
         self.queued_bytes = 0;
+        self.express = false;
     }
 
     /// Is there room for one more packet?
@@ -160,6 +167,33 @@ impl Batch {
     pub fn payload_bytes(&self) -> u64 {
         let n = self.len.min(self.meta.len());
         self.meta[..n].iter().map(|m| m.len as u64).sum()
+    }
+
+    /// Move the packets `take` picks, in order, to the end of `to` (as far as it has room);
+    /// the others close up, in order. Buffers are swapped, not copied. Returns how many moved.
+    pub fn move_where(
+        &mut self,
+        to: &mut Batch,
+        mut take: impl FnMut(&PacketMeta) -> bool,
+    ) -> usize {
+        let n = self.len.min(self.meta.len());
+        let mut kept = 0;
+        let mut moved = 0;
+        for i in 0..n {
+            if take(&self.meta[i]) && to.len < to.bufs.len().min(to.meta.len()) {
+                let j = to.len;
+                std::mem::swap(&mut self.bufs[i], &mut to.bufs[j]);
+                std::mem::swap(&mut self.meta[i], &mut to.meta[j]);
+                to.len += 1;
+                moved += 1;
+            } else {
+                self.bufs.swap(kept, i);
+                self.meta.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        moved
     }
 
     /// Every buffer and metadata slot, in use or not (for a batched receive).
@@ -233,6 +267,50 @@ pub fn ip_info(bytes: &[u8]) -> Option<IpInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch whose packet `i` is `len[i]` bytes of the value `i`.
+    fn filled(lens: &[usize]) -> Batch {
+        let mut b = Batch::new(Home::Rx, 64);
+        for (i, &len) in lens.iter().enumerate() {
+            let (buf, meta) = b.packet_mut(i).unwrap();
+            buf[..len].fill(i as u8);
+            meta.offset = 0;
+            meta.len = len;
+        }
+        b.len = lens.len();
+        b
+    }
+
+    fn contents(b: &Batch) -> Vec<(u8, usize)> {
+        (0..b.len)
+            .map(|i| {
+                let (bytes, meta) = b.packet(i).unwrap();
+                (bytes[0], meta.len)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn move_where_keeps_both_sides_in_order_and_swaps_buffers() {
+        let mut from = filled(&[40, 8, 50, 9, 10, 60]);
+        let mut to = filled(&[7]);
+        let moved = from.move_where(&mut to, |m| m.len < 20);
+        assert_eq!(moved, 3);
+        assert_eq!(contents(&from), vec![(0, 40), (2, 50), (5, 60)]);
+        assert_eq!(contents(&to), vec![(0, 7), (1, 8), (3, 9), (4, 10)]);
+        // Every buffer is still owned by exactly one of the two.
+        assert_eq!(from.bufs.len(), BATCH_MAX);
+        assert_eq!(to.bufs.len(), BATCH_MAX);
+    }
+
+    #[test]
+    fn move_where_stops_at_a_full_target() {
+        let mut from = filled(&[1, 2, 3]);
+        let mut to = filled(&vec![5; BATCH_MAX - 1]);
+        assert_eq!(from.move_where(&mut to, |_| true), 1);
+        assert_eq!(contents(&from), vec![(1, 2), (2, 3)]);
+        assert!(to.is_full());
+    }
 
     #[test]
     fn ipv4_header() {

@@ -4,7 +4,8 @@
 //! thread is parked, RX runs the stage itself for a small batch (run-to-completion) instead of
 //! waking it: it takes the stage's [`Baton`], runs one round, and puts it back. Taking never
 //! blocks: a thread that finds the baton taken does something else (RX hands off as usual; the
-//! stage's own thread looks again, since the holder is running the stage and is about done).
+//! stage's own thread parks, and RX, after it puts the baton back, wakes that thread if the
+//! stage has work left).
 //! So the per-session state stays owned by exactly one thread at any moment, and every access
 //! goes through a [`Held`] guard.
 

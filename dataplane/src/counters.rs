@@ -76,6 +76,8 @@ crate::counter_set!(
         /// Rounds RX ran through the crypto (and TX) stage itself because their threads were
         /// parked and the batch was small (no hand-off).
         run_to_completion,
+        /// Small packets that came alone and took the express lane past bulk batches.
+        express_packets,
     }
 );
 

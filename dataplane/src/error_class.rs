@@ -49,6 +49,23 @@ impl ErrorClass {
     }
 }
 
+/// `Display` (one fixed message per variant) and `std::error::Error` for an error enum of unit
+/// variants: `fixed_messages!(WireError { Length => "…", Type => "…" });`.
+#[macro_export]
+macro_rules! fixed_messages {
+    ($ty:ident { $($variant:ident => $msg:literal),+ $(,)? }) => {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(match self {
+                    $($ty::$variant => $msg,)+
+                })
+            }
+        }
+
+        impl ::std::error::Error for $ty {}
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

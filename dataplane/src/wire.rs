@@ -41,17 +41,11 @@ pub enum WireError {
     Frame,
 }
 
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            WireError::Length => "message has the wrong length",
-            WireError::Type => "message type or reserved bytes are wrong",
-            WireError::Frame => "malformed veil control frame",
-        })
-    }
-}
-
-impl std::error::Error for WireError {}
+crate::fixed_messages!(WireError {
+    Length => "message has the wrong length",
+    Type => "message type or reserved bytes are wrong",
+    Frame => "malformed veil control frame",
+});
 
 /// Classify a datagram by its type word without validating the rest.
 /// The type is a little-endian u32 whose upper three bytes must be zero.

@@ -280,6 +280,20 @@ fn standard_peer_roams_at_once() {
     assert_eq!(counters.roamed.load(Ordering::Relaxed), 3);
 }
 
+/// The control thread's verdict on peer 0's move to `addr`: take it as the endpoint, or refuse it.
+fn answer_roam(side: &mut Side, accept: bool, addr: SocketAddr, now: Instant) {
+    let peer = PeerId(0);
+    let verdict = if accept {
+        Command::SetEndpoint {
+            peer,
+            endpoint: addr,
+        }
+    } else {
+        Command::RefuseEndpoint { peer, addr }
+    };
+    side.stage.apply(verdict, now);
+}
+
 #[test]
 fn validated_roaming_waits_for_approval() {
     let now = Instant::now();
@@ -309,13 +323,7 @@ fn validated_roaming_waits_for_approval() {
     };
     assert_eq!(reports(&b), 1);
     // Refused: still dropped, not reported again within a second.
-    b.stage.apply(
-        Command::RefuseEndpoint {
-            peer: PeerId(0),
-            addr: new_addr.parse().unwrap(),
-        },
-        now,
-    );
+    answer_roam(&mut b, false, new_addr.parse().unwrap(), now);
     assert_eq!(send(&mut a, &mut b, now + Duration::from_millis(10)), 0);
     assert_eq!(reports(&b), 1);
     assert_eq!(send(&mut a, &mut b, now + Duration::from_secs(2)), 0);
@@ -328,13 +336,7 @@ fn validated_roaming_waits_for_approval() {
         3
     );
     // Accepted: delivered from then on.
-    b.stage.apply(
-        Command::SetEndpoint {
-            peer: PeerId(0),
-            endpoint: new_addr.parse().unwrap(),
-        },
-        now,
-    );
+    answer_roam(&mut b, true, new_addr.parse().unwrap(), now);
     assert_eq!(send(&mut a, &mut b, now + Duration::from_secs(2)), 1);
 }
 

@@ -1,7 +1,11 @@
-//! What several targets share: a reproducible random source and an in-memory client stream.
+//! What several targets share: a reproducible random source, an in-memory client stream and the
+//! handshake targets' two peers.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use veil_control::{PeerHandshake, StaticIdentity};
 
 /// Fixed, reproducible "randomness": fuzzing wants determinism, not secrecy.
 pub struct FuzzRng(pub u64);
@@ -63,5 +67,40 @@ impl Write for Client<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The handshake targets' peers: a fixed client and server, and the client's initiation to the
+/// server, the same every run (fixed keys, time and randomness).
+pub struct Peers {
+    pub client: StaticIdentity,
+    pub server: StaticIdentity,
+    pub start: Instant,
+    pub initiation: [u8; 148],
+}
+
+impl Peers {
+    pub fn new() -> Self {
+        let client = StaticIdentity::from_secret([0x11; 32]);
+        let server = StaticIdentity::from_secret([0x22; 32]);
+        let start = Instant::now();
+        let mut peers = Self {
+            client,
+            server,
+            start,
+            initiation: [0; 148],
+        };
+        peers.initiation = peers.pending_client().1;
+        peers
+    }
+
+    /// The client after sending its initiation; returns that initiation too.
+    pub fn pending_client(&self) -> (PeerHandshake, [u8; 148]) {
+        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut hs = PeerHandshake::new(&self.client, *self.server.public_key(), None);
+        let init = hs
+            .create_initiation(&self.client, 7, self.start, wall, &mut FuzzRng(0x33))
+            .expect("fixed keys are not low-order");
+        (hs, init)
     }
 }

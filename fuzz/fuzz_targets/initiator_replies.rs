@@ -11,69 +11,45 @@
 mod common;
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::FuzzRng;
+use common::{FuzzRng, Peers};
 use libfuzzer_sys::fuzz_target;
 use veil_control::noise::{hash, mac16};
-use veil_control::{consume_initiation, InitiationOutcome, PeerHandshake, StaticIdentity};
+use veil_control::{consume_initiation, InitiationOutcome, PeerHandshake};
 
 struct Fixture {
-    client: StaticIdentity,
-    server: StaticIdentity,
+    peers: Peers,
     response: Vec<u8>,
     cookie_reply: Vec<u8>,
-    start: Instant,
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let client = StaticIdentity::from_secret([0x11; 32]);
-        let server = StaticIdentity::from_secret([0x22; 32]);
-        let start = Instant::now();
-        let init = pending(&client, server.public_key(), start);
+        let peers = Peers::new();
+        let (server, start, init) = (&peers.server, peers.start, &peers.initiation);
         let mut cookies = server.cookie_checker();
         let src = "192.0.2.1:51820".parse().expect("literal");
         let mut rng = FuzzRng(5);
         let Ok(InitiationOutcome::Valid(valid)) =
-            consume_initiation(&server, &mut cookies, &init, src, false, start, &mut rng)
+            consume_initiation(server, &mut cookies, init, src, false, start, &mut rng)
         else {
             panic!("the genuine initiation is valid");
         };
-        let mut at_server = PeerHandshake::new(&server, *client.public_key(), None);
+        let mut at_server = PeerHandshake::new(server, *peers.client.public_key(), None);
         let (response, _) = at_server
-            .respond_with_ephemeral(&server, valid, 9, start, [0x44; 32])
+            .respond(server, valid, 9, start, &mut FuzzRng(0x44))
             .expect("genuine response");
         let cookie_reply = cookies
-            .create_reply(&init, src, start, &mut rng)
+            .create_reply(init, src, start, &mut rng)
             .expect("cookie reply");
         Fixture {
-            client,
-            server,
             response: response.to_vec(),
             cookie_reply: cookie_reply.to_vec(),
-            start,
+            peers,
         }
     })
-}
-
-/// The client after sending its (deterministic) initiation; returns that initiation.
-fn pending_client(
-    client: &StaticIdentity,
-    server: &[u8; 32],
-    start: Instant,
-) -> (PeerHandshake, [u8; 148]) {
-    let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let mut hs = PeerHandshake::new(client, *server, None);
-    let init = hs
-        .create_initiation_with_ephemeral(client, 7, start, wall, [0x33; 32])
-        .expect("fixed keys are not low-order");
-    (hs, init)
-}
-
-fn pending(client: &StaticIdentity, server: &[u8; 32], start: Instant) -> [u8; 148] {
-    pending_client(client, server, start).1
 }
 
 thread_local! {
@@ -100,8 +76,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut client = CLIENT
         .with(|c| c.borrow_mut().take())
-        .unwrap_or_else(|| pending_client(&f.client, f.server.public_key(), f.start).0);
-    let now = f.start + Duration::from_millis(100);
+        .unwrap_or_else(|| f.peers.pending_client().0);
+    let now = f.peers.start + Duration::from_millis(100);
     let mut accepted = false;
     if cookie {
         if client.consume_cookie_reply(&msg, now).is_ok() {
@@ -113,10 +89,13 @@ fuzz_target!(|data: &[u8]| {
     } else {
         if mode & 4 != 0 && msg.len() == genuine.len() {
             msg[..4].copy_from_slice(&[2, 0, 0, 0]);
-            let mac = mac16(&hash(&[b"mac1----", f.client.public_key()]), &[&msg[..60]]);
+            let mac = mac16(
+                &hash(&[b"mac1----", f.peers.client.public_key()]),
+                &[&msg[..60]],
+            );
             msg[60..76].copy_from_slice(&mac);
         }
-        if client.consume_response(&f.client, &msg, now).is_ok() {
+        if client.consume_response(&f.peers.client, &msg, now).is_ok() {
             accepted = true;
             // The sender index is covered by MAC1 only, which anyone can recompute.
             assert_eq!(msg.get(8..60), genuine.get(8..60));

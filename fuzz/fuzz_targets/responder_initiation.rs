@@ -12,49 +12,27 @@
 mod common;
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::FuzzRng;
+use common::{FuzzRng, Peers};
 use libfuzzer_sys::fuzz_target;
 use veil_control::noise::{hash, mac16};
-use veil_control::{consume_initiation, InitiationOutcome, PeerHandshake, StaticIdentity};
+use veil_control::{consume_initiation, InitiationOutcome, PeerHandshake};
 
-struct Fixture {
-    server: StaticIdentity,
-    client: StaticIdentity,
-    genuine: [u8; 148],
-    start: Instant,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let server = StaticIdentity::from_secret([0x22; 32]);
-        let client = StaticIdentity::from_secret([0x11; 32]);
-        let start = Instant::now();
-        let mut at_client = PeerHandshake::new(&client, *server.public_key(), None);
-        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let genuine = at_client
-            .create_initiation_with_ephemeral(&client, 7, start, wall, [0x33; 32])
-            .expect("fixed keys are not low-order");
-        Fixture {
-            server,
-            client,
-            genuine,
-            start,
-        }
-    })
+fn peers() -> &'static Peers {
+    static F: OnceLock<Peers> = OnceLock::new();
+    F.get_or_init(Peers::new)
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let f = fixture();
+    let f = peers();
     let mut msg: Vec<u8> = if mode & 1 == 0 {
         rest.to_vec()
     } else {
-        let mut m = f.genuine.to_vec();
+        let mut m = f.initiation.to_vec();
         for (b, x) in m.iter_mut().zip(rest) {
             *b ^= x;
         }
@@ -86,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
             // Only the genuine Noise message may complete. The sender index is covered by MAC1
             // alone, which anyone who knows our public key can recompute, so it may differ.
             if result.is_ok() {
-                assert_eq!(&msg[8..116], &f.genuine[8..116]);
+                assert_eq!(&msg[8..116], &f.initiation[8..116]);
             }
         }
         Ok(InitiationOutcome::CookieReply(_)) => assert!(under_load),

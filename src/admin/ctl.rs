@@ -150,7 +150,7 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
     }
     if let Some(d) = &data.device {
         if !d.peers.is_empty() {
-            let rows: Vec<[String; 6]> = d
+            let rows: Vec<[String; 8]> = d
                 .peers
                 .iter()
                 .map(|p| {
@@ -168,6 +168,12 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
                         }),
                         human_bytes(p.rx_bytes),
                         human_bytes(p.tx_bytes),
+                        if p.migration_validated {
+                            "validated".into()
+                        } else {
+                            "at once".into()
+                        },
+                        p.breaker.as_str().into(),
                     ]
                 })
                 .collect();
@@ -178,6 +184,8 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
                 "HANDSHAKE",
                 "RECEIVED",
                 "SENT",
+                "ROAMING",
+                "BREAKER",
             ];
             let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
             for r in &rows {

@@ -458,6 +458,8 @@ mod tests {
                         tx_packets: 2,
                         persistent_keepalive: Some(25),
                         session_active: true,
+                        migration_validated: false,
+                        breaker: veil_control::breaker::BreakerState::Closed,
                     }],
                     active_sessions: 1,
                     handshake_backlog: 0,

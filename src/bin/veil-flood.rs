@@ -1,9 +1,11 @@
-//! veil-flood: a handshake-flood load tool for testing a gateway's defences.
+//! veil-flood: a flood tool for testing a gateway's defences.
 //!
-//! Sends WireGuard handshake initiations with a valid MAC1 (so they pass the
-//! cheapest check and cost the gateway real work) from a static key the
-//! gateway does not know, as fast as one thread can, for a while. Only for
-//! gateways you run yourself.
+//! By default it sends WireGuard handshake initiations with a valid MAC1 (so they
+//! pass the cheapest check and cost the gateway real work) from a static key the
+//! gateway does not know, as fast as one thread can (or at `--rate`), for a while.
+//! With `--peer-key`, it is a malicious peer the gateway knows: it completes a
+//! handshake with that key and floods every kind of veil control frame in turn,
+//! `--seconds` each. Only for gateways you run yourself.
 #![deny(unsafe_code)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -34,21 +36,46 @@ struct Args {
     /// distinct initiations to cycle through (default 256)
     #[argh(option, default = "256")]
     distinct: usize,
+    /// initiations per second (default 0: as fast as one thread can)
+    #[argh(option, default = "0")]
+    rate: u64,
+    /// file holding the private key (base64) of a peer the gateway knows: flood control
+    /// frames inside a real session instead of initiations
+    #[argh(option)]
+    peer_key: Option<std::path::PathBuf>,
+}
+
+/// A base64 WireGuard key.
+fn key32(text: &str) -> Option<[u8; 32]> {
+    let k = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    k.try_into().ok()
 }
 
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
-    let key = match base64::engine::general_purpose::STANDARD.decode(args.key.trim()) {
-        Ok(k) if k.len() == 32 => {
-            let mut a = [0u8; 32];
-            a.copy_from_slice(&k);
-            a
-        }
-        _ => {
-            eprintln!("veil-flood: --key is not a base64 WireGuard public key");
-            return ExitCode::from(2);
-        }
+    let Some(key) = key32(&args.key) else {
+        eprintln!("veil-flood: --key is not a base64 WireGuard public key");
+        return ExitCode::from(2);
     };
+    if let Some(path) = &args.peer_key {
+        let secret = std::fs::read_to_string(path).ok().and_then(|t| key32(&t));
+        let Some(secret) = secret else {
+            eprintln!(
+                "veil-flood: --peer-key {} holds no base64 private key",
+                path.display()
+            );
+            return ExitCode::from(2);
+        };
+        return match frames::flood(&args, key, secret) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("veil-flood: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     let me = StaticIdentity::from_secret(secret);
@@ -64,21 +91,31 @@ fn main() -> ExitCode {
             }
         }
     }
-    let bind = args.from.unwrap_or_else(|| match args.to {
-        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-    });
-    let sock = match UdpSocket::bind(bind) {
+    let sock = match bind(&args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("veil-flood: cannot bind {bind}: {e}");
+            eprintln!("veil-flood: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let end = Instant::now() + Duration::from_secs(args.seconds);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(args.seconds);
     let mut sent: u64 = 0;
-    while Instant::now() < end {
+    let mut attempts: u64 = 0;
+    'flood: while Instant::now() < end {
         for m in &messages {
+            if args.rate > 0 {
+                // Paced: message n leaves at n / rate seconds after the start.
+                let due = start + Duration::from_secs_f64(attempts as f64 / args.rate as f64);
+                let now = Instant::now();
+                if due >= end {
+                    break 'flood;
+                }
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+            attempts += 1;
             if sock.send_to(m, args.to).is_ok() {
                 sent += 1;
             }
@@ -90,4 +127,92 @@ fn main() -> ExitCode {
         sent / args.seconds.max(1)
     );
     ExitCode::SUCCESS
+}
+
+/// The socket to send from: `--from`, or any address of the family of `--to`.
+fn bind(args: &Args) -> Result<UdpSocket, String> {
+    let bind = args.from.unwrap_or_else(|| match args.to {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    });
+    UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))
+}
+
+/// The malicious peer: a real session, then every control-frame kind as fast as it goes.
+mod frames {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use rand_core::{OsRng, RngCore};
+    use veil_control::{PeerHandshake, StaticIdentity};
+    use veil_dataplane::wire::{ControlFrame, GOODBYE_SHUTDOWN, MIGRATION_TOKEN_LEN};
+    use veil_dataplane::Keypair;
+
+    use super::Args;
+
+    /// Complete a handshake as the peer with `secret`, then flood each frame kind for
+    /// `args.seconds` (the goodbye, which ends the session, last).
+    pub(super) fn flood(args: &Args, gateway: [u8; 32], secret: [u8; 32]) -> Result<(), String> {
+        let sock = super::bind(args)?;
+        let me = StaticIdentity::from_secret(secret);
+        let keypair = handshake(&sock, args, &me, gateway)?;
+        let mut token = [0u8; MIGRATION_TOKEN_LEN];
+        OsRng.fill_bytes(&mut token);
+        let kinds = [
+            ControlFrame::Probe,
+            ControlFrame::IdleWarning { seconds_left: 1 },
+            ControlFrame::DrainNotice {
+                retry_after_ms: u32::MAX,
+            },
+            ControlFrame::MigrationTokenRequest,
+            ControlFrame::MigrationTokenGrant { ttl_sec: 1, token },
+            ControlFrame::Migrate { token },
+            ControlFrame::Goodbye {
+                reason: GOODBYE_SHUTDOWN,
+            },
+        ];
+        let mut buf = [0u8; 256];
+        for frame in kinds {
+            let end = Instant::now() + Duration::from_secs(args.seconds);
+            let mut sent: u64 = 0;
+            while Instant::now() < end {
+                let len = frame
+                    .encode(&mut buf[veil_dataplane::wire::TRANSPORT_HEADER_LEN..])
+                    .map_err(|e| format!("cannot encode {frame:?}: {e:?}"))?;
+                let n = keypair
+                    .seal(&mut buf, len)
+                    .map_err(|e| format!("cannot seal: {e:?}"))?;
+                if sock.send_to(&buf[..n], args.to).is_ok() {
+                    sent += 1;
+                }
+            }
+            println!("veil-flood: {frame:?}: {sent} frames in {} s", args.seconds);
+        }
+        Ok(())
+    }
+
+    fn handshake(
+        sock: &std::net::UdpSocket,
+        args: &Args,
+        me: &StaticIdentity,
+        gateway: [u8; 32],
+    ) -> Result<Keypair, String> {
+        sock.set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        let mut hs = PeerHandshake::new(me, gateway, None);
+        for _ in 0..10 {
+            let now = Instant::now();
+            let init = hs
+                .create_initiation(me, OsRng.next_u32() | 1, now, SystemTime::now(), &mut OsRng)
+                .map_err(|e| format!("cannot build an initiation: {e}"))?;
+            sock.send_to(&init, args.to).map_err(|e| e.to_string())?;
+            let mut reply = [0u8; 256];
+            let Ok((n, _)) = sock.recv_from(&mut reply) else {
+                continue;
+            };
+            if let Ok(keypair) = hs.consume_response(me, &reply[..n], Instant::now()) {
+                return Ok(keypair);
+            }
+        }
+        Err("no handshake with the gateway in 10 attempts".into())
+    }
 }

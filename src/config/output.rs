@@ -84,6 +84,8 @@ pub struct PeerConfig {
     pub bandwidth_mbps: Option<u32>,
     /// `per_client_pps` override for this peer.
     pub pps: Option<u32>,
+    /// `validate_migration`: this peer's migration switch (`None`: `[migration]` decides).
+    pub validate_migration: Option<bool>,
     /// Line of the `[Peer]` header, so later messages can point at the section.
     pub line: usize,
 }

@@ -8,7 +8,7 @@ use super::error::{ConfigErrorKind, ConfigWarning, WarningKind};
 use super::output::{Parts, PeerConfig};
 use super::section::Sink;
 use super::section::{set, KeySpec, Section, SectionState};
-use super::value::{parse_number, parse_u16};
+use super::value::{parse_bool, parse_number, parse_u16};
 use crate::keys::{self, Key32, KEY_LEN};
 use veil_dataplane::route::IpNet;
 
@@ -21,6 +21,7 @@ pub(super) struct PeerDraft {
     persistent_keepalive: Option<u16>,
     bandwidth_mbps: Option<u32>,
     pps: Option<u32>,
+    validate_migration: Option<bool>,
 }
 
 impl Section for PeerDraft {
@@ -52,6 +53,7 @@ impl Section for PeerDraft {
         }),
         KeySpec::once("per_client_bandwidth_mbps", "bandwidth", "Mb/s 0..=100000 for this peer (0: unlimited); overrides [rate_limiting]", |d, v, _| set(&mut d.bandwidth_mbps, parse_number(v, 0, 100_000).map(Some))),
         KeySpec::once("per_client_pps", "packet rate", "packets/s 0..=100000000 for this peer (0: unlimited); overrides [rate_limiting]", |d, v, _| set(&mut d.pps, parse_number(v, 0, 100_000_000).map(Some))),
+        KeySpec::once("validate_migration", "boolean", "true (validate this peer's address changes) or false (it roams at once, as in WireGuard); default: [migration] validate_all_peers, and true for veil peers", |d, v, _| set(&mut d.validate_migration, parse_bool(v).map(Some))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, sink: &mut Sink<'_>, out: &mut Parts) {
@@ -123,6 +125,7 @@ fn finish_peer(
         persistent_keepalive: draft.persistent_keepalive,
         bandwidth_mbps: draft.bandwidth_mbps,
         pps: draft.pps,
+        validate_migration: draft.validate_migration,
         line: header_line,
     })
 }

@@ -358,9 +358,12 @@ fn start(p: Prepared) -> Result<Running, StartError> {
             endpoint: peer.endpoint,
             persistent_keepalive: peer.persistent_keepalive,
         };
-        device
+        let id = device
             .add_peer(spec)
             .map_err(|e| StartError::Peer(peer.line, e))?;
+        if peer.validate_migration.is_some() {
+            device.set_peer_migration(id, peer.validate_migration);
+        }
     }
 
     let control_counters = device.counters().clone();

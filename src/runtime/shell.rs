@@ -67,12 +67,21 @@ struct LoadSampler {
     last: Option<(Instant, u64)>,
     cpus: f64,
     memory_limit: Option<u64>,
+    /// Time spent on handshake messages since the last sample: not counted as load.
+    excluded: Duration,
 }
 
 /// The CPUs veil can keep busy: those it may run on, but no more than it has threads (on a
 /// 32-core host four threads can never reach 80 % of the machine). At least one.
 fn usable_cpus(available: usize, threads: usize) -> f64 {
     available.min(threads).max(1) as f64
+}
+
+/// CPU use in percent of `cpus`: `ticks` of CPU (USER_HZ, 100 a second) in `secs`, less
+/// `excluded` seconds of handshake work.
+fn busy_pct(ticks: u64, excluded: f64, secs: f64, cpus: f64) -> f64 {
+    let busy = (ticks as f64 / 100.0 - excluded).max(0.0);
+    busy / secs / cpus * 100.0
 }
 
 impl LoadSampler {
@@ -82,7 +91,13 @@ impl LoadSampler {
             last: None,
             cpus,
             memory_limit: crate::procfs::memory_limit(),
+            excluded: Duration::ZERO,
         }
+    }
+
+    /// `spent` of the time since the last sample went to handshake messages.
+    fn exclude(&mut self, spent: Duration) {
+        self.excluded = self.excluded.saturating_add(spent);
     }
 
     /// A sample if a second passed since the last one.
@@ -95,10 +110,11 @@ impl LoadSampler {
         }
         let ticks = crate::procfs::cpu_ticks()?;
         let previous = self.last.replace((now, ticks));
+        let excluded = std::mem::take(&mut self.excluded).as_secs_f64();
         let (t, before) = previous?;
         let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
         // USER_HZ is 100 on every Linux architecture veil builds for.
-        let cpu_pct = (ticks.saturating_sub(before) as f64 / 100.0) / secs / self.cpus * 100.0;
+        let cpu_pct = busy_pct(ticks.saturating_sub(before), excluded, secs, self.cpus);
         let memory_pct = match (crate::procfs::rss_bytes(), self.memory_limit) {
             (Some(rss), Some(limit)) if limit > 0 => rss as f64 / limit as f64 * 100.0,
             _ => 0.0,
@@ -127,9 +143,18 @@ impl ControlDriver for ControlShell {
         // Reading the clock twice per handshake message is nothing next to the
         // Diffie-Hellman work in it.
         let received = msg.received;
+        let work = self.device.handshake_work_done();
         let start = Instant::now();
         self.device.on_handshake(msg, now);
-        self.recorders.record(start, Instant::now(), received);
+        let end = Instant::now();
+        self.recorders.record(start, end, received);
+        let spent = end.saturating_duration_since(start);
+        // The handshake work is the control thread's, bounded by its budget: the load level
+        // counts what is left (the dataplane's), so a flood alone cannot raise it.
+        self.load.exclude(spent);
+        if self.device.handshake_work_done() != work {
+            self.device.charge_handshake_work(spent);
+        }
     }
     fn on_event(&mut self, ev: Event, now: Instant) {
         self.device.on_event(ev, now);
@@ -171,7 +196,16 @@ impl ControlDriver for ControlShell {
 
 #[cfg(test)]
 mod tests {
-    use super::usable_cpus;
+    use super::{busy_pct, usable_cpus};
+
+    #[test]
+    fn handshake_work_is_not_load() {
+        // 1.5 CPU-seconds in a second on 2 CPUs is 75 %; half a second of it handshakes: 50 %.
+        assert_eq!(busy_pct(150, 0.0, 1.0, 2.0), 75.0);
+        assert_eq!(busy_pct(150, 0.5, 1.0, 2.0), 50.0);
+        // More excluded than measured (ticks are coarse): never below zero.
+        assert_eq!(busy_pct(10, 0.5, 1.0, 2.0), 0.0);
+    }
 
     #[test]
     fn cpu_use_is_measured_against_the_cpus_veils_threads_can_use() {

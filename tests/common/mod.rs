@@ -56,8 +56,9 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// `let _g = begin_or_skip!("test_name");` at the top of an end-to-end test: holds the
-/// serial lock for the rest of the test, or prints why the test is skipped and returns.
+/// `let _g = begin_or_skip!("test_name");` at the top of an end-to-end test (what
+/// [`e2e_test!`] writes for you): holds the serial lock for the rest of the test, or prints why
+/// the test is skipped and returns.
 macro_rules! begin_or_skip {
     ($test:expr) => {
         match $crate::common::begin($test) {
@@ -67,6 +68,32 @@ macro_rules! begin_or_skip {
     };
 }
 pub(crate) use begin_or_skip;
+
+/// `e2e_test!(name, { … });` declares the end-to-end test `#[test] fn name()`: its body runs
+/// holding the serial lock taken under the test's own name, or the test prints why it is
+/// skipped and returns. (Not every test file uses it, as with the helpers below.)
+#[allow(unused_macros)]
+macro_rules! e2e_test {
+    ($name:ident, $body:block) => {
+        #[test]
+        fn $name() {
+            let _serial = $crate::common::begin_or_skip!(stringify!($name));
+            $body
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use e2e_test;
+
+/// Fail the test unless the command `out` came from succeeded: `what`, then what it printed.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// Require an external tool; the project's install script provides it, so a
 /// missing tool is a failure, not a skip.
@@ -141,12 +168,7 @@ impl Topology {
     /// Run a command that must succeed; returns its stdout.
     pub fn ok(&self, ns: &str, cmd: &[&str]) -> String {
         let out = self.exec(ns, cmd);
-        assert!(
-            out.status.success(),
-            "{cmd:?} in {ns} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, &format!("{cmd:?} in {ns} failed: "));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

@@ -63,13 +63,25 @@ veil_dataplane::counter_set!(
         degradation_changes,
         /// Keepalives requested by the timers.
         keepalives_requested,
-        /// Commands that could not be queued.
+        /// Commands for the dataplane dropped because the device's queue was full.
         commands_dropped,
+        /// Handshake messages to send dropped because the device's queue was full.
+        transmits_dropped,
+        /// Circuit breakers opened: a handshake round gave up, or a half-open trial went
+        /// unanswered.
+        breaker_opened,
+        /// Handshakes not started because the peer's circuit breaker was open.
+        handshakes_held_by_breaker,
         /// Handshake messages under load with a valid MAC1 and no MAC2, beyond the cookie
         /// replies one source may get: dropped before any further work.
         cookie_replies_limited,
         /// Control frames of a kind the sender's role may not send us (a client's drain
         /// notice, a gateway's token request, ...): ignored.
         frames_wrong_role,
+        /// Handshake messages (valid MAC1 and MAC2) dropped because the handshake work budget
+        /// was spent (under load): they would have cost Diffie-Hellman work.
+        handshake_over_budget,
+        /// Times the spent handshake work budget put the device under load.
+        handshake_budget_exhausted,
             }
 );

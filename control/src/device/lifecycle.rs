@@ -330,7 +330,27 @@ impl<R: CryptoRngCore> Device<R> {
     /// Are the peer's address changes decided by the migration policy? Those of veil peers
     /// are; those of standard peers only when the operator asks (`validate_all_peers`).
     pub(super) fn roaming_validated(&self, slot: usize) -> bool {
-        self.migration.validate_all_peers || self.peers.get(slot).is_some_and(|p| p.veil_peer)
+        self.peers
+            .get(slot)
+            .map_or(self.migration.validate_all_peers, |p| self.validated(p))
+    }
+
+    /// Are `p`'s migrations validated? See [`Device::set_peer_migration`].
+    pub(super) fn validated(&self, p: &super::Peer) -> bool {
+        p.validate_migration
+            .unwrap_or(self.migration.validate_all_peers || p.veil_peer)
+    }
+
+    /// The operator's migration switch for one peer (`validate_migration` in its `[Peer]`):
+    /// `Some(true)` validates its migrations, `Some(false)` lets it roam at once as in
+    /// WireGuard, `None` follows `[migration] validate_all_peers` and whether it speaks veil.
+    pub fn set_peer_migration(&mut self, peer: PeerId, validate: Option<bool>) {
+        let slot = peer.0 as usize;
+        let Some(p) = self.peers.get_mut(slot) else {
+            return;
+        };
+        p.validate_migration = validate;
+        self.set_roaming(slot);
     }
 
     /// Tell the crypto stage how the peer in `slot` roams.

@@ -25,6 +25,7 @@ use veil_dataplane::wire::{
     message_type, CookieReply, Response, TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE,
 };
 
+use crate::breaker::BreakerState;
 use crate::handshake::{
     CookieChecker, HandshakeError, InitiationOutcome, PeerHandshake, StaticIdentity,
 };
@@ -54,6 +55,57 @@ pub const UNDER_LOAD_BACKLOG: usize = 128;
 
 /// How long "under load" lasts after the backlog fell (as in the kernel).
 pub const UNDER_LOAD_LINGER: Duration = Duration::from_secs(1);
+
+/// Handshake work (the Diffie-Hellman of initiations and responses) the control thread may do
+/// per second, and its burst: a quarter of a core. Beyond it the device is under load (an
+/// initiation without a valid MAC2 gets a cookie reply, and one with a valid MAC2 waits for the
+/// budget to refill), so a flood alone cannot take the CPU the dataplane needs.
+pub const HANDSHAKE_BUDGET_PER_SEC: Duration = Duration::from_millis(250);
+const HANDSHAKE_BUDGET_BURST: Duration = Duration::from_millis(50);
+
+/// Commands for the dataplane that may wait in the device at most (the control loop takes
+/// them as its rings have room); beyond, a command is dropped and counted in
+/// `commands_dropped`. Reached only when the crypto stage stopped taking commands.
+pub const MAX_QUEUED_COMMANDS: usize = 16_384;
+
+/// Handshake messages to send that may wait in the device at most; beyond, one is dropped
+/// (as a lost datagram would be) and counted in `transmits_dropped`.
+pub const MAX_QUEUED_TRANSMITS: usize = 4096;
+
+/// A FIFO with a cap: what does not fit is dropped and counted.
+struct Bounded<T> {
+    items: VecDeque<T>,
+    cap: usize,
+    counters: Arc<ControlCounters>,
+    dropped: fn(&ControlCounters) -> &AtomicU64,
+}
+
+impl<T> Bounded<T> {
+    fn new(
+        cap: usize,
+        counters: Arc<ControlCounters>,
+        dropped: fn(&ControlCounters) -> &AtomicU64,
+    ) -> Self {
+        Self {
+            items: VecDeque::new(),
+            cap,
+            counters,
+            dropped,
+        }
+    }
+
+    fn push_back(&mut self, item: T) {
+        if self.items.len() >= self.cap {
+            bump((self.dropped)(&self.counters), 1);
+        } else {
+            self.items.push_back(item);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        self.items.pop_front()
+    }
+}
 
 /// Most jitter added to a handshake retry.
 pub const RETRY_JITTER_MS: u32 = 333;
@@ -138,6 +190,11 @@ struct Peer {
     new_sessions: VecDeque<Instant>,
     /// Last time an initiation was resent at once because a cookie reply came.
     cookie_resent: Option<Instant>,
+    /// The operator's per-peer migration switch: validated (true) or WireGuard's roaming
+    /// at once (false); `None` follows `[migration]` and whether the peer speaks veil.
+    validate_migration: Option<bool>,
+    /// Backoff after handshake rounds that gave up.
+    breaker: crate::breaker::Breaker,
 }
 
 /// The sans-IO control plane. See the module docs.
@@ -150,8 +207,8 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     timing: Timing,
     epoch: Epoch,
     rng: R,
-    commands: VecDeque<Command>,
-    transmits: VecDeque<HandshakeDatagram>,
+    commands: Bounded<Command>,
+    transmits: Bounded<HandshakeDatagram>,
     under_load_until: Option<Instant>,
     /// When `on_timeout` must run next: the next timer, or the moment something changed the
     /// timers (they are recomputed then).
@@ -171,6 +228,10 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     protection: protection::Protection,
     /// Last handshake backlog reported by the control loop.
     backlog: usize,
+    /// The handshake work budget, in seconds of work ([`HANDSHAKE_BUDGET_PER_SEC`]).
+    work_budget: veil_dataplane::ratelimit::TokenBucket,
+    /// Handshake messages that went on to Diffie-Hellman work so far.
+    work_done: u64,
 }
 
 impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
@@ -243,6 +304,7 @@ impl<R: CryptoRngCore> Device<R> {
         rng.fill_bytes(&mut token_secret);
         let tokens = TokenMinter::new(token_secret, epoch);
         zeroize::Zeroize::zeroize(&mut token_secret);
+        let counters: Arc<ControlCounters> = Arc::default();
         Self {
             identity,
             cookies,
@@ -252,12 +314,16 @@ impl<R: CryptoRngCore> Device<R> {
             timing,
             epoch,
             rng,
-            commands: VecDeque::new(),
-            transmits: VecDeque::new(),
+            commands: Bounded::new(MAX_QUEUED_COMMANDS, counters.clone(), |c| {
+                &c.commands_dropped
+            }),
+            transmits: Bounded::new(MAX_QUEUED_TRANSMITS, counters.clone(), |c| {
+                &c.transmits_dropped
+            }),
             under_load_until: None,
             next_tick: wall_anchor.0,
             last_now: wall_anchor.0,
-            counters: Arc::default(),
+            counters,
             sessions: SessionPolicy::default(),
             migration: MigrationPolicy::default(),
             tokens,
@@ -266,7 +332,51 @@ impl<R: CryptoRngCore> Device<R> {
             wall_anchor,
             protection: protection::Protection::new(ProtectionConfig::default()),
             backlog: 0,
+            work_budget: veil_dataplane::ratelimit::TokenBucket::full(
+                HANDSHAKE_BUDGET_BURST.as_secs_f64(),
+            ),
+            work_done: 0,
         }
+    }
+
+    /// Handshake messages that went on to Diffie-Hellman work so far: the control loop's
+    /// shell times [`ControlDriver::on_handshake`] and, when this moved, charges the time to
+    /// the budget with [`Device::charge_handshake_work`].
+    pub fn handshake_work_done(&self) -> u64 {
+        self.work_done
+    }
+
+    /// `spent` of handshake work was just done (on the message the control loop passed in
+    /// last): it comes off the budget, which may go into debt and refills at
+    /// [`HANDSHAKE_BUDGET_PER_SEC`] on the control loop's clock.
+    pub fn charge_handshake_work(&mut self, spent: Duration) {
+        self.refill_budget(self.last_now);
+        self.work_budget.take(spent.as_secs_f64());
+    }
+
+    fn refill_budget(&mut self, now: Instant) {
+        // Only forward: the bucket must never be refilled twice for the same time.
+        let now = now.max(self.last_now);
+        self.work_budget.refill(
+            now,
+            HANDSHAKE_BUDGET_PER_SEC.as_secs_f64(),
+            HANDSHAKE_BUDGET_BURST.as_secs_f64(),
+        );
+    }
+
+    /// Is any handshake work budget left at `now`? When it is not, the device goes under
+    /// load (for [`UNDER_LOAD_LINGER`]), so only initiations with a valid cookie may
+    /// spend the budget as it refills.
+    fn work_budget_left(&mut self, now: Instant) -> bool {
+        self.refill_budget(now);
+        let left = self.work_budget.tokens() > 0.0;
+        if !left {
+            if !self.under_load(now) {
+                bump(&self.counters.handshake_budget_exhausted, 1);
+            }
+            self.under_load_until = Some(now + UNDER_LOAD_LINGER);
+        }
+        left
     }
 
     /// Something changed the timers: recompute them at the next round.
@@ -462,6 +572,10 @@ impl<R: CryptoRngCore> Device<R> {
         if p.retry_at.is_some() {
             return;
         }
+        if !p.breaker.allows(now) {
+            bump(&self.counters.handshakes_held_by_breaker, 1);
+            return;
+        }
         if p.last_initiation
             .is_some_and(|t| now.saturating_duration_since(t) < self.timing.rekey_timeout)
         {
@@ -510,11 +624,19 @@ impl<R: CryptoRngCore> Device<R> {
             bump(&self.counters.handshake_refused_draining, 1);
             return;
         }
+        // A spent work budget puts the device under load before the checks.
+        let budget = self.work_budget_left(now);
         let under_load = self.under_load(now);
         // consume_initiation checks the MACs again (cheap) before any DH work, and answers
         // with the cookie reply itself when one is wanted.
-        if self.screen_handshake(msg, src, under_load, now) == Screened::Refused {
-            return;
+        match self.screen_handshake(msg, src, under_load, now) {
+            Screened::Refused => return,
+            Screened::Pass if !budget => {
+                bump(&self.counters.handshake_over_budget, 1);
+                return;
+            }
+            Screened::Pass => self.work_done += 1,
+            Screened::CookieWanted => {}
         }
         let outcome = crate::handshake::consume_initiation(
             &self.identity,
@@ -574,9 +696,14 @@ impl<R: CryptoRngCore> Device<R> {
         let Ok(view) = Response::new_checked(msg) else {
             return;
         };
+        let budget = self.work_budget_left(now);
         let under_load = self.under_load(now);
         match self.screen_handshake(msg, src, under_load, now) {
             Screened::Refused => return,
+            Screened::Pass if !budget => {
+                bump(&self.counters.handshake_over_budget, 1);
+                return;
+            }
             Screened::CookieWanted => {
                 match self.cookies.create_reply(msg, src, now, &mut self.rng) {
                     Ok(reply) => self.send_cookie_reply(&reply, src),
@@ -589,6 +716,7 @@ impl<R: CryptoRngCore> Device<R> {
         let Some(slot) = self.answered_slot(view.receiver_index()) else {
             return;
         };
+        self.work_done += 1;
         let identity = &self.identity;
         let consumed =
             (self.peers.get_mut(slot)).map(|p| p.handshake.consume_response(identity, msg, now));
@@ -627,6 +755,10 @@ impl<R: CryptoRngCore> Device<R> {
         }
         p.endpoint = Some(src);
         p.last_handshake = Some(now);
+        if p.breaker.failures() > 0 {
+            info!("peer {}: handshake answered; circuit closed", p.short);
+        }
+        p.breaker.succeeded();
         p.attempt_started = None;
         p.retry_at = None;
         p.unanswered_for = None;
@@ -732,13 +864,26 @@ impl<R: CryptoRngCore> Device<R> {
         if let (Some(retry), Some(started)) = (p.retry_at, p.attempt_started) {
             if now >= retry {
                 p.retry_at = None;
-                if now.saturating_duration_since(started) >= timing.rekey_attempt {
+                let trial = p.breaker.state(now) == BreakerState::HalfOpen;
+                if trial || now.saturating_duration_since(started) >= timing.rekey_attempt {
+                    // A round gave up, or the half-open trial went unanswered: the breaker
+                    // opens for the next backoff.
                     p.attempt_started = None;
-                    bump(&self.counters.handshake_gave_up, 1);
-                    warn!(
-                        "peer {}: no handshake response after {:?}; giving up",
-                        p.short, timing.rekey_attempt
-                    );
+                    let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX);
+                    let wait = p.breaker.failed(now, jitter);
+                    bump(&self.counters.breaker_opened, 1);
+                    if trial {
+                        warn!(
+                            "peer {}: trial handshake unanswered; next attempt in {wait:?}",
+                            p.short
+                        );
+                    } else {
+                        bump(&self.counters.handshake_gave_up, 1);
+                        warn!(
+                            "peer {}: no handshake response after {:?}; giving up, next attempt in {wait:?}",
+                            p.short, timing.rekey_attempt
+                        );
+                    }
                     self.commands.push_back(Command::DropStaged { peer: id });
                 } else {
                     debug!("peer {}: handshake retry", p.short);
@@ -895,4 +1040,28 @@ enum Screened {
     CookieWanted,
     /// Dropped (and counted where the check counts).
     Refused,
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let counters: Arc<ControlCounters> = Arc::default();
+        let mut q = Bounded::new(2, counters.clone(), |c| &c.transmits_dropped);
+        for i in 0..5 {
+            q.push_back(i);
+        }
+        assert_eq!(counters.transmits_dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.commands_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            (q.pop_front(), q.pop_front(), q.pop_front()),
+            (Some(0), Some(1), None)
+        );
+        q.push_back(9);
+        assert_eq!(q.pop_front(), Some(9));
+    }
 }

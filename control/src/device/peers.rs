@@ -55,6 +55,8 @@ impl Peer {
             refusal_logged: None,
             new_sessions: VecDeque::new(),
             cookie_resent: None,
+            validate_migration: None,
+            breaker: crate::breaker::Breaker::default(),
         }
     }
 
@@ -253,6 +255,8 @@ impl<R: CryptoRngCore> Device<R> {
                         .persistent_keepalive
                         .map(|d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX)),
                     session_active: p.keys_live,
+                    migration_validated: self.validated(p),
+                    breaker: p.breaker.state(now),
                 }
             })
             .collect();

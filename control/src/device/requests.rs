@@ -86,6 +86,10 @@ pub struct PeerSnapshot {
     pub persistent_keepalive: Option<u16>,
     /// Session keys are live.
     pub session_active: bool,
+    /// Its migrations are validated (tokens, limits); false: it roams at once.
+    pub migration_validated: bool,
+    /// The client side's circuit breaker for handshakes to it.
+    pub breaker: crate::breaker::BreakerState,
 }
 
 /// A change to the interface, as UAPI `set` describes one. Applied in order: private key,

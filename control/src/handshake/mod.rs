@@ -117,30 +117,18 @@ impl HandshakeError {
     }
 }
 
-impl fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HandshakeError::Malformed => "malformed handshake message",
-            HandshakeError::Mac1 => "handshake message has an invalid MAC1",
-            HandshakeError::Mac2Required => {
-                "under load and the handshake message lacks a valid MAC2"
-            }
-            HandshakeError::Decrypt => "handshake message failed authentication",
-            HandshakeError::WeakKey => "low-order public key in handshake",
-            HandshakeError::UnknownPeer => "handshake initiation is not from this peer",
-            HandshakeError::ReplayedTimestamp => {
-                "replayed handshake initiation (timestamp not newer)"
-            }
-            HandshakeError::TooFast => "handshake initiations from this peer arrive too fast",
-            HandshakeError::UnexpectedResponse => {
-                "handshake response matches no pending initiation"
-            }
-            HandshakeError::UnexpectedCookieReply => "cookie reply matches no message we sent",
-        })
-    }
-}
-
-impl std::error::Error for HandshakeError {}
+veil_dataplane::fixed_messages!(HandshakeError {
+    Malformed => "malformed handshake message",
+    Mac1 => "handshake message has an invalid MAC1",
+    Mac2Required => "under load and the handshake message lacks a valid MAC2",
+    Decrypt => "handshake message failed authentication",
+    WeakKey => "low-order public key in handshake",
+    UnknownPeer => "handshake initiation is not from this peer",
+    ReplayedTimestamp => "replayed handshake initiation (timestamp not newer)",
+    TooFast => "handshake initiations from this peer arrive too fast",
+    UnexpectedResponse => "handshake response matches no pending initiation",
+    UnexpectedCookieReply => "cookie reply matches no message we sent",
+});
 
 impl From<NoiseError> for HandshakeError {
     fn from(e: NoiseError) -> Self {
@@ -372,29 +360,6 @@ impl PeerHandshake {
         rng: &mut impl CryptoRngCore,
     ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
         let ephemeral = StaticSecret::random_from_rng(rng);
-        self.initiate(local, local_index, now, wall, ephemeral)
-    }
-
-    /// [`PeerHandshake::create_initiation`] with a given ephemeral secret, for known-answer tests.
-    pub fn create_initiation_with_ephemeral(
-        &mut self,
-        local: &StaticIdentity,
-        local_index: u32,
-        now: Instant,
-        wall: SystemTime,
-        ephemeral: [u8; 32],
-    ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
-        self.initiate(local, local_index, now, wall, StaticSecret::from(ephemeral))
-    }
-
-    fn initiate(
-        &mut self,
-        local: &StaticIdentity,
-        local_index: u32,
-        now: Instant,
-        wall: SystemTime,
-        ephemeral: StaticSecret,
-    ) -> Result<[u8; INITIATION_LEN], HandshakeError> {
         let mut state = Ikpsk2::new(CONSTRUCTION, IDENTIFIER, &self.remote_public);
         let timestamp = Tai64n::from_system_time(wall).to_bytes();
         let mut msg = [0u8; INITIATION_LEN];
@@ -431,13 +396,9 @@ impl PeerHandshake {
         now: Instant,
     ) -> Result<Keypair, HandshakeError> {
         let view = Response::new_checked(msg).map_err(|_| HandshakeError::Malformed)?;
-        let pending = self
-            .pending
-            .as_ref()
-            .ok_or(HandshakeError::UnexpectedResponse)?;
-        if view.receiver_index() != pending.local_index {
-            return Err(HandshakeError::UnexpectedResponse);
-        }
+        let answered = |p: &&PendingInitiation| p.local_index == view.receiver_index();
+        let pending = self.pending.as_ref().filter(answered);
+        let pending = pending.ok_or(HandshakeError::UnexpectedResponse)?;
         verify_mac1(&local.mac1_key, msg)?;
         let noise_msg = msg.get(RESPONSE_NOISE).ok_or(HandshakeError::Malformed)?;
         let mut state = pending.state.clone();
@@ -466,13 +427,9 @@ impl PeerHandshake {
     /// for MAC2 for [`COOKIE_LIFETIME`]. The caller routes it here by receiver index.
     pub fn consume_cookie_reply(&mut self, msg: &[u8], now: Instant) -> Result<(), HandshakeError> {
         let view = CookieReply::new_checked(msg).map_err(|_| HandshakeError::Malformed)?;
-        let sent = self
-            .last_sent_mac1
-            .as_ref()
-            .ok_or(HandshakeError::UnexpectedCookieReply)?;
-        if view.receiver_index() != sent.index {
-            return Err(HandshakeError::UnexpectedCookieReply);
-        }
+        let answered = |s: &&SentMac1| s.index == view.receiver_index();
+        let sent = self.last_sent_mac1.as_ref().filter(answered);
+        let sent = sent.ok_or(HandshakeError::UnexpectedCookieReply)?;
         let (ciphertext, tag) = view.encrypted_cookie().split_at(COOKIE_LEN);
         let mut cookie = Zeroizing::new([0u8; COOKIE_LEN]);
         cookie.copy_from_slice(ciphertext);
@@ -505,29 +462,6 @@ impl PeerHandshake {
         rng: &mut impl CryptoRngCore,
     ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
         let ephemeral = StaticSecret::random_from_rng(rng);
-        self.answer(local, init, local_index, now, ephemeral)
-    }
-
-    /// [`PeerHandshake::respond`] with a given ephemeral secret, for known-answer tests.
-    pub fn respond_with_ephemeral(
-        &mut self,
-        local: &StaticIdentity,
-        init: ValidInitiation,
-        local_index: u32,
-        now: Instant,
-        ephemeral: [u8; 32],
-    ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
-        self.answer(local, init, local_index, now, StaticSecret::from(ephemeral))
-    }
-
-    fn answer(
-        &mut self,
-        local: &StaticIdentity,
-        init: ValidInitiation,
-        local_index: u32,
-        now: Instant,
-        ephemeral: StaticSecret,
-    ) -> Result<([u8; RESPONSE_LEN], Keypair), HandshakeError> {
         if !ct_eq(&init.local_public, &local.public)
             || !ct_eq(&init.initiator.static_public, &self.remote_public)
         {

@@ -9,40 +9,56 @@ use veil_dataplane::wire::{
     TRANSPORT_MIN_LEN,
 };
 
+/// If `b` parses as the fixed-size message `$view`, it is `$len` bytes long and each accessor
+/// named (every one the view has) and its `Debug` read it.
+macro_rules! fixed_view {
+    ($b:expr, $view:ident, $len:expr, [$($accessor:ident),+ $(,)?]) => {
+        if let Ok(m) = $view::new_checked($b) {
+            assert_eq!(m.as_bytes().len(), $len);
+            let _ = ($(m.$accessor(),)+);
+            let _ = format!("{m:?}");
+        }
+    };
+}
+
 /// Exercise every parser and every accessor of whatever parses.
 pub fn parse_everything(b: &[u8]) {
     let _ = message_type(b);
     let _ = mac1_input(b);
     let _ = mac2_input(b);
     let _ = is_control_frame(b);
-    if let Ok(m) = Initiation::new_checked(b) {
-        assert_eq!(m.as_bytes().len(), INITIATION_LEN);
-        let _ = (
-            m.sender_index(),
-            m.ephemeral(),
-            m.encrypted_static(),
-            m.encrypted_timestamp(),
-            m.mac1(),
-            m.mac2(),
-        );
-        let _ = format!("{m:?}");
-    }
-    if let Ok(m) = Response::new_checked(b) {
-        assert_eq!(m.as_bytes().len(), RESPONSE_LEN);
-        let _ = (
-            m.sender_index(),
-            m.receiver_index(),
-            m.ephemeral(),
-            m.encrypted_nothing(),
-            m.mac1(),
-            m.mac2(),
-        );
-        let _ = format!("{m:?}");
-    }
-    if let Ok(m) = CookieReply::new_checked(b) {
-        assert_eq!(m.as_bytes().len(), COOKIE_REPLY_LEN);
-        let _ = (m.receiver_index(), m.nonce(), m.encrypted_cookie());
-    }
+    fixed_view!(
+        b,
+        Initiation,
+        INITIATION_LEN,
+        [
+            sender_index,
+            ephemeral,
+            encrypted_static,
+            encrypted_timestamp,
+            mac1,
+            mac2
+        ]
+    );
+    fixed_view!(
+        b,
+        Response,
+        RESPONSE_LEN,
+        [
+            sender_index,
+            receiver_index,
+            ephemeral,
+            encrypted_nothing,
+            mac1,
+            mac2
+        ]
+    );
+    fixed_view!(
+        b,
+        CookieReply,
+        COOKIE_REPLY_LEN,
+        [receiver_index, nonce, encrypted_cookie]
+    );
     if let Ok(m) = Transport::new_checked(b) {
         assert!(m.as_bytes().len() >= TRANSPORT_MIN_LEN);
         let _ = (m.receiver_index(), m.counter(), m.ciphertext().len());

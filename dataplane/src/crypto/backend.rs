@@ -178,6 +178,40 @@ pub fn install(backend: Backend) {
     CURRENT.store(code(backend), Ordering::Relaxed);
 }
 
+/// `impl TransportAead for $ty` from the bodies of its three methods: the trait's signatures are
+/// spelled here once for every backend and for [`Cipher`]. Each body names its receiver
+/// (`|aead, …|`) because a macro's caller cannot write `self`.
+macro_rules! impl_transport_aead {
+    (
+        $ty:ty,
+        new: |$key:ident| $new:expr,
+        seal: |$s:ident, $nonce:ident, $aad:ident, $data:ident| $seal:expr,
+        open: |$o:ident, $o_nonce:ident, $o_aad:ident, $o_data:ident, $o_tag:ident| $open:expr $(,)?
+    ) => {
+        impl TransportAead for $ty {
+            fn new($key: &[u8; 32]) -> Self {
+                $new
+            }
+
+            fn seal_with(&self, $nonce: &[u8; 12], $aad: &[u8], $data: &mut [u8]) -> [u8; TAG_LEN] {
+                let $s = self;
+                $seal
+            }
+
+            fn open_with(
+                &self,
+                $o_nonce: &[u8; 12],
+                $o_aad: &[u8],
+                $o_data: &mut [u8],
+                $o_tag: &[u8; TAG_LEN],
+            ) -> Result<(), OpenError> {
+                let $o = self;
+                $open
+            }
+        }
+    };
+}
+
 /// RustCrypto `chacha20poly1305`. The crate wipes its key copy on drop.
 pub struct ChaChaPoly(chacha20poly1305::ChaCha20Poly1305);
 
@@ -187,31 +221,19 @@ impl fmt::Debug for ChaChaPoly {
     }
 }
 
-impl TransportAead for ChaChaPoly {
-    fn new(key: &[u8; 32]) -> Self {
-        Self(chacha20poly1305::ChaCha20Poly1305::new(key.into()))
-    }
-
-    fn seal_with(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
-        // Only fails for payloads above 2^38 bytes, which a datagram cannot be.
-        match self.0.encrypt_in_place_detached(nonce.into(), aad, data) {
-            Ok(tag) => tag.into(),
-            Err(_) => [0; TAG_LEN],
-        }
-    }
-
-    fn open_with(
-        &self,
-        nonce: &[u8; 12],
-        aad: &[u8],
-        data: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), OpenError> {
-        self.0
-            .decrypt_in_place_detached(nonce.into(), aad, data, tag.into())
-            .map_err(|_| OpenError::Authentication)
-    }
-}
+impl_transport_aead!(
+    ChaChaPoly,
+    new: |key| Self(chacha20poly1305::ChaCha20Poly1305::new(key.into())),
+    // Only fails for payloads above 2^38 bytes, which a datagram cannot be.
+    seal: |aead, nonce, aad, data| match aead.0.encrypt_in_place_detached(nonce.into(), aad, data) {
+        Ok(tag) => tag.into(),
+        Err(_) => [0; TAG_LEN],
+    },
+    open: |aead, nonce, aad, data, tag| {
+        let opened = aead.0.decrypt_in_place_detached(nonce.into(), aad, data, tag.into());
+        opened.map_err(|_| OpenError::Authentication)
+    },
+);
 
 /// A backend over a library with ring's `aead` API (ring itself, and aws-lc-rs which mirrors
 /// it): `LessSafeKey`, `seal_in_place_separate_tag`, and the library's own
@@ -231,39 +253,32 @@ macro_rules! ring_api_backend {
             }
         }
 
-        impl TransportAead for $name {
-            fn new(key: &[u8; 32]) -> Self {
+        impl_transport_aead!(
+            $name,
+            new: |key| {
                 use $lib::aead::{LessSafeKey, UnboundKey, CHACHA20_POLY1305};
                 // Refused only for keys of the wrong length, which the type rules out.
                 #[allow(clippy::expect_used)]
                 let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte ChaCha20 key");
                 Self(LessSafeKey::new(key))
-            }
-
-            fn seal_with(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
+            },
+            seal: |aead, nonce, aad, data| {
                 use $lib::aead::{Aad, Nonce};
                 let nonce = Nonce::assume_unique_for_key(*nonce);
                 // Only fails for payloads above the library's limit (hundreds of GiB), which a
                 // datagram cannot be.
-                match self.0.seal_in_place_separate_tag(nonce, Aad::from(aad), data) {
+                match aead.0.seal_in_place_separate_tag(nonce, Aad::from(aad), data) {
                     Ok(tag) => <[u8; TAG_LEN]>::try_from(tag.as_ref()).unwrap_or([0; TAG_LEN]),
                     Err(_) => [0; TAG_LEN],
                 }
-            }
-
-            fn open_with(
-                &self,
-                nonce: &[u8; 12],
-                aad: &[u8],
-                data: &mut [u8],
-                tag: &[u8; TAG_LEN],
-            ) -> Result<(), OpenError> {
+            },
+            open: |aead, nonce, aad, data, tag| {
                 use $lib::aead::{Aad, Nonce};
                 let ($key, $nonce, $aad, $tag, $data) =
-                    (&self.0, Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, data);
+                    (&aead.0, Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, data);
                 $open.map(|_| ()).map_err(|_| OpenError::Authentication)
-            }
-        }
+            },
+        );
     };
 }
 
@@ -318,30 +333,17 @@ impl Cipher {
     }
 }
 
-impl TransportAead for Cipher {
-    fn new(key: &[u8; 32]) -> Self {
-        Cipher::with_backend(Backend::current(), key)
-    }
-
-    fn seal_with(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
-        match self {
-            Cipher::RustCrypto(c) => c.seal_with(nonce, aad, data),
-            Cipher::Ring(c) => c.seal_with(nonce, aad, data),
-            Cipher::AwsLc(c) => c.seal_with(nonce, aad, data),
-        }
-    }
-
-    fn open_with(
-        &self,
-        nonce: &[u8; 12],
-        aad: &[u8],
-        data: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), OpenError> {
-        match self {
-            Cipher::RustCrypto(c) => c.open_with(nonce, aad, data, tag),
-            Cipher::Ring(c) => c.open_with(nonce, aad, data, tag),
-            Cipher::AwsLc(c) => c.open_with(nonce, aad, data, tag),
-        }
-    }
-}
+impl_transport_aead!(
+    Cipher,
+    new: |key| Cipher::with_backend(Backend::current(), key),
+    seal: |cipher, nonce, aad, data| match cipher {
+        Cipher::RustCrypto(c) => c.seal_with(nonce, aad, data),
+        Cipher::Ring(c) => c.seal_with(nonce, aad, data),
+        Cipher::AwsLc(c) => c.seal_with(nonce, aad, data),
+    },
+    open: |cipher, nonce, aad, data, tag| match cipher {
+        Cipher::RustCrypto(c) => c.open_with(nonce, aad, data, tag),
+        Cipher::Ring(c) => c.open_with(nonce, aad, data, tag),
+        Cipher::AwsLc(c) => c.open_with(nonce, aad, data, tag),
+    },
+);

@@ -71,16 +71,10 @@ pub enum SealError {
     BufferTooSmall,
 }
 
-impl fmt::Display for SealError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SealError::CounterExhausted => "send counter exhausted; new handshake required",
-            SealError::BufferTooSmall => "buffer too small for transport message",
-        })
-    }
-}
-
-impl std::error::Error for SealError {}
+crate::fixed_messages!(SealError {
+    CounterExhausted => "send counter exhausted; new handshake required",
+    BufferTooSmall => "buffer too small for transport message",
+});
 
 /// Why a transport message was dropped on receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,17 +87,11 @@ pub enum OpenError {
     Authentication,
 }
 
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OpenError::Malformed => "malformed transport message",
-            OpenError::Replay => "replayed or too old counter",
-            OpenError::Authentication => "authentication failed",
-        })
-    }
-}
-
-impl std::error::Error for OpenError {}
+crate::fixed_messages!(OpenError {
+    Malformed => "malformed transport message",
+    Replay => "replayed or too old counter",
+    Authentication => "authentication failed",
+});
 
 /// Session keys produced by a completed handshake, shared by the crypto stages of every
 /// pipeline (behind an `Arc`).

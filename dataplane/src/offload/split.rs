@@ -57,7 +57,12 @@ impl SplitPlan {
         })
     }
 
-    /// Number of segments.
+    /// Payload bytes per segment (the last may carry fewer).
+    pub fn segment_size(&self) -> usize {
+        self.gso_size.max(1)
+    }
+
+    /// How many segments the plan makes.
     pub fn segments(&self) -> usize {
         self.segments
     }

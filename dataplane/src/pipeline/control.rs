@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Commands the control thread holds back for a full command ring at most.
+const COMMAND_BACKLOG: usize = 4096;
+
 impl ControlThread {
     /// Serve a further pipeline too: `other` is the control end [`build`] made for it, `shared`
     /// its shared state (made with [`Shared::member`], so its RX wakes this thread). Its
@@ -71,7 +74,11 @@ impl ControlThread {
     }
 
     pub(super) fn forward(&mut self, driver: &mut impl ControlDriver, shared: &Shared) {
-        while let Some(cmd) = driver.poll_command() {
+        // Bounded: beyond, commands wait in the driver, whose queue is bounded and counted.
+        while self.lanes.iter().all(|l| l.backlog.len() < COMMAND_BACKLOG) {
+            let Some(cmd) = driver.poll_command() else {
+                break;
+            };
             for (lane, copy) in self.lanes.iter_mut().zip(self.fanout.split(cmd)) {
                 lane.backlog.extend(copy);
             }

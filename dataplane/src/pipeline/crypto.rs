@@ -21,7 +21,7 @@ impl CryptoThread {
         };
         // Bounded: at most a few batches per round so commands are not starved.
         for _ in 0..4 {
-            let Ok(mut batch) = self.from_rx.pop() else {
+            let Some(mut batch) = self.from_rx.pop() else {
                 break;
             };
             self.stage.process(&mut batch, now, &mut events);
@@ -60,7 +60,9 @@ impl CryptoThread {
     }
 
     /// The crypto thread's loop when RX may hold the stage now and then ([`Stages`]). While
-    /// RX holds it, this thread looks again rather than parking: RX is about done.
+    /// RX holds it, this thread parks rather than spinning on the baton (on 2 cores a spin
+    /// takes the CPU RX is using): RX looks again after it puts the baton back and wakes this
+    /// thread if work is left ([`RxThread::run_to_completion`]).
     pub fn run_shared(baton: &Baton<Self>, shared: &Shared) {
         shared.crypto_bell.register_current();
         let spin = baton.try_take().map_or(DEFAULT_SPIN, |me| me.spin);
@@ -71,7 +73,7 @@ impl CryptoThread {
                 backoff.reset();
             } else if backoff.idle() {
                 shared.crypto_bell.park(IDLE_WAIT, || {
-                    baton.try_take().is_none_or(|me| me.has_work())
+                    baton.try_take().is_some_and(|me| me.has_work())
                 });
             }
         }

@@ -24,6 +24,7 @@ use crate::stage::{CryptoStage, EventSink, RxStage, TxStage};
 #[cfg(debug_assertions)]
 use crate::test_hooks::TestHooks;
 use crate::timing::Timing;
+use express::{LaneRx, LaneTx};
 
 /// The control thread as the dataplane sees it: a sans-IO state machine fed
 /// handshake messages, events and the clock, that yields commands, handshake
@@ -250,10 +251,12 @@ impl EventSink for CountingEvents<'_> {
 pub struct RxThread {
     stage: RxStage,
     free: Consumer<Batch>,
-    to_crypto: Producer<Batch>,
+    to_crypto: LaneTx,
     to_control: Producer<HandshakeDatagram>,
     spare_udp: Option<Batch>,
     spare_tun: Option<Batch>,
+    /// RX's reserve batch for the express packets of the next batch it reads.
+    spare_express: Option<Batch>,
     /// Errors of the current round, and the backoff after them.
     trouble: IoTrouble,
     /// Sources that may have data (see [`Readiness`]).
@@ -283,8 +286,8 @@ pub struct Stages {
 /// The crypto thread's end of the rings.
 pub struct CryptoThread {
     stage: CryptoStage,
-    from_rx: Consumer<Batch>,
-    to_tx: Producer<Batch>,
+    from_rx: LaneRx,
+    to_tx: LaneTx,
     free: Consumer<Batch>,
     commands: Consumer<Command>,
     events: Producer<Event>,
@@ -298,7 +301,7 @@ pub struct CryptoThread {
 /// The TX thread's end of the rings.
 pub struct TxThread {
     stage: TxStage,
-    from_crypto: Consumer<Batch>,
+    from_crypto: LaneRx,
     to_rx: Producer<Batch>,
     to_crypto: Producer<Batch>,
     handshakes: Consumer<HandshakeDatagram>,
@@ -367,8 +370,8 @@ pub fn build(
         let _ = cr_free_p.push(Batch::new(Home::Crypto, buf));
     }
     // Rings sized to hold every batch can never be full.
-    let (rx_to_crypto_p, rx_to_crypto_c) = RingBuffer::new(total);
-    let (crypto_to_tx_p, crypto_to_tx_c) = RingBuffer::new(total);
+    let (rx_to_crypto_p, rx_to_crypto_c) = express::lanes(total);
+    let (crypto_to_tx_p, crypto_to_tx_c) = express::lanes(total);
     let (hs_in_p, hs_in_c) = RingBuffer::new(cfg.handshake_ring);
     let (hs_out_p, hs_out_c) = RingBuffer::new(cfg.handshake_ring);
     let (cmd_p, cmd_c) = RingBuffer::new(cfg.control_ring);
@@ -381,6 +384,7 @@ pub fn build(
             to_control: hs_in_p,
             spare_udp: None,
             spare_tun: None,
+            spare_express: None,
             trouble: IoTrouble::default(),
             ready: Readiness::BOTH,
             spin: cfg.spin,
@@ -426,6 +430,7 @@ pub fn build(
 
 mod control;
 mod crypto;
+pub mod express;
 mod rx;
 mod single;
 mod tx;

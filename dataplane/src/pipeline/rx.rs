@@ -4,6 +4,11 @@ use super::*;
 
 impl RxThread {
     pub(super) fn take_batch(&mut self, which_udp: bool) -> Option<Batch> {
+        // The express reserve is filled first: a batch read while the pool is low still has
+        // somewhere to put its small packets.
+        if self.spare_express.is_none() {
+            self.spare_express = self.free.pop().ok();
+        }
         let slot = if which_udp {
             &mut self.spare_udp
         } else {
@@ -102,7 +107,30 @@ impl RxThread {
                 || self.ready.tun && shared.outbound.has_room())
     }
 
+    /// Hand a batch RX read to the crypto stage, its small lone packets on the express lane
+    /// ([`express`]).
     pub(super) fn push(&mut self, mut batch: Batch, shared: &Shared) {
+        match self
+            .spare_express
+            .as_mut()
+            .map(|e| express::split(&mut batch, e))
+        {
+            Some(express::Split::Moved(n)) => {
+                bump(&shared.rx.express_packets, n as u64);
+                if let Some(e) = self.spare_express.take() {
+                    self.push_lane(e, shared);
+                }
+            }
+            Some(express::Split::AllExpress) => {
+                bump(&shared.rx.express_packets, batch.len as u64);
+                batch.express = true;
+            }
+            Some(express::Split::Bulk) | None => {}
+        }
+        self.push_lane(batch, shared);
+    }
+
+    fn push_lane(&mut self, mut batch: Batch, shared: &Shared) {
         bump(&shared.rx.batches, 1);
         let small = self.deferred + batch.len <= RUN_TO_COMPLETION_MAX;
         let defer = self.run_ahead && small && shared.crypto_bell.is_parked();
@@ -247,17 +275,18 @@ impl RxThread {
         crypto.ring_tx = tx.is_none();
         crypto.round(shared);
         crypto.ring_tx = true;
-        let crypto_more = crypto.has_work();
         drop(crypto);
         bump(&shared.rx.run_to_completion, 1);
-        if crypto_more {
+        // A stage's thread that found its baton taken parked; look again now that it is back
+        // (work may have come in while RX held it) and wake the thread if there is any. A
+        // baton taken again by then is its own thread's, running.
+        if stages.crypto.try_take().is_some_and(|c| c.has_work()) {
             shared.crypto_bell.wake_now();
         }
         if let Some(mut tx) = tx.take() {
             tx.round(udp, tun, shared);
-            let tx_more = tx.has_work();
             drop(tx);
-            if tx_more {
+            if stages.tx.try_take().is_some_and(|t| t.has_work()) {
                 shared.tx_bell.wake_now();
             }
         }

@@ -16,7 +16,7 @@ impl TxThread {
             moved = true;
         }
         for _ in 0..4 {
-            let Ok(batch) = self.from_crypto.pop() else {
+            let Some(batch) = self.from_crypto.pop() else {
                 break;
             };
             self.stage.flush(&batch, udp, tun);
@@ -88,8 +88,9 @@ impl TxThread {
             {
                 backoff.reset();
             } else if backoff.idle() {
+                // Held by RX: park; RX wakes this thread after it if work is left.
                 shared.tx_bell.park(IDLE_WAIT, || {
-                    baton.try_take().is_none_or(|me| me.has_work())
+                    baton.try_take().is_some_and(|me| me.has_work())
                 });
             }
         }

@@ -175,6 +175,7 @@ impl RxStage {
                 Ok(len) if !vnet => {
                     meta.offset = TRANSPORT_HEADER_LEN;
                     meta.len = len;
+                    meta.segment = 0;
                     bytes += len as u64;
                     reads += 1;
                     n += 1;
@@ -220,6 +221,7 @@ impl RxStage {
             }
             meta.offset = TRANSPORT_HEADER_LEN;
             meta.len = pkt_len;
+            meta.segment = 0;
             return Some(n + 1);
         }
         // A super-packet: move its head out of the slot, in front of the spill, so it is
@@ -266,6 +268,7 @@ impl RxStage {
                 Some(len) => {
                     meta.offset = TRANSPORT_HEADER_LEN;
                     meta.len = len;
+                    meta.segment = p.plan.segment_size();
                     n += 1;
                 }
                 None => bump(&self.counters.drop_offload, 1),
@@ -350,6 +353,12 @@ impl GroState {
             let piece = buf.get(self.off..end).unwrap_or_default();
             *slot_meta = PacketMeta {
                 addr: meta.addr,
+                // One of a coalesced group keeps the group's size; a lone datagram has 0.
+                segment: if meta.segment > 0 && len > meta.segment {
+                    meta.segment
+                } else {
+                    0
+                },
                 ..PacketMeta::default()
             };
             // A datagram larger than a slot (or truncated) keeps length 0: a counted drop.
@@ -471,10 +480,16 @@ mod tests {
         let want = split_all(&big, &gso_hdr(false, true, 600));
         let mut b = Batch::new(Home::Rx, crate::batch::buffer_size(1420));
         let mut got = Vec::new();
+        let mut segment = Vec::new();
         for _ in 0..4 {
             rx.read_tun(&tun, &mut b).expect("read");
             got.extend(packets(&b));
+            segment.extend((0..b.len).map(|i| b.packet(i).expect("packet").1.segment));
         }
+        // Segments say they came from a super-packet (so none rides the express lane); the
+        // packet that came whole says it came alone.
+        assert!(segment[..100].iter().all(|&s| s == 600), "{segment:?}");
+        assert_eq!(segment[100], 0);
         assert_eq!(got.len(), 101);
         assert_eq!(&got[..100], &want[..], "segments in order, across batches");
         assert!(got.iter().take(100).all(|p| transport_ok(p)));

@@ -347,21 +347,15 @@ fn check_prefix(addr: IpAddr, prefix_len: u8) -> io::Result<()> {
 
 /// `addr` with all bits past `prefix_len` cleared.
 fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
+    // The address's `width` bits, as the low bits of `bits`, with those past the prefix cleared.
+    let masked = |bits: u128, width: u32| {
+        let keep = u32::from(prefix_len).min(width);
+        bits & u128::MAX.checked_shl(width - keep).unwrap_or(0)
+    };
     match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(prefix_len.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(bits & m))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(prefix_len.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(bits & m))
-        }
+        // A masked IPv4 address keeps to its 32 bits.
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(masked(u32::from(a).into(), 32) as u32)),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(masked(u128::from(a), 128))),
     }
 }
 
@@ -575,6 +569,33 @@ fn parse_link(body: &[u8]) -> io::Result<LinkInfo> {
 mod tests {
     use super::*;
 
+    /// A netlink message header written by hand (not by [`Message`]): `len`, `kind`, no flags,
+    /// `seq`, port 0.
+    fn hand_header(len: u32, kind: u16, seq: u32) -> Vec<u8> {
+        let flags = 0u16;
+        let port = 0u32;
+        [
+            &len.to_ne_bytes()[..],
+            &kind.to_ne_bytes(),
+            &flags.to_ne_bytes(),
+            &seq.to_ne_bytes(),
+            &port.to_ne_bytes(),
+        ]
+        .concat()
+    }
+
+    /// A request of `kind` with the route to `dst`/`prefix` through interface 3.
+    fn route_request(kind: u16, dst: &str, prefix: u8, op: RouteOp) -> Message {
+        let mut msg = Message::new(kind, NLM_F_REQUEST | NLM_F_ACK);
+        put_route(&mut msg, 3, dst.parse().expect("address"), prefix, op).expect("fits");
+        msg
+    }
+
+    /// An attribute written by hand: its header (`len`, `kind`, as claimed) and `payload`.
+    fn hand_attr(len: u16, kind: u16, payload: &[u8]) -> Vec<u8> {
+        [&len.to_ne_bytes()[..], &kind.to_ne_bytes(), payload].concat()
+    }
+
     #[test]
     fn masks_host_bits() {
         let a: IpAddr = "10.78.3.4".parse().expect("v4");
@@ -614,15 +635,7 @@ mod tests {
 
     #[test]
     fn encodes_route_with_masked_destination() {
-        let mut msg = Message::new(libc::RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK);
-        put_route(
-            &mut msg,
-            3,
-            "10.78.9.9".parse().expect("v4"),
-            16,
-            RouteOp::Add,
-        )
-        .expect("fits");
+        let mut msg = route_request(libc::RTM_NEWROUTE, "10.78.9.9", 16, RouteOp::Add);
         msg.finish(1);
         let b = msg.as_slice();
         assert_eq!(b.len(), NLMSG_HDR_LEN + RTMSG_LEN + 8 + 8);
@@ -650,15 +663,7 @@ mod tests {
             ]
         );
 
-        let mut msg = Message::new(libc::RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK);
-        put_route(
-            &mut msg,
-            3,
-            "fd77:1::5".parse().expect("v6"),
-            32,
-            RouteOp::Delete,
-        )
-        .expect("fits");
+        let mut msg = route_request(libc::RTM_DELROUTE, "fd77:1::5", 32, RouteOp::Delete);
         let b = msg.as_slice();
         assert_eq!(b.len(), NLMSG_HDR_LEN + RTMSG_LEN + 20 + 8);
         assert_eq!(b[NLMSG_HDR_LEN + 6], libc::RT_SCOPE_NOWHERE);
@@ -675,12 +680,7 @@ mod tests {
     #[test]
     fn parses_error_and_rejects_bad_lengths() {
         // NLMSG_ERROR with errno -EEXIST and a truncated echo of the request.
-        let mut b = Vec::new();
-        b.extend_from_slice(&36u32.to_ne_bytes());
-        b.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        b.extend_from_slice(&0u16.to_ne_bytes());
-        b.extend_from_slice(&9u32.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
+        let mut b = hand_header(36, NLMSG_ERROR, 9);
         b.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
         b.extend_from_slice(&[0u8; 16]);
         let (kind, seq, payload, rest) = split_message(&b)
@@ -701,13 +701,8 @@ mod tests {
     #[test]
     fn attribute_walk_stops_on_garbage() {
         // One good IFLA_MTU, then an attribute claiming more bytes than exist.
-        let mut b = Vec::new();
-        b.extend_from_slice(&8u16.to_ne_bytes());
-        b.extend_from_slice(&IFLA_MTU.to_ne_bytes());
-        b.extend_from_slice(&1500u32.to_ne_bytes());
-        b.extend_from_slice(&200u16.to_ne_bytes());
-        b.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
-        b.extend_from_slice(b"ab");
+        let mut b = hand_attr(8, IFLA_MTU, &1500u32.to_ne_bytes());
+        b.extend(hand_attr(200, IFLA_IFNAME, b"ab"));
         let got: Vec<_> = attrs(&b).collect();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, IFLA_MTU);

@@ -56,7 +56,7 @@ pub fn render_json(data: &MetricsData, now: SystemTime) -> String {
                 o,
                 "{{\"public_key\":{},\"endpoint\":{},\"allowed_ips\":[{}],\"latest_handshake\":{},\
                  \"latest_handshake_age_seconds\":{},\"rx_bytes\":{},\"tx_bytes\":{},\"rx_packets\":{},\
-                 \"tx_packets\":{},\"persistent_keepalive\":{},\"has_preshared_key\":{},\"session_active\":{}}}",
+                 \"tx_packets\":{},\"persistent_keepalive\":{},\"has_preshared_key\":{},\"session_active\":{},\"migration_validated\":{},\"breaker\":{}}}",
                 json_str(&encode_key(&p.public_key)),
                 json_opt(p.endpoint, |e| json_str(&e.to_string())),
                 ips.join(","),
@@ -71,6 +71,8 @@ pub fn render_json(data: &MetricsData, now: SystemTime) -> String {
                 json_opt(p.persistent_keepalive, |k| k.to_string()),
                 p.has_preshared_key,
                 p.session_active,
+                p.migration_validated,
+                json_str(p.breaker.as_str()),
             );
         }
         o.push_str("],");

@@ -93,6 +93,8 @@ pub(crate) mod testdata {
                 tx_packets: 0,
                 persistent_keepalive: None,
                 session_active: i == 0,
+                migration_validated: false,
+                breaker: veil_control::breaker::BreakerState::Closed,
             })
             .collect();
         MetricsData {

@@ -404,6 +404,15 @@ pub fn render_prometheus(data: &MetricsData) -> String {
             &[],
             d.handshake_backlog as f64,
         );
+        e.gauge(
+            "veil_peers_breaker_open",
+            "Peers whose handshake circuit breaker is open or half-open (a handshake round gave up).",
+            &[],
+            d.peers
+                .iter()
+                .filter(|p| p.breaker != veil_control::breaker::BreakerState::Closed)
+                .count() as f64,
+        );
         let mut peers: Vec<_> = d.peers.iter().collect();
         peers.sort_by_key(|p| std::cmp::Reverse(p.rx_bytes.saturating_add(p.tx_bytes)));
         for p in peers.into_iter().take(data.peer_series) {
@@ -426,6 +435,12 @@ pub fn render_prometheus(data: &MetricsData) -> String {
                 "Last completed handshake with a peer, seconds since the Unix epoch (0: never).",
                 &l,
                 p.last_handshake.map_or(0.0, unix_seconds),
+            );
+            e.gauge(
+                "veil_peer_breaker_state",
+                "A peer's handshake circuit breaker: 0 closed, 1 half-open, 2 open (the top peers by traffic only).",
+                &l,
+                f64::from(p.breaker.as_gauge()),
             );
             exporter_series(&mut e, &data.interface, &key, p);
         }

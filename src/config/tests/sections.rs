@@ -416,3 +416,19 @@ fn threading_aead_picks_a_backend_or_auto() {
         ]
     );
 }
+
+#[test]
+fn the_migration_switch_is_a_peer_key() {
+    let peer = |extra: &str| {
+        with_interface(&format!(
+            "[Peer]\nPublicKey = 3N1uA/wM25wP+eSagx8obZcwHm3w/+Jxpgg+W70DBTw=\nAllowedIPs = 10.0.0.2/32\n{extra}"
+        ))
+    };
+    let c = Config::parse(&peer(""), "veil0.conf").expect("valid");
+    assert_eq!(c.peers[0].validate_migration, None);
+    let c = Config::parse(&peer("validate_migration = true\n"), "veil0.conf").expect("valid");
+    assert_eq!(c.peers[0].validate_migration, Some(true));
+    let c = Config::parse(&peer("validate_migration = false\n"), "veil0.conf").expect("valid");
+    assert_eq!(c.peers[0].validate_migration, Some(false));
+    assert!(!messages(&peer("validate_migration = maybe\n")).is_empty());
+}
