@@ -267,12 +267,14 @@ pub enum LayoutError {
     },
 }
 
+/// CPUs as `0, 1, 5` for messages.
+fn list(cpus: &[usize]) -> String {
+    let l: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+    l.join(", ")
+}
+
 impl fmt::Display for LayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |cpus: &[usize]| {
-            let l: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-            l.join(", ")
-        };
         match self {
             Self::Threading(e) => e.fmt(f),
             Self::SingleMode { pipelines } => write!(
@@ -308,10 +310,6 @@ impl std::error::Error for LayoutError {}
 
 impl fmt::Display for ThreadingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |cpus: &[usize]| {
-            let l: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-            l.join(", ")
-        };
         match self {
             Self::ContradictsNoPin { flag, cpu } => {
                 write!(f, "veil up: {flag} {cpu} contradicts --no-pin")

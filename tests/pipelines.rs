@@ -101,45 +101,38 @@ fn standard_client(t: &Topology, k: usize, peer: Peer, cl_priv: &str, gw_pub: &s
 /// must complete and move data. Returns each run's 0.5 s interval bytes.
 fn iperf_all(t: &Topology, subnets: &[usize], secs: u32) -> Vec<Vec<f64>> {
     let iperf3 = require("iperf3");
-    let mut servers: Vec<Proc> = subnets
-        .iter()
-        .map(|k| {
-            let addr = format!("10.9.{k}.1");
-            t.spawn(
-                &t.a(),
-                &format!("iperf3-server-{k}"),
-                &[&iperf3, "-s", "-1", "-B", &addr],
-                &[],
-            )
-        })
-        .collect();
+    // One process per subnet `k` in `ns`, its arguments ending with the gateway's address.
+    let each = |ns: &str, role: &str, args: &[&str]| -> Vec<Proc> {
+        subnets
+            .iter()
+            .map(|k| {
+                let addr = format!("10.9.{k}.1");
+                let mut cmd = vec![iperf3.as_str()];
+                cmd.extend_from_slice(args);
+                cmd.push(&addr);
+                t.spawn(ns, &format!("iperf3-{role}-{k}"), &cmd, &[])
+            })
+            .collect()
+    };
+    let mut servers = each(&t.a(), "server", &["-s", "-1", "-B"]);
     std::thread::sleep(Duration::from_millis(500));
     let secs_s = secs.to_string();
-    let mut clients: Vec<Proc> = subnets
-        .iter()
-        .map(|k| {
-            let addr = format!("10.9.{k}.1");
-            t.spawn(
-                &t.b(),
-                &format!("iperf3-client-{k}"),
-                &[
-                    &iperf3,
-                    "-c",
-                    &addr,
-                    "-t",
-                    &secs_s,
-                    "-P",
-                    "4",
-                    "-i",
-                    "0.5",
-                    "-J",
-                    "--connect-timeout",
-                    "5000",
-                ],
-                &[],
-            )
-        })
-        .collect();
+    let mut clients = each(
+        &t.b(),
+        "client",
+        &[
+            "-t",
+            &secs_s,
+            "-P",
+            "4",
+            "-i",
+            "0.5",
+            "-J",
+            "--connect-timeout",
+            "5000",
+            "-c",
+        ],
+    );
     let limit = Duration::from_secs(u64::from(secs) + 30);
     let mut runs = Vec::new();
     for (c, k) in clients.iter_mut().zip(subnets) {

@@ -54,64 +54,60 @@ fn parallel(threads: u64, iters: u64, work: impl Fn(u64, u64) + Sync) -> Duratio
     start.elapsed()
 }
 
-fn seal(c: &mut Criterion) {
-    let mut g = c.benchmark_group("shared_keypair_seal");
+/// One benchmark per case of [`CASES`]: `run(iters, threads, shared)` is the wall time.
+fn cases(c: &mut Criterion, group: &str, run: impl Fn(u64, u64, bool) -> Duration) {
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     for (name, threads, shared) in CASES {
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let keys = [pair().0, pair().0];
-                parallel(threads, iters, |t, n| {
-                    let kp = &keys[if shared { 0 } else { t as usize }];
-                    let mut buf = [0u8; TRANSPORT_MIN_LEN + LEN];
-                    for _ in 0..n {
-                        std::hint::black_box(kp.seal(&mut buf, LEN).expect("seal"));
-                    }
-                })
-            })
-        });
+        g.bench_function(name, |b| b.iter_custom(|iters| run(iters, threads, shared)));
     }
     g.finish();
 }
 
+fn seal(c: &mut Criterion) {
+    cases(c, "shared_keypair_seal", |iters, threads, shared| {
+        let keys = [pair().0, pair().0];
+        parallel(threads, iters, |t, n| {
+            let kp = &keys[if shared { 0 } else { t as usize }];
+            let mut buf = [0u8; TRANSPORT_MIN_LEN + LEN];
+            for _ in 0..n {
+                std::hint::black_box(kp.seal(&mut buf, LEN).expect("seal"));
+            }
+        })
+    });
+}
+
 fn open(c: &mut Criterion) {
-    let mut g = c.benchmark_group("shared_keypair_open");
-    g.throughput(Throughput::Elements(1));
-    for (name, threads, shared) in CASES {
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let pairs = [pair(), pair()];
-                // One peer's messages interleaved over the threads as two pipelines would
-                // receive them; or each thread its own peer's.
-                let msgs: Vec<Vec<Vec<u8>>> = if shared {
-                    let all = sealed(&pairs[0].0, iters);
-                    (0..threads as usize)
-                        .map(|t| {
-                            all.iter()
-                                .skip(t)
-                                .step_by(threads as usize)
-                                .cloned()
-                                .collect()
-                        })
+    cases(c, "shared_keypair_open", |iters, threads, shared| {
+        let pairs = [pair(), pair()];
+        // One peer's messages interleaved over the threads as two pipelines would
+        // receive them; or each thread its own peer's.
+        let msgs: Vec<Vec<Vec<u8>>> = if shared {
+            let all = sealed(&pairs[0].0, iters);
+            (0..threads as usize)
+                .map(|t| {
+                    all.iter()
+                        .skip(t)
+                        .step_by(threads as usize)
+                        .cloned()
                         .collect()
-                } else {
-                    (0..threads as usize)
-                        .map(|t| sealed(&pairs[t].0, iters / threads))
-                        .collect()
-                };
-                parallel(threads, iters, |t, _| {
-                    let (_, recv) = &pairs[if shared { 0 } else { t as usize }];
-                    let mut buf = [0u8; TRANSPORT_MIN_LEN + LEN];
-                    for m in &msgs[t as usize] {
-                        let b = &mut buf[..m.len()];
-                        b.copy_from_slice(m);
-                        std::hint::black_box(recv.open(b).is_ok());
-                    }
                 })
-            })
-        });
-    }
-    g.finish();
+                .collect()
+        } else {
+            (0..threads as usize)
+                .map(|t| sealed(&pairs[t].0, iters / threads))
+                .collect()
+        };
+        parallel(threads, iters, |t, _| {
+            let (_, recv) = &pairs[if shared { 0 } else { t as usize }];
+            let mut buf = [0u8; TRANSPORT_MIN_LEN + LEN];
+            for m in &msgs[t as usize] {
+                let b = &mut buf[..m.len()];
+                b.copy_from_slice(m);
+                std::hint::black_box(recv.open(b).is_ok());
+            }
+        })
+    });
 }
 
 criterion_group!(benches, seal, open);

@@ -433,30 +433,23 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         control.serve(ctl, s.clone());
         rest.push((k, rx, crypto, tx));
     }
-    let first = pipelines::Pipeline {
-        k: 0,
-        rx,
-        crypto,
-        tx,
-        udp: udps[0].clone(),
-        tun: tuns[0].clone(),
-        bell: bells[0].clone(),
-        shared: shared.clone(),
+    let io = |k: usize| {
+        (
+            udps[k].clone(),
+            tuns[k].clone(),
+            bells[k].clone(),
+            shareds[k].clone(),
+        )
     };
     let control_cpu = p.layout.pipelines[0].control;
     match p.threading {
         Threading::Pipeline => {
-            pipelines::spawn_threads(first, &p.layout.pipelines[0], &mut threads)?;
+            rest.insert(0, (0, rx, crypto, tx));
             for (k, rx, crypto, tx) in rest {
                 let pipeline = pipelines::Pipeline {
                     k,
-                    rx,
-                    crypto,
-                    tx,
-                    udp: udps[k].clone(),
-                    tun: tuns[k].clone(),
-                    bell: bells[k].clone(),
-                    shared: shareds[k].clone(),
+                    ends: (rx, crypto, tx),
+                    io: io(k),
                 };
                 pipelines::spawn_threads(pipeline, &p.layout.pipelines[k], &mut threads)?;
             }
@@ -469,13 +462,13 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         }
         Threading::Single => {
             // One pipeline only (threading::layout refuses more in single mode).
+            let (u, t, bell, s) = io(0);
             let waiter = IoWaiter {
-                udp: first.udp.handle(),
-                tun: first.tun.clone(),
-                bell: first.bell,
+                udp: u.handle(),
+                tun: t.clone(),
+                bell,
             };
-            let single = SingleThread::new((first.rx, first.crypto, first.tx, control));
-            let (u, t, s) = (first.udp, first.tun, shared.clone());
+            let single = SingleThread::new((rx, crypto, tx, control));
             threads.push(spawn(
                 Role::Single.thread_name().to_string(),
                 p.layout.pipelines[0].rx,

@@ -47,16 +47,12 @@ pub(super) fn open_io(
 
 use crate::admin::context::pipeline_thread as thread_name;
 
-/// One pipeline's ends and I/O, ready to run on its threads.
+/// Pipeline `k`'s ends (RX, crypto, TX) and I/O (socket, TUN queue, RX's eventfd, shared
+/// state), ready to run on its threads.
 pub(super) struct Pipeline {
     pub k: usize,
-    pub rx: RxThread,
-    pub crypto: CryptoThread,
-    pub tx: TxThread,
-    pub udp: Arc<UdpSlot>,
-    pub tun: Arc<Tun>,
-    pub bell: Arc<EventFd>,
-    pub shared: Arc<Shared>,
+    pub ends: (RxThread, CryptoThread, TxThread),
+    pub io: (Arc<UdpSlot>, Arc<Tun>, Arc<EventFd>, Arc<Shared>),
 }
 
 /// Spawn a pipeline's RX, crypto and TX threads (pipeline mode).
@@ -67,13 +63,8 @@ pub(super) fn spawn_threads(
 ) -> Result<(), SpawnError> {
     let Pipeline {
         k,
-        rx,
-        crypto,
-        tx,
-        udp,
-        tun,
-        bell,
-        shared,
+        ends: (rx, crypto, tx),
+        io: (udp, tun, bell, shared),
     } = p;
     let waiter = IoWaiter {
         udp: udp.handle(),
