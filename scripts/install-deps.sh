@@ -13,6 +13,7 @@
 # Environment:
 #   BORINGTUN_VERSION  boringtun-cli version to install (default below).
 #   GOTATUN_VERSION    gotatun-cli version to install (default below).
+#   CARGO_DEB_VERSION  cargo-deb version to install (builds the .deb: scripts/package.sh).
 #   VEIL_TOOLS_ROOT    `cargo install --root` for boringtun-cli and gotatun-cli; default is cargo's own home
 #                      (~/.cargo), whose bin/ is already on PATH. We avoid a path inside the work
 #                      tree because CI and new sessions get a fresh clone, which would force a
@@ -25,6 +26,7 @@ set -euo pipefail
 
 BORINGTUN_VERSION="${BORINGTUN_VERSION:-0.7.1}"
 GOTATUN_VERSION="${GOTATUN_VERSION:-0.10.2}"
+CARGO_DEB_VERSION="${CARGO_DEB_VERSION:-3.8.0}"
 TOOLS_ROOT="${VEIL_TOOLS_ROOT:-${CARGO_HOME:-$HOME/.cargo}}"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -91,9 +93,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     quietly apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# --- the account veil runs as once its interface is set up (veil up --user, default veil) -----
+if ! getent passwd veil >/dev/null; then
+    log "adding system user veil"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+        --user-group veil
+fi
+
 # --- boringtun-cli and gotatun-cli (crates.io) ------------------------------------------------
 boringtun_bin="$TOOLS_ROOT/bin/boringtun-cli"
 gotatun_bin="$TOOLS_ROOT/bin/gotatun"
+cargo_deb_bin="$TOOLS_ROOT/bin/cargo-deb"
 
 installed_version() { # binary
     # `--version` prints e.g. "boringtun 0.7.1" or "gotatun-cli 0.10.2"; the last word is it.
@@ -125,6 +135,9 @@ install_crate() { # crate version binary
     rm -rf "$build_dir"
     log "$crate built in $((SECONDS - start)) s"
 }
+
+# cargo-deb builds the Debian package (scripts/package.sh).
+install_crate cargo-deb "$CARGO_DEB_VERSION" "$cargo_deb_bin"
 
 if [ "$tunnel_peers" = yes ]; then
     install_crate boringtun-cli "$BORINGTUN_VERSION" "$boringtun_bin"
@@ -158,6 +171,7 @@ report ps ps --version
 report nft nft --version
 report conntrack conntrack --version
 report systemd-analyze systemd-analyze --version
+report cargo-deb "$cargo_deb_bin" --version
 if [ "$tunnel_peers" = yes ]; then
     report wireguard-go wireguard-go --version
     report boringtun-cli "$boringtun_bin" --version

@@ -14,5 +14,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
+echo "== loom models of the doorbell and baton protocols (dataplane/src/loom_models.rs)"
+cargo test -p veil-dataplane --features loom --lib loom_models -- --test-threads 1
 echo "== fuzz targets (5 s each; says so and skips without nightly)"
 bash scripts/fuzz.sh 5

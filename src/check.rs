@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::cli::{CheckArgs, Threading};
 use crate::config::{
-    interface_name_from_path, Config, ConfigErrors, InterfaceNameError, LogFormat,
+    interface_name_from_path, Config, ConfigErrors, InterfaceNameError, LogFormat, Table,
 };
 use crate::threading::{self, ThreadFlags, ThreadingError};
 
@@ -84,6 +84,54 @@ fn summary(args: &CheckArgs) -> Result<(String, Vec<String>), CheckError> {
             "off".to_string()
         }
     );
+    let line = match wg_quick_part(&config) {
+        Some(extra) => format!("{line}; wg-quick: {extra}"),
+        None => line,
+    };
     let warnings = config.warnings.iter().map(ToString::to_string).collect();
     Ok((line, warnings))
+}
+
+/// What `veil up` will do of wg-quick's own keys (hooks, routing, DNS, SaveConfig), if any.
+fn wg_quick_part(config: &Config) -> Option<String> {
+    let i = &config.interface;
+    let mut parts = Vec::new();
+    for (key, lines) in [
+        ("PreUp", &i.hooks.pre_up),
+        ("PostUp", &i.hooks.post_up),
+        ("PreDown", &i.hooks.pre_down),
+        ("PostDown", &i.hooks.post_down),
+    ] {
+        if !lines.is_empty() {
+            parts.push(format!("{} {key}", lines.len()));
+        }
+    }
+    let nets = || config.peers.iter().flat_map(|p| &p.allowed_ips);
+    match i.table {
+        Table::Auto => {
+            let families: Vec<&str> = [(false, "IPv4"), (true, "IPv6")]
+                .into_iter()
+                .filter(|(v6, _)| nets().any(|n| n.prefix == 0 && n.addr.is_ipv6() == *v6))
+                .map(|(_, name)| name)
+                .collect();
+            if !families.is_empty() {
+                parts.push(format!(
+                    "full tunnel ({}) through policy routing",
+                    families.join(", ")
+                ));
+            }
+        }
+        Table::Off => parts.push("Table off: no routes".to_string()),
+        Table::Id(t) => parts.push(format!("routes in table {t}")),
+    }
+    if i.fwmark != 0 {
+        parts.push(format!("FwMark 0x{:x}", i.fwmark));
+    }
+    if !i.dns.is_empty() {
+        parts.push("DNS through resolvconf".to_string());
+    }
+    if i.save_config {
+        parts.push("SaveConfig".to_string());
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }

@@ -106,6 +106,11 @@ pub struct UpArgs {
     /// (default 20; 0 for none)
     #[argh(option)]
     pub metrics_peers: Option<usize>,
+
+    /// once the interface is set up, run as this user, keeping only
+    /// CAP_NET_ADMIN (default: veil, else nobody; root keeps root)
+    #[argh(option)]
+    pub user: Option<String>,
 }
 
 /// Stop a running interface as SIGTERM would (drain, PreDown/PostDown, the

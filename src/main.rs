@@ -33,7 +33,15 @@ fn main() -> ExitCode {
     {
         return runtime::userspace::main(args.get(1..).unwrap_or_default());
     }
+    if args.get(1).map(String::as_str) == Some(runtime::HELPER_ARG) {
+        return runtime::privileged_helper_main();
+    }
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    // As `wg --version` and wireguard-go: the version, and nothing else.
+    if rest == ["--version"] {
+        println!("veil {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let cli = match <Cli as argh::FromArgs>::from_args(&["veil"], &rest) {
         Ok(cli) => cli,
         Err(exit) => {

@@ -65,6 +65,10 @@ impl Notifier {
         // A busy or restarting systemd must never block veil: a lost WATCHDOG=1
         // is made up for half an interval later.
         socket.set_nonblocking(true)?;
+        // Connected now, while veil may still be root: sending on a connected socket needs no
+        // write permission on the socket file after veil gave up root. If the socket is not
+        // there yet, each send addresses it instead.
+        let _ = socket.connect_addr(&addr);
         Ok(Notifier {
             target: Some((socket, addr)),
         })
@@ -73,7 +77,11 @@ impl Notifier {
     /// Send one notification (newline-separated `KEY=VALUE` lines).
     pub fn send(&self, state: &str) {
         if let Some((socket, addr)) = &self.target {
-            if let Err(e) = socket.send_to_addr(state.as_bytes(), addr) {
+            let sent = match socket.peer_addr() {
+                Ok(_) => socket.send(state.as_bytes()),
+                Err(_) => socket.send_to_addr(state.as_bytes(), addr),
+            };
+            if let Err(e) = sent {
                 // systemd may be restarting; the next notification will try again.
                 log::debug!("sd_notify {state:?}: {e}");
             }

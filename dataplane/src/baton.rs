@@ -9,7 +9,7 @@
 //! So the per-session state stays owned by exactly one thread at any moment, and every access
 //! goes through a [`Held`] guard.
 
-use std::sync::{Mutex, MutexGuard};
+use crate::sync::{Mutex, MutexGuard};
 
 /// A value one thread at a time may hold.
 #[derive(Debug)]

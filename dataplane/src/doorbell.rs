@@ -7,15 +7,14 @@
 //! A producer rings the doorbell after each push; the doorbell costs one atomic load unless
 //! the consumer is parked.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::OnceLock;
-use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+use crate::sync::{fence, park_for, AtomicBool, Ordering, ThreadSlot};
 
 /// How a parked consumer is woken.
 enum Wake {
     /// It sleeps in `std::thread::park`.
-    Thread(OnceLock<Thread>),
+    Thread(ThreadSlot),
     /// It sleeps in poll(2); this writes its eventfd.
     Custom(Box<dyn Fn() + Send + Sync>),
 }
@@ -53,7 +52,7 @@ impl Doorbell {
     pub fn for_thread() -> Self {
         Self {
             parked: AtomicBool::new(false),
-            wake: Wake::Thread(OnceLock::new()),
+            wake: Wake::Thread(ThreadSlot::new()),
         }
     }
 
@@ -68,7 +67,7 @@ impl Doorbell {
     /// Record the calling thread as the one to unpark.
     pub fn register_current(&self) {
         if let Wake::Thread(t) = &self.wake {
-            let _ = t.set(std::thread::current());
+            t.set_current();
         }
     }
 
@@ -84,11 +83,7 @@ impl Doorbell {
     /// Wake the consumer unconditionally (shutdown, commands).
     pub fn wake_now(&self) {
         match &self.wake {
-            Wake::Thread(t) => {
-                if let Some(t) = t.get() {
-                    t.unpark();
-                }
-            }
+            Wake::Thread(t) => t.unpark(),
             Wake::Custom(f) => f(),
         }
     }
@@ -116,7 +111,7 @@ impl Doorbell {
     pub fn park(&self, timeout: Duration, has_work: impl Fn() -> bool) {
         self.prepare_park();
         if !has_work() {
-            std::thread::park_timeout(timeout);
+            park_for(timeout);
         }
         self.cancel();
     }
@@ -176,7 +171,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
 

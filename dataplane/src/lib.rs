@@ -17,6 +17,8 @@ pub mod fanout;
 pub mod fault;
 pub mod io;
 pub mod link;
+#[cfg(all(test, feature = "loom"))]
+mod loom_models;
 pub mod offload;
 pub mod pipeline;
 pub mod priority;
@@ -26,6 +28,7 @@ pub mod role;
 pub mod route;
 pub mod sampler;
 pub mod stage;
+mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
 #[cfg(debug_assertions)]

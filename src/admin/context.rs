@@ -168,6 +168,11 @@ impl Context {
                 Ok(bound)
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(UapiError::PortInUse(port)),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && port < 1024 => {
+                Err(UapiError::Io(format!(
+                    "cannot bind UDP port {port}: {e}: ports below 1024 need CAP_NET_BIND_SERVICE, which veil gave up after start-up (set ListenPort in the config, or run with --user root)"
+                )))
+            }
             Err(e) => Err(UapiError::Io(format!("cannot bind UDP port {port}: {e}"))),
         }
     }
@@ -239,6 +244,7 @@ impl Backend for Context {
             .map_err(admin_error)?;
         Ok(InterfaceState {
             listen_port: self.udp.port(),
+            fwmark: self.udp.mark(),
             device,
         })
     }
@@ -246,6 +252,12 @@ impl Backend for Context {
     fn set(&self, request: SetRequest) -> Result<(), UapiError> {
         if let Some(port) = request.listen_port {
             self.rebind(port)?;
+        }
+        if let Some(mark) = request.fwmark {
+            for udp in &self.udps {
+                udp.set_mark(mark)
+                    .map_err(|e| UapiError::Io(format!("cannot set fwmark {mark}: {e}")))?;
+            }
         }
         if !request.changes_device() {
             return Ok(());

@@ -240,10 +240,13 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
                 millis(max)
             );
         } else {
+            let name = h
+                .class
+                .map_or_else(|| h.name.to_string(), |c| format!("{} ({c})", h.name));
             let _ = writeln!(
                 o,
-                "  {:<30} n={} p50={p50} p90={p90} p99={p99} max={max}",
-                h.name, h.count
+                "  {name:<30} n={} p50={p50} p90={p90} p99={p99} max={max}",
+                h.count
             );
         }
     }

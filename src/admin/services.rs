@@ -10,9 +10,10 @@
 //! counters and heartbeats from [`Shared`]. Sockets are mode 0600 and removed when the
 //! [`Services`] are dropped.
 //!
-//! The runtime wires them in two steps: [`wire`] before the dataplane threads start (it makes
-//! the admin channel and the histograms, whose control ends go to the control-thread shell), and
-//! [`Wiring::start`] once they run.
+//! The runtime wires them in three steps: [`wire`] before the dataplane threads start (it makes
+//! the admin channel and the histograms, whose control ends go to the control-thread shell),
+//! [`Wiring::bind`] (the unix sockets, before veil gives up root) and [`Bound::start`] (the
+//! threads, after).
 
 use std::fmt;
 use std::fs;
@@ -239,8 +240,46 @@ pub struct Services {
 }
 
 impl Wiring {
-    /// Step two: bind the unix sockets and start the threads. A UAPI or control socket that
-    /// cannot be made is a warning: the tunnel works without it.
+    /// Step two: bind the unix sockets (while veil may still create files where they live,
+    /// before it gives up root). A UAPI or control socket that cannot be made is a warning:
+    /// the tunnel works without it.
+    pub fn bind(self) -> Bound {
+        let name = self.ctx.name.clone();
+        let uapi_path = Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock"));
+        Bound {
+            uapi: bind_or_warn(&name, "UAPI socket", uapi_path),
+            ctl: bind_or_warn(&name, "control socket", ctl_socket(&name)),
+            ctx: self.ctx,
+            options: self.options,
+        }
+    }
+}
+
+/// The services with every socket bound, not yet served.
+#[derive(Debug)]
+pub struct Bound {
+    ctx: Arc<Context>,
+    options: ServiceOptions,
+    uapi: Option<(PathBuf, UnixListener)>,
+    ctl: Option<(PathBuf, UnixListener)>,
+}
+
+impl Bound {
+    /// The running interface's context, for what the runtime itself asks of it (SaveConfig).
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
+    /// The socket files made, to be removed at the end.
+    pub fn socket_paths(&self) -> Vec<PathBuf> {
+        [&self.uapi, &self.ctl]
+            .into_iter()
+            .flatten()
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Step three: start the threads.
     pub fn start(self) -> Result<Services, SpawnError> {
         let mut services = Services {
             stop: Arc::new(AtomicBool::new(false)),
@@ -259,19 +298,28 @@ impl Wiring {
             })?;
             info!("{name}: metrics on http://{addr}/metrics");
         }
-        let ctx = self.ctx.clone();
-        let uapi_path = Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock"));
-        services.serve_unix(("veil-uapi", "UAPI socket"), &name, uapi_path, move |s| {
-            uapi::serve_connection(s, &*ctx)
-        })?;
-        let ctx = self.ctx.clone();
-        services.serve_unix(
-            ("veil-ctl", "control socket"),
-            &name,
-            ctl_socket(&name),
-            move |s| ctl::serve_connection(&ctx, s),
-        )?;
+        if let Some(bound) = self.uapi {
+            let ctx = self.ctx.clone();
+            services.serve_unix("veil-uapi", bound, move |s| {
+                uapi::serve_connection(s, &*ctx)
+            })?;
+        }
+        if let Some(bound) = self.ctl {
+            let ctx = self.ctx.clone();
+            services.serve_unix("veil-ctl", bound, move |s| ctl::serve_connection(&ctx, s))?;
+        }
         Ok(services)
+    }
+}
+
+/// [`bind_unix`], or a warning naming `what` (the tunnel works without it).
+fn bind_or_warn(name: &str, what: &str, path: PathBuf) -> Option<(PathBuf, UnixListener)> {
+    match bind_unix(&path) {
+        Ok(l) => Some((path, l)),
+        Err(e) => {
+            warn!("{name}: no {what} ({}): {e}", path.display());
+            None
+        }
     }
 }
 
@@ -348,23 +396,14 @@ impl Listener for TcpListener {
 }
 
 impl Services {
-    /// Serve interface `name`'s unix socket at `path` on a thread, with the client timeouts.
-    /// `(thread, what)`: the thread's name and what the socket is, for the warning when it
-    /// cannot be made (the tunnel works without it).
+    /// Serve a bound unix socket on thread `thread`, with the client timeouts; the socket
+    /// file is removed when the services stop.
     fn serve_unix(
         &mut self,
-        (thread, what): (&str, &str),
-        name: &str,
-        path: PathBuf,
+        thread: &str,
+        (path, listener): (PathBuf, UnixListener),
         serve: impl Fn(UnixStream) + Send + 'static,
     ) -> Result<(), SpawnError> {
-        let listener = match bind_unix(&path) {
-            Ok(l) => l,
-            Err(e) => {
-                warn!("{name}: no {what} ({}): {e}", path.display());
-                return Ok(());
-            }
-        };
         self.sockets.push(path);
         self.spawn(thread, listener, move |stream: UnixStream| {
             let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));

@@ -9,8 +9,7 @@
 //!
 //! Errors, as wireguard-go answers them: `EPROTO` for text that is not the protocol (unknown
 //! operation, a line without `=`, a request cut short or too large), `EINVAL` for an unknown key
-//! or a bad value, `EOPNOTSUPP` for a non-zero `fwmark` (veil does not mark packets),
-//! `EADDRINUSE` for a `listen_port` that cannot be bound. A `set` is parsed whole before anything
+//! or a bad value, `EADDRINUSE` for a `listen_port` that cannot be bound. A `set` is parsed whole before anything
 //! is applied, so a malformed request changes nothing.
 
 use std::fmt::Write as _;
@@ -42,8 +41,6 @@ pub enum UapiError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// Understood but not supported by veil.
-    Unsupported(&'static str),
     /// The listen port is taken.
     PortInUse(u16),
     /// The control thread did not answer.
@@ -60,7 +57,6 @@ impl UapiError {
         match self {
             UapiError::Protocol(_) => libc::EPROTO,
             UapiError::Invalid { .. } => libc::EINVAL,
-            UapiError::Unsupported(_) => libc::EOPNOTSUPP,
             UapiError::PortInUse(_) => libc::EADDRINUSE,
             UapiError::TimedOut => libc::ETIMEDOUT,
             UapiError::Busy => libc::EBUSY,
@@ -84,7 +80,6 @@ impl std::fmt::Display for UapiError {
         match self {
             UapiError::Protocol(why) => write!(f, "protocol error: {why}"),
             UapiError::Invalid { key, reason } => write!(f, "'{key}': {reason}"),
-            UapiError::Unsupported(what) => write!(f, "not supported: {what}"),
             UapiError::PortInUse(p) => write!(f, "UDP port {p} is in use"),
             UapiError::TimedOut => f.write_str("the control thread did not answer in time"),
             UapiError::Busy => f.write_str("too many requests at once"),
@@ -107,6 +102,8 @@ pub enum Request {
 pub struct SetRequest {
     /// `listen_port=`.
     pub listen_port: Option<u16>,
+    /// `fwmark=` (0 clears the mark).
+    pub fwmark: Option<u32>,
     /// The device part: private key, `replace_peers`, peers.
     pub change: DeviceChange,
 }
@@ -125,6 +122,8 @@ impl SetRequest {
 pub struct InterfaceState {
     /// UDP port in use.
     pub listen_port: u16,
+    /// The outer socket's mark (0: none).
+    pub fwmark: u32,
     /// The control thread's view, with secrets.
     pub device: DeviceSnapshot,
 }
@@ -231,18 +230,13 @@ fn parse_interface_line(req: &mut SetRequest, key: &str, value: &str) -> Result<
             req.change.private_key = Some(SecretKey::new(parse_key(key, value)?));
         }
         "listen_port" => req.listen_port = Some(parse_number(key, value)?),
+        // As wireguard-go: decimal, and an empty value clears the mark like 0.
         "fwmark" => {
-            // wg sends fwmark=0 to clear a mark; veil never sets one.
-            let mark: u32 = if value.is_empty() {
+            req.fwmark = Some(if value.is_empty() {
                 0
             } else {
                 parse_number(key, value)?
-            };
-            if mark != 0 {
-                return Err(UapiError::Unsupported(
-                    "fwmark (veil does not mark packets)",
-                ));
-            }
+            });
         }
         "replace_peers" => req.change.replace_peers = parse_true(key, value)?,
         _ => return Err(UapiError::invalid(key, "unknown interface key")),
@@ -339,6 +333,9 @@ pub fn write_get(state: &InterfaceState, out: &mut String) {
         let _ = writeln!(out, "private_key={}", hex(k.as_bytes()));
     }
     let _ = writeln!(out, "listen_port={}", state.listen_port);
+    if state.fwmark != 0 {
+        let _ = writeln!(out, "fwmark={}", state.fwmark);
+    }
     for p in &d.peers {
         let _ = writeln!(out, "public_key={}", hex(&p.public_key));
         let psk = p.preshared_key.as_ref().map_or([0; 32], |k| *k.as_bytes());
@@ -441,6 +438,7 @@ mod tests {
         fn get(&self) -> Result<InterfaceState, UapiError> {
             Ok(InterfaceState {
                 listen_port: 51820,
+                fwmark: 0xca6c,
                 device: DeviceSnapshot {
                     public_key: [1; 32],
                     private_key: Some(SecretKey::new([0xAB; 32])),
@@ -510,7 +508,7 @@ mod tests {
     fn get_lists_the_interface_like_wireguard_go() {
         let out = run(b"get=1\n\n", &fake());
         let want = format!(
-            "private_key={}\nlisten_port=51820\npublic_key={}\npreshared_key={}\nprotocol_version=1\n\
+            "private_key={}\nlisten_port=51820\nfwmark=51820\npublic_key={}\npreshared_key={}\nprotocol_version=1\n\
              endpoint=[fd41::2]:40000\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\n\
              tx_bytes=20\nrx_bytes=10\npersistent_keepalive_interval=25\nallowed_ip=10.9.0.2/32\nerrno=0\n\n",
             "ab".repeat(32),
@@ -537,6 +535,7 @@ mod tests {
         let sets = b.sets.borrow();
         let s = &sets[0];
         assert_eq!(s.listen_port, Some(51821));
+        assert_eq!(s.fwmark, Some(0));
         assert!(s.change.replace_peers);
         assert_eq!(s.change.private_key, Some(SecretKey::new([0x11; 32])));
         let p = &s.change.peers[0];
@@ -602,10 +601,8 @@ mod tests {
             )),
             einval
         );
-        assert_eq!(
-            errno_of("set=1\nfwmark=7\n\n"),
-            format!("errno={}\n\n", libc::EOPNOTSUPP)
-        );
+        assert_eq!(errno_of("set=1\nfwmark=0x7\n\n"), einval);
+        assert_eq!(errno_of("set=1\nfwmark=4294967296\n\n"), einval);
         let b = fake();
         run(b"set=1\nlisten_port=1\nbogus=1\n\n", &b);
         assert!(

@@ -129,13 +129,40 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Why a flood could not start or go on.
+#[derive(Debug)]
+enum FloodError {
+    /// The local address could not be bound.
+    Bind(SocketAddr, std::io::Error),
+    /// Sending or receiving on the socket failed.
+    Socket(std::io::Error),
+    /// No initiation could be built.
+    Initiation(veil_control::HandshakeError),
+    /// A control frame could not be encoded or sealed.
+    Frame(String),
+    /// The gateway did not complete a handshake.
+    NoHandshake,
+}
+
+impl std::fmt::Display for FloodError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bind(addr, e) => write!(f, "cannot bind {addr}: {e}"),
+            Self::Socket(e) => write!(f, "socket: {e}"),
+            Self::Initiation(e) => write!(f, "cannot build an initiation: {e}"),
+            Self::Frame(what) => write!(f, "cannot build a control frame: {what}"),
+            Self::NoHandshake => f.write_str("no handshake with the gateway in 10 attempts"),
+        }
+    }
+}
+
 /// The socket to send from: `--from`, or any address of the family of `--to`.
-fn bind(args: &Args) -> Result<UdpSocket, String> {
+fn bind(args: &Args) -> Result<UdpSocket, FloodError> {
     let bind = args.from.unwrap_or_else(|| match args.to {
         SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     });
-    UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))
+    UdpSocket::bind(bind).map_err(|e| FloodError::Bind(bind, e))
 }
 
 /// The malicious peer: a real session, then every control-frame kind as fast as it goes.
@@ -147,11 +174,15 @@ mod frames {
     use veil_dataplane::wire::{ControlFrame, GOODBYE_SHUTDOWN, MIGRATION_TOKEN_LEN};
     use veil_dataplane::Keypair;
 
-    use super::Args;
+    use super::{Args, FloodError};
 
     /// Complete a handshake as the peer with `secret`, then flood each frame kind for
     /// `args.seconds` (the goodbye, which ends the session, last).
-    pub(super) fn flood(args: &Args, gateway: [u8; 32], secret: [u8; 32]) -> Result<(), String> {
+    pub(super) fn flood(
+        args: &Args,
+        gateway: [u8; 32],
+        secret: [u8; 32],
+    ) -> Result<(), FloodError> {
         let sock = super::bind(args)?;
         let me = StaticIdentity::from_secret(secret);
         let keypair = handshake(&sock, args, &me, gateway)?;
@@ -177,10 +208,10 @@ mod frames {
             while Instant::now() < end {
                 let len = frame
                     .encode(&mut buf[veil_dataplane::wire::TRANSPORT_HEADER_LEN..])
-                    .map_err(|e| format!("cannot encode {frame:?}: {e:?}"))?;
+                    .map_err(|e| FloodError::Frame(format!("{frame:?}: {e}")))?;
                 let n = keypair
                     .seal(&mut buf, len)
-                    .map_err(|e| format!("cannot seal: {e:?}"))?;
+                    .map_err(|e| FloodError::Frame(format!("{frame:?}: {e}")))?;
                 if sock.send_to(&buf[..n], args.to).is_ok() {
                     sent += 1;
                 }
@@ -195,16 +226,16 @@ mod frames {
         args: &Args,
         me: &StaticIdentity,
         gateway: [u8; 32],
-    ) -> Result<Keypair, String> {
+    ) -> Result<Keypair, FloodError> {
         sock.set_read_timeout(Some(Duration::from_secs(1)))
-            .map_err(|e| e.to_string())?;
+            .map_err(FloodError::Socket)?;
         let mut hs = PeerHandshake::new(me, gateway, None);
         for _ in 0..10 {
             let now = Instant::now();
             let init = hs
                 .create_initiation(me, OsRng.next_u32() | 1, now, SystemTime::now(), &mut OsRng)
-                .map_err(|e| format!("cannot build an initiation: {e}"))?;
-            sock.send_to(&init, args.to).map_err(|e| e.to_string())?;
+                .map_err(FloodError::Initiation)?;
+            sock.send_to(&init, args.to).map_err(FloodError::Socket)?;
             let mut reply = [0u8; 256];
             let Ok((n, _)) = sock.recv_from(&mut reply) else {
                 continue;
@@ -213,6 +244,6 @@ mod frames {
                 return Ok(keypair);
             }
         }
-        Err("no handshake with the gateway in 10 attempts".into())
+        Err(FloodError::NoHandshake)
     }
 }

@@ -1,10 +1,11 @@
-//! `[Interface]`: our private key, listen port, addresses, MTU and wg-quick's hooks.
+//! `[Interface]`: our private key, listen port, addresses, MTU, and wg-quick's hooks, `Table`,
+//! `FwMark`, `DNS` and `SaveConfig`.
 
 use super::error::{ConfigErrorKind, Echo, ValueProblem};
-use super::output::{Hooks, InterfaceConfig, Parts};
+use super::output::{Dns, Hooks, InterfaceConfig, Parts, Table};
 use super::section::Sink;
 use super::section::{only, set, KeySpec, Section, SectionState};
-use super::value::parse_u16;
+use super::value::{parse_bool, parse_u16};
 use crate::keys::{self, Key32};
 use veil_dataplane::route::IpNet;
 
@@ -24,6 +25,53 @@ pub(super) struct InterfaceDraft {
     addresses: Vec<IpNet>,
     mtu: Option<u16>,
     hooks: Hooks,
+    table: Option<Table>,
+    fwmark: Option<u32>,
+    dns: Dns,
+    save_config: Option<bool>,
+}
+
+/// wg-quick's `Table`: `auto`, `off` or a table number (1..=2^32-1, not 253..=255's
+/// `default`/`main`/`local` by name).
+fn parse_table(v: &str) -> Result<Table, ValueProblem> {
+    match v.to_ascii_lowercase().as_str() {
+        "auto" => Ok(Table::Auto),
+        "off" => Ok(Table::Off),
+        "main" => Ok(Table::Id(254)),
+        _ => super::value::parse_number(v, 1, u32::MAX).map(Table::Id),
+    }
+}
+
+/// `FwMark` as `wg` reads it: `off`, or a number in decimal or `0x` hex.
+fn parse_fwmark(v: &str) -> Result<u32, ValueProblem> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u32::from_str_radix(hex, 16).map_err(|_| ValueProblem::OutOfRange {
+                min: 0,
+                max: u32::MAX,
+            })
+        }
+        Some(_) => Err(ValueProblem::NotANumber),
+        None => super::value::parse_number(v, 0, u32::MAX),
+    }
+}
+
+/// One item of `DNS`: an address is a name server, anything else a search domain.
+fn dns_item(dns: &mut Dns, v: &str) -> Result<(), ValueProblem> {
+    match v.parse::<std::net::IpAddr>() {
+        Ok(ip) => dns.servers.push(ip),
+        Err(_)
+            if v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) =>
+        {
+            dns.search.push(v.to_string());
+        }
+        Err(_) => return Err(ValueProblem::NotAChoice),
+    }
+    Ok(())
 }
 
 fn hook(list: &mut Vec<String>, command: &str) -> Result<(), ValueProblem> {
@@ -53,8 +101,11 @@ impl Section for InterfaceDraft {
         KeySpec::<Self>::once("PostUp", "command", "a bash command line; %i is the interface name", |d, v, _| hook(&mut d.hooks.post_up, v)).lines(),
         KeySpec::<Self>::once("PreDown", "command", "a bash command line; %i is the interface name", |d, v, _| hook(&mut d.hooks.pre_down, v)).lines(),
         KeySpec::<Self>::once("PostDown", "command", "a bash command line; %i is the interface name", |d, v, _| hook(&mut d.hooks.post_down, v)).lines(),
+        KeySpec::once("Table", "routing table", "auto, off, main or a table number", |d, v, _| set(&mut d.table, parse_table(v).map(Some))),
+        KeySpec::once("FwMark", "firewall mark", "off, or a number (decimal or 0x hex)", |d, v, _| set(&mut d.fwmark, parse_fwmark(v).map(Some))),
+        KeySpec::<Self>::once("DNS", "DNS server or search domain", "IP addresses and search domains, comma-separated", |d, v, _| dns_item(&mut d.dns, v)).list(),
+        KeySpec::once("SaveConfig", "boolean", "true or false", |d, v, _| set(&mut d.save_config, parse_bool(v).map(Some))),
     ];
-    const IGNORED: &'static [&'static str] = &["DNS", "Table", "SaveConfig", "FwMark"];
 
     fn finish(states: Vec<SectionState<Self>>, sink: &mut Sink<'_>, out: &mut Parts) {
         out.interface = finish_interface(only(states), sink);
@@ -99,5 +150,9 @@ fn finish_interface(
         addresses: std::mem::take(&mut draft.addresses),
         mtu,
         hooks: std::mem::take(&mut draft.hooks),
+        table: draft.table.unwrap_or_default(),
+        fwmark: draft.fwmark.unwrap_or(0),
+        dns: std::mem::take(&mut draft.dns),
+        save_config: draft.save_config.unwrap_or(false),
     })
 }

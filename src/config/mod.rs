@@ -15,8 +15,8 @@
 //!
 //! Syntax follows wg-quick: section names and keys are case-insensitive, `#` starts a comment
 //! anywhere on a line, whitespace around `=` is ignored, list values are comma-separated and list
-//! keys may repeat. wg-quick keys that veil does not act on (DNS, Table, Pre/PostUp/Down,
-//! SaveConfig, FwMark) are accepted with a warning, so the same file works with both tools.
+//! keys may repeat. wg-quick's own keys (PreUp/PostUp/PreDown/PostDown, Table, FwMark, DNS,
+//! SaveConfig) are acted on as wg-quick acts on them, so the same file works with both tools.
 //!
 //! Bounds that are veil's own choice:
 //! - `MTU` defaults to 1420 (wg-quick's default for IPv6 underlay) and must be 576..=9000:
@@ -64,7 +64,9 @@ pub use ifname::{
     find_system_config, interface_name_from_path, validate_interface_name, InterfaceNameError,
     InterfaceNameProblem,
 };
-pub use output::{Config, CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig};
+pub use output::{
+    Config, CpuSetting, Dns, Hooks, LogFormat, LoggingConfig, MetricsConfig, Table, ThreadingConfig,
+};
 
 use parser::Parser;
 

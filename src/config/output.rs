@@ -51,6 +51,42 @@ pub struct InterfaceConfig {
     pub mtu: u16,
     /// wg-quick's `PreUp`, `PostUp`, `PreDown`, `PostDown` command lines.
     pub hooks: Hooks,
+    /// wg-quick's `Table`: where the peers' AllowedIPs routes go.
+    pub table: Table,
+    /// `FwMark`: the mark on the tunnel's own UDP packets (0: none).
+    pub fwmark: u32,
+    /// wg-quick's `DNS`.
+    pub dns: Dns,
+    /// wg-quick's `SaveConfig`: write the running configuration back to the file on shutdown.
+    pub save_config: bool,
+}
+
+/// wg-quick's `Table`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Table {
+    /// Routes in the main table, and a `/0` through policy routing (wg-quick's default).
+    #[default]
+    Auto,
+    /// No routes at all.
+    Off,
+    /// Every route, `/0` included, in this table.
+    Id(u32),
+}
+
+/// wg-quick's `DNS`: addresses are name servers, anything else a search domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dns {
+    /// Name servers.
+    pub servers: Vec<std::net::IpAddr>,
+    /// Search domains.
+    pub search: Vec<String>,
+}
+
+impl Dns {
+    /// No `DNS =` line.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.search.is_empty()
+    }
 }
 
 /// Command lines run around the interface's life, as wg-quick runs them: each through

@@ -30,6 +30,8 @@ pub enum PrepareError {
     Timing(TimingError),
     /// The services' flags (`--metrics-listen`, test hooks).
     Services(ServiceOptionsError),
+    /// `--user`.
+    User(super::privilege::UserError),
 }
 
 impl fmt::Display for PrepareError {
@@ -42,6 +44,7 @@ impl fmt::Display for PrepareError {
             PrepareError::Threading(e) => e.fmt(f),
             PrepareError::Timing(e) => e.fmt(f),
             PrepareError::Services(e) => e.fmt(f),
+            PrepareError::User(e) => e.fmt(f),
         }
     }
 }
@@ -82,6 +85,8 @@ pub enum InterfaceError {
     Up(String, io::Error),
     /// Adding a peer's route.
     Route(IpNet, io::Error),
+    /// wg-quick's policy routing for a full tunnel (what was being done).
+    Rule(String, io::Error),
 }
 
 impl fmt::Display for InterfaceError {
@@ -92,6 +97,7 @@ impl fmt::Display for InterfaceError {
             InterfaceError::Address(a, e) => write!(f, "add address {a}: {e}"),
             InterfaceError::Up(name, e) => write!(f, "set {name} up: {e}"),
             InterfaceError::Route(n, e) => write!(f, "add route {n}: {e}"),
+            InterfaceError::Rule(what, e) => write!(f, "policy routing: {what}: {e}"),
         }
     }
 }
@@ -105,6 +111,10 @@ pub enum StartError {
     Bind(u16, io::Error),
     /// The bound socket's address.
     SocketAddress(io::Error),
+    /// The socket's `FwMark`.
+    Mark(io::Error),
+    /// `DNS =` through resolvconf.
+    Dns(super::dns::DnsError),
     /// The TUN device.
     CreateTun(String, io::Error),
     /// The TUN interface's addresses, MTU and routes.
@@ -117,6 +127,8 @@ pub enum StartError {
     Wire(WireError),
     /// A thread.
     Spawn(SpawnError),
+    /// Giving up root.
+    Privileges(super::privilege::DropError),
 }
 
 impl fmt::Display for StartError {
@@ -124,12 +136,15 @@ impl fmt::Display for StartError {
         match self {
             StartError::Bind(port, e) => write!(f, "cannot bind UDP port {port}: {e}"),
             StartError::SocketAddress(e) => write!(f, "socket address: {e}"),
+            StartError::Mark(e) => write!(f, "set the UDP socket's fwmark: {e}"),
+            StartError::Dns(e) => e.fmt(f),
             StartError::CreateTun(name, e) => write!(f, "cannot create TUN interface {name}: {e}"),
             StartError::Interface(name, e) => write!(f, "{name}: {e}"),
             StartError::Peer(line, e) => write!(f, "peer at line {line}: {e}"),
             StartError::EventFd(e) => write!(f, "eventfd: {e}"),
             StartError::Wire(e) => e.fmt(f),
             StartError::Spawn(e) => e.fmt(f),
+            StartError::Privileges(e) => e.fmt(f),
         }
     }
 }

@@ -14,7 +14,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use log::{error, info};
+use log::info;
+
+use crate::config::Hooks;
 
 /// How much of a hook's output is kept for the log and the error (the tail).
 const KEEP_OUTPUT: usize = 16 << 10;
@@ -23,12 +25,46 @@ const KEEP_OUTPUT: usize = 16 << 10;
 const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// The moment a hook runs at, named as in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Moment {
     PreUp,
     PostUp,
     PreDown,
     PostDown,
+}
+
+impl Moment {
+    /// The moment named as in the file.
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        [
+            Moment::PreUp,
+            Moment::PostUp,
+            Moment::PreDown,
+            Moment::PostDown,
+        ]
+        .into_iter()
+        .find(|m| m.to_string() == s)
+    }
+}
+
+/// The command lines of `moment`.
+pub(super) fn at(hooks: &Hooks, moment: Moment) -> &[String] {
+    match moment {
+        Moment::PreUp => &hooks.pre_up,
+        Moment::PostUp => &hooks.post_up,
+        Moment::PreDown => &hooks.pre_down,
+        Moment::PostDown => &hooks.post_down,
+    }
+}
+
+/// [`at`], to add to.
+pub(super) fn at_mut(hooks: &mut Hooks, moment: Moment) -> &mut Vec<String> {
+    match moment {
+        Moment::PreUp => &mut hooks.pre_up,
+        Moment::PostUp => &mut hooks.post_up,
+        Moment::PreDown => &mut hooks.pre_down,
+        Moment::PostDown => &mut hooks.post_down,
+    }
 }
 
 impl fmt::Display for Moment {
@@ -82,9 +118,19 @@ impl std::error::Error for HookFailed {}
 
 /// Runs `commands` in order for interface `name`; stops at the first that fails.
 pub(super) fn run(moment: Moment, commands: &[String], name: &str) -> Result<(), HookFailed> {
+    run_with(moment, commands, name, &mut |line| info!("{name}: {line}"))
+}
+
+/// [`run`], each line for the log (`MOMENT: text`) handed to `log`.
+pub(super) fn run_with(
+    moment: Moment,
+    commands: &[String],
+    name: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), HookFailed> {
     for command in commands {
         let command = command.replace("%i", name);
-        info!("{name}: {moment}: [#] {command}");
+        log(&format!("{moment}: [#] {command}"));
         let fail = |how, output| HookFailed {
             moment,
             command: command.clone(),
@@ -94,7 +140,7 @@ pub(super) fn run(moment: Moment, commands: &[String], name: &str) -> Result<(),
         let (status, output) =
             run_one(&command).map_err(|e| fail(Outcome::Spawn(e), String::new()))?;
         for line in output.lines() {
-            info!("{name}: {moment}: {line}");
+            log(&format!("{moment}: {line}"));
         }
         if !status.success() {
             return Err(fail(Outcome::Exited(status), output));
@@ -103,10 +149,28 @@ pub(super) fn run(moment: Moment, commands: &[String], name: &str) -> Result<(),
     Ok(())
 }
 
-/// [`run`] for the down hooks: a failure is logged, and the next moment still runs.
-pub(super) fn run_logged(moment: Moment, commands: &[String], name: &str) {
-    if let Err(e) = run(moment, commands, name) {
-        error!("{name}: {e}");
+/// Run `program ARGS` with `input` on its stdin, as veil runs the tools wg-quick calls
+/// (`nft -f -`, `resolvconf`); a non-zero exit is an error carrying its stderr.
+pub(super) fn feed(program: &str, args: &[&str], input: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 

@@ -25,11 +25,17 @@ use crate::failure::{supervisor, Failure};
 use crate::notify::{Notifier, Watchdog};
 use crate::threading::{Layout, ThreadFlags};
 
+mod dns;
 mod error;
 mod hooks;
 mod pipelines;
+mod privilege;
+mod routing;
+mod saveconf;
 mod shell;
 pub mod userspace;
+
+pub use privilege::{helper_main as privileged_helper_main, HELPER_ARG};
 
 use error::{InterfaceError, PrepareError, StartError, TimingError};
 use shell::ControlShell;
@@ -89,6 +95,10 @@ struct Prepared {
     /// Segmentation offloads wanted (`[threading] offload`, `--no-offload`).
     offload: bool,
     services: ServiceOptions,
+    /// Whose privileges veil runs with once the interface is set up (`--user`).
+    privileges: privilege::Plan,
+    /// The file the configuration came from (`SaveConfig` writes it back).
+    config_path: std::path::PathBuf,
     /// Stop when the UAPI socket file is removed (wg-quick's `down` for a userspace
     /// implementation); set by [`userspace`].
     stop_without_uapi_socket: bool,
@@ -131,6 +141,7 @@ fn prepare(
     let services =
         ServiceOptions::from_args(args, &config.metrics).map_err(PrepareError::Services)?;
     let offload = config.threading.offload && !args.no_offload;
+    let privileges = privilege::plan(args.user.as_deref()).map_err(PrepareError::User)?;
     Ok(Prepared {
         name,
         config,
@@ -141,6 +152,8 @@ fn prepare(
         timing,
         offload,
         services,
+        privileges,
+        config_path: args.config.clone(),
         stop_without_uapi_socket: false,
     })
 }
@@ -158,7 +171,7 @@ fn log_offloads(name: &str, wanted: bool, tun: &Tun) {
     }
 }
 
-fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError> {
+fn configure_interface(tun: &Tun, config: &Config) -> Result<routing::Routing, InterfaceError> {
     let nl = Netlink::new().map_err(InterfaceError::Netlink)?;
     let idx = tun.ifindex();
     nl.set_mtu(idx, u32::from(config.interface.mtu))
@@ -169,20 +182,7 @@ fn configure_interface(tun: &Tun, config: &Config) -> Result<(), InterfaceError>
     }
     nl.set_up(idx)
         .map_err(|e| InterfaceError::Up(tun.name().to_string(), e))?;
-    for peer in &config.peers {
-        for net in &peer.allowed_ips {
-            if net.prefix == 0 {
-                warn!(
-                    "AllowedIPs {net}: veil does not install default routes (it would capture the tunnel's own traffic); add a route yourself"
-                );
-                continue;
-            }
-            let n = net.network();
-            nl.add_route(idx, n.addr, n.prefix)
-                .map_err(|e| InterfaceError::Route(n, e))?;
-        }
-    }
-    Ok(())
+    routing::install(&nl, idx, tun.name(), config)
 }
 
 /// Wait up to `timeout` for a shutdown signal.
@@ -270,22 +270,27 @@ fn run(p: Prepared) -> ExitCode {
     let test_hooks = p.services.test_hooks;
     let threads = Role::threads(p.threading == Threading::Single);
     // wg-quick's hooks, at wg-quick's moments: PreUp before anything exists, PostUp once the
-    // interface is up and carrying traffic; PreDown in `wait`, PostDown once it is gone.
-    // Privileges may only be dropped after PostUp (the hooks need them).
+    // interface is up and carrying traffic; PreDown in `wait`, PostDown once it is gone. PreUp
+    // runs here, as root; the later ones where `start` says (the privileged helper once veil
+    // gave up root).
     let name = p.name.clone();
-    let hooks = p.config.interface.hooks.clone();
-    if let Err(e) = hooks::run(hooks::Moment::PreUp, &hooks.pre_up, &name) {
+    // Before veil gives up root (see Notifier::to).
+    let notifier = Arc::new(Notifier::from_env());
+    if let Err(e) = hooks::run(
+        hooks::Moment::PreUp,
+        &p.config.interface.hooks.pre_up,
+        &name,
+    ) {
         error!("{name}: {e}; nothing was created");
         return ExitCode::FAILURE;
     }
     match start(p) {
-        Ok(running) => {
-            if let Err(e) = hooks::run(hooks::Moment::PostUp, &hooks.post_up, &name) {
+        Ok((running, mut hooks)) => {
+            if let Err(e) = hooks.run(hooks::Moment::PostUp) {
                 error!("{name}: {e}; removing the interface");
                 running.abort();
                 return ExitCode::FAILURE;
             }
-            let notifier = Arc::new(Notifier::from_env());
             notifier.ready(&format!("{}: up", running.name));
             let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
                 Watchdog::start(
@@ -299,8 +304,8 @@ fn run(p: Prepared) -> ExitCode {
             });
             #[cfg(debug_assertions)]
             test_hooks.arm(&running.shared);
-            let code = running.wait(&signals, &notifier, watchdog, &hooks.pre_down);
-            hooks::run_logged(hooks::Moment::PostDown, &hooks.post_down, &name);
+            let code = running.wait(&signals, &notifier, watchdog, &mut hooks);
+            hooks.run_logged(hooks::Moment::PostDown);
             code
         }
         Err(e) => {
@@ -322,20 +327,27 @@ struct Running {
     name: String,
     /// See [`Prepared::stop_without_uapi_socket`].
     uapi_watch: Option<std::path::PathBuf>,
+    /// `SaveConfig = true`: written back after PreDown.
+    save: Option<saveconf::SaveConfig>,
     _services: services::Services,
+    /// `DNS =`'s resolvconf record, taken back first (wg-quick's `unset_dns`).
+    _dns: dns::DnsRecord,
+    /// wg-quick's policy rules and nft tables, removed just before the interface.
+    _routing: routing::Routing,
     // Dropped last: closing the TUN fds removes the interface.
     _tun: Vec<Arc<Tun>>,
 }
 
-fn start(p: Prepared) -> Result<Running, StartError> {
+fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
     let port = p.config.interface.listen_port.unwrap_or(0);
     let n = p.layout.pipelines.len();
+    // Every pipeline's socket and TUN queue, while veil is still root.
     let pipelines::PipelineIo { tuns, sockets } = pipelines::open_io(&p.name, port, p.offload, n)?;
     let local = sockets[0].local_addr().map_err(StartError::SocketAddress)?;
     log_offloads(&p.name, p.offload, &tuns[0]);
-    configure_interface(&tuns[0], &p.config)
+    let routing = configure_interface(&tuns[0], &p.config)
         .map_err(|e| StartError::Interface(p.name.clone(), e))?;
 
     let mut device = Device::new(
@@ -380,6 +392,13 @@ fn start(p: Prepared) -> Result<Running, StartError> {
         })
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(StartError::SocketAddress)?;
+    if routing.mark != 0 {
+        // Every pipeline's socket (and, through UdpSlot, the ones a rebind makes).
+        for udp in &udps {
+            udp.set_mark(routing.mark).map_err(StartError::Mark)?;
+        }
+    }
+    let dns = dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?;
     let tuns: Vec<Arc<Tun>> = tuns.into_iter().map(Arc::new).collect();
     let mut bells = Vec::with_capacity(n);
     let mut shareds: Vec<Arc<Shared>> = Vec::with_capacity(n);
@@ -426,6 +445,39 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     .map_err(StartError::Wire)?;
     let busy = Role::threads(p.threading == Threading::Single).len() * n;
     let mut device = ControlShell::new(device, control_ends, busy);
+    // Everything that needs root exists now; no thread that serves traffic or operators has
+    // started yet (they inherit what the main thread keeps).
+    let services = services.bind();
+    // What wg-quick's keys leave to do at exit runs in this process (deleting the nft table,
+    // resolvconf -d, writing the config back to /etc): it needs root, so with those keys veil
+    // keeps it, and says why. (Handing them to the privileged helper is not built yet.)
+    let exit_work: Vec<&str> = [
+        (p.config.interface.save_config, "SaveConfig"),
+        (dns.is_set(), "DNS"),
+        (routing.has_nft_table(), "full-tunnel routing (Table)"),
+    ]
+    .into_iter()
+    .filter_map(|(on, what)| on.then_some(what))
+    .collect();
+    let privileges = match (&p.privileges, exit_work.is_empty()) {
+        (privilege::Plan::Drop(account), false) => {
+            warn!(
+                "{}: keeping root instead of becoming user {}: {} need root at exit",
+                p.name,
+                account.name,
+                exit_work.join(", ")
+            );
+            privilege::Plan::KeepRoot
+        }
+        (plan, _) => plan.clone(),
+    };
+    let hooks = privilege::apply(
+        &privileges,
+        &p.name,
+        p.config.interface.hooks.clone(),
+        services.socket_paths(),
+    )
+    .map_err(StartError::Privileges)?;
     let mut threads = Vec::new();
     let mut rest = Vec::new();
     for (k, s) in shareds.iter().enumerate().skip(1) {
@@ -494,8 +546,17 @@ fn start(p: Prepared) -> Result<Running, StartError> {
     for line in p.layout.describe() {
         info!("{}: {line}", p.name);
     }
+    let save = p
+        .config
+        .interface
+        .save_config
+        .then(|| saveconf::SaveConfig {
+            path: p.config_path.clone(),
+            parts: saveconf::FileParts::of(&p.config),
+            ctx: services.context(),
+        });
     let services = services.start()?;
-    Ok(Running {
+    let running = Running {
         shared,
         pipelines: shareds,
         control_counters,
@@ -505,9 +566,13 @@ fn start(p: Prepared) -> Result<Running, StartError> {
             std::path::Path::new(crate::admin::uapi::SOCKET_DIR).join(format!("{}.sock", p.name))
         }),
         name: p.name,
+        save,
         _services: services,
+        _dns: dns,
+        _routing: routing,
         _tun: tuns,
-    })
+    };
+    Ok((running, hooks))
 }
 
 impl Running {
@@ -549,7 +614,7 @@ impl Running {
         signals: &sys::SignalFd,
         notifier: &Notifier,
         mut watchdog: Option<Watchdog>,
-        pre_down: &[String],
+        hooks: &mut privilege::HookRunner,
     ) -> ExitCode {
         let supervisor = supervisor();
         let failure = loop {
@@ -594,7 +659,11 @@ impl Running {
         if let Some(w) = watchdog.as_mut() {
             w.stop();
         }
-        hooks::run_logged(hooks::Moment::PreDown, pre_down, &self.name);
+        hooks.run_logged(hooks::Moment::PreDown);
+        // wg-quick's order: PreDown, save_config, then the interface goes.
+        if let Some(save) = &self.save {
+            save.save(&self.name);
+        }
         // After a failure, drain only briefly: the service manager should restart veil soon.
         let limit = if failure.is_some() {
             self.drain_timeout.min(FAILED_DRAIN_LIMIT)

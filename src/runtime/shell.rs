@@ -178,6 +178,9 @@ impl ControlDriver for ControlShell {
         self.device.next_deadline()
     }
     fn poll_admin(&mut self, now: Instant) {
+        while let Some(round) = self.device.poll_handshake_round() {
+            self.recorders.record_round(round);
+        }
         self.recorders.flush_if_due(now);
         let device = &mut self.device;
         self.admin

@@ -225,6 +225,16 @@ impl<R: CryptoRngCore> Device<R> {
         }
         p.endpoint = Some(src);
         p.last_handshake = Some(now);
+        let initiations = std::mem::take(&mut p.initiations_sent);
+        if initiations > 0 {
+            if self.rounds.len() >= MAX_ROUNDS_QUEUED {
+                self.rounds.pop_front();
+            }
+            self.rounds.push_back(HandshakeRound {
+                veil_peer: p.veil_peer,
+                initiations,
+            });
+        }
         if p.breaker.failures() > 0 {
             info!("peer {}: handshake answered; circuit closed", p.short);
         }

@@ -132,6 +132,8 @@ struct Peer {
     attempt_started: Option<Instant>,
     /// When to send the next retry of the round in progress.
     retry_at: Option<Instant>,
+    /// Initiations sent since the last completed handshake (or the last round given up).
+    initiations_sent: u32,
     last_initiation: Option<Instant>,
     last_handshake: Option<Instant>,
     /// Local indices recently handed out for this peer (oldest first).
@@ -166,6 +168,19 @@ struct Peer {
     breaker: crate::breaker::Breaker,
 }
 
+/// Completed handshakes kept for [`Device::poll_handshake_round`] (the oldest go first).
+const MAX_ROUNDS_QUEUED: usize = 1024;
+
+/// A handshake completed after initiations of ours: how many it took (the reliability
+/// guide's `retransmit_count`), and the peer's class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeRound {
+    /// The peer speaks veil's control frames (else: a standard WireGuard peer).
+    pub veil_peer: bool,
+    /// Initiations sent, the first one included.
+    pub initiations: u32,
+}
+
 /// The sans-IO control plane. See the module docs.
 pub struct Device<R: CryptoRngCore = OsRng> {
     identity: StaticIdentity,
@@ -184,6 +199,8 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     next_tick: Instant,
     /// The latest `now` the control loop passed in.
     last_now: Instant,
+    /// Completed handshakes not yet taken by [`Device::poll_handshake_round`].
+    rounds: VecDeque<HandshakeRound>,
     counters: Arc<ControlCounters>,
     sessions: SessionPolicy,
     migration: MigrationPolicy,
@@ -292,6 +309,7 @@ impl<R: CryptoRngCore> Device<R> {
             under_load_until: None,
             next_tick: wall_anchor.0,
             last_now: wall_anchor.0,
+            rounds: VecDeque::new(),
             counters,
             sessions: SessionPolicy::default(),
             migration: MigrationPolicy::default(),
@@ -357,6 +375,12 @@ impl<R: CryptoRngCore> Device<R> {
     /// The control thread's counters.
     pub fn counters(&self) -> &Arc<ControlCounters> {
         &self.counters
+    }
+
+    /// The next completed handshake that we had initiated, for the `retransmit_count`
+    /// histogram.
+    pub fn poll_handshake_round(&mut self) -> Option<HandshakeRound> {
+        self.rounds.pop_front()
     }
 
     /// Add a peer and tell the dataplane about it.
@@ -483,6 +507,7 @@ impl<R: CryptoRngCore> Device<R> {
                 }
             };
         p.last_initiation = Some(now);
+        p.initiations_sent = p.initiations_sent.saturating_add(1);
         p.attempt_started.get_or_insert(now);
         p.retry_at = Some(now + self.timing.rekey_timeout + jitter);
         bump(&self.counters.handshake_initiations_sent, 1);
@@ -545,6 +570,7 @@ impl<R: CryptoRngCore> Device<R> {
                     // A round gave up, or the half-open trial went unanswered: the breaker
                     // opens for the next backoff.
                     p.attempt_started = None;
+                    p.initiations_sent = 0;
                     let jitter = f64::from(self.rng.next_u32()) / f64::from(u32::MAX);
                     let wait = p.breaker.failed(now, jitter);
                     bump(&self.counters.breaker_opened, 1);

@@ -40,6 +40,7 @@ impl Peer {
             stats: Arc::new(PeerStats::default()),
             attempt_started: None,
             retry_at: None,
+            initiations_sent: 0,
             last_initiation: None,
             last_handshake: None,
             indices: VecDeque::new(),

@@ -12,7 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::sys::UdpSocket;
@@ -108,6 +108,8 @@ pub struct UdpSlot {
     offload: bool,
     /// One of several pipelines' sockets on one port (`SO_REUSEPORT`).
     reuse_port: bool,
+    /// `SO_MARK` of the socket, carried over to rebound ones (0: none).
+    mark: AtomicU32,
     /// Serialises rebinds (two UAPI clients at once).
     rebinding: Mutex<()>,
 }
@@ -131,6 +133,7 @@ impl UdpSlot {
             port: AtomicU16::new(port),
             offload,
             reuse_port: false,
+            mark: AtomicU32::new(0),
             rebinding: Mutex::new(()),
         })
     }
@@ -142,6 +145,22 @@ impl UdpSlot {
             reuse_port: true,
             ..Self::new(socket, offload)?
         })
+    }
+
+    /// Mark the socket's packets with `mark` (0: no mark), now and after any rebind.
+    pub fn set_mark(&self, mark: u32) -> io::Result<()> {
+        let _one_at_a_time = self
+            .rebinding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.current().set_mark(mark)?;
+        self.mark.store(mark, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The mark set by [`UdpSlot::set_mark`] (0: none).
+    pub fn mark(&self) -> u32 {
+        self.mark.load(Ordering::Relaxed)
     }
 
     /// The socket in use now.
@@ -188,6 +207,10 @@ impl UdpSlot {
             return Ok(port);
         }
         let socket = bind(port)?;
+        let mark = self.mark();
+        if mark != 0 {
+            socket.set_mark(mark)?;
+        }
         let bound = socket.local_addr()?.port();
         let old = std::mem::replace(
             &mut *self.socket.write().unwrap_or_else(PoisonError::into_inner),
@@ -258,6 +281,20 @@ mod tests {
             slot.rebind_with(second, |_| unreachable!()).unwrap(),
             second
         );
+    }
+
+    #[test]
+    fn the_mark_follows_a_rebind() {
+        let slot = Arc::new(UdpSlot::new(bind(0).unwrap(), false).unwrap());
+        if slot.set_mark(0x5a).is_err() {
+            // SO_MARK needs CAP_NET_ADMIN; nothing to check without it.
+            return;
+        }
+        assert_eq!(slot.current().mark().unwrap(), 0x5a);
+        slot.rebind_with(0, bind).unwrap();
+        assert_eq!(slot.current().mark().unwrap(), 0x5a);
+        slot.set_mark(0).unwrap();
+        assert_eq!(slot.current().mark().unwrap(), 0);
     }
 
     #[test]

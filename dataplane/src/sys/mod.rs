@@ -11,6 +11,7 @@
 //! - [`poll`]: [`EventFd`] wake-ups and a small `ppoll(2)` wrapper ([`wait`]).
 //! - [`thread`]: CPU sets, pinning and thread ids.
 //! - [`process`]: keeping key material out of core dumps ([`forbid_core_dumps`]).
+//! - [`privilege`]: giving up root, keeping `CAP_NET_ADMIN` ([`privilege::drop_to`]).
 //! - [`signals`]: blocking the shutdown signals and reading them from a [`SignalFd`].
 //!
 //! Namespaces: a socket or TUN device belongs to the network namespace of the
@@ -20,13 +21,14 @@
 
 pub mod netlink;
 pub mod poll;
+pub mod privilege;
 pub mod process;
 pub mod signals;
 pub mod thread;
 pub mod tun;
 pub mod udp;
 
-pub use netlink::{LinkInfo, Netlink};
+pub use netlink::{LinkInfo, Netlink, Rule, RuleKind};
 pub use poll::{wait, wait_readable, wait_writable, EventFd, Interest, ReadyMask, MAX_WAIT_FDS};
 pub use process::{dump_state, forbid_core_dumps, DumpState, NO_DUMPS};
 pub use signals::{block_shutdown_signals, request_shutdown, ShutdownSignal, SignalFd};
@@ -123,4 +125,22 @@ fn getsockopt_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> 
 const fn socklen_of<T>() -> libc::socklen_t {
     // The structs passed here are at most a few hundred bytes, so this never truncates.
     std::mem::size_of::<T>() as libc::socklen_t
+}
+
+/// Test-only: run the unit test `test` (its full path) again in a child process with `var`
+/// set, for settings that are process-wide and one-way; the child's output is the failure.
+#[cfg(test)]
+pub(crate) fn run_test_in_child(test: &str, var: &str) {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", test, "--nocapture"])
+        .env(var, "1")
+        .output()
+        .expect("run the child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
 }

@@ -24,8 +24,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const NLMSG_HDR_LEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
-#[cfg(test)]
-const RTMSG_LEN: usize = 12;
+/// `struct rtmsg` and `struct fib_rule_hdr` are both 12 bytes.
+const RTMSG_BODY_LEN: usize = 12;
 const RTATTR_HDR_LEN: usize = 4;
 
 // Attribute types from <linux/if_link.h>; libc exposes them only as an enum.
@@ -37,6 +37,7 @@ const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
 const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
 const NLM_F_EXCL: u16 = libc::NLM_F_EXCL as u16;
 const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
+const NLM_F_DUMP: u16 = libc::NLM_F_DUMP as u16;
 const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
 const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
 
@@ -181,6 +182,54 @@ impl Netlink {
         ignore_eexist(self.transact(&mut msg).map(drop))
     }
 
+    /// [`Netlink::add_route`] into routing table `table` (wg-quick's `ip route add NET dev
+    /// IFACE table N`). Already present is success.
+    pub fn add_route_in(
+        &self,
+        table: u32,
+        ifindex: u32,
+        dest: IpAddr,
+        prefix_len: u8,
+    ) -> io::Result<()> {
+        let mut msg = Message::new(
+            libc::RTM_NEWROUTE,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        );
+        put_route_in(&mut msg, table, ifindex, dest, prefix_len, RouteOp::Add)?;
+        ignore_eexist(self.transact(&mut msg).map(drop))
+    }
+
+    /// Does routing table `table` hold any route of `family` (IPv4 when `v6` is false)?
+    pub fn table_has_routes(&self, table: u32, v6: bool) -> io::Result<bool> {
+        let mut msg = Message::new(libc::RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP);
+        let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+        // struct rtmsg, all zero but the family: every route of the family.
+        msg.put(&[family as u8, 0, 0, 0, 0, 0, 0, 0])?;
+        msg.put(&0u32.to_ne_bytes())?;
+        let mut found = false;
+        self.transact_each(&mut msg, |route| found |= route_table(route) == Some(table))?;
+        Ok(found)
+    }
+
+    /// Add a policy-routing rule (`ip rule add ...`). An identical rule already there is an
+    /// error (`EEXIST`, kind `AlreadyExists`), so a caller knows whether the rule is its own.
+    pub fn add_rule(&self, rule: &Rule) -> io::Result<()> {
+        let mut msg = Message::new(
+            libc::RTM_NEWRULE,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        );
+        put_rule(&mut msg, rule)?;
+        self.transact(&mut msg).map(drop)
+    }
+
+    /// Delete one rule matching `rule` (`ip rule delete ...`). None left is an error
+    /// (`ENOENT`, kind `NotFound`).
+    pub fn delete_rule(&self, rule: &Rule) -> io::Result<()> {
+        let mut msg = Message::new(libc::RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK);
+        put_rule(&mut msg, rule)?;
+        self.transact(&mut msg).map(drop)
+    }
+
     /// Delete the route to `dest/prefix_len` out of interface `ifindex`.
     /// A missing route is an error (`ESRCH`, kind `NotFound`).
     pub fn delete_route(&self, ifindex: u32, dest: IpAddr, prefix_len: u8) -> io::Result<()> {
@@ -201,6 +250,14 @@ impl Netlink {
     /// Send `msg` and wait for the kernel's answer to it. Returns the payload
     /// of the one data message that preceded the ACK, if any.
     fn transact(&self, msg: &mut Message) -> io::Result<Option<Vec<u8>>> {
+        let mut data = None;
+        self.transact_each(msg, |payload| data = Some(payload.to_vec()))?;
+        Ok(data)
+    }
+
+    /// Send `msg` and hand every data message of the answer to `each`, until the ACK
+    /// or the end of a dump.
+    fn transact_each(&self, msg: &mut Message, mut each: impl FnMut(&[u8])) -> io::Result<()> {
         let seq = self.seq.get();
         self.seq.set(seq.wrapping_add(1));
         msg.finish(seq);
@@ -228,7 +285,6 @@ impl Netlink {
 
         // Large enough for any single RTM_NEWLINK (stats, af_spec, …).
         let mut buf = vec![0u8; 32 * 1024];
-        let mut data = None;
         loop {
             let n = self.recv_from_kernel(&mut buf)?;
             let mut rest = buf.get(..n).unwrap_or_default();
@@ -244,15 +300,15 @@ impl Netlink {
                             .get(..4)
                             .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                         return match code {
-                            Some(0) => Ok(data),
+                            Some(0) => Ok(()),
                             Some(e) if e < 0 => {
                                 Err(io::Error::from_raw_os_error(e.saturating_neg()))
                             }
                             _ => Err(bad_reply("malformed NLMSG_ERROR")),
                         };
                     }
-                    NLMSG_DONE => return Ok(data),
-                    _ => data = Some(payload.to_vec()),
+                    NLMSG_DONE => return Ok(()),
+                    _ => each(payload),
                 }
             }
         }
@@ -305,6 +361,35 @@ fn put_route(
     prefix_len: u8,
     op: RouteOp,
 ) -> io::Result<()> {
+    put_route_in(msg, MAIN_TABLE, ifindex, dest, prefix_len, op)
+}
+
+/// The main routing table's id.
+const MAIN_TABLE: u32 = libc::RT_TABLE_MAIN as u32;
+
+/// The one-byte table field of `struct rtmsg` / `struct fib_rule_hdr`: the id when it fits,
+/// else `RT_TABLE_UNSPEC` and the id goes in a `*_TABLE` attribute (as iproute2 does).
+fn table_byte(table: u32) -> u8 {
+    u8::try_from(table).unwrap_or(libc::RT_TABLE_UNSPEC)
+}
+
+/// The table a dumped route (an `rtmsg` and its attributes) belongs to.
+fn route_table(route: &[u8]) -> Option<u32> {
+    let short = *route.get(4)?;
+    let long = attrs(route.get(RTMSG_BODY_LEN..)?)
+        .find(|(kind, _)| *kind == libc::RTA_TABLE)
+        .and_then(|(_, v)| u32_at(v, 0));
+    Some(long.unwrap_or(u32::from(short)))
+}
+
+fn put_route_in(
+    msg: &mut Message,
+    table: u32,
+    ifindex: u32,
+    dest: IpAddr,
+    prefix_len: u8,
+    op: RouteOp,
+) -> io::Result<()> {
     check_prefix(dest, prefix_len)?;
     let family = match dest {
         IpAddr::V4(_) => libc::AF_INET,
@@ -322,7 +407,7 @@ fn put_route(
         prefix_len,
         0,
         0,
-        libc::RT_TABLE_MAIN,
+        table_byte(table),
         protocol,
         scope,
         kind,
@@ -331,7 +416,72 @@ fn put_route(
     // The kernel rejects IPv4 destinations with host bits set.
     let net = AddrOctets::from(mask(dest, prefix_len));
     msg.put_attr(libc::RTA_DST, net.as_slice())?;
+    if table != MAIN_TABLE {
+        msg.put_attr(libc::RTA_TABLE, &table.to_ne_bytes())?;
+    }
     msg.put_attr(libc::RTA_OIF, &ifindex.to_ne_bytes())
+}
+
+/// A policy-routing rule of the two kinds wg-quick adds for a full tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// IPv6 rather than IPv4.
+    pub v6: bool,
+    /// What the rule selects and where it sends it.
+    pub kind: RuleKind,
+}
+
+/// See [`Rule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    /// `not fwmark MARK table TABLE`: packets without the tunnel socket's mark look up TABLE.
+    NotMarkTable {
+        /// The socket's mark.
+        mark: u32,
+        /// The table holding the default route into the tunnel.
+        table: u32,
+    },
+    /// `table main suppress_prefixlength 0`: the main table, but not its default route.
+    MainSuppressDefault,
+}
+
+// From <linux/fib_rules.h>.
+const FRA_FWMARK: u16 = 10;
+const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
+const FRA_TABLE: u16 = 15;
+
+/// `FIB_RULE_INVERT`: the rule matches what its selectors do not (`ip rule add not ...`).
+const FIB_RULE_INVERT: u32 = 0x2;
+
+fn put_rule(msg: &mut Message, rule: &Rule) -> io::Result<()> {
+    // FR_ACT_TO_TBL: look the packet up in the rule's table.
+    const FR_ACT_TO_TBL: u8 = 1;
+    let family = if rule.v6 {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    let (table, flags) = match rule.kind {
+        RuleKind::NotMarkTable { table, .. } => (table, FIB_RULE_INVERT),
+        RuleKind::MainSuppressDefault => (MAIN_TABLE, 0),
+    };
+    // struct fib_rule_hdr { family, dst_len, src_len, tos, table, res1, res2, action, flags: u32 }
+    msg.put(&[
+        family as u8,
+        0,
+        0,
+        0,
+        table_byte(table),
+        0,
+        0,
+        FR_ACT_TO_TBL,
+    ])?;
+    msg.put(&flags.to_ne_bytes())?;
+    msg.put_attr(FRA_TABLE, &table.to_ne_bytes())?;
+    match rule.kind {
+        RuleKind::NotMarkTable { mark, .. } => msg.put_attr(FRA_FWMARK, &mark.to_ne_bytes()),
+        RuleKind::MainSuppressDefault => msg.put_attr(FRA_SUPPRESS_PREFIXLEN, &0u32.to_ne_bytes()),
+    }
 }
 
 fn check_prefix(addr: IpAddr, prefix_len: u8) -> io::Result<()> {
@@ -566,148 +716,5 @@ fn parse_link(body: &[u8]) -> io::Result<LinkInfo> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A netlink message header written by hand (not by [`Message`]): `len`, `kind`, no flags,
-    /// `seq`, port 0.
-    fn hand_header(len: u32, kind: u16, seq: u32) -> Vec<u8> {
-        let flags = 0u16;
-        let port = 0u32;
-        [
-            &len.to_ne_bytes()[..],
-            &kind.to_ne_bytes(),
-            &flags.to_ne_bytes(),
-            &seq.to_ne_bytes(),
-            &port.to_ne_bytes(),
-        ]
-        .concat()
-    }
-
-    /// A request of `kind` with the route to `dst`/`prefix` through interface 3.
-    fn route_request(kind: u16, dst: &str, prefix: u8, op: RouteOp) -> Message {
-        let mut msg = Message::new(kind, NLM_F_REQUEST | NLM_F_ACK);
-        put_route(&mut msg, 3, dst.parse().expect("address"), prefix, op).expect("fits");
-        msg
-    }
-
-    /// An attribute written by hand: its header (`len`, `kind`, as claimed) and `payload`.
-    fn hand_attr(len: u16, kind: u16, payload: &[u8]) -> Vec<u8> {
-        [&len.to_ne_bytes()[..], &kind.to_ne_bytes(), payload].concat()
-    }
-
-    #[test]
-    fn masks_host_bits() {
-        let a: IpAddr = "10.78.3.4".parse().expect("v4");
-        assert_eq!(mask(a, 16), "10.78.0.0".parse::<IpAddr>().expect("v4"));
-        assert_eq!(mask(a, 0), "0.0.0.0".parse::<IpAddr>().expect("v4"));
-        assert_eq!(mask(a, 32), a);
-        let b: IpAddr = "fd77::1234".parse().expect("v6");
-        assert_eq!(mask(b, 64), "fd77::".parse::<IpAddr>().expect("v6"));
-        assert_eq!(mask(b, 128), b);
-    }
-
-    #[test]
-    fn rejects_overlong_prefix() {
-        assert!(check_prefix("1.2.3.4".parse().expect("v4"), 33).is_err());
-        assert!(check_prefix("::".parse().expect("v6"), 129).is_err());
-        assert!(check_prefix("::".parse().expect("v6"), 128).is_ok());
-    }
-
-    #[test]
-    fn encodes_setlink_mtu_like_iproute2() {
-        let mut msg = Message::new(libc::RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK);
-        msg.put_ifinfomsg(7, 0, 0).expect("fits");
-        msg.put_attr(IFLA_MTU, &1420u32.to_ne_bytes())
-            .expect("fits");
-        msg.finish(42);
-        let b = msg.as_slice();
-        assert_eq!(b.len(), NLMSG_HDR_LEN + IFINFOMSG_LEN + 8);
-        assert_eq!(u32_at(b, 0), Some(40));
-        assert_eq!(u16_at(b, 4), Some(libc::RTM_SETLINK));
-        assert_eq!(u16_at(b, 6), Some(NLM_F_REQUEST | NLM_F_ACK));
-        assert_eq!(u32_at(b, 8), Some(42));
-        assert_eq!(u32_at(b, 20), Some(7));
-        assert_eq!(u16_at(b, 32), Some(8));
-        assert_eq!(u16_at(b, 34), Some(IFLA_MTU));
-        assert_eq!(u32_at(b, 36), Some(1420));
-    }
-
-    #[test]
-    fn encodes_route_with_masked_destination() {
-        let mut msg = route_request(libc::RTM_NEWROUTE, "10.78.9.9", 16, RouteOp::Add);
-        msg.finish(1);
-        let b = msg.as_slice();
-        assert_eq!(b.len(), NLMSG_HDR_LEN + RTMSG_LEN + 8 + 8);
-        let rtm = &b[NLMSG_HDR_LEN..NLMSG_HDR_LEN + RTMSG_LEN];
-        assert_eq!(
-            &rtm[..8],
-            &[
-                libc::AF_INET as u8,
-                16,
-                0,
-                0,
-                254,
-                libc::RTPROT_BOOT,
-                253,
-                libc::RTN_UNICAST
-            ]
-        );
-        let at = NLMSG_HDR_LEN + RTMSG_LEN;
-        let got: Vec<_> = attrs(&b[at..]).collect();
-        assert_eq!(
-            got,
-            vec![
-                (libc::RTA_DST, &[10u8, 78, 0, 0][..]),
-                (libc::RTA_OIF, &3u32.to_ne_bytes()[..])
-            ]
-        );
-
-        let mut msg = route_request(libc::RTM_DELROUTE, "fd77:1::5", 32, RouteOp::Delete);
-        let b = msg.as_slice();
-        assert_eq!(b.len(), NLMSG_HDR_LEN + RTMSG_LEN + 20 + 8);
-        assert_eq!(b[NLMSG_HDR_LEN + 6], libc::RT_SCOPE_NOWHERE);
-        assert!(put_route(
-            &mut msg,
-            3,
-            "fd77::".parse().expect("v6"),
-            129,
-            RouteOp::Add
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn parses_error_and_rejects_bad_lengths() {
-        // NLMSG_ERROR with errno -EEXIST and a truncated echo of the request.
-        let mut b = hand_header(36, NLMSG_ERROR, 9);
-        b.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
-        b.extend_from_slice(&[0u8; 16]);
-        let (kind, seq, payload, rest) = split_message(&b)
-            .expect("well formed")
-            .expect("one message");
-        assert_eq!(
-            (kind, seq, payload.len(), rest.len()),
-            (NLMSG_ERROR, 9, 20, 0)
-        );
-
-        b[0..4].copy_from_slice(&1000u32.to_ne_bytes());
-        assert!(split_message(&b).is_err());
-        b[0..4].copy_from_slice(&3u32.to_ne_bytes());
-        assert!(split_message(&b).is_err());
-        assert!(split_message(&b[..10]).expect("too short is end").is_none());
-    }
-
-    #[test]
-    fn attribute_walk_stops_on_garbage() {
-        // One good IFLA_MTU, then an attribute claiming more bytes than exist.
-        let mut b = hand_attr(8, IFLA_MTU, &1500u32.to_ne_bytes());
-        b.extend(hand_attr(200, IFLA_IFNAME, b"ab"));
-        let got: Vec<_> = attrs(&b).collect();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].0, IFLA_MTU);
-        // A zero-length attribute must not loop forever.
-        let zero = [0u8; 8];
-        assert_eq!(attrs(&zero).count(), 0);
-    }
-}
+#[path = "netlink_tests.rs"]
+mod tests;

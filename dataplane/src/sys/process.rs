@@ -91,22 +91,9 @@ mod tests {
             assert_eq!(dump_state().unwrap(), NO_DUMPS);
             return;
         }
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "sys::process::tests::forbid_core_dumps_sets_all_three",
-                "--nocapture",
-            ])
-            .env("VEIL_DUMPS_CHILD", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        super::super::run_test_in_child(
+            "sys::process::tests::forbid_core_dumps_sets_all_three",
+            "VEIL_DUMPS_CHILD",
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
     }
 }

@@ -20,12 +20,19 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+/// Initiations per completed handshake: 1 is none lost; a round gives up after 90 s of 5 s
+/// retries, some 18 initiations.
+const RETRANSMIT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 18.0];
+/// Largest initiation count recorded (more is clamped here).
+const RETRANSMIT_HIGH: u64 = 1024;
 
 /// One histogram ready to print.
 #[derive(Debug, Clone)]
 pub struct HistogramData {
     /// Metric name without the `veil_` prefix.
     pub name: &'static str,
+    /// The peer class label (`standard` or `veil`) of a per-class histogram.
+    pub class: Option<&'static str>,
     /// HELP text.
     pub help: &'static str,
     /// Upper bounds, in the exported unit.
@@ -64,6 +71,7 @@ impl HistogramData {
         let count = h.len();
         Self {
             name,
+            class: None,
             help,
             bounds,
             cumulative,
@@ -85,6 +93,9 @@ pub struct MetricsHub {
     batch_size: Mutex<Collector>,
     handshake_processing: Mutex<Collector>,
     handshake_queue: Mutex<Collector>,
+    /// Initiations per completed handshake, standard peers and veil peers.
+    retransmit_standard: Mutex<Collector>,
+    retransmit_veil: Mutex<Collector>,
     /// How many peers get per-peer series.
     pub peer_series: usize,
     /// When the process started.
@@ -97,6 +108,8 @@ pub struct MetricsHub {
 pub struct HandshakeRecorders {
     processing: Recorder,
     queue: Recorder,
+    retransmit_standard: Recorder,
+    retransmit_veil: Recorder,
 }
 
 impl HandshakeRecorders {
@@ -109,10 +122,22 @@ impl HandshakeRecorders {
         }
     }
 
+    /// A handshake that took `round.initiations` initiations of ours.
+    pub fn record_round(&mut self, round: veil_control::device::HandshakeRound) {
+        let n = u64::from(round.initiations).min(RETRANSMIT_HIGH);
+        if round.veil_peer {
+            self.retransmit_veil.record(n);
+        } else {
+            self.retransmit_standard.record(n);
+        }
+    }
+
     /// Hand the histograms over to the hub once a second.
     pub fn flush_if_due(&mut self, now: Instant) {
         self.processing.flush_if_due(now);
         self.queue.flush_if_due(now);
+        self.retransmit_standard.flush_if_due(now);
+        self.retransmit_veil.flush_if_due(now);
     }
 }
 
@@ -126,12 +151,17 @@ impl MetricsHub {
         let (bat_r, bat_c) = histogram_pair(1, 1024, HANDOVER)?;
         let (hp_r, hp_c) = ns()?;
         let (hq_r, hq_c) = ns()?;
+        let count = || histogram_pair(1, RETRANSMIT_HIGH, HANDOVER);
+        let (rs_r, rs_c) = count()?;
+        let (rv_r, rv_c) = count()?;
         Ok((
             Arc::new(Self {
                 rx_to_tx: Mutex::new(lat_c),
                 batch_size: Mutex::new(bat_c),
                 handshake_processing: Mutex::new(hp_c),
                 handshake_queue: Mutex::new(hq_c),
+                retransmit_standard: Mutex::new(rs_c),
+                retransmit_veil: Mutex::new(rv_c),
                 peer_series,
                 started: SystemTime::now(),
             }),
@@ -142,6 +172,8 @@ impl MetricsHub {
             HandshakeRecorders {
                 processing: hp_r,
                 queue: hq_r,
+                retransmit_standard: rs_r,
+                retransmit_veil: rv_r,
             },
         ))
     }
@@ -177,7 +209,23 @@ impl MetricsHub {
                 1e9,
                 self.handshake_queue.lock().collect(),
             ),
+            self.retransmit("standard", &self.retransmit_standard),
+            self.retransmit("veil", &self.retransmit_veil),
         ]
+    }
+
+    /// The reliability guide's `retransmit_count` for one peer class.
+    fn retransmit(&self, class: &'static str, c: &Mutex<Collector>) -> HistogramData {
+        HistogramData {
+            class: Some(class),
+            ..HistogramData::from_hdr(
+                "handshake_retransmit_count",
+                "Handshake initiations sent per completed handshake (1: none lost), by peer class.",
+                RETRANSMIT_BUCKETS,
+                1.0,
+                c.lock().collect(),
+            )
+        }
     }
 }
 

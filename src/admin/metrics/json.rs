@@ -114,7 +114,10 @@ pub fn render_json(data: &MetricsData, now: SystemTime) -> String {
         let _ = write!(
             o,
             "{}:{{\"count\":{},\"sum\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}}",
-            json_str(h.name),
+            json_str(
+                &h.class
+                    .map_or_else(|| h.name.to_string(), |c| format!("{}_{c}", h.name))
+            ),
             h.count,
             json_num(h.sum),
             json_num(p50),

@@ -72,7 +72,12 @@ pub(crate) mod testdata {
     use veil_dataplane::link::PeerId;
 
     pub fn data(peers: usize) -> MetricsData {
-        let (hub, mut tx, _) = MetricsHub::new(2).unwrap();
+        let (hub, mut tx, mut handshakes) = MetricsHub::new(2).unwrap();
+        handshakes.record_round(veil_control::device::HandshakeRound {
+            veil_peer: false,
+            initiations: 3,
+        });
+        handshakes.flush_if_due(Instant::now());
         tx.latency_ns.record(30_000);
         tx.latency_ns.record(2_000_000);
         tx.batch_size.record(64);

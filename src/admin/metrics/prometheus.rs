@@ -447,16 +447,35 @@ pub fn render_prometheus(data: &MetricsData) -> String {
     }
     let mut out = String::with_capacity(8192);
     e.render(&mut out);
+    let mut previous = "";
     for h in &data.histograms {
         let name = format!("veil_{}", h.name);
-        let _ = writeln!(out, "# HELP {name} {}", h.help);
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (b, c) in h.bounds.iter().zip(&h.cumulative) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {c}", number(*b));
+        // A per-class histogram is one family: its HELP and TYPE once.
+        if h.name != previous {
+            let _ = writeln!(out, "# HELP {name} {}", h.help);
+            let _ = writeln!(out, "# TYPE {name} histogram");
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum {}", number(h.sum));
-        let _ = writeln!(out, "{name}_count {}", h.count);
+        previous = h.name;
+        let class = h
+            .class
+            .map(|c| format!("class=\"{}\"", escape_label(c)))
+            .unwrap_or_default();
+        let sep = if class.is_empty() { "" } else { "," };
+        for (b, c) in h.bounds.iter().zip(&h.cumulative) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{class}{sep}le=\"{}\"}} {c}",
+                number(*b)
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{class}{sep}le=\"+Inf\"}} {}", h.count);
+        let labels = if class.is_empty() {
+            String::new()
+        } else {
+            format!("{{{class}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{labels} {}", number(h.sum));
+        let _ = writeln!(out, "{name}_count{labels} {}", h.count);
     }
     out
 }
@@ -507,6 +526,14 @@ mod tests {
         assert!(text.contains("veil_rx_to_tx_latency_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("veil_rx_to_tx_latency_seconds_count 2"));
         assert!(text.contains("veil_batch_size_packets_bucket{le=\"64\"} 1"));
+        // retransmit_count: one family, a series per peer class.
+        let r = "veil_handshake_retransmit_count";
+        assert!(text.contains(&format!("{r}_bucket{{class=\"standard\",le=\"2\"}} 0")));
+        assert!(text.contains(&format!("{r}_bucket{{class=\"standard\",le=\"3\"}} 1")));
+        assert!(text.contains(&format!("{r}_count{{class=\"standard\"}} 1")));
+        assert!(text.contains(&format!("{r}_sum{{class=\"standard\"}} 3")));
+        assert!(text.contains(&format!("{r}_count{{class=\"veil\"}} 0")));
+        assert_eq!(text.matches(&format!("# HELP {r} ")).count(), 1);
     }
 
     #[test]

@@ -253,7 +253,8 @@ fn unknown_key_with_hints() {
         vec![
             "veil0.conf:3: Adress: unknown key in [Interface]; did you mean Address?",
             "veil0.conf:4: Frobnicate: unknown key in [Interface] \
-             (known keys: PrivateKey, ListenPort, Address, MTU, PreUp, PostUp, PreDown, PostDown)",
+             (known keys: PrivateKey, ListenPort, Address, MTU, PreUp, PostUp, PreDown, PostDown, \
+             Table, FwMark, DNS, SaveConfig)",
             "veil0.conf:5: Endpoint: unknown key in [Interface]; it belongs in a [Peer] section",
         ]
     );
@@ -353,37 +354,62 @@ fn all_errors_are_collected_in_line_order() {
 }
 
 #[test]
-fn wg_quick_only_keys_are_warnings() {
+fn wg_quick_keys_are_acted_on() {
+    // Issue 17: DNS, SaveConfig, Table and FwMark were warnings ("ignored"); now they are
+    // configuration, and nothing of a wg-quick file is ignored.
     let text = format!(
-        "{}DNS = 1.1.1.1\npostup = iptables -A FORWARD -i %i -j ACCEPT\nSaveConfig = true\n\
-         Table = off\nFwMark = 0x1\n",
+        "{}DNS = 1.1.1.1, fd00::53, corp.example\npostup = iptables -A FORWARD -i %i -j ACCEPT\n\
+         SaveConfig = true\nTable = off\nFwMark = 0x1\n",
         minimal_interface()
     );
     let config = parse(&text).expect("valid");
-    let got: Vec<(Option<usize>, WarningKind)> = config
-        .warnings
-        .iter()
-        .map(|w| (w.line, w.kind.clone()))
-        .collect();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let i = &config.interface;
     assert_eq!(
-        got,
+        i.dns.servers,
         vec![
-            (Some(3), WarningKind::IgnoredKey { key: "DNS" }),
-            (Some(5), WarningKind::IgnoredKey { key: "SaveConfig" }),
-            (Some(6), WarningKind::IgnoredKey { key: "Table" }),
-            (Some(7), WarningKind::IgnoredKey { key: "FwMark" }),
+            "1.1.1.1".parse::<std::net::IpAddr>().expect("ip"),
+            "fd00::53".parse().expect("ip")
         ]
     );
+    assert_eq!(i.dns.search, vec!["corp.example".to_string()]);
+    assert!(i.save_config);
+    assert_eq!(i.table, crate::config::Table::Off);
+    assert_eq!(i.fwmark, 1);
     assert_eq!(
-        config.warnings[0].to_string(),
-        "veil0.conf:3: DNS: wg-quick setting that veil does not act on, ignored \
-         (do it outside veil, or remove the line)"
-    );
-    // PostUp is acted on now (issue 17): a hook, not a warning.
-    assert_eq!(
-        config.interface.hooks.post_up,
+        i.hooks.post_up,
         vec!["iptables -A FORWARD -i %i -j ACCEPT".to_string()]
     );
+}
+
+#[test]
+fn table_and_fwmark_values() {
+    use crate::config::Table;
+    let cases = [
+        ("Table = auto\nFwMark = off\n", Table::Auto, 0),
+        ("Table = 1234\nFwMark = 51820\n", Table::Id(1234), 51820),
+        ("Table = main\nFwMark = 0xCA6C\n", Table::Id(254), 0xca6c),
+        ("", Table::Auto, 0),
+    ];
+    for (extra, table, mark) in cases {
+        let config = parse(&format!("{}{extra}", minimal_interface())).expect(extra);
+        assert_eq!(config.interface.table, table, "{extra}");
+        assert_eq!(config.interface.fwmark, mark, "{extra}");
+        assert!(!config.interface.save_config);
+        assert!(config.interface.dns.is_empty());
+    }
+    for bad in [
+        "Table = sometimes\n",
+        "Table = 0\n",
+        "FwMark = 0x\n",
+        "FwMark = 0x1ffffffff\n",
+        "DNS = not/a/domain\n",
+    ] {
+        assert!(
+            parse(&format!("{}{bad}", minimal_interface())).is_err(),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

@@ -156,6 +156,20 @@ impl UdpSocket {
         self.gso.load(Ordering::Relaxed)
     }
 
+    /// Mark every packet this socket sends with `mark` (`SO_MARK`; 0 clears it), so policy
+    /// routing can keep the tunnel's own datagrams out of the tunnel (wg-quick's `FwMark`).
+    pub fn set_mark(&self, mark: u32) -> io::Result<()> {
+        // SO_MARK takes the mark's 32 bits as an int.
+        let value = libc::c_int::from_ne_bytes(mark.to_ne_bytes());
+        setsockopt_int(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, value)
+    }
+
+    /// The socket's `SO_MARK`, as the kernel has it.
+    pub fn mark(&self) -> io::Result<u32> {
+        let value = getsockopt_int(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_MARK)?;
+        Ok(u32::from_ne_bytes(value.to_ne_bytes()))
+    }
+
     /// Is this an IPv6 socket that also carries IPv4?
     pub fn is_dual_stack(&self) -> bool {
         self.dual_stack
