@@ -4,7 +4,7 @@
 # a markdown table, and writes a JSON file and a PNG chart to perf/results/.
 #
 # Usage: perf/run.sh [--duration S] [--repeat N] [--only LIST] [--pin "FLAGS"] [--sweep-pinning]
-#                    [--probes N] [--mtu N] [--no-install] [--no-build] [--keep]
+#                    [--pipelines N] [--probes N] [--mtu N] [--no-install] [--no-build] [--keep]
 #
 #   --duration S      seconds of each iperf3 run (default 4: the default run then takes about
 #                     7 minutes on 2 cores, 10 with a first-time install and build)
@@ -17,6 +17,8 @@
 #   --pin "FLAGS"     extra flags passed to both veil processes, e.g. "--rx-cpu 1 --crypto-cpu 0"
 #   --sweep-pinning   replace the two veil entries by one per sensible thread-to-CPU layout for
 #                     this machine's CPU count, and report each
+#   --pipelines N     the veil-pipeline server (side a) runs N pipelines (`veil up --pipelines`;
+#                     default 1); veil-single stays one pipeline
 #   --probes N        ping probes per RTT measurement (default 1000, 2 ms apart)
 #   --mtu N           MTU of every tunnel (default 1440: 1500-byte veth minus 60 bytes of
 #                     IPv4+UDP+WireGuard overhead, so 1400-byte UDP payloads are not fragmented)
@@ -53,6 +55,7 @@ duration=4
 repeat=3
 only=""
 pin=""
+pipelines=1
 sweep=no
 probes=1000
 mtu=1440
@@ -78,6 +81,7 @@ while [ $# -gt 0 ]; do
         --repeat) need_arg "$@"; repeat="$2"; shift 2 ;;
         --only) need_arg "$@"; only="$2"; shift 2 ;;
         --pin) [ $# -ge 2 ] || die "--pin needs a value"; pin="$2"; shift 2 ;;
+        --pipelines) need_arg "$@"; pipelines="$2"; shift 2 ;;
         --sweep-pinning) sweep=yes; shift ;;
         --probes) need_arg "$@"; probes="$2"; shift 2 ;;
         --mtu) need_arg "$@"; mtu="$2"; shift 2 ;;
@@ -260,7 +264,7 @@ if [ "$sweep" = yes ]; then
     fi
     add_veil "veil-s:no-pin" "$S --no-pin" "$S --no-pin"
 else
-    add_veil veil-pipeline "--threading pipeline $pin" "--threading pipeline $pin"
+    add_veil veil-pipeline "--threading pipeline --pipelines $pipelines $pin" "--threading pipeline $pin"
     add_veil veil-single "--threading single $pin" "--threading single $pin"
 fi
 impls+=(wireguard-go boringtun gotatun)
@@ -314,6 +318,7 @@ repeat=$repeat
 probes=$probes
 mtu=$mtu
 pin=$pin
+pipelines=$pipelines
 sweep=$sweep
 only=$only
 implementations=${sel_impls[*]}

@@ -71,6 +71,18 @@ pub struct UpArgs {
     #[argh(option)]
     pub control_cpu: Option<usize>,
 
+    /// how many pipelines (each: a TUN queue, a UDP socket on the shared port,
+    /// RX, crypto and TX threads): auto (usable CPUs / 3) or 1 to 64;
+    /// overrides [threading] pipelines (default 1)
+    #[argh(option)]
+    pub pipelines: Option<crate::threading::PipelineCount>,
+
+    /// CPUs to lay the pipelines' threads out over, e.g. 0-11 (pipeline 0's
+    /// RX, crypto, TX on the first three, pipeline 1's on the next three,
+    /// ...); overrides [threading] cpus
+    #[argh(option)]
+    pub cpus: Option<crate::threading::CpuList>,
+
     /// transport AEAD library: auto (the fastest here, timed at start-up),
     /// ring, aws-lc or rustcrypto; overrides [threading] aead (default auto)
     #[argh(option)]

@@ -149,11 +149,11 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Ping `notifier` every `interval` while every heartbeat of `shared` is
-    /// fresh. `threads` are the threads that beat the slots, for messages.
+    /// Ping `notifier` every `interval` while every heartbeat of every pipeline's `shared`
+    /// is fresh. `threads` are the threads that beat the slots, for messages.
     pub fn start(
         notifier: Arc<Notifier>,
-        shared: Arc<Shared>,
+        shared: Vec<Arc<Shared>>,
         threads: &'static [Role],
         interval: Duration,
     ) -> io::Result<Watchdog> {
@@ -189,7 +189,7 @@ impl Drop for Watchdog {
 
 fn ping_while_alive(
     notifier: &Notifier,
-    shared: &Shared,
+    pipelines: &[Arc<Shared>],
     threads: &[Role],
     interval: Duration,
     stop: &(Mutex<bool>, Condvar),
@@ -198,10 +198,15 @@ fn ping_while_alive(
     let (m, cv) = stop;
     let mut stopped = m.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if *stopped || shared.stop.load(Ordering::Relaxed) {
+        if *stopped || pipelines.iter().any(|s| s.stop.load(Ordering::Relaxed)) {
             return;
         }
-        let stale = stale_slots(shared, Instant::now());
+        let now = Instant::now();
+        let stale: Vec<(usize, usize)> = pipelines
+            .iter()
+            .enumerate()
+            .flat_map(|(k, s)| stale_slots(s, now).into_iter().map(move |i| (k, i)))
+            .collect();
         if stale.is_empty() {
             notifier.watchdog();
             if withheld {
@@ -209,9 +214,11 @@ fn ping_while_alive(
                 withheld = false;
             }
         } else if !withheld {
-            let mut who: Vec<&str> = stale
+            let mut who: Vec<String> = stale
                 .iter()
-                .filter_map(|&i| Role::beating(threads, i).map(Role::thread_name))
+                .filter_map(|&(k, i)| {
+                    Role::beating(threads, i).map(|r| crate::admin::context::pipeline_thread(r, k))
+                })
                 .collect();
             who.dedup();
             error!(
@@ -329,7 +336,7 @@ mod tests {
         beat(&shared);
         let mut wd = Watchdog::start(
             notifier,
-            shared.clone(),
+            vec![shared.clone()],
             &Role::PIPELINE,
             Duration::from_millis(20),
         )

@@ -9,6 +9,18 @@
 //!
 //! A CPU that does not exist is refused before anything is created, naming the
 //! flag or the file's line.
+//!
+//! Pipelines (`--pipelines`, `[threading] pipelines`; default 1):
+//! - `auto` is the CPUs this process may use divided by 3 (RX, crypto and TX of a pipeline
+//!   each want a core), at least 1; in single mode one pipeline (single-threaded mode runs
+//!   one pipeline: `pipelines` above 1 needs pipeline mode and is refused in single mode).
+//! - One pipeline is laid out as above. Several are laid out over a CPU list (`--cpus`,
+//!   `[threading] cpus`, else every CPU this process may use, in order): pipeline `p`'s RX,
+//!   crypto and TX threads take the list's CPUs `3p`, `3p + 1`, `3p + 2`, wrapping around.
+//!   The per-thread flags (`--rx-cpu`, …) pin one pipeline's threads only and are refused
+//!   with several; `--control-cpu` still pins the one control thread.
+//! - A layout that puts two threads of one pipeline on one CPU while some CPU this process
+//!   may use gets none is refused (give more CPUs, or fewer pipelines).
 
 use std::fmt;
 
@@ -29,7 +41,7 @@ pub struct Pinning {
 }
 
 /// The `veil up` flags that bear on threading.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ThreadFlags {
     /// `--threading`.
     pub threading: Option<Threading>,
@@ -37,6 +49,135 @@ pub struct ThreadFlags {
     pub cpus: Pinning,
     /// `--no-pin`.
     pub no_pin: bool,
+    /// `--pipelines`.
+    pub pipelines: Option<PipelineCount>,
+    /// `--cpus`.
+    pub cpu_list: Option<CpuList>,
+}
+
+/// Most pipelines one interface runs.
+pub const MAX_PIPELINES: usize = 64;
+
+/// `pipelines = auto | N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineCount {
+    /// From the CPUs this process may use (see the module docs).
+    Auto,
+    /// Exactly this many (1..=[`MAX_PIPELINES`]).
+    Fixed(usize),
+}
+
+impl PipelineCount {
+    /// The number of pipelines in `mode` with `cpus` usable CPUs.
+    pub fn resolve(self, mode: Threading, cpus: usize) -> usize {
+        match (self, mode) {
+            (Self::Fixed(n), _) => n,
+            (Self::Auto, Threading::Single) => 1,
+            (Self::Auto, Threading::Pipeline) => (cpus / 3).clamp(1, MAX_PIPELINES),
+        }
+    }
+}
+
+/// A `--pipelines` or `--cpus` value that is not one (as given, and what was expected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadValue {
+    given: String,
+    expected: &'static str,
+}
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' is not {}", self.given, self.expected)
+    }
+}
+
+impl std::error::Error for BadValue {}
+
+impl std::str::FromStr for PipelineCount {
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_PIPELINES).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Self::Fixed(n))
+            }
+            _ => Err(BadValue {
+                given: s.to_string(),
+                expected: "a pipeline count: auto or 1 to 64",
+            }),
+        }
+    }
+}
+
+/// A CPU list as the kernel writes them (`0-3,8,10-11`): in the order given, no repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Largest CPU number a list may name (`CONFIG_NR_CPUS` maximum).
+const LIST_MAX_CPU: usize = 8191;
+
+impl std::str::FromStr for CpuList {
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadValue {
+            given: s.to_string(),
+            expected: "a CPU list: e.g. 0-11 or 0,2,4-7, each CPU once, none above 8191",
+        };
+        let cpu = |t: &str| {
+            t.parse::<usize>()
+                .ok()
+                .filter(|c| *c <= LIST_MAX_CPU && t.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(bad)
+        };
+        let mut out = Vec::new();
+        for item in s.split(',') {
+            let (lo, hi) = match item.trim().split_once('-') {
+                Some((a, b)) => (cpu(a.trim())?, cpu(b.trim())?),
+                None => (cpu(item.trim())?, cpu(item.trim())?),
+            };
+            if lo > hi {
+                return Err(bad());
+            }
+            for c in lo..=hi {
+                if out.contains(&c) {
+                    return Err(bad());
+                }
+                out.push(c);
+            }
+        }
+        Ok(Self(out))
+    }
+}
+
+/// Every pipeline's pinning, in pipeline order (one entry: today's single pipeline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Pipeline or single-threaded.
+    pub mode: Threading,
+    /// One per pipeline; `control` is the same in each (there is one control thread).
+    pub pipelines: Vec<Pinning>,
+}
+
+impl Layout {
+    /// One line per pipeline, for `veil show` and the start-up log.
+    pub fn describe(&self) -> Vec<String> {
+        let cpu = |c: Option<usize>| c.map_or("-".to_string(), |c| c.to_string());
+        self.pipelines
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match self.mode {
+                Threading::Single => format!("pipeline {i}: veil-single cpu {}", cpu(p.rx)),
+                Threading::Pipeline => format!(
+                    "pipeline {i}: rx cpu {}, crypto cpu {}, tx cpu {}",
+                    cpu(p.rx),
+                    cpu(p.crypto),
+                    cpu(p.tx)
+                ),
+            })
+            .collect()
+    }
 }
 
 impl From<&UpArgs> for ThreadFlags {
@@ -50,6 +191,8 @@ impl From<&UpArgs> for ThreadFlags {
                 control: a.control_cpu,
             },
             no_pin: a.no_pin,
+            pipelines: a.pipelines,
+            cpu_list: a.cpus.clone(),
         }
     }
 }
@@ -91,12 +234,82 @@ pub enum ThreadingError {
     },
 }
 
+/// Why several pipelines cannot be laid out as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The flags and file as for one pipeline.
+    Threading(ThreadingError),
+    /// More than one pipeline in single-threaded mode.
+    SingleMode {
+        /// Pipelines asked for.
+        pipelines: usize,
+    },
+    /// A per-thread CPU flag or key with several pipelines (or with a CPU list).
+    PerThreadCpu {
+        /// The flag or key.
+        name: &'static str,
+    },
+    /// A CPU list naming a CPU this process may not use.
+    ListCpuMissing {
+        /// The CPU.
+        cpu: usize,
+        /// The CPUs this process may use.
+        available: Vec<usize>,
+    },
+    /// Two threads of one pipeline on one CPU while others are free.
+    Crowded {
+        /// The pipeline.
+        pipeline: usize,
+        /// The CPU.
+        cpu: usize,
+        /// CPUs no thread got.
+        spare: Vec<usize>,
+    },
+}
+
+/// CPUs as `0, 1, 5` for messages.
+fn list(cpus: &[usize]) -> String {
+    let l: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+    l.join(", ")
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Threading(e) => e.fmt(f),
+            Self::SingleMode { pipelines } => write!(
+                f,
+                "veil up: {pipelines} pipelines need pipeline mode; single-threaded mode runs one \
+                 (use --threading pipeline, or pipelines = 1)"
+            ),
+            Self::PerThreadCpu { name } => write!(
+                f,
+                "veil up: {name} pins the threads of one pipeline; with several pipelines or a \
+                 CPU list, give the CPUs with --cpus / [threading] cpus"
+            ),
+            Self::ListCpuMissing { cpu, available } => write!(
+                f,
+                "veil up: CPU list: CPU {cpu} is not one this process may use (CPUs {})",
+                list(available)
+            ),
+            Self::Crowded {
+                pipeline,
+                cpu,
+                spare,
+            } => write!(
+                f,
+                "veil up: pipeline {pipeline} would run two threads on CPU {cpu} while CPUs {} \
+                 are free; give at least 3 CPUs per pipeline, or fewer pipelines",
+                list(spare)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LayoutError {}
+
 impl fmt::Display for ThreadingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |cpus: &[usize]| {
-            let l: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-            l.join(", ")
-        };
         match self {
             Self::ContradictsNoPin { flag, cpu } => {
                 write!(f, "veil up: {flag} {cpu} contradicts --no-pin")
@@ -210,6 +423,94 @@ pub fn resolve(
             control,
         },
     ))
+}
+
+/// The pipelines and their pinning in effect (see the module docs). One pipeline without a
+/// CPU list is exactly [`resolve`].
+pub fn layout(
+    flags: &ThreadFlags,
+    cfg: &ThreadingConfig,
+    cpus: &[usize],
+    file: &str,
+) -> Result<Layout, LayoutError> {
+    let (mode, one) = resolve(flags, cfg, cpus, file).map_err(LayoutError::Threading)?;
+    let n = flags
+        .pipelines
+        .unwrap_or(cfg.pipelines)
+        .resolve(mode, cpus.len());
+    let list = flags
+        .cpu_list
+        .clone()
+        .or_else(|| cfg.cpus.as_ref().map(|(l, _)| l.clone()));
+    if n == 1 && list.is_none() {
+        return Ok(Layout {
+            mode,
+            pipelines: vec![one],
+        });
+    }
+    if n > 1 && mode == Threading::Single {
+        return Err(LayoutError::SingleMode { pipelines: n });
+    }
+    let per_thread = [
+        ("--rx-cpu", flags.cpus.rx),
+        ("--crypto-cpu", flags.cpus.crypto),
+        ("--tx-cpu", flags.cpus.tx),
+        ("rx_cpu", cfg.rx_cpu.map(|c| c.cpu)),
+        ("crypto_cpu", cfg.crypto_cpu.map(|c| c.cpu)),
+        ("tx_cpu", cfg.tx_cpu.map(|c| c.cpu)),
+    ];
+    if let Some((name, _)) = per_thread.iter().find(|(_, c)| c.is_some()) {
+        return Err(LayoutError::PerThreadCpu { name });
+    }
+    let pinned = !flags.no_pin && (cfg.pin || flags.cpu_list.is_some()) && !cpus.is_empty();
+    let list = match list {
+        Some(l) if pinned => l.0,
+        None if pinned => cpus.to_vec(),
+        _ => {
+            return Ok(Layout {
+                mode,
+                pipelines: vec![Pinning::default(); n],
+            })
+        }
+    };
+    if let Some(&cpu) = list.iter().find(|c| !cpus.contains(c)) {
+        return Err(LayoutError::ListCpuMissing {
+            cpu,
+            available: cpus.to_vec(),
+        });
+    }
+    let threads = if mode == Threading::Single { 1 } else { 3 };
+    let nth = |i: usize| list.get(i % list.len()).copied();
+    let pipelines: Vec<Pinning> = (0..n)
+        .map(|p| Pinning {
+            rx: nth(threads * p),
+            crypto: (threads == 3).then(|| nth(3 * p + 1)).flatten(),
+            tx: (threads == 3).then(|| nth(3 * p + 2)).flatten(),
+            control: one.control,
+        })
+        .collect();
+    let used: Vec<usize> = pipelines
+        .iter()
+        .flat_map(|p| [p.rx, p.crypto, p.tx])
+        .flatten()
+        .collect();
+    let spare: Vec<usize> = cpus.iter().copied().filter(|c| !used.contains(c)).collect();
+    for (i, p) in pipelines.iter().enumerate() {
+        let mine: Vec<usize> = [p.rx, p.crypto, p.tx].into_iter().flatten().collect();
+        let twice = mine
+            .iter()
+            .enumerate()
+            .find(|(k, c)| mine[..*k].contains(c))
+            .map(|(_, c)| *c);
+        if let (Some(cpu), false) = (twice, spare.is_empty()) {
+            return Err(LayoutError::Crowded {
+                pipeline: i,
+                cpu,
+                spare,
+            });
+        }
+    }
+    Ok(Layout { mode, pipelines })
 }
 
 #[cfg(test)]
@@ -338,5 +639,96 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(&no_pin, &cfg, CPUS, "f").is_ok());
+    }
+
+    fn lay(flags: &ThreadFlags, cpus: &[usize]) -> Result<Layout, LayoutError> {
+        layout(flags, &ThreadingConfig::default(), cpus, "f")
+    }
+
+    fn pipes(n: usize, list: Option<&str>) -> ThreadFlags {
+        ThreadFlags {
+            pipelines: Some(PipelineCount::Fixed(n)),
+            cpu_list: list.map(|l| l.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_pipeline_is_todays_layout() {
+        let flags = pinned(|p| p.tx = Some(1));
+        let one = resolve(&flags, &ThreadingConfig::default(), CPUS, "f").unwrap();
+        assert_eq!(
+            lay(&flags, CPUS).unwrap(),
+            Layout {
+                mode: one.0,
+                pipelines: vec![one.1]
+            }
+        );
+    }
+
+    #[test]
+    fn pipelines_take_three_cpus_each_in_list_order() {
+        let cpus: Vec<usize> = (0..12).collect();
+        let l = lay(&pipes(2, Some("4-9")), &cpus).unwrap();
+        let got: Vec<[Option<usize>; 3]> =
+            l.pipelines.iter().map(|p| [p.rx, p.crypto, p.tx]).collect();
+        assert_eq!(
+            got,
+            [[Some(4), Some(5), Some(6)], [Some(7), Some(8), Some(9)]]
+        );
+        assert_eq!(
+            l.describe()[1],
+            "pipeline 1: rx cpu 7, crypto cpu 8, tx cpu 9"
+        );
+        // Every CPU of the process, by default; wrapping where there are fewer than 3N.
+        let l = lay(&pipes(2, None), CPUS).unwrap();
+        assert_eq!(l.pipelines[1].rx, Some(1));
+        assert_eq!(PipelineCount::Auto.resolve(Threading::Pipeline, 12), 4);
+        assert_eq!(PipelineCount::Auto.resolve(Threading::Pipeline, 2), 1);
+        assert_eq!(PipelineCount::Auto.resolve(Threading::Single, 12), 1);
+    }
+
+    #[test]
+    fn crowded_and_impossible_layouts_are_refused() {
+        let cpus: Vec<usize> = (0..8).collect();
+        assert_eq!(
+            lay(&pipes(2, Some("0-1")), &cpus).unwrap_err().to_string(),
+            "veil up: pipeline 0 would run two threads on CPU 0 while CPUs 2, 3, 4, 5, 6, 7 are \
+             free; give at least 3 CPUs per pipeline, or fewer pipelines"
+        );
+        // Four CPUs for two pipelines share CPUs across pipelines, never within one.
+        assert!(lay(&pipes(2, Some("0-3")), &cpus).is_ok());
+        assert_eq!(
+            lay(&pipes(1, Some("0-1")), &cpus).unwrap_err().to_string(),
+            "veil up: pipeline 0 would run two threads on CPU 0 while CPUs 2, 3, 4, 5, 6, 7 are \
+             free; give at least 3 CPUs per pipeline, or fewer pipelines"
+        );
+        assert!(matches!(
+            lay(&pipes(2, Some("0,9")), &cpus),
+            Err(LayoutError::ListCpuMissing { cpu: 9, .. })
+        ));
+        let flags = ThreadFlags {
+            threading: Some(Threading::Single),
+            ..pipes(2, None)
+        };
+        assert!(matches!(
+            lay(&flags, &cpus),
+            Err(LayoutError::SingleMode { pipelines: 2 })
+        ));
+        let flags = ThreadFlags {
+            cpus: Pinning {
+                rx: Some(1),
+                ..Default::default()
+            },
+            ..pipes(2, None)
+        };
+        assert!(matches!(
+            lay(&flags, &cpus),
+            Err(LayoutError::PerThreadCpu { name: "--rx-cpu" })
+        ));
+        assert!("0-3,2".parse::<CpuList>().is_err());
+        assert!("3-1".parse::<CpuList>().is_err());
+        assert_eq!("0-2,7".parse::<CpuList>().unwrap().0, [0, 1, 2, 7]);
+        assert!("0".parse::<PipelineCount>().is_err() && "65".parse::<PipelineCount>().is_err());
     }
 }

@@ -459,6 +459,66 @@ e2e_test!(running_veil_writes_no_core_dump, {
     );
 });
 
+/// Check every thread of `pid` is not root and has nothing beyond CAP_NET_ADMIN; their names.
+fn unprivileged_threads(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the threads") {
+        let path = task.expect("a thread").path();
+        let Ok(s) = std::fs::read_to_string(path.join("status")) else {
+            continue; // ended meanwhile
+        };
+        let field = |key: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {key} in:\n{s}"))
+        };
+        let name = field("Name:");
+        assert!(!field("Uid:").starts_with("0\t"), "thread {name} is root");
+        let eff = u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff in hex");
+        assert_eq!(eff & !(1 << 12), 0, "thread {name} has CapEff {eff:x}");
+        names.push(name);
+    }
+    names
+}
+
+/// The outer sockets on UDP `port` in `ns` and how many carry `fwmark` (`ss -e`).
+fn marked_sockets(t: &Topology, ns: &str, port: u16, mark: u32) -> (usize, usize) {
+    let out = t.ok(ns, &["ss", "-uaen", "sport", "=", &format!(":{port}")]);
+    let sockets: Vec<&str> = out.lines().filter(|l| l.starts_with("UNCONN")).collect();
+    let marked = sockets
+        .iter()
+        .filter(|l| l.contains(&format!("fwmark:{mark:#x}")))
+        .count();
+    (sockets.len(), marked)
+}
+
+// With three pipelines every pipeline's threads start after veil gave up root, and `fwmark=`
+// marks every pipeline's socket, also the ones a `listen-port` change binds.
+e2e_test!(pipelines_run_unprivileged_and_all_sockets_are_marked, {
+    let (t, _k, gw_conf) = gateway_setup("opp", true);
+    let gw = start(&t, &t.a(), &gw_conf, &["--pipelines", "3"], &[]);
+    let names = unprivileged_threads(veil_pid(&gw));
+    for name in [
+        "veil-rx2",
+        "veil-crypto2",
+        "veil-tx2",
+        "veil-rx1",
+        "veil-rx",
+    ] {
+        assert!(names.iter().any(|n| n == name), "no {name} in {names:?}");
+    }
+    let port = |t: &Topology| -> u16 {
+        let out = wg(t, &t.a(), &["show", GW, "listen-port"]);
+        out.trim().parse().unwrap()
+    };
+    wg(&t, &t.a(), &["set", GW, "fwmark", "0x5a"]);
+    assert_eq!(marked_sockets(&t, &t.a(), port(&t), 0x5a), (3, 3));
+    wg(&t, &t.a(), &["set", GW, "listen-port", "0"]);
+    let moved = port(&t);
+    assert_eq!(marked_sockets(&t, &t.a(), moved, 0x5a), (3, 3));
+});
+
 // `veil up` as root gives up root once the interface exists: every thread runs as another
 // user with CAP_NET_ADMIN at most and NO_NEW_PRIVS, the process is not dumpable, and a route
 // for AllowedIPs added later with `wg set` is still installed.
@@ -495,20 +555,7 @@ e2e_test!(running_veil_runs_unprivileged_with_net_admin_only, {
         0,
         "/proc/{pid}/mem belongs to the process: dumpable"
     );
-    // Every thread: not root, nothing beyond CAP_NET_ADMIN.
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let path = task.unwrap().path();
-        let Ok(s) = std::fs::read_to_string(path.join("status")) else {
-            continue; // ended meanwhile
-        };
-        let name = field(&s, "Name:");
-        assert!(
-            !field(&s, "Uid:").starts_with("0\t"),
-            "thread {name} is root"
-        );
-        let eff = u64::from_str_radix(&field(&s, "CapEff:"), 16).unwrap();
-        assert_eq!(eff & !(1 << 12), 0, "thread {name} has CapEff {eff:x}");
-    }
+    unprivileged_threads(pid);
     // Routes for new AllowedIPs need CAP_NET_ADMIN, which veil kept.
     let peer = keypair().1;
     wg(

@@ -96,6 +96,10 @@ crate::counter_set!(
         frames_received,
         /// veil control frames sent.
         frames_sent,
+        /// Peers this pipeline's crypto stage took on (`Command::AddPeer`).
+        peers_added,
+        /// Peers this pipeline's crypto stage forgot (`Command::RemovePeer`).
+        peers_removed,
         /// Receiver index not known.
         drop_unknown_index,
         /// Tag did not verify.
@@ -104,6 +108,9 @@ crate::counter_set!(
         drop_replay,
         /// Keypair older than REJECT_AFTER_TIME or counter exhausted.
         drop_expired_key,
+        /// Keypair revoked by the control side (session cleared, peer removed) and not yet
+        /// forgotten by this pipeline: the packet is neither opened nor sealed.
+        drop_revoked_key,
         /// Decrypted payload is neither IP, keepalive nor control frame.
         drop_invalid_inner,
         /// Control frames beyond a peer's frame rate, dropped before they were parsed.

@@ -13,6 +13,7 @@ pub mod counters;
 pub mod crypto;
 pub mod doorbell;
 pub mod error_class;
+pub mod fanout;
 pub mod fault;
 pub mod io;
 pub mod link;

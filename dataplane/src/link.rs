@@ -36,7 +36,8 @@ impl Epoch {
     }
 }
 
-/// Per-peer traffic statistics: written by the crypto stage only, read by anyone.
+/// Per-peer traffic statistics: written by the crypto stages (of every pipeline: the counts
+/// are atomic adds, the times the last writer's), read by anyone.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct PeerStats {
@@ -74,8 +75,8 @@ pub enum KeypairRole {
     Responder,
 }
 
-/// Control thread → crypto stage.
-#[derive(Debug)]
+/// Control thread → crypto stage (cloned for every pipeline, see [`crate::fanout`]).
+#[derive(Debug, Clone)]
 pub enum Command {
     /// Start routing for a peer.
     AddPeer {
@@ -111,10 +112,13 @@ pub enum Command {
     InstallKeypair {
         /// Slot.
         peer: PeerId,
-        /// The keys.
-        keypair: Box<Keypair>,
+        /// The keys, shared by every pipeline.
+        keypair: Arc<Keypair>,
         /// Where it goes.
         role: KeypairRole,
+        /// An initiator's pipeline with nothing staged confirms the session with a keepalive
+        /// (set on one pipeline only: the peer needs one).
+        announce: bool,
     },
     /// How the peer roams. Not validated (the default: WireGuard's semantics): an
     /// authenticated packet from a new address moves the endpoint at once. Validated (veil
@@ -157,6 +161,13 @@ pub enum Command {
         peer: PeerId,
         /// The limit (`RateLimit::UNLIMITED` lifts it).
         limit: crate::ratelimit::RateLimit,
+    },
+    /// [`Command::SetRateLimit`] as the pipelines receive it: one set of buckets for all.
+    ShareRateLimit {
+        /// Slot.
+        peer: PeerId,
+        /// The buckets (`None`: unlimited).
+        limits: Option<Arc<crate::ratelimit::PeerLimits>>,
     },
     /// The degradation controller's level (drives load shedding).
     SetDegradation {

@@ -208,6 +208,41 @@ impl DirectionLimiter {
     }
 }
 
+/// One peer's limits in both directions, shared by the crypto stages of every pipeline, so a
+/// peer gets its limit once, not once per pipeline. Only limited peers have one; the lock is
+/// taken per data packet of such a peer (uncontended unless the peer's traffic crosses two
+/// pipelines at the same moment).
+#[derive(Debug)]
+pub struct PeerLimits {
+    /// (from the peer, to the peer).
+    directions: std::sync::Mutex<(DirectionLimiter, DirectionLimiter)>,
+}
+
+impl PeerLimits {
+    /// Full buckets under `limit`, or `None` when `limit` does not limit.
+    pub fn new(limit: RateLimit) -> Option<std::sync::Arc<Self>> {
+        limit.is_limited().then(|| {
+            std::sync::Arc::new(Self {
+                directions: std::sync::Mutex::new((
+                    DirectionLimiter::new(limit),
+                    DirectionLimiter::new(limit),
+                )),
+            })
+        })
+    }
+
+    /// May a packet of `len` bytes from (`inbound`) or to the peer pass at `now`?
+    pub fn admit(&self, inbound: bool, len: usize, now: Instant) -> bool {
+        // A poisoned lock still holds consistent buckets (admit cannot panic halfway).
+        let mut d = self.directions.lock().unwrap_or_else(|e| e.into_inner());
+        if inbound {
+            d.0.admit(len, now)
+        } else {
+            d.1.admit(len, now)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,16 +61,18 @@ fn install(a: &mut Side, b: &mut Side, now: Instant) {
     a.stage.apply(
         Command::InstallKeypair {
             peer: PeerId(0),
-            keypair: Box::new(ka),
+            keypair: Arc::new(ka),
             role: KeypairRole::Initiator,
+            announce: true,
         },
         now,
     );
     b.stage.apply(
         Command::InstallKeypair {
             peer: PeerId(0),
-            keypair: Box::new(kb),
+            keypair: Arc::new(kb),
             role: KeypairRole::Responder,
+            announce: true,
         },
         now,
     );

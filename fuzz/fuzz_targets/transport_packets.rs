@@ -53,12 +53,13 @@ fuzz_target!(|data: &[u8]| {
         now,
     );
     let (k1, k2) = ([7u8; 32], [9u8; 32]);
-    let mut peer: Keypair = Keypair::new(&k1, &k2, 200, 100, now, true);
+    let peer: Keypair = Keypair::new(&k1, &k2, 200, 100, now, true);
     stage.apply(
         Command::InstallKeypair {
             peer: PeerId(0),
-            keypair: Box::new(Keypair::new(&k2, &k1, 100, 200, now, false)),
+            keypair: Arc::new(Keypair::new(&k2, &k1, 100, 200, now, false)),
             role: KeypairRole::Responder,
+            announce: true,
         },
         now,
     );

@@ -16,7 +16,7 @@ use veil_dataplane::role::Role;
 use veil_dataplane::route::IpNet;
 use veil_dataplane::sys::Netlink;
 
-use super::metrics::{self, MetricsData, MetricsHub};
+use super::metrics::{self, CounterSets, MetricsData, MetricsHub};
 use super::uapi::{Backend, InterfaceState, SetRequest, UapiError};
 use crate::cli::Threading;
 use veil_dataplane::io::UdpSlot;
@@ -31,18 +31,24 @@ pub struct Context {
     pub name: String,
     /// Into the control thread.
     pub admin: AdminHandle,
-    /// Counters, heartbeats, doorbells.
+    /// Counters, heartbeats, doorbells (the first pipeline's).
     pub shared: Arc<Shared>,
+    /// Every pipeline's, the first included.
+    pub pipelines: Vec<Arc<Shared>>,
     /// The control thread's counters.
     pub control_counters: Arc<ControlCounters>,
-    /// The outer socket.
+    /// The outer socket (the first pipeline's).
     pub udp: Arc<UdpSlot>,
+    /// Every pipeline's outer socket, on one port.
+    pub udps: Vec<Arc<UdpSlot>>,
     /// The TUN device's index.
     pub tun_ifindex: u32,
     /// Threading mode.
     pub threading: Threading,
     /// Histograms.
     pub hub: Arc<MetricsHub>,
+    /// Each pipeline's CPUs, one line each (`threading::Layout::describe`).
+    pub layout: Vec<String>,
     /// Networks of the interface's own addresses: their routes are the kernel's, never removed.
     pub own_networks: Vec<IpNet>,
     /// Test-only stall and panic hooks.
@@ -50,16 +56,49 @@ pub struct Context {
     pub test_hooks: crate::test_hooks::TestHooks,
 }
 
+/// The dataplane's counter sets, each summed over every pipeline (the names of one).
+pub fn dataplane_totals(pipelines: &[Arc<Shared>]) -> CounterSets {
+    let mut totals: CounterSets = Vec::new();
+    for sets in pipelines.iter().map(|s| pipeline_counters(s)) {
+        if totals.is_empty() {
+            totals = sets;
+            continue;
+        }
+        for ((_, total), (_, set)) in totals.iter_mut().zip(sets) {
+            for ((_, t), (_, v)) in total.iter_mut().zip(set) {
+                *t = t.wrapping_add(v);
+            }
+        }
+    }
+    totals
+}
+
+/// One pipeline's counter sets: ("rx", …), ("crypto", …), ("tx", …).
+pub fn pipeline_counters(s: &Shared) -> CounterSets {
+    vec![
+        ("rx", s.rx.snapshot()),
+        ("crypto", s.crypto.snapshot()),
+        ("tx", s.tx.snapshot()),
+    ]
+}
+
 impl Context {
-    /// Age of the heartbeat of `role`'s thread.
+    /// Age of the heartbeat of `role`'s thread (of the first pipeline).
     pub fn heartbeat_age(&self, role: Role) -> Option<Duration> {
-        let beat = self
-            .shared
-            .heartbeats
-            .get(role.slot())?
-            .load(Ordering::Relaxed);
-        let at = self.shared.epoch.instant(beat)?;
-        Some(at.elapsed())
+        heartbeat_age(&self.shared, role)
+    }
+
+    /// Every dataplane thread but control's, of every pipeline: its name (`veil-rx`, and
+    /// `veil-rx1` for pipeline 1) and the age of its heartbeat.
+    pub fn dataplane_heartbeats(&self) -> Vec<(String, Option<Duration>)> {
+        self.pipelines
+            .iter()
+            .enumerate()
+            .flat_map(|(k, s)| {
+                self.dataplane_threads()
+                    .map(move |r| (pipeline_thread(r, k), heartbeat_age(s, r)))
+            })
+            .collect()
     }
 
     /// The threads that run, in heartbeat-slot order.
@@ -77,27 +116,34 @@ impl Context {
 
     /// Gather everything for a scrape or `veil show`.
     pub fn metrics_data(&self) -> MetricsData {
-        let s = &self.shared;
-        let heartbeats: Vec<(&'static str, Option<f64>)> = self
-            .threads()
-            .iter()
-            .map(|&r| {
-                (
-                    r.thread_name(),
-                    self.heartbeat_age(r).map(|d| d.as_secs_f64()),
-                )
-            })
+        let control = self.threads().contains(&Role::Control).then(|| {
+            (
+                Role::Control.thread_name().to_string(),
+                self.heartbeat_age(Role::Control).map(|d| d.as_secs_f64()),
+            )
+        });
+        let mut heartbeats: Vec<(String, Option<f64>)> = self
+            .dataplane_heartbeats()
+            .into_iter()
+            .map(|(name, age)| (name, age.map(|d| d.as_secs_f64())))
             .collect();
+        heartbeats.extend(control);
+        let mut counters = dataplane_totals(&self.pipelines);
+        counters.push(("control", self.control_counters.snapshot()));
         MetricsData {
             interface: self.name.clone(),
             listen_port: self.udp.port(),
             aead: veil_dataplane::crypto::Backend::current().name(),
-            counters: vec![
-                ("rx", s.rx.snapshot()),
-                ("crypto", s.crypto.snapshot()),
-                ("tx", s.tx.snapshot()),
-                ("control", self.control_counters.snapshot()),
-            ],
+            counters,
+            per_pipeline: if self.pipelines.len() > 1 {
+                self.pipelines
+                    .iter()
+                    .map(|s| pipeline_counters(s))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            layout: self.layout.clone(),
             device: self
                 .admin
                 .snapshot(false, SystemTime::now(), ADMIN_TIMEOUT)
@@ -110,11 +156,14 @@ impl Context {
         }
     }
 
-    /// Move the outer socket to `port` and wake RX so it polls the new one.
+    /// Move the outer socket (every pipeline's) to `port` and wake RX so it polls the new
+    /// one.
     pub fn rebind(&self, port: u16) -> Result<u16, UapiError> {
-        match self.udp.rebind(port) {
+        match veil_dataplane::io::rebind_pipelines(&self.udps, port) {
             Ok(bound) => {
-                self.shared.rx_bell.wake_now();
+                for s in &self.pipelines {
+                    s.rx_bell.wake_now();
+                }
                 info!("{}: listening on UDP port {bound}", self.name);
                 Ok(bound)
             }
@@ -165,6 +214,20 @@ impl Context {
     }
 }
 
+/// Age of the heartbeat of `role`'s thread in the pipeline of `s`.
+fn heartbeat_age(s: &Shared, role: Role) -> Option<Duration> {
+    let beat = s.heartbeats.get(role.slot())?.load(Ordering::Relaxed);
+    Some(s.epoch.instant(beat)?.elapsed())
+}
+
+/// The name of `role`'s thread in pipeline `k` (`veil-rx`, `veil-rx1`, …).
+pub fn pipeline_thread(role: Role, k: usize) -> String {
+    match k {
+        0 => role.thread_name().to_string(),
+        _ => format!("{}{k}", role.thread_name()),
+    }
+}
+
 fn admin_error(e: AdminError) -> UapiError {
     match e {
         AdminError::Busy => UapiError::Busy,
@@ -191,9 +254,10 @@ impl Backend for Context {
             self.rebind(port)?;
         }
         if let Some(mark) = request.fwmark {
-            self.udp
-                .set_mark(mark)
-                .map_err(|e| UapiError::Io(format!("cannot set fwmark {mark}: {e}")))?;
+            for udp in &self.udps {
+                udp.set_mark(mark)
+                    .map_err(|e| UapiError::Io(format!("cannot set fwmark {mark}: {e}")))?;
+            }
         }
         if !request.changes_device() {
             return Ok(());

@@ -142,6 +142,12 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
     if let Some(rss) = data.rss_bytes {
         let _ = writeln!(o, "  memory: {}", human_bytes(rss));
     }
+    if !data.layout.is_empty() {
+        let _ = writeln!(o, "  pipelines: {}", data.layout.len());
+        for line in &data.layout {
+            let _ = writeln!(o, "    {line}");
+        }
+    }
     if let Some(d) = &data.device {
         if !d.peers.is_empty() {
             let rows: Vec<[String; 8]> = d
@@ -209,6 +215,14 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
     for (stage, set) in &data.counters {
         for (k, v) in set.iter().filter(|(_, v)| *v > 0) {
             let _ = writeln!(o, "  {stage}.{k} {v}");
+        }
+    }
+    for (k, sets) in data.per_pipeline.iter().enumerate() {
+        let _ = writeln!(o, "  pipeline {k}:");
+        for (stage, set) in sets {
+            for (c, v) in set.iter().filter(|(_, v)| *v > 0) {
+                let _ = writeln!(o, "    {stage}.{c} {v}");
+            }
         }
     }
     o.push_str("\nlatency:\n");

@@ -159,8 +159,8 @@ const SELF_TEST_MESSAGE: [u8; 48] = [
 /// the peer's keypair, and check that a flipped bit is refused.
 pub fn crypto_self_test() -> Result<(), &'static str> {
     let now = Instant::now();
-    let mut sender: Keypair = Keypair::new(&SELF_TEST_SEND, &SELF_TEST_RECV, 1, 2, now, true);
-    let mut receiver: Keypair = Keypair::new(&SELF_TEST_RECV, &SELF_TEST_SEND, 2, 1, now, false);
+    let sender: Keypair = Keypair::new(&SELF_TEST_SEND, &SELF_TEST_RECV, 1, 2, now, true);
+    let receiver: Keypair = Keypair::new(&SELF_TEST_RECV, &SELF_TEST_SEND, 2, 1, now, false);
     let mut buf = [0u8; 48];
     buf[16..32].copy_from_slice(SELF_TEST_PLAINTEXT);
     let len = sender
@@ -253,8 +253,10 @@ pub fn check(ctx: &Context) -> HealthReport {
         Err(e) => (Status::Failed, format!("does not answer: {e}")),
     };
     add("control_thread", control);
-    for role in ctx.dataplane_threads() {
-        add(role.thread_name(), heartbeat(ctx.heartbeat_age(role)));
+    // Every pipeline's threads (`veil-rx`, `veil-rx1`, …): a stalled one fails and names
+    // itself.
+    for (thread, age) in ctx.dataplane_heartbeats() {
+        add(&thread, heartbeat(age));
     }
     add(
         "degradation",

@@ -171,20 +171,33 @@ pub struct ControlEnds {
     pub recorders: HandshakeRecorders,
 }
 
+/// Every pipeline of the interface, as the services see them.
+#[derive(Debug)]
+pub struct Pipelines {
+    /// The first pipeline's shared state and socket (its control doorbell serves them all).
+    pub first: (Arc<Shared>, Arc<UdpSlot>),
+    /// Every pipeline's shared state, the first included.
+    pub shared: Vec<Arc<Shared>>,
+    /// Every pipeline's socket, the first included.
+    pub udps: Vec<Arc<UdpSlot>>,
+    /// Each pipeline's CPUs, one line each.
+    pub layout: Vec<String>,
+}
+
 /// Make the admin channel and the histograms, and attach the TX histograms to `tx`; returns
 /// the wiring and the control thread's ends.
 #[allow(clippy::too_many_arguments)]
 pub fn wire(
     options: ServiceOptions,
     name: &str,
-    shared: &Arc<Shared>,
+    all: Pipelines,
     threading: Threading,
-    udp: &Arc<UdpSlot>,
     tun_ifindex: u32,
     addresses: &[IpNet],
     control_counters: &Arc<ControlCounters>,
     tx: &mut TxThread,
 ) -> Result<(Wiring, ControlEnds), WireError> {
+    let (shared, udp) = (&all.first.0, &all.first.1);
     let s = shared.clone();
     // In single mode the one thread sleeps in poll(2) on RX's eventfd.
     let (admin, inbox) = admin_channel(move || match threading {
@@ -197,8 +210,11 @@ pub fn wire(
         name: name.to_string(),
         admin,
         shared: shared.clone(),
+        pipelines: all.shared,
         control_counters: control_counters.clone(),
         udp: udp.clone(),
+        udps: all.udps,
+        layout: all.layout,
         tun_ifindex,
         threading,
         hub,

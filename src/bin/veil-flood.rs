@@ -185,7 +185,7 @@ mod frames {
     ) -> Result<(), FloodError> {
         let sock = super::bind(args)?;
         let me = StaticIdentity::from_secret(secret);
-        let mut keypair = handshake(&sock, args, &me, gateway)?;
+        let keypair = handshake(&sock, args, &me, gateway)?;
         let mut token = [0u8; MIGRATION_TOKEN_LEN];
         OsRng.fill_bytes(&mut token);
         let kinds = [

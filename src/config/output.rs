@@ -222,6 +222,10 @@ pub struct ThreadingConfig {
     /// Use TUN segmentation offloads and UDP GSO/GRO where the kernel has them
     /// (`offload = auto`, the default); `off` (or `--no-offload`) never does.
     pub offload: bool,
+    /// How many pipelines (`pipelines = auto | N`; default 1).
+    pub pipelines: crate::threading::PipelineCount,
+    /// CPUs laid out over the pipelines (`cpus = 0-11`), with the key's line.
+    pub cpus: Option<(crate::threading::CpuList, usize)>,
 }
 
 impl Default for ThreadingConfig {
@@ -235,6 +239,8 @@ impl Default for ThreadingConfig {
             control_cpu: None,
             aead: BackendChoice::Auto,
             offload: true,
+            pipelines: crate::threading::PipelineCount::Fixed(1),
+            cpus: None,
         }
     }
 }

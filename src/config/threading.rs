@@ -7,6 +7,8 @@
 //! pin = true
 //! rx_cpu = 0                      # crypto_cpu, tx_cpu, control_cpu alike
 //! aead = auto                     # auto | ring | aws-lc | rustcrypto
+//! pipelines = 1                   # auto | 1..=64 (auto: usable CPUs / 3, at least 1)
+//! cpus = 0-11                     # CPUs laid out over the pipelines (see src/threading.rs)
 //! ```
 
 use super::error::{ConfigErrorKind, ValueProblem};
@@ -43,6 +45,9 @@ const AEADS: &[(&str, BackendChoice)] = &[
     ("rustcrypto", BackendChoice::Fixed(Backend::RustCrypto)),
 ];
 
+const PIPELINES_EXPECTED: &str = "auto or a number from 1 to 64; default 1";
+const CPUS_EXPECTED: &str = "a CPU list, e.g. 0-11 or 0,2,4-7 (CPUs up to 8191)";
+
 const CPU_EXPECTED: &str = "a CPU number, e.g. 2 (see `nproc` and taskset -p $$)";
 
 impl Section for ThreadingConfig {
@@ -56,6 +61,8 @@ impl Section for ThreadingConfig {
         KeySpec::once("tx_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.tx_cpu, parse_cpu(v, ctx.line))),
         KeySpec::once("control_cpu", "CPU", CPU_EXPECTED, |d, v, ctx| set(&mut d.control_cpu, parse_cpu(v, ctx.line))),
         KeySpec::once("offload", "offload setting", "auto or off; default auto", |d, v, _| set(&mut d.offload, parse_choice(v, OFFLOAD))),
+        KeySpec::once("pipelines", "pipeline count", PIPELINES_EXPECTED, |d, v, _| set(&mut d.pipelines, v.parse().map_err(|_| ValueProblem::NotAChoice))),
+        KeySpec::once("cpus", "CPU list", CPUS_EXPECTED, |d, v, ctx| set(&mut d.cpus, v.parse().map(|l| Some((l, ctx.line))).map_err(|_| ValueProblem::NotANumber))),
         KeySpec::once("aead", "AEAD backend", "auto, ring, aws-lc or rustcrypto; default auto", |d, v, _| set(&mut d.aead, parse_choice(v, AEADS))),
     ];
 
@@ -72,6 +79,13 @@ impl Section for ThreadingConfig {
                 ("crypto_cpu", t.crypto_cpu),
                 ("tx_cpu", t.tx_cpu),
                 ("control_cpu", t.control_cpu),
+                (
+                    "cpus",
+                    t.cpus.as_ref().map(|(_, line)| CpuSetting {
+                        cpu: 0,
+                        line: *line,
+                    }),
+                ),
             ] {
                 if let Some(c) = cpu {
                     sink.error(

@@ -11,7 +11,7 @@ use veil_dataplane::route::IpNet;
 use crate::admin::services::{ServiceOptionsError, SpawnError, WireError};
 use crate::config::{ConfigErrors, InterfaceNameError, InterfaceNameProblem};
 use crate::logging::LoggerError;
-use crate::threading::ThreadingError;
+use crate::threading::LayoutError;
 
 /// The config, the flags or the environment are refused.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub enum PrepareError {
     /// No `--interface`, and the config file's name is not one.
     InterfaceName(InterfaceNameError),
     /// `[threading]` and the threading flags.
-    Threading(ThreadingError),
+    Threading(LayoutError),
     /// `VEIL_TEST_REKEY_AFTER_SECS`.
     Timing(TimingError),
     /// The services' flags (`--metrics-listen`, test hooks).

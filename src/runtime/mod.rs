@@ -9,14 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 use rand_core::OsRng;
 use veil_control::device::{Device, PeerSpec};
-use veil_dataplane::baton::Baton;
 use veil_dataplane::crypto::{Backend, BackendChoice};
 use veil_dataplane::doorbell::spin_budget;
-use veil_dataplane::io::{self, UdpHandle, UdpSlot};
+use veil_dataplane::io::{UdpHandle, UdpSlot};
 use veil_dataplane::link::Epoch;
-use veil_dataplane::pipeline::{
-    self, CryptoThread, PipelineConfig, Readiness, Shared, SingleThread, Stages, TxThread, Waiter,
-};
+use veil_dataplane::pipeline::{self, PipelineConfig, Readiness, Shared, SingleThread, Waiter};
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
@@ -26,11 +23,12 @@ use crate::cli::{Threading, UpArgs};
 use crate::config::{interface_name_from_path, Config};
 use crate::failure::{supervisor, Failure};
 use crate::notify::{Notifier, Watchdog};
-use crate::threading::{Pinning, ThreadFlags};
+use crate::threading::{Layout, ThreadFlags};
 
 mod dns;
 mod error;
 mod hooks;
+mod pipelines;
 mod privilege;
 mod routing;
 mod saveconf;
@@ -87,7 +85,8 @@ pub fn up(args: UpArgs) -> ExitCode {
 struct Prepared {
     name: String,
     config: Config,
-    pinning: Pinning,
+    /// The pipelines and their pinning.
+    layout: Layout,
     threading: Threading,
     /// What the operator asked for, and the backend it resolved to.
     aead_choice: BackendChoice,
@@ -126,13 +125,14 @@ fn prepare(
         None => interface_name_from_path(&args.config).map_err(PrepareError::InterfaceName)?,
     };
     // Flags override the file's [threading]; missing CPUs are refused here.
-    let (threading, pinning) = crate::threading::resolve(
+    let layout = crate::threading::layout(
         &ThreadFlags::from(args),
         &config.threading,
         &sys::available_cpus(),
         &args.config.display().to_string(),
     )
     .map_err(PrepareError::Threading)?;
+    let threading = layout.mode;
     let timing = timing_from_env().map_err(PrepareError::Timing)?;
     // Before the first keypair exists: every session seals with this backend.
     let aead_choice = args.aead.unwrap_or(config.threading.aead);
@@ -145,7 +145,7 @@ fn prepare(
     Ok(Prepared {
         name,
         config,
-        pinning,
+        layout,
         threading,
         aead_choice,
         aead,
@@ -233,12 +233,11 @@ impl Waiter for IoWaiter {
 /// boundary, and it and any unexpected return are reported to the supervisor,
 /// which wakes the main thread to shut down with a failure.
 fn spawn<F: FnOnce() + Send + 'static>(
-    role: Role,
+    name: String,
     cpu: Option<usize>,
     body: F,
 ) -> Result<JoinHandle<()>, SpawnError> {
-    let name = role.thread_name();
-    let thread_name = name.to_string();
+    let thread_name = name.clone();
     std::thread::Builder::new()
         .name(thread_name.clone())
         .spawn(move || {
@@ -252,7 +251,7 @@ fn spawn<F: FnOnce() + Send + 'static>(
             supervisor().thread_ended(&thread_name, outcome.err());
         })
         .map_err(|source| SpawnError {
-            thread: name.to_string(),
+            thread: name,
             source,
         })
 }
@@ -294,9 +293,14 @@ fn run(p: Prepared) -> ExitCode {
             }
             notifier.ready(&format!("{}: up", running.name));
             let watchdog = crate::notify::watchdog_interval().and_then(|interval| {
-                Watchdog::start(notifier.clone(), running.shared.clone(), threads, interval)
-                    .map_err(|e| error!("cannot start the watchdog thread: {e}"))
-                    .ok()
+                Watchdog::start(
+                    notifier.clone(),
+                    running.pipelines.clone(),
+                    threads,
+                    interval,
+                )
+                .map_err(|e| error!("cannot start the watchdog thread: {e}"))
+                .ok()
             });
             #[cfg(debug_assertions)]
             test_hooks.arm(&running.shared);
@@ -312,7 +316,11 @@ fn run(p: Prepared) -> ExitCode {
 }
 
 struct Running {
+    /// The first pipeline's shared state (its control doorbell and drain flags are the
+    /// control thread's).
     shared: Arc<Shared>,
+    /// Every pipeline's, the first included.
+    pipelines: Vec<Arc<Shared>>,
     drain_timeout: Duration,
     control_counters: Arc<veil_control::device::ControlCounters>,
     threads: Vec<JoinHandle<()>>,
@@ -326,24 +334,20 @@ struct Running {
     _dns: dns::DnsRecord,
     /// wg-quick's policy rules and nft tables, removed just before the interface.
     _routing: routing::Routing,
-    // Dropped last: closing the TUN fd removes the interface.
-    _tun: Arc<Tun>,
+    // Dropped last: closing the TUN fds removes the interface.
+    _tun: Vec<Arc<Tun>>,
 }
 
 fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let now = Instant::now();
     let epoch = Epoch::new(now);
     let port = p.config.interface.listen_port.unwrap_or(0);
-    let udp = io::bind_listen(port, p.offload).map_err(|e| StartError::Bind(port, e))?;
-    let local = udp.local_addr().map_err(StartError::SocketAddress)?;
-    let tun = if p.offload {
-        Tun::create_offloaded(&p.name)
-    } else {
-        Tun::create(&p.name)
-    }
-    .map_err(|e| StartError::CreateTun(p.name.clone(), e))?;
-    log_offloads(&p.name, p.offload, &tun);
-    let routing = configure_interface(&tun, &p.config)
+    let n = p.layout.pipelines.len();
+    // Every pipeline's socket and TUN queue, while veil is still root.
+    let pipelines::PipelineIo { tuns, sockets } = pipelines::open_io(&p.name, port, p.offload, n)?;
+    let local = sockets[0].local_addr().map_err(StartError::SocketAddress)?;
+    log_offloads(&p.name, p.offload, &tuns[0]);
+    let routing = configure_interface(&tuns[0], &p.config)
         .map_err(|e| StartError::Interface(p.name.clone(), e))?;
 
     let mut device = Device::new(
@@ -376,44 +380,70 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
 
     let control_counters = device.counters().clone();
     let drain_timeout = p.config.sessions.drain_timeout;
-    let udp = Arc::new(UdpSlot::new(udp, p.offload).map_err(StartError::SocketAddress)?);
+    let udps = sockets
+        .into_iter()
+        .map(|s| {
+            if n == 1 {
+                UdpSlot::new(s, p.offload)
+            } else {
+                UdpSlot::for_pipeline(s, p.offload)
+            }
+            .map(Arc::new)
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(StartError::SocketAddress)?;
     if routing.mark != 0 {
-        udp.set_mark(routing.mark).map_err(StartError::Mark)?;
+        // Every pipeline's socket (and, through UdpSlot, the ones a rebind makes).
+        for udp in &udps {
+            udp.set_mark(routing.mark).map_err(StartError::Mark)?;
+        }
     }
     let dns = dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?;
-    let tun = Arc::new(tun);
-    let bell = Arc::new(EventFd::new().map_err(StartError::EventFd)?);
-    let wake = bell.clone();
-    let shared = Arc::new(Shared::new(epoch, move || {
-        let _ = wake.wake();
-    }));
+    let tuns: Vec<Arc<Tun>> = tuns.into_iter().map(Arc::new).collect();
+    let mut bells = Vec::with_capacity(n);
+    let mut shareds: Vec<Arc<Shared>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let bell = Arc::new(EventFd::new().map_err(StartError::EventFd)?);
+        let wake = bell.clone();
+        let rx_wake = move || {
+            let _ = wake.wake();
+        };
+        shareds.push(Arc::new(match shareds.first() {
+            None => Shared::new(epoch, rx_wake),
+            Some(first) => first.member(rx_wake),
+        }));
+        bells.push(bell);
+    }
+    let shared = shareds[0].clone();
+    let per_pipeline = match p.threading {
+        Threading::Pipeline => 3,
+        Threading::Single => 1,
+    };
     let cfg = PipelineConfig {
         mtu: usize::from(p.config.interface.mtu),
         timing: p.timing,
         // Spin on the rings only where every busy dataplane thread has a core and one is spare.
-        spin: spin_budget(
-            sys::available_cpus().len(),
-            match p.threading {
-                Threading::Pipeline => 3,
-                Threading::Single => 1,
-            },
-        ),
+        spin: spin_budget(sys::available_cpus().len(), per_pipeline * n),
         ..Default::default()
     };
-    let (rx, crypto, mut tx, control) = pipeline::build(&cfg, &shared);
+    let (rx, crypto, mut tx, mut control) = pipeline::build(&cfg, &shared);
     let (services, control_ends) = services::wire(
         p.services,
         &p.name,
-        &shared,
+        services::Pipelines {
+            first: (shared.clone(), udps[0].clone()),
+            shared: shareds.clone(),
+            udps: udps.clone(),
+            layout: p.layout.describe(),
+        },
         p.threading,
-        &udp,
-        tun.ifindex(),
+        tuns[0].ifindex(),
         &p.config.interface.addresses,
         &control_counters,
         &mut tx,
     )
     .map_err(StartError::Wire)?;
-    let busy = Role::threads(p.threading == Threading::Single).len();
+    let busy = Role::threads(p.threading == Threading::Single).len() * n;
     let mut device = ControlShell::new(device, control_ends, busy);
     // Everything that needs root exists now; no thread that serves traffic or operators has
     // started yet (they inherit what the main thread keeps).
@@ -448,47 +478,58 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         services.socket_paths(),
     )
     .map_err(StartError::Privileges)?;
-    let waiter = IoWaiter {
-        udp: udp.handle(),
-        tun: tun.clone(),
-        bell,
-    };
     let mut threads = Vec::new();
+    let mut rest = Vec::new();
+    for (k, s) in shareds.iter().enumerate().skip(1) {
+        let (rx, crypto, tx, ctl) = pipeline::build(&cfg, s);
+        control.serve(ctl, s.clone());
+        rest.push((k, rx, crypto, tx));
+    }
+    let io = |k: usize| {
+        (
+            udps[k].clone(),
+            tuns[k].clone(),
+            bells[k].clone(),
+            shareds[k].clone(),
+        )
+    };
+    let control_cpu = p.layout.pipelines[0].control;
     match p.threading {
         Threading::Pipeline => {
-            // Crypto and TX each run on their own thread, and RX runs them itself for small
-            // batches while those threads are parked (pipeline::Stages).
-            let stages = Arc::new(Stages {
-                crypto: Baton::new(crypto),
-                tx: Baton::new(tx),
-            });
-            let (u, t, s, st) = (udp.clone(), tun.clone(), shared.clone(), stages.clone());
-            threads.push(spawn(Role::Rx, p.pinning.rx, move || {
-                rx.run_with(&st, &u.handle(), &*t, &waiter, &s)
-            })?);
-            let (s, st) = (shared.clone(), stages.clone());
-            threads.push(spawn(Role::Crypto, p.pinning.crypto, move || {
-                CryptoThread::run_shared(&st.crypto, &s)
-            })?);
-            let (u, t, s, st) = (udp.clone(), tun.clone(), shared.clone(), stages);
-            threads.push(spawn(Role::Tx, p.pinning.tx, move || {
-                TxThread::run_shared(&st.tx, &u.handle(), &*t, &s)
-            })?);
+            rest.insert(0, (0, rx, crypto, tx));
+            for (k, rx, crypto, tx) in rest {
+                let pipeline = pipelines::Pipeline {
+                    k,
+                    ends: (rx, crypto, tx),
+                    io: io(k),
+                };
+                pipelines::spawn_threads(pipeline, &p.layout.pipelines[k], &mut threads)?;
+            }
             let s = shared.clone();
-            threads.push(spawn(Role::Control, p.pinning.control, move || {
-                control.run(&mut device, &s)
-            })?);
+            threads.push(spawn(
+                Role::Control.thread_name().to_string(),
+                control_cpu,
+                move || control.run(&mut device, &s),
+            )?);
         }
         Threading::Single => {
+            // One pipeline only (threading::layout refuses more in single mode).
+            let (u, t, bell, s) = io(0);
+            let waiter = IoWaiter {
+                udp: u.handle(),
+                tun: t.clone(),
+                bell,
+            };
             let single = SingleThread::new((rx, crypto, tx, control));
-            let (u, t, s) = (udp.clone(), tun.clone(), shared.clone());
-            threads.push(spawn(Role::Single, p.pinning.rx, move || {
-                single.run(&u.handle(), &*t, &waiter, &mut device, &s)
-            })?);
+            threads.push(spawn(
+                Role::Single.thread_name().to_string(),
+                p.layout.pipelines[0].rx,
+                move || single.run(&u.handle(), &*t, &waiter, &mut device, &s),
+            )?);
         }
     }
     info!(
-        "{}: up, listening on UDP port {}, {} peer(s), {} mode, aead {} ({})",
+        "{}: up, listening on UDP port {}, {} peer(s), {} mode, {n} pipeline(s), aead {} ({})",
         p.name,
         local.port(),
         p.config.peers.len(),
@@ -502,6 +543,9 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             BackendChoice::Fixed(_) => "configured",
         }
     );
+    for line in p.layout.describe() {
+        info!("{}: {line}", p.name);
+    }
     let save = p
         .config
         .interface
@@ -514,6 +558,7 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let services = services.start()?;
     let running = Running {
         shared,
+        pipelines: shareds,
         control_counters,
         drain_timeout,
         threads,
@@ -525,12 +570,19 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         _services: services,
         _dns: dns,
         _routing: routing,
-        _tun: tun,
+        _tun: tuns,
     };
     Ok((running, hooks))
 }
 
 impl Running {
+    /// Stop every pipeline's loops.
+    fn shutdown(&self) {
+        for s in &self.pipelines {
+            s.shutdown();
+        }
+    }
+
     /// Is the thread that runs the control work (control, or the single thread) still beating?
     fn drainer_alive(&self) -> bool {
         let Some(beat) = self.shared.heartbeats.get(Role::Control.slot()) else {
@@ -542,13 +594,8 @@ impl Running {
 
     /// One line with every non-zero counter, for operators and tests.
     fn log_counters(&self) {
-        let s = &self.shared;
-        let groups = [
-            ("rx", s.rx.snapshot()),
-            ("crypto", s.crypto.snapshot()),
-            ("tx", s.tx.snapshot()),
-            ("control", self.control_counters.snapshot()),
-        ];
+        let mut groups = crate::admin::context::dataplane_totals(&self.pipelines);
+        groups.push(("control", self.control_counters.snapshot()));
         let line: Vec<String> = groups
             .iter()
             .flat_map(|(g, c)| {
@@ -624,7 +671,7 @@ impl Running {
             self.drain_timeout
         };
         self.drain(signals, limit);
-        self.shared.shutdown();
+        self.shutdown();
         self.log_counters_after_join()
     }
 
@@ -643,7 +690,8 @@ impl Running {
             }
             // Nothing left to drain with: the loops stopped (a fatal fault), or the
             // thread that drains has not beaten for a while (stalled or dead).
-            if self.shared.stop.load(Ordering::SeqCst) || !self.drainer_alive() {
+            let stopped = self.pipelines.iter().any(|s| s.stop.load(Ordering::SeqCst));
+            if stopped || !self.drainer_alive() {
                 warn!(
                     "{}: cannot drain (the dataplane has stopped); stopping",
                     self.name
@@ -669,7 +717,7 @@ impl Running {
     /// drain and remove the interface, as wg-quick's `del_if` would (no down hooks).
     fn abort(self) {
         supervisor().begin_shutdown();
-        self.shared.shutdown();
+        self.shutdown();
         let _ = self.log_counters_after_join();
     }
 

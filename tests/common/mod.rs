@@ -334,20 +334,25 @@ impl Topology {
             .or_else(|| end["sum"]["bits_per_second"].as_f64())
             .unwrap_or(0.0);
         let lost_percent = end["sum"]["lost_percent"].as_f64().unwrap_or(0.0);
-        let intervals = v["intervals"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let intervals = interval_bytes(&v);
         Iperf {
             bits_per_second: bps,
             interval_bytes: intervals,
             lost_percent,
         }
     }
+}
+
+/// Bytes moved in each interval of an iperf3 `-J` report.
+pub fn interval_bytes(v: &serde_json::Value) -> Vec<f64> {
+    v["intervals"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub struct Iperf {

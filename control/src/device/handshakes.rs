@@ -256,8 +256,9 @@ impl<R: CryptoRngCore> Device<R> {
         });
         self.commands.push_back(Command::InstallKeypair {
             peer: id,
-            keypair: Box::new(keypair),
+            keypair: std::sync::Arc::new(keypair),
             role,
+            announce: true,
         });
         self.session_established(slot, now, as_initiator);
     }

@@ -5,9 +5,11 @@
 //! counter, with empty associated data.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 mod backend;
 mod conformance;
@@ -28,7 +30,7 @@ use crate::{REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES};
 ///
 /// Everything that seals or opens transport data goes through this trait: the libraries behind
 /// it are in `backend.rs`, and [`Cipher`] picks one at run time.
-pub trait TransportAead: Send + Sized + 'static {
+pub trait TransportAead: Send + Sync + Sized + 'static {
     /// Expand a 32-byte key.
     fn new(key: &[u8; 32]) -> Self;
     /// Encrypt `data` in place under `nonce`, authenticating `aad` too; returns the tag.
@@ -91,11 +93,18 @@ crate::fixed_messages!(OpenError {
     Authentication => "authentication failed",
 });
 
-/// Session keys produced by a completed handshake, owned by the crypto stage.
+/// Session keys produced by a completed handshake, shared by the crypto stages of every
+/// pipeline (behind an `Arc`).
 ///
 /// Holds the send and receive keys (zeroized on drop with the raw copies),
 /// both receiver indices, the creation time, the send counter and the replay
-/// window of the receive direction.
+/// window of the receive direction. Pipelines share one keypair, so its mutable parts are
+/// safe to use from several threads: the send counter is reserved with one compare-and-swap (no
+/// counter is handed out twice, whichever pipelines seal), the replay window sits behind a
+/// lock held for a few bitmap operations (uncontended unless one peer's packets arrive through
+/// two pipelines at the same moment), and two flags are set once: `confirmed` (the responder's
+/// keypair received its first packet, through any pipeline) and `revoked` (the control side
+/// cleared or removed it: no pipeline seals or opens with it again).
 pub struct Keypair<A: TransportAead = Cipher> {
     send: A,
     recv: A,
@@ -110,8 +119,10 @@ pub struct Keypair<A: TransportAead = Cipher> {
     pub created: Instant,
     /// True if this side sent the initiation.
     pub initiator: bool,
-    send_counter: u64,
-    replay: ReplayWindow,
+    send_counter: AtomicU64,
+    replay: Mutex<ReplayWindow>,
+    confirmed: AtomicBool,
+    revoked: AtomicBool,
 }
 
 impl<A: TransportAead> fmt::Debug for Keypair<A> {
@@ -120,14 +131,14 @@ impl<A: TransportAead> fmt::Debug for Keypair<A> {
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
             .field("initiator", &self.initiator)
-            .field("send_counter", &self.send_counter)
+            .field("send_counter", &self.sent())
             .finish_non_exhaustive()
     }
 }
 
 impl<A: TransportAead> Drop for Keypair<A> {
     fn drop(&mut self) {
-        self.send_counter.zeroize();
+        self.send_counter.store(0, Ordering::Relaxed);
     }
 }
 
@@ -153,24 +164,68 @@ impl<A: TransportAead> Keypair<A> {
             remote_index,
             created,
             initiator,
-            send_counter: 0,
-            replay: ReplayWindow::new(),
+            send_counter: AtomicU64::new(0),
+            replay: Mutex::new(ReplayWindow::new()),
+            confirmed: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
         }
     }
 
-    /// Number of messages sent under this keypair so far.
+    /// The replay window, locked. A poisoned lock (a panic while it was held) still guards a
+    /// consistent window: every update is a few plain stores that cannot panic halfway.
+    fn window(&self) -> MutexGuard<'_, ReplayWindow> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of send counters handed out under this keypair so far (at most
+    /// `REJECT_AFTER_MESSAGES`).
     pub fn sent(&self) -> u64 {
-        self.send_counter
+        self.send_counter.load(Ordering::Relaxed)
     }
 
     /// True once enough messages were sent that a new handshake should start.
     pub fn wants_rekey(&self) -> bool {
-        self.send_counter >= REKEY_AFTER_MESSAGES
+        self.sent() >= REKEY_AFTER_MESSAGES
     }
 
     /// Highest counter received so far.
     pub fn highest_received(&self) -> Option<u64> {
-        self.replay.highest()
+        self.window().highest()
+    }
+
+    /// Reserve `n` consecutive send counters: the first one, or `None` once the keypair is
+    /// exhausted (a reservation crossing `REJECT_AFTER_MESSAGES` is refused whole). Concurrent
+    /// callers, on any thread, never get overlapping ranges.
+    pub fn reserve(&self, n: u64) -> Option<u64> {
+        // A compare-and-swap rather than a fetch_add, so the counter never passes the limit
+        // (nor wraps): as cheap uncontended, retried only when another pipeline reserved first.
+        self.send_counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                c.checked_add(n).filter(|end| *end <= REJECT_AFTER_MESSAGES)
+            })
+            .ok()
+    }
+
+    /// The responder's keypair received its first packet (on any pipeline): every pipeline
+    /// may send with it now.
+    pub fn confirm(&self) {
+        self.confirmed.store(true, Ordering::Release);
+    }
+
+    /// Has [`Keypair::confirm`] been called?
+    pub fn confirmed(&self) -> bool {
+        self.confirmed.load(Ordering::Acquire)
+    }
+
+    /// The control side cleared this keypair (the session ended or the peer was removed):
+    /// from now on no pipeline seals or opens with it, even before its command reaches it.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// Has [`Keypair::revoke`] been called?
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
     }
 
     /// Seal a transport message in place.
@@ -179,7 +234,7 @@ impl<A: TransportAead> Keypair<A> {
     /// plaintext. It is zero-padded to a multiple of 16 (as far as `msg` allows),
     /// encrypted, the header is written before it and the tag after it. Returns
     /// the length of the finished message.
-    pub fn seal(&mut self, msg: &mut [u8], payload_len: usize) -> Result<usize, SealError> {
+    pub fn seal(&self, msg: &mut [u8], payload_len: usize) -> Result<usize, SealError> {
         let room = msg
             .len()
             .checked_sub(TRANSPORT_MIN_LEN)
@@ -188,11 +243,7 @@ impl<A: TransportAead> Keypair<A> {
             return Err(SealError::BufferTooSmall);
         }
         let padded = payload_len.next_multiple_of(16).min(room);
-        let counter = self.send_counter;
-        if counter >= REJECT_AFTER_MESSAGES {
-            return Err(SealError::CounterExhausted);
-        }
-        self.send_counter += 1;
+        let counter = self.reserve(1).ok_or(SealError::CounterExhausted)?;
         let end = TRANSPORT_HEADER_LEN + padded;
         msg[TRANSPORT_HEADER_LEN + payload_len..end].fill(0);
         let tag = self.send.seal(counter, &mut msg[TRANSPORT_HEADER_LEN..end]);
@@ -206,7 +257,7 @@ impl<A: TransportAead> Keypair<A> {
     /// padding) is `msg[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + n]` and `n`
     /// plus the counter are returned. The replay window is updated only after the
     /// tag verified.
-    pub fn open(&mut self, msg: &mut [u8]) -> Result<(usize, u64), OpenError> {
+    pub fn open(&self, msg: &mut [u8]) -> Result<(usize, u64), OpenError> {
         let view = Transport::new_checked(&*msg).map_err(|_| OpenError::Malformed)?;
         // The receiver index selects the keypair; a mismatch means the caller routed it wrong
         // or the header was altered.
@@ -214,7 +265,7 @@ impl<A: TransportAead> Keypair<A> {
             return Err(OpenError::Malformed);
         }
         let counter = view.counter();
-        if !self.replay.check(counter) {
+        if !self.window().check(counter) {
             return Err(OpenError::Replay);
         }
         let tag_at = msg.len() - TAG_LEN;
@@ -222,7 +273,8 @@ impl<A: TransportAead> Keypair<A> {
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Malformed)?;
         self.recv
             .open(counter, &mut body[TRANSPORT_HEADER_LEN..], tag)?;
-        if !self.replay.check_and_update(counter) {
+        // Checked again under the lock: another pipeline may have accepted it meanwhile.
+        if !self.window().check_and_update(counter) {
             return Err(OpenError::Replay);
         }
         Ok((tag_at - TRANSPORT_HEADER_LEN, counter))

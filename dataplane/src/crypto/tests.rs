@@ -58,7 +58,7 @@ fn pair<A: TransportAead>() -> (Keypair<A>, Keypair<A>) {
 }
 
 fn seal_open_round_trip_with_padding<A: TransportAead>() {
-    let (mut i, mut r) = pair::<A>();
+    let (i, r) = pair::<A>();
     let mut buf = [0u8; 256];
     buf[16..16 + 5].copy_from_slice(b"hello");
     let n = i.seal(&mut buf, 5).unwrap();
@@ -72,7 +72,7 @@ fn seal_open_round_trip_with_padding<A: TransportAead>() {
 }
 
 fn keepalive_is_32_bytes<A: TransportAead>() {
-    let (mut i, mut r) = pair::<A>();
+    let (i, r) = pair::<A>();
     let mut buf = [0u8; 64];
     let n = i.seal(&mut buf, 0).unwrap();
     assert_eq!(n, TRANSPORT_MIN_LEN);
@@ -80,7 +80,7 @@ fn keepalive_is_32_bytes<A: TransportAead>() {
 }
 
 fn replay_and_tamper_rejected<A: TransportAead>() {
-    let (mut i, mut r) = pair::<A>();
+    let (i, r) = pair::<A>();
     let mut buf = [0u8; 128];
     let n = i.seal(&mut buf, 40).unwrap();
     let copy = buf;
@@ -97,20 +97,195 @@ fn replay_and_tamper_rejected<A: TransportAead>() {
 
 fn counter_limit<A: TransportAead>() {
     let (mut i, _) = pair::<A>();
-    i.send_counter = REJECT_AFTER_MESSAGES;
+    *i.send_counter.get_mut() = REJECT_AFTER_MESSAGES;
     let mut buf = [0u8; 64];
+    assert_eq!(i.reserve(1), None);
     assert_eq!(i.seal(&mut buf, 0), Err(SealError::CounterExhausted));
-    i.send_counter = REKEY_AFTER_MESSAGES;
+    *i.send_counter.get_mut() = REKEY_AFTER_MESSAGES;
     assert!(i.wants_rekey());
     assert!(i.seal(&mut buf, 0).is_ok());
 }
 
 fn buffer_too_small<A: TransportAead>() {
-    let (mut i, _) = pair::<A>();
+    let (i, _) = pair::<A>();
     let mut buf = [0u8; 40];
     assert_eq!(i.seal(&mut buf, 9), Err(SealError::BufferTooSmall));
     // Padding is capped by the room left, payload itself fits.
     assert_eq!(i.seal(&mut buf, 8).unwrap(), 40);
+}
+
+/// Every reserver thread's `(first, n)` ranges, sorted.
+fn joined(threads: Vec<std::thread::JoinHandle<Vec<(u64, u64)>>>) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = threads
+        .into_iter()
+        .flat_map(|h| h.join().expect("reserver"))
+        .collect();
+    ranges.sort_unstable();
+    ranges
+}
+
+/// Pipelines share one keypair: counters reserved from several threads at once, of mixed
+/// sizes, never overlap, and together they are exactly the counters handed out.
+#[test]
+fn concurrent_reservations_never_hand_out_a_counter_twice() {
+    let (i, _) = pair::<Cipher>();
+    let kp = std::sync::Arc::new(i);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let kp = kp.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for round in 0..20_000u64 {
+                    let n = 1 + (round * 7 + t * 13) % 64;
+                    let first = kp.reserve(n).expect("far from the limit");
+                    got.push((first, n));
+                }
+                got
+            })
+        })
+        .collect();
+    let ranges = joined(threads);
+    let mut next = 0;
+    for (first, n) in ranges {
+        assert_eq!(first, next, "a gap or an overlap at {first}");
+        next = first + n;
+    }
+    assert_eq!(next, kp.sent());
+}
+
+/// Near the reject limit, concurrent reservations never cross it and never repeat a counter.
+#[test]
+fn reservations_stop_at_the_reject_limit() {
+    let (mut i, _) = pair::<Cipher>();
+    *i.send_counter.get_mut() = REJECT_AFTER_MESSAGES - 1000;
+    let kp = std::sync::Arc::new(i);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let kp = kp.clone();
+            std::thread::spawn(move || {
+                (0..1000)
+                    .filter_map(|_| kp.reserve(3).map(|c| (c, 3u64)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ranges = joined(threads);
+    assert!(ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
+    assert!(ranges.iter().all(|(c, n)| c + n <= REJECT_AFTER_MESSAGES));
+    assert_eq!(
+        ranges.len(),
+        333,
+        "every counter below the limit that fits a whole range"
+    );
+    // One counter is left below the limit (999 of 1000 were reserved): one seal, then none.
+    let mut buf = [0u8; 64];
+    assert!(kp.seal(&mut buf, 0).is_ok());
+    assert_eq!(kp.seal(&mut buf, 0), Err(SealError::CounterExhausted));
+    assert_eq!(kp.sent(), REJECT_AFTER_MESSAGES);
+}
+
+/// Two pipelines seal for one peer and two pipelines open what the peer received: every
+/// message has its own nonce, and the shared replay window accepts each exactly once, however
+/// the two streams interleave.
+#[test]
+fn two_pipelines_seal_and_open_through_one_keypair() {
+    let (i, r) = pair::<Cipher>();
+    let (i, r) = (std::sync::Arc::new(i), std::sync::Arc::new(r));
+    let per_thread = 3000;
+    let seal = |i: std::sync::Arc<Keypair>| {
+        std::thread::spawn(move || {
+            (0..per_thread)
+                .map(|n: u32| {
+                    let mut buf = vec![0u8; TRANSPORT_MIN_LEN + 16];
+                    buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + 4]
+                        .copy_from_slice(&n.to_le_bytes());
+                    let len = i.seal(&mut buf, 4).expect("seal");
+                    buf.truncate(len);
+                    buf
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let (a, b) = (seal(i.clone()), seal(i.clone()));
+    let (a, b) = (a.join().expect("sealer"), b.join().expect("sealer"));
+    let counter = |m: &Vec<u8>| Transport::new_checked(&m[..]).expect("transport").counter();
+    let mut all: Vec<u64> = a.iter().chain(&b).map(counter).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 2 * per_thread as usize, "a nonce was used twice");
+    // Each opening pipeline gets messages from both sealers, in its own order.
+    let (mut x, mut y): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    for (k, m) in a.into_iter().chain(b).enumerate() {
+        if k % 3 == 0 {
+            x.push(m)
+        } else {
+            y.push(m)
+        }
+    }
+    let open = |r: std::sync::Arc<Keypair>, msgs: Vec<Vec<u8>>| {
+        std::thread::spawn(move || {
+            let copies = msgs.clone();
+            let fresh = msgs
+                .into_iter()
+                .filter(|m| r.open(&mut m.clone()).is_ok())
+                .count();
+            let replays = copies
+                .into_iter()
+                .filter(|m| r.open(&mut m.clone()) == Err(OpenError::Replay))
+                .count();
+            (fresh, replays)
+        })
+    };
+    let (p, q) = (open(r.clone(), x), open(r.clone(), y));
+    let ((f1, r1), (f2, r2)) = (p.join().expect("opener"), q.join().expect("opener"));
+    assert_eq!(
+        f1 + f2,
+        2 * per_thread as usize,
+        "a message was falsely dropped"
+    );
+    assert_eq!(r1 + r2, 2 * per_thread as usize, "a replay was accepted");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// One peer's messages reach the shared window through two pipelines, each in its own
+    /// order, interleaved arbitrarily: none is falsely dropped, no copy accepted twice.
+    #[test]
+    fn shared_window_under_interleaved_arrival(
+        route in proptest::collection::vec(any::<bool>(), 1..600),
+        pick in proptest::collection::vec(any::<bool>(), 1200),
+        duplicate in proptest::collection::vec(any::<bool>(), 600),
+    ) {
+        let (i, r) = pair::<Cipher>();
+        let sealed: Vec<Vec<u8>> = route.iter().map(|_| {
+            let mut buf = vec![0u8; TRANSPORT_MIN_LEN];
+            let len = i.seal(&mut buf, 0).expect("seal");
+            buf.truncate(len);
+            buf
+        }).collect();
+        let mut lanes: [std::collections::VecDeque<Vec<u8>>; 2] = Default::default();
+        for (k, m) in sealed.iter().enumerate() {
+            lanes[usize::from(route[k])].push_back(m.clone());
+            if duplicate[k] {
+                lanes[usize::from(!route[k])].push_back(m.clone());
+            }
+        }
+        let (mut accepted, mut replays) = (0, 0);
+        let mut turn = pick.iter().cycle();
+        while !lanes[0].is_empty() || !lanes[1].is_empty() {
+            let lane = if lanes[0].is_empty() { 1 } else if lanes[1].is_empty() { 0 }
+                else { usize::from(*turn.next().unwrap_or(&false)) };
+            let Some(mut m) = lanes[lane].pop_front() else { continue };
+            match r.open(&mut m) {
+                Ok(_) => accepted += 1,
+                Err(OpenError::Replay) => replays += 1,
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+        prop_assert_eq!(accepted, route.len());
+        prop_assert_eq!(replays, duplicate[..route.len()].iter().filter(|d| **d).count());
+    }
 }
 
 /// The same suite, once per backend (and once through the run-time [`Cipher`]).

@@ -27,16 +27,54 @@ pub const SOCKET_BUFFER: usize = 512 << 10;
 /// Bind the tunnel's outer socket on `port` (0: any free port): dual-stack `[::]`, or
 /// `0.0.0.0` on hosts with IPv6 disabled, with [`SOCKET_BUFFER`]-sized buffers where the
 /// kernel allows, and with `offload` UDP GSO and GRO where the kernel has them. The one place veil
-/// binds its listening socket (start and rebind).
-pub fn bind_listen(port: u16, offload: bool) -> io::Result<UdpSocket> {
-    let socket = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), false) {
-        Ok(s) => s,
-        // Hosts with IPv6 disabled still get an IPv4 socket.
+/// binds its listening socket (start and rebind). `reuse_port`: one of several pipelines'
+/// sockets on one port (`SO_REUSEPORT`, see [`bind_pipelines`]).
+pub fn bind_listen(port: u16, offload: bool, reuse_port: bool) -> io::Result<UdpSocket> {
+    if reuse_port && port != 0 {
+        // SO_REUSEPORT would share the port with any other process that sets it too (a
+        // second veil): the port must be free first. A probe without the option fails with
+        // EADDRINUSE if anything holds it.
+        drop(bind_any(port, false)?);
+    }
+    let socket = bind_any(port, reuse_port)?;
+    tune(&socket, offload);
+    Ok(socket)
+}
+
+/// Dual-stack `[::]:port`, or `0.0.0.0:port` on hosts with IPv6 disabled.
+fn bind_any(port: u16, reuse_port: bool) -> io::Result<UdpSocket> {
+    match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), reuse_port) {
         Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-            UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)), false)?
+            UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)), reuse_port)
         }
-        Err(e) => return Err(e),
-    };
+        other => other,
+    }
+}
+
+/// The sockets of `pipelines` pipelines on one `port` (0: any free port): one socket for a
+/// single pipeline, as [`bind_listen`] makes it; for more, each bound with `SO_REUSEPORT`, so
+/// the kernel spreads peers over them by the hash of their address (one peer's datagrams stay
+/// on one socket). The first socket checks the port is free.
+pub fn bind_pipelines(port: u16, offload: bool, pipelines: usize) -> io::Result<Vec<UdpSocket>> {
+    let shared = pipelines > 1;
+    let first = bind_listen(port, offload, shared)?;
+    let port = first.local_addr()?.port();
+    let mut all = vec![first];
+    for _ in 1..pipelines {
+        // The port is ours now: the others join it without the probe.
+        all.push(join_listen(port, offload)?);
+    }
+    Ok(all)
+}
+
+/// One more `SO_REUSEPORT` socket on a port a pipeline's socket holds already.
+fn join_listen(port: u16, offload: bool) -> io::Result<UdpSocket> {
+    let socket = bind_any(port, true)?;
+    tune(&socket, offload);
+    Ok(socket)
+}
+
+fn tune(socket: &UdpSocket, offload: bool) {
     if let Ok((rcv, snd)) = socket.set_buffer_sizes(SOCKET_BUFFER) {
         log::debug!("socket buffers: receive {rcv} bytes, send {snd} bytes");
     }
@@ -44,7 +82,21 @@ pub fn bind_listen(port: u16, offload: bool) -> io::Result<UdpSocket> {
         socket.enable_gso();
         socket.enable_gro();
     }
-    Ok(socket)
+}
+
+/// Move every pipeline's socket to `port` (0: any free port): the first binds it (and checks
+/// it is free), the others join it. Returns the port now in use; on an error the first
+/// socket's old port stays if it failed, and a pipeline that failed to join keeps its old one
+/// (logged by the caller).
+pub fn rebind_pipelines(slots: &[Arc<UdpSlot>], port: u16) -> io::Result<u16> {
+    let Some((first, rest)) = slots.split_first() else {
+        return Ok(port);
+    };
+    let bound = first.rebind(port)?;
+    for slot in rest {
+        slot.rebind_with(bound, |p| join_listen(p, slot.offload))?;
+    }
+    Ok(bound)
 }
 
 /// The current outer socket, shared by every thread that sends or receives.
@@ -54,6 +106,8 @@ pub struct UdpSlot {
     port: AtomicU16,
     /// Offloads wanted on rebound sockets.
     offload: bool,
+    /// One of several pipelines' sockets on one port (`SO_REUSEPORT`).
+    reuse_port: bool,
     /// `SO_MARK` of the socket, carried over to rebound ones (0: none).
     mark: AtomicU32,
     /// Serialises rebinds (two UAPI clients at once).
@@ -78,8 +132,18 @@ impl UdpSlot {
             generation: AtomicU64::new(0),
             port: AtomicU16::new(port),
             offload,
+            reuse_port: false,
             mark: AtomicU32::new(0),
             rebinding: Mutex::new(()),
+        })
+    }
+
+    /// A slot for one of several pipelines' sockets ([`bind_pipelines`]): rebound sockets
+    /// share their port too.
+    pub fn for_pipeline(socket: UdpSocket, offload: bool) -> io::Result<Self> {
+        Ok(Self {
+            reuse_port: true,
+            ..Self::new(socket, offload)?
         })
     }
 
@@ -126,7 +190,7 @@ impl UdpSlot {
     /// replaces the current one. The same port again changes nothing. Returns the port now
     /// in use; on an error the old socket stays.
     pub fn rebind(&self, port: u16) -> io::Result<u16> {
-        self.rebind_with(port, |p| bind_listen(p, self.offload))
+        self.rebind_with(port, |p| bind_listen(p, self.offload, self.reuse_port))
     }
 
     /// [`UdpSlot::rebind`] with `bind` making the new socket.

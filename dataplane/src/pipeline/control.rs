@@ -1,4 +1,5 @@
-//! The control thread's loop: feeds the sans-IO driver and carries what it yields.
+//! The control thread's loop: feeds the sans-IO driver and carries what it yields, for one
+//! pipeline or several ([`ControlThread::serve`]).
 
 use super::*;
 
@@ -6,20 +7,47 @@ use super::*;
 const COMMAND_BACKLOG: usize = 4096;
 
 impl ControlThread {
+    /// Serve a further pipeline too: `other` is the control end [`build`] made for it, `shared`
+    /// its shared state (made with [`Shared::member`], so its RX wakes this thread). Its
+    /// handshakes and events are read here, and every command is split over all pipelines
+    /// ([`crate::fanout`]). Handshake replies leave through the first pipeline.
+    pub fn serve(&mut self, other: ControlThread, shared: Arc<Shared>) {
+        for mut lane in other.lanes {
+            lane.shared = Some(shared.clone());
+            self.lanes.push(lane);
+            self.fanout.grow();
+        }
+    }
+
+    /// How many pipelines this thread serves.
+    pub fn pipelines(&self) -> usize {
+        self.fanout.pipelines()
+    }
+
     /// One round: feed the driver everything that arrived, run its timers, and
     /// pass on what it produced. Returns the driver's next deadline.
     pub fn round(&mut self, driver: &mut impl ControlDriver, shared: &Shared) -> Option<Instant> {
         let now = Instant::now();
-        driver.set_handshake_backlog(self.handshakes.slots(), now);
+        let queued = self.lanes.iter().map(|l| l.handshakes.slots()).sum();
+        driver.set_handshake_backlog(queued, now);
         // Bounded per round so events and timers are not starved by a flood.
-        for _ in 0..256 {
-            let Ok(msg) = self.handshakes.pop() else {
-                break;
-            };
-            driver.on_handshake(msg, now);
+        let mut budget = 256usize;
+        for lane in &mut self.lanes {
+            while budget > 0 {
+                let Ok(msg) = lane.handshakes.pop() else {
+                    break;
+                };
+                budget -= 1;
+                driver.on_handshake(msg, now);
+            }
         }
-        while let Ok(ev) = self.events.pop() {
-            driver.on_event(ev, now);
+        for i in 0..self.lanes.len() {
+            while let Ok(ev) = self.lanes[i].events.pop() {
+                if let Some(cmd) = self.fanout.follow(&ev) {
+                    self.send_to_others(i, cmd);
+                }
+                driver.on_event(ev, now);
+            }
         }
         driver.poll_admin(now);
         if shared.drain_requested.load(Ordering::Relaxed) && !self.draining {
@@ -36,31 +64,49 @@ impl ControlThread {
         driver.next_deadline()
     }
 
+    /// Queue `cmd` for every pipeline but `from`.
+    fn send_to_others(&mut self, from: usize, cmd: Command) {
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            if i != from {
+                lane.backlog.push_back(cmd.clone());
+            }
+        }
+    }
+
     pub(super) fn forward(&mut self, driver: &mut impl ControlDriver, shared: &Shared) {
-        let mut sent_cmd = false;
         // Bounded: beyond, commands wait in the driver, whose queue is bounded and counted.
-        while self.backlog.len() < COMMAND_BACKLOG {
+        while self.lanes.iter().all(|l| l.backlog.len() < COMMAND_BACKLOG) {
             let Some(cmd) = driver.poll_command() else {
                 break;
             };
-            self.backlog.push_back(cmd);
-        }
-        while let Some(cmd) = self.backlog.pop_front() {
-            match self.commands.push(cmd) {
-                Ok(()) => sent_cmd = true,
-                Err(rtrb::PushError::Full(cmd)) => {
-                    self.backlog.push_front(cmd);
-                    break;
-                }
+            for (lane, copy) in self.lanes.iter_mut().zip(self.fanout.split(cmd)) {
+                lane.backlog.extend(copy);
             }
         }
-        if sent_cmd {
-            shared.crypto_bell.ring();
+        // Every pipeline's commands are in its ring before any handshake reply leaves: a
+        // peer's answer to it finds its keypair on whichever pipeline it arrives.
+        for lane in &mut self.lanes {
+            let mut sent_cmd = false;
+            while let Some(cmd) = lane.backlog.pop_front() {
+                match lane.commands.push(cmd) {
+                    Ok(()) => sent_cmd = true,
+                    Err(rtrb::PushError::Full(cmd)) => {
+                        lane.backlog.push_front(cmd);
+                        break;
+                    }
+                }
+            }
+            if sent_cmd {
+                lane.shared.as_deref().unwrap_or(shared).crypto_bell.ring();
+            }
         }
         let mut sent = false;
+        let Some(first) = self.lanes.first_mut() else {
+            return;
+        };
         while let Some(msg) = driver.poll_transmit() {
             // A full ring means TX is far behind: the message is dropped like a lost datagram.
-            sent |= self.to_tx.push(msg).is_ok();
+            sent |= first.to_tx.push(msg).is_ok();
         }
         if sent {
             shared.tx_bell.ring();
@@ -68,7 +114,16 @@ impl ControlThread {
     }
 
     pub(super) fn has_work(&self) -> bool {
-        !self.handshakes.is_empty() || !self.events.is_empty()
+        self.lanes
+            .iter()
+            .any(|l| !l.handshakes.is_empty() || !l.events.is_empty())
+    }
+
+    /// Commands wait for room that is there now.
+    fn can_forward(&self) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| !l.backlog.is_empty() && l.commands.slots() > 0)
     }
 
     /// The control thread's loop.
@@ -77,8 +132,12 @@ impl ControlThread {
         while !shared.stopped() {
             let now = Instant::now();
             shared.beat(Role::Control, now);
+            // This thread is every pipeline's control thread.
+            for s in self.lanes.iter().filter_map(|l| l.shared.as_deref()) {
+                s.beat(Role::Control, now);
+            }
             let deadline = self.round(driver, shared);
-            if self.has_work() || !self.backlog.is_empty() && self.commands.slots() > 0 {
+            if self.has_work() || self.can_forward() {
                 continue;
             }
             let wait = deadline

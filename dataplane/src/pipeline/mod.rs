@@ -137,8 +137,8 @@ pub struct Shared {
     pub crypto_bell: Doorbell,
     /// Wakes the TX thread.
     pub tx_bell: Doorbell,
-    /// Wakes the control thread.
-    pub control_bell: Doorbell,
+    /// Wakes the control thread (one for every pipeline: see [`Shared::member`]).
+    pub control_bell: Arc<Doorbell>,
     /// RX counters.
     pub rx: Arc<RxCounters>,
     /// Crypto counters.
@@ -170,7 +170,7 @@ impl Shared {
             rx_bell: Doorbell::custom(rx_wake),
             crypto_bell: Doorbell::for_thread(),
             tx_bell: Doorbell::for_thread(),
-            control_bell: Doorbell::for_thread(),
+            control_bell: Arc::new(Doorbell::for_thread()),
             rx: Arc::default(),
             crypto: Arc::default(),
             tx: Arc::default(),
@@ -181,6 +181,15 @@ impl Shared {
             fault: FaultCell::default(),
             #[cfg(debug_assertions)]
             test_hooks: TestHooks::default(),
+        }
+    }
+
+    /// The shared state of a further pipeline, served by `self`'s control thread: its own
+    /// doorbells, counters, heartbeats and flags, the same control doorbell and epoch.
+    pub fn member(&self, rx_wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            control_bell: self.control_bell.clone(),
+            ..Self::new(self.epoch, rx_wake)
         }
     }
 
@@ -311,15 +320,25 @@ pub struct TxSamples {
     pub batch_size: Recorder,
 }
 
-/// The control thread's end of the rings.
+/// The control thread's end of the rings of every pipeline it serves.
 pub struct ControlThread {
+    /// One per pipeline; the first is the pipeline it was built with.
+    lanes: Vec<Lane>,
+    /// Splits commands over the lanes.
+    fanout: crate::fanout::Fanout,
+    draining: bool,
+}
+
+/// The control thread's end of one pipeline's rings.
+struct Lane {
     handshakes: Consumer<HandshakeDatagram>,
     events: Consumer<Event>,
     commands: Producer<Command>,
     to_tx: Producer<HandshakeDatagram>,
     /// Commands that did not fit in the ring yet (kept in order).
     backlog: std::collections::VecDeque<Command>,
-    draining: bool,
+    /// The pipeline's shared state; `None` for the first lane (the `Shared` the loop is given).
+    shared: Option<Arc<Shared>>,
 }
 
 macro_rules! debug_opaque {
@@ -395,11 +414,15 @@ pub fn build(
             tuners: Default::default(),
         },
         ControlThread {
-            handshakes: hs_in_c,
-            events: ev_c,
-            commands: cmd_p,
-            to_tx: hs_out_p,
-            backlog: std::collections::VecDeque::new(),
+            lanes: vec![Lane {
+                handshakes: hs_in_c,
+                events: ev_c,
+                commands: cmd_p,
+                to_tx: hs_out_p,
+                backlog: std::collections::VecDeque::new(),
+                shared: None,
+            }],
+            fanout: crate::fanout::Fanout::new(1),
             draining: false,
         },
     )

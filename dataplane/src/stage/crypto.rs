@@ -17,7 +17,7 @@ use crate::counters::{bump, CryptoCounters};
 use crate::crypto::{Keypair, OpenError, SealError};
 use crate::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
 use crate::priority::{Degradation, Priority, PriorityMap, Shedding};
-use crate::ratelimit::{DirectionLimiter, TokenBucket};
+use crate::ratelimit::{PeerLimits, TokenBucket};
 use crate::route::AllowedIps;
 use crate::timing::Timing;
 use crate::wire::{is_control_frame, ControlFrame, Transport, TRANSPORT_HEADER_LEN};
@@ -52,9 +52,9 @@ enum Originate {
 struct Peer {
     stats: Arc<PeerStats>,
     endpoint: Option<SocketAddr>,
-    current: Option<Box<Keypair>>,
-    previous: Option<Box<Keypair>>,
-    next: Option<Box<Keypair>>,
+    current: Option<Arc<Keypair>>,
+    previous: Option<Arc<Keypair>>,
+    next: Option<Arc<Keypair>>,
     staged: VecDeque<Vec<u8>>,
     /// When we last asked the control thread for a handshake.
     handshake_asked: Option<Instant>,
@@ -66,16 +66,16 @@ struct Peer {
     roaming_validated: bool,
     /// Control frames this peer may still hand to the control thread.
     frames: TokenBucket,
-    /// Rate limits: (from the peer, to the peer); `None` when unlimited.
-    limits: Option<Box<(DirectionLimiter, DirectionLimiter)>>,
+    /// Rate limits, shared by every pipeline; `None` when unlimited.
+    limits: Option<Arc<PeerLimits>>,
 }
 
 impl Peer {
-    fn keypair_mut(&mut self, slot: Slot) -> Option<&mut Keypair> {
+    fn keypair(&self, slot: Slot) -> Option<&Keypair> {
         match slot {
-            Slot::Current => self.current.as_deref_mut(),
-            Slot::Previous => self.previous.as_deref_mut(),
-            Slot::Next => self.next.as_deref_mut(),
+            Slot::Current => self.current.as_deref(),
+            Slot::Previous => self.previous.as_deref(),
+            Slot::Next => self.next.as_deref(),
         }
     }
 }
@@ -154,7 +154,7 @@ impl CryptoStage {
         self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)
     }
 
-    fn forget_index(&mut self, kp: Option<Box<Keypair>>) {
+    fn forget_index(&mut self, kp: Option<Arc<Keypair>>) {
         if let Some(kp) = kp {
             self.by_index.remove(&kp.local_index);
         }
@@ -174,6 +174,7 @@ impl CryptoStage {
                     self.peers.resize_with(i + 1, || None);
                 }
                 self.remove_peer(peer);
+                bump(&self.counters.peers_added, 1);
                 self.peers[i] = Some(Peer {
                     stats,
                     endpoint,
@@ -192,7 +193,10 @@ impl CryptoStage {
                     self.routes.insert(net, peer);
                 }
             }
-            Command::RemovePeer { peer } => self.remove_peer(peer),
+            Command::RemovePeer { peer } => {
+                bump(&self.counters.peers_removed, 1);
+                self.remove_peer(peer)
+            }
             Command::SetAllowedIps { peer, allowed_ips } => {
                 if self.peer_mut(peer).is_some() {
                     self.routes.remove_value(peer);
@@ -227,7 +231,8 @@ impl CryptoStage {
                 peer,
                 keypair,
                 role,
-            } => self.install(peer, keypair, role, now),
+                announce,
+            } => self.install(peer, keypair, role, announce),
             Command::ClearKeypairs { peer, goodbye } => {
                 if let Some(reason) = goodbye {
                     self.seal_goodbye(peer, reason, now);
@@ -252,9 +257,12 @@ impl CryptoStage {
             }
             Command::SetRateLimit { peer, limit } => {
                 if let Some(p) = self.peer_mut(peer) {
-                    p.limits = limit.is_limited().then(|| {
-                        Box::new((DirectionLimiter::new(limit), DirectionLimiter::new(limit)))
-                    });
+                    p.limits = PeerLimits::new(limit);
+                }
+            }
+            Command::ShareRateLimit { peer, limits } => {
+                if let Some(p) = self.peer_mut(peer) {
+                    p.limits = limits;
                 }
             }
             Command::SetDegradation { level } => {
@@ -285,7 +293,7 @@ impl CryptoStage {
             return;
         };
         let Ok(n) = frame.encode(body) else { return };
-        if let Ok((len, dest, _)) = self.seal_for(peer_id, &mut buf, n, now, false) {
+        if let Ok((len, dest, _)) = self.seal_for(peer_id, &mut buf, n, now, Sealing::Goodbye) {
             buf.truncate(len);
             bump(&self.counters.frames_sent, 1);
             self.pending
@@ -313,7 +321,7 @@ impl CryptoStage {
         self.pending.retain(|(id, _)| *id != peer);
     }
 
-    fn install(&mut self, peer: PeerId, keypair: Box<Keypair>, role: KeypairRole, _now: Instant) {
+    fn install(&mut self, peer: PeerId, keypair: Arc<Keypair>, role: KeypairRole, announce: bool) {
         let index = keypair.local_index;
         let Some(p) = self.peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
             return;
@@ -333,7 +341,8 @@ impl CryptoStage {
         p.handshake_asked = None;
         let flush = role == KeypairRole::Initiator;
         if flush {
-            if p.staged.is_empty() {
+            // One pipeline (`announce`) confirms the session; every pipeline flushes its own.
+            if p.staged.is_empty() && announce {
                 // The responder may not send until it hears from us: confirm at once.
                 self.pending.push_back((peer, Originate::Keepalive));
             } else {
@@ -366,6 +375,7 @@ impl CryptoStage {
             return;
         };
         let Some(next) = p.next.take() else { return };
+        next.confirm();
         let old_prev = p.previous.take();
         p.previous = p.current.replace(next);
         let staged: Vec<Vec<u8>> = p.staged.drain(..).collect();
@@ -429,10 +439,15 @@ impl CryptoStage {
                 continue;
             };
             let rekey_asked_for = peer.rekey_asked_for;
-            let Some(kp) = peer.keypair_mut(slot) else {
+            let Some(kp) = peer.keypair(slot) else {
                 bump(&self.counters.drop_unknown_index, 1);
                 continue;
             };
+            // Cleared or removed by the control side; this pipeline has not applied it yet.
+            if kp.revoked() {
+                bump(&self.counters.drop_revoked_key, 1);
+                continue;
+            }
             if now.saturating_duration_since(kp.created) >= reject_after {
                 bump(&self.counters.drop_expired_key, 1);
                 continue;
@@ -456,7 +471,7 @@ impl CryptoStage {
             bump(&self.counters.decrypted, 1);
             let stats = &peer.stats;
             stats.last_rx_any.store(stamp, Ordering::Relaxed);
-            bump(&stats.rx_bytes, meta.len as u64);
+            add_shared(&stats.rx_bytes, meta.len as u64);
             let from = meta.addr;
             // A standard peer roams at once (WireGuard's semantics): the endpoint follows
             // every authenticated packet and the control thread is told. For a peer whose
@@ -513,12 +528,12 @@ impl CryptoStage {
                     Some(info) if self.shedding.drops(self.priorities.class(info.dscp)) => {
                         count_shed(&self.counters, self.priorities.class(info.dscp))
                     }
-                    Some(info) if !admit(&mut peer.limits, true, info.len, now) => {
+                    Some(info) if !admit(&peer.limits, true, info.len, now) => {
                         bump(&self.counters.rate_limit_violations, 1)
                     }
                     Some(info) => {
                         stats.last_rx_data.store(stamp, Ordering::Relaxed);
-                        bump(&stats.rx_packets, 1);
+                        add_shared(&stats.rx_packets, 1);
                         meta.offset = TRANSPORT_HEADER_LEN;
                         meta.len = info.len;
                         meta.action = Action::Tun;
@@ -567,14 +582,14 @@ impl CryptoStage {
             }
             let limits = self
                 .peers
-                .get_mut(peer_id.0 as usize)
-                .and_then(Option::as_mut)
-                .map(|p| &mut p.limits);
+                .get(peer_id.0 as usize)
+                .and_then(Option::as_ref)
+                .map(|p| &p.limits);
             if limits.is_some_and(|l| !admit(l, false, info.len, now)) {
                 bump(&self.counters.rate_limit_violations, 1);
                 continue;
             }
-            match self.seal_for(peer_id, buf, info.len, now, true) {
+            match self.seal_for(peer_id, buf, info.len, now, Sealing::Data) {
                 Ok((len, dest, wants_rekey)) => {
                     meta.offset = 0;
                     meta.len = len;
@@ -593,6 +608,7 @@ impl CryptoStage {
                 }
                 Err(SealFail::NoEndpoint) => bump(&self.counters.drop_no_endpoint, 1),
                 Err(SealFail::Buffer) => bump(&self.counters.drop_invalid_inner, 1),
+                Err(SealFail::Revoked) => {}
             }
         }
     }
@@ -605,8 +621,9 @@ impl CryptoStage {
         buf: &mut [u8],
         len: usize,
         now: Instant,
-        data: bool,
+        what: Sealing,
     ) -> Result<(usize, SocketAddr, bool), SealFail> {
+        let data = what == Sealing::Data;
         let stamp = self.epoch.nanos(now);
         let timing = self.timing;
         let reject_after = timing.reject_after;
@@ -620,9 +637,19 @@ impl CryptoStage {
         let Some(dest) = peer.endpoint else {
             return Err(SealFail::NoEndpoint);
         };
-        let Some(kp) = peer.current.as_deref_mut() else {
+        if peer.next.as_ref().is_some_and(|k| k.confirmed()) {
+            // Another pipeline received the responder keypair's first packet.
+            self.confirm_next(peer_id);
+            return self.seal_for(peer_id, buf, len, now, what);
+        }
+        let Some(kp) = peer.current.as_deref() else {
             return Err(SealFail::NoKeypair);
         };
+        // The control side's goodbye is the one message sealed after the revocation.
+        if kp.revoked() && what != Sealing::Goodbye {
+            bump(&self.counters.drop_revoked_key, 1);
+            return Err(SealFail::Revoked);
+        }
         if now.saturating_duration_since(kp.created) >= reject_after
             || kp.sent() >= crate::REJECT_AFTER_MESSAGES
         {
@@ -642,10 +669,10 @@ impl CryptoStage {
         }
         let stats = &peer.stats;
         bump(&self.counters.encrypted, 1);
-        bump(&stats.tx_bytes, n as u64);
+        add_shared(&stats.tx_bytes, n as u64);
         stats.last_tx_any.store(stamp, Ordering::Relaxed);
         if data {
-            bump(&stats.tx_packets, 1);
+            add_shared(&stats.tx_packets, 1);
             stats.last_tx_data.store(stamp, Ordering::Relaxed);
         }
         Ok((n, dest, wants_rekey))
@@ -723,8 +750,11 @@ impl CryptoStage {
                     pkt.len()
                 }
             };
-            let data = matches!(what, Originate::Data(_));
-            match self.seal_for(peer_id, buf, payload_len, now, data) {
+            let sealing = match what {
+                Originate::Data(_) => Sealing::Data,
+                _ => Sealing::Control,
+            };
+            match self.seal_for(peer_id, buf, payload_len, now, sealing) {
                 Ok((len, dest, wants_rekey)) => {
                     *meta = crate::batch::PacketMeta {
                         offset: 0,
@@ -758,6 +788,7 @@ impl CryptoStage {
                 },
                 Err(SealFail::NoEndpoint) => bump(&self.counters.drop_no_endpoint, 1),
                 Err(SealFail::Buffer) => bump(&self.counters.drop_invalid_inner, 1),
+                Err(SealFail::Revoked) => {}
             }
             if let Originate::Data(pkt) = what {
                 self.recycle(pkt);
@@ -774,6 +805,13 @@ impl CryptoStage {
     }
 }
 
+/// Add to a per-peer statistic: every pipeline's crypto stage adds to the same `PeerStats`, so
+/// this is an atomic add (relaxed), not the single writer's load and store of [`bump`].
+#[inline]
+fn add_shared(c: &std::sync::atomic::AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
 /// Count a packet shed by priority.
 fn count_shed(counters: &CryptoCounters, class: Priority) {
     match class {
@@ -784,21 +822,28 @@ fn count_shed(counters: &CryptoCounters, class: Priority) {
 
 /// Rate-limit one data packet of `len` bytes from (`inbound`) or to the peer.
 #[inline]
-fn admit(
-    limits: &mut Option<Box<(DirectionLimiter, DirectionLimiter)>>,
-    inbound: bool,
-    len: usize,
-    now: Instant,
-) -> bool {
+fn admit(limits: &Option<Arc<PeerLimits>>, inbound: bool, len: usize, now: Instant) -> bool {
     match limits {
         None => true,
-        Some(l) if inbound => l.0.admit(len, now),
-        Some(l) => l.1.admit(len, now),
+        Some(l) => l.admit(inbound, len, now),
     }
+}
+
+/// What [`CryptoStage::seal_for`] seals.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sealing {
+    /// An inner packet (counted as data).
+    Data,
+    /// A keepalive or a control frame.
+    Control,
+    /// The goodbye sealed while its session is cleared.
+    Goodbye,
 }
 
 enum SealFail {
     NoKeypair,
     NoEndpoint,
     Buffer,
+    /// The keypair was revoked (counted where it was found).
+    Revoked,
 }

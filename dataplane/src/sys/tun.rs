@@ -49,25 +49,45 @@ impl Tun {
             return Tun::create(name);
         }
         let mut tun = open_queue(name, TUN_FLAGS | libc::IFF_VNET_HDR)?;
-        let base = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
-        let uso = libc::TUN_F_USO4 | libc::TUN_F_USO6;
-        if set_offload(&tun.fd, base | uso).is_ok() {
-            tun.offloads = TunOffloads {
-                vnet: true,
-                uso: true,
-            };
-        } else if set_offload(&tun.fd, base).is_ok() {
-            tun.offloads = TunOffloads {
-                vnet: true,
-                uso: false,
-            };
+        if tun.offer_offloads() {
+            Ok(tun)
         } else {
             // Closing the only queue removes the interface, so the name is free again.
             let actual = tun.name.clone();
             drop(tun);
-            return Tun::create(&actual);
+            Tun::create(&actual)
         }
-        Ok(tun)
+    }
+
+    /// Turn on checksum offload and TSO (and USO where the kernel takes it) on a queue opened
+    /// with `IFF_VNET_HDR`; false if the kernel takes none of them.
+    fn offer_offloads(&mut self) -> bool {
+        let base = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+        let uso = libc::TUN_F_USO4 | libc::TUN_F_USO6;
+        let uso = if set_offload(&self.fd, base | uso).is_ok() {
+            true
+        } else if set_offload(&self.fd, base).is_ok() {
+            false
+        } else {
+            return false;
+        };
+        self.offloads = TunOffloads { vnet: true, uso };
+        true
+    }
+
+    /// [`Tun::create_multiqueue`] with the offloads of [`Tun::create_offloaded`] on every
+    /// queue; a kernel that takes none gets plain queues.
+    pub fn create_multiqueue_offloaded(name: &str, queues: usize) -> io::Result<Vec<Tun>> {
+        if cfg!(target_endian = "big") {
+            return Tun::create_multiqueue(name, queues);
+        }
+        let mut all = multiqueue(name, queues, libc::IFF_VNET_HDR)?;
+        if all.iter_mut().all(Tun::offer_offloads) {
+            return Ok(all);
+        }
+        let actual = all.first().map(|t| t.name.clone()).unwrap_or_default();
+        drop(all);
+        Tun::create_multiqueue(&actual, queues)
     }
 
     /// The offloads in force (all off for [`Tun::create`]).
@@ -97,23 +117,7 @@ impl Tun {
     /// (`IFF_MULTI_QUEUE`), one per pipeline. The kernel spreads flows across
     /// queues, so each pipeline sees a stable subset of the flows.
     pub fn create_multiqueue(name: &str, queues: usize) -> io::Result<Vec<Tun>> {
-        if queues == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a TUN device needs at least one queue",
-            ));
-        }
-        let flags = TUN_FLAGS | libc::IFF_MULTI_QUEUE;
-        let first = open_queue(name, flags)?;
-        // Attach the other queues by the name the kernel actually chose, so a
-        // "%d" pattern does not create a second interface.
-        let actual = first.name.clone();
-        let mut all = Vec::with_capacity(queues);
-        all.push(first);
-        for _ in 1..queues {
-            all.push(open_queue(&actual, flags)?);
-        }
-        Ok(all)
+        multiqueue(name, queues, 0)
     }
 
     /// The interface name the kernel assigned.
@@ -153,6 +157,27 @@ super::fd_wrapper!(Tun, fd);
 const TUN_FLAGS: libc::c_int = libc::IFF_TUN | libc::IFF_NO_PI;
 
 /// `TUNSETOFFLOAD` with `flags` (`TUN_F_*`).
+/// Open `queues` queues of the multi-queue TUN interface `name`, each with `extra` flags.
+fn multiqueue(name: &str, queues: usize, extra: libc::c_int) -> io::Result<Vec<Tun>> {
+    if queues == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a TUN device needs at least one queue",
+        ));
+    }
+    let flags = TUN_FLAGS | libc::IFF_MULTI_QUEUE | extra;
+    let first = open_queue(name, flags)?;
+    // Attach the other queues by the name the kernel actually chose, so a
+    // "%d" pattern does not create a second interface.
+    let actual = first.name.clone();
+    let mut all = Vec::with_capacity(queues);
+    all.push(first);
+    for _ in 1..queues {
+        all.push(open_queue(&actual, flags)?);
+    }
+    Ok(all)
+}
+
 fn set_offload(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long of flags); no
     // memory is passed.

@@ -22,6 +22,9 @@ pub use hub::{HandshakeRecorders, HistogramData, MetricsHub, DEFAULT_PEER_SERIES
 pub use json::{json_str, render_json};
 pub use prometheus::render_prometheus;
 
+/// Named counter sets: ("rx", [("udp_datagrams", 3), …]), ….
+pub type CounterSets = Vec<(&'static str, Vec<(&'static str, u64)>)>;
+
 /// Everything one scrape or `veil show` reports, gathered at one moment.
 #[derive(Debug, Clone)]
 pub struct MetricsData {
@@ -31,8 +34,13 @@ pub struct MetricsData {
     pub listen_port: u16,
     /// The transport AEAD backend sealing new sessions (`veil_dataplane::crypto::Backend`).
     pub aead: &'static str,
-    /// Counter sets by stage: ("rx", …), ("crypto", …), ("tx", …), ("control", …).
-    pub counters: Vec<(&'static str, Vec<(&'static str, u64)>)>,
+    /// Counter sets by stage: ("rx", …), ("crypto", …), ("tx", …) summed over every
+    /// pipeline, ("control", …).
+    pub counters: CounterSets,
+    /// With several pipelines, each one's ("rx", …), ("crypto", …), ("tx", …); else empty.
+    pub per_pipeline: Vec<CounterSets>,
+    /// Each pipeline's CPUs, one line each.
+    pub layout: Vec<String>,
     /// The control thread's snapshot; `None` if it did not answer.
     pub device: Option<DeviceSnapshot>,
     /// Histograms.
@@ -40,7 +48,7 @@ pub struct MetricsData {
     /// Resident memory of the process.
     pub rss_bytes: Option<u64>,
     /// Heartbeat age of each thread (`None`: never beat).
-    pub heartbeats: Vec<(&'static str, Option<f64>)>,
+    pub heartbeats: Vec<(String, Option<f64>)>,
     /// Process start, seconds since the Unix epoch.
     pub start_time: f64,
     /// Per-peer series limit.
@@ -117,7 +125,9 @@ pub(crate) mod testdata {
             }),
             histograms: hub.histograms(),
             rss_bytes: crate::procfs::rss_bytes(),
-            heartbeats: vec![("veil-rx", Some(0.1)), ("veil-tx", None)],
+            per_pipeline: vec![],
+            layout: vec![],
+            heartbeats: vec![("veil-rx".into(), Some(0.1)), ("veil-tx".into(), None)],
             start_time: 1.7e9,
             peer_series: 2,
         }

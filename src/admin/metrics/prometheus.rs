@@ -338,6 +338,24 @@ pub fn render_prometheus(data: &MetricsData) -> String {
             e.counter(&name, &help, &l, *value);
         }
     }
+    // With several pipelines, each one's counters too (the families above are the totals).
+    for (k, sets) in data.per_pipeline.iter().enumerate() {
+        let k = k.to_string();
+        for (stage, set) in sets {
+            for (field, value) in set {
+                e.counter(
+                    "veil_pipeline_counter_total",
+                    "Each pipeline's dataplane counters (the other families sum them).",
+                    &[
+                        ("pipeline", k.as_str()),
+                        ("stage", stage),
+                        ("counter", field),
+                    ],
+                    *value,
+                );
+            }
+        }
+    }
     e.gauge(
         "veil_aead_backend_info",
         "The library sealing and opening transport data (always 1; the label names it).",
@@ -362,7 +380,7 @@ pub fn render_prometheus(data: &MetricsData) -> String {
         e.gauge(
             "veil_heartbeat_age_seconds",
             "Time since each thread's loop last ran (idle threads run at least every 0.5 s).",
-            &[("thread", thread)],
+            &[("thread", thread.as_str())],
             age.unwrap_or(f64::INFINITY),
         );
     }

@@ -144,7 +144,7 @@ fn every_key_parses() {
         "[LOGGING]\nLevel = debug\nformat = JSON\nrate_limit_logs_per_sec = 0\n\
          sampling_rate = 0.25\nasync_logging = yes\nasync_queue_size = 64\n\
          [metrics]\nenable = true\nlisten = [::1]:9100\n\
-         [threading]\nmode = single\npin = true\nrx_cpu = 1\ncrypto_cpu = 0\ntx_cpu = 2\ncontrol_cpu = 3\n",
+         [threading]\nmode = single\npin = true\nrx_cpu = 1\ncrypto_cpu = 0\ntx_cpu = 2\ncontrol_cpu = 3\npipelines = auto\ncpus = 0-3,6\n",
     );
     let c = Config::parse(&text, "veil0.conf").expect("valid");
     assert_eq!(
@@ -177,6 +177,8 @@ fn every_key_parses() {
             control_cpu: cpu(3, 19),
             aead: veil_dataplane::crypto::BackendChoice::Auto,
             offload: true,
+            pipelines: crate::threading::PipelineCount::Auto,
+            cpus: Some((crate::threading::CpuList(vec![0, 1, 2, 3, 6]), 21)),
         }
     );
 }
