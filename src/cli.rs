@@ -1,12 +1,13 @@
 //! Command-line interface (argh).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use argh::FromArgs;
 use veil_dataplane::crypto::BackendChoice;
+
+pub use crate::threading::values::Threading;
+use crate::threading::{Pinning, ThreadFlags};
 
 /// veil: a userspace WireGuard-compatible VPN gateway for Linux.
 ///
@@ -133,42 +134,6 @@ pub struct CheckArgs {
     pub config: PathBuf,
 }
 
-/// Threading mode of the dataplane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Threading {
-    /// RX, crypto and TX threads joined by rings.
-    Pipeline,
-    /// One thread runs every stage and the control work.
-    Single,
-}
-
-/// A `--threading` value that is neither mode (as given).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownThreadingMode(String);
-
-impl fmt::Display for UnknownThreadingMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self(given) = self;
-        write!(f, "'{given}' is not a threading mode: ")?;
-        f.write_str("expected 'pipeline' or 'single'")
-    }
-}
-
-impl std::error::Error for UnknownThreadingMode {}
-
-// argh parses `--threading` through this (`FromArgValue` for every `FromStr`).
-impl FromStr for Threading {
-    type Err = UnknownThreadingMode;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "pipeline" => Ok(Threading::Pipeline),
-            "single" => Ok(Threading::Single),
-            other => Err(UnknownThreadingMode(other.to_string())),
-        }
-    }
-}
-
 /// Print a new private key (base64, as `wg genkey` does).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "genkey")]
@@ -213,4 +178,21 @@ pub struct HealthArgs {
     /// print JSON instead of a table
     #[argh(switch)]
     pub json: bool,
+}
+
+impl From<&UpArgs> for ThreadFlags {
+    fn from(a: &UpArgs) -> Self {
+        Self {
+            threading: a.threading,
+            cpus: Pinning {
+                rx: a.rx_cpu,
+                crypto: a.crypto_cpu,
+                tx: a.tx_cpu,
+                control: a.control_cpu,
+            },
+            no_pin: a.no_pin,
+            pipelines: a.pipelines,
+            cpu_list: a.cpus.clone(),
+        }
+    }
 }

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use log::LevelFilter;
 
 use super::error::ConfigWarning;
-use crate::cli::Threading;
 use crate::keys::{Key32, KEY_LEN};
+use crate::threading::values::Threading;
 use veil_control::device::ProtectionConfig;
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
@@ -223,9 +223,9 @@ pub struct ThreadingConfig {
     /// (`offload = auto`, the default); `off` (or `--no-offload`) never does.
     pub offload: bool,
     /// How many pipelines (`pipelines = auto | N`; default 1).
-    pub pipelines: crate::threading::PipelineCount,
+    pub pipelines: crate::threading::values::PipelineCount,
     /// CPUs laid out over the pipelines (`cpus = 0-11`), with the key's line.
-    pub cpus: Option<(crate::threading::CpuList, usize)>,
+    pub cpus: Option<(crate::threading::values::CpuList, usize)>,
 }
 
 impl Default for ThreadingConfig {
@@ -239,7 +239,7 @@ impl Default for ThreadingConfig {
             control_cpu: None,
             aead: BackendChoice::Auto,
             offload: true,
-            pipelines: crate::threading::PipelineCount::Fixed(1),
+            pipelines: crate::threading::values::PipelineCount::Fixed(1),
             cpus: None,
         }
     }

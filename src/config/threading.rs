@@ -16,7 +16,7 @@ use super::output::{CpuSetting, Parts, ThreadingConfig};
 use super::section::Sink;
 use super::section::{only, set, KeySpec, Section, SectionState};
 use super::value::{parse_bool, parse_choice, parse_number};
-use crate::cli::Threading;
+use crate::threading::values::Threading;
 use veil_dataplane::crypto::{Backend, BackendChoice};
 
 /// Largest CPU number accepted in the file (`CONFIG_NR_CPUS` maximum); whether it

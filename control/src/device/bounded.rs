@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use veil_dataplane::counters::bump;
 
-use super::ControlCounters;
+use super::counters::ControlCounters;
 
 /// A FIFO with a cap: what does not fit is dropped and counted.
 pub(super) struct Bounded<T> {

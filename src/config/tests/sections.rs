@@ -13,7 +13,7 @@ use super::super::value::{parse_bool, parse_fraction};
 use super::super::{
     Config, ConfigErrors, CpuSetting, LogFormat, LoggingConfig, MetricsConfig, ThreadingConfig,
 };
-use crate::cli::Threading;
+use crate::threading::values::Threading;
 
 const KEY: &str = "eBiTrl6EfC2vnq98gbI9jxGR4xu+4tU4WO1bG/GKOlo=";
 const EXAMPLE: &str = include_str!("../../../examples/veil-server.conf");
@@ -177,8 +177,8 @@ fn every_key_parses() {
             control_cpu: cpu(3, 19),
             aead: veil_dataplane::crypto::BackendChoice::Auto,
             offload: true,
-            pipelines: crate::threading::PipelineCount::Auto,
-            cpus: Some((crate::threading::CpuList(vec![0, 1, 2, 3, 6]), 21)),
+            pipelines: crate::threading::values::PipelineCount::Auto,
+            cpus: Some((crate::threading::values::CpuList(vec![0, 1, 2, 3, 6]), 21)),
         }
     );
 }

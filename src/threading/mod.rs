@@ -24,8 +24,10 @@
 
 use std::fmt;
 
-use crate::cli::{Threading, UpArgs};
+pub mod values;
+
 use crate::config::{CpuSetting, ThreadingConfig};
+pub use values::{CpuList, PipelineCount, Threading};
 
 /// Which CPU each thread is pinned to (`None`: not pinned).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,102 +57,6 @@ pub struct ThreadFlags {
     pub cpu_list: Option<CpuList>,
 }
 
-/// Most pipelines one interface runs.
-pub const MAX_PIPELINES: usize = 64;
-
-/// `pipelines = auto | N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PipelineCount {
-    /// From the CPUs this process may use (see the module docs).
-    Auto,
-    /// Exactly this many (1..=[`MAX_PIPELINES`]).
-    Fixed(usize),
-}
-
-impl PipelineCount {
-    /// The number of pipelines in `mode` with `cpus` usable CPUs.
-    pub fn resolve(self, mode: Threading, cpus: usize) -> usize {
-        match (self, mode) {
-            (Self::Fixed(n), _) => n,
-            (Self::Auto, Threading::Single) => 1,
-            (Self::Auto, Threading::Pipeline) => (cpus / 3).clamp(1, MAX_PIPELINES),
-        }
-    }
-}
-
-/// A `--pipelines` or `--cpus` value that is not one (as given, and what was expected).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadValue {
-    given: String,
-    expected: &'static str,
-}
-
-impl fmt::Display for BadValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "'{}' is not {}", self.given, self.expected)
-    }
-}
-
-impl std::error::Error for BadValue {}
-
-impl std::str::FromStr for PipelineCount {
-    type Err = BadValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("auto") {
-            return Ok(Self::Auto);
-        }
-        match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_PIPELINES).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => {
-                Ok(Self::Fixed(n))
-            }
-            _ => Err(BadValue {
-                given: s.to_string(),
-                expected: "a pipeline count: auto or 1 to 64",
-            }),
-        }
-    }
-}
-
-/// A CPU list as the kernel writes them (`0-3,8,10-11`): in the order given, no repeats.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CpuList(pub Vec<usize>);
-
-/// Largest CPU number a list may name (`CONFIG_NR_CPUS` maximum).
-const LIST_MAX_CPU: usize = 8191;
-
-impl std::str::FromStr for CpuList {
-    type Err = BadValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadValue {
-            given: s.to_string(),
-            expected: "a CPU list: e.g. 0-11 or 0,2,4-7, each CPU once, none above 8191",
-        };
-        let cpu = |t: &str| {
-            t.parse::<usize>()
-                .ok()
-                .filter(|c| *c <= LIST_MAX_CPU && t.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(bad)
-        };
-        let mut out = Vec::new();
-        for item in s.split(',') {
-            let (lo, hi) = match item.trim().split_once('-') {
-                Some((a, b)) => (cpu(a.trim())?, cpu(b.trim())?),
-                None => (cpu(item.trim())?, cpu(item.trim())?),
-            };
-            if lo > hi {
-                return Err(bad());
-            }
-            for c in lo..=hi {
-                if out.contains(&c) {
-                    return Err(bad());
-                }
-                out.push(c);
-            }
-        }
-        Ok(Self(out))
-    }
-}
-
 /// Every pipeline's pinning, in pipeline order (one entry: today's single pipeline).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -177,23 +83,6 @@ impl Layout {
                 ),
             })
             .collect()
-    }
-}
-
-impl From<&UpArgs> for ThreadFlags {
-    fn from(a: &UpArgs) -> Self {
-        Self {
-            threading: a.threading,
-            cpus: Pinning {
-                rx: a.rx_cpu,
-                crypto: a.crypto_cpu,
-                tx: a.tx_cpu,
-                control: a.control_cpu,
-            },
-            no_pin: a.no_pin,
-            pipelines: a.pipelines,
-            cpu_list: a.cpus.clone(),
-        }
     }
 }
 
