@@ -16,6 +16,9 @@ mod config;
 #[allow(dead_code)]
 #[path = "../../src/keys.rs"]
 mod keys;
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/threading/mod.rs"]
+mod threading;
 
 struct NoDns;
 

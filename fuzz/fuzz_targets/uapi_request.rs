@@ -19,6 +19,7 @@ impl uapi::Backend for Accepting {
     fn get(&self) -> Result<uapi::InterfaceState, uapi::UapiError> {
         Ok(uapi::InterfaceState {
             listen_port: 51820,
+            fwmark: 0,
             device: DeviceSnapshot {
                 public_key: [7; 32],
                 private_key: None,
