@@ -7,7 +7,7 @@
 #                      wireguard-go (Debian package), boringtun-cli and gotatun-cli
 #                      (crates.io; gotatun-cli installs the binary `gotatun`). Default.
 #   --no-tunnel-peers  only the basics: iproute2, iputils-ping, iperf3, wireguard-tools, procps, nftables,
-#                      conntrack, and systemd (for systemd-analyze, which checks scripts/veil@.service).
+#                      conntrack, tcpdump (the sticky-source test captures with it), and systemd (for systemd-analyze, which checks scripts/veil@.service).
 #                      curl and promtool.
 #
 # Environment:
@@ -65,7 +65,7 @@ quietly() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(iproute2 iputils-ping iperf3 wireguard-tools procps nftables conntrack ca-certificates curl)
+packages=(iproute2 iputils-ping iperf3 wireguard-tools procps nftables conntrack tcpdump ca-certificates curl)
 # systemd-analyze verifies the unit file; only its files are needed, not systemd as PID 1.
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 # promtool (the metrics test checks veil's exposition with it) ships only in Debian's prometheus
@@ -170,6 +170,7 @@ report promtool promtool --version
 report ps ps --version
 report nft nft --version
 report conntrack conntrack --version
+report tcpdump tcpdump --version
 report systemd-analyze systemd-analyze --version
 report cargo-deb "$cargo_deb_bin" --version
 if [ "$tunnel_peers" = yes ]; then

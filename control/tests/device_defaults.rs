@@ -77,6 +77,7 @@ impl Gateway {
             Event::EndpointChanged {
                 peer,
                 addr: addr(to),
+                local: None,
             },
             now,
         )

@@ -97,6 +97,7 @@ impl Gateway {
             Event::EndpointChanged {
                 peer: self.peer,
                 addr: addr(to),
+                local: None,
             },
             now,
         )

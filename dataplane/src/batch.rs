@@ -5,7 +5,7 @@
 //! [`Action`]; the TX stage performs the actions and hands the batch back to
 //! the stage it came from through a recycle ring. Nothing is allocated per packet.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 use crate::wire::{TAG_LEN, TRANSPORT_HEADER_LEN};
@@ -44,6 +44,18 @@ pub enum Action {
     Udp,
 }
 
+/// The local address a datagram arrived on (from `IP_PKTINFO` / `IPV6_PKTINFO`), kept with a
+/// peer's endpoint so that what veil sends back leaves from it: the "sticky" source address of
+/// wireguard-go and the kernel, which matters on a host with several addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalAddr {
+    /// Our address the datagram was sent to (plain IPv4 for an IPv4 peer, never v4-mapped).
+    pub ip: IpAddr,
+    /// The interface it arrived on; sent back only with an IPv6 link-local source, which
+    /// means nothing without it (otherwise routing picks the interface, as in the kernel).
+    pub ifindex: u32,
+}
+
 /// Per-packet bookkeeping beside the buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct PacketMeta {
@@ -53,6 +65,9 @@ pub struct PacketMeta {
     pub len: usize,
     /// Source (for received datagrams) or destination (for datagrams to send).
     pub addr: SocketAddr,
+    /// Received datagrams: the local address they arrived on, if the socket reported it.
+    /// Datagrams to send: the source address to send from (`None`: the kernel picks).
+    pub local: Option<LocalAddr>,
     /// What TX does with it.
     pub action: Action,
     /// Set by RX. From the socket (UDP GRO): the size of each datagram the kernel coalesced
@@ -68,6 +83,7 @@ impl Default for PacketMeta {
             offset: 0,
             len: 0,
             addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+            local: None,
             action: Action::Drop,
             segment: 0,
         }

@@ -137,12 +137,13 @@ impl Fanout {
     /// reaches every pipeline anyway.
     pub fn follow(&self, ev: &Event) -> Option<Command> {
         match ev {
-            Event::EndpointChanged { peer, addr }
+            Event::EndpointChanged { peer, addr, local }
                 if self.peers.get(peer).is_some_and(|v| !v.validated) =>
             {
                 Some(Command::SetEndpoint {
                     peer: *peer,
                     endpoint: *addr,
+                    local: *local,
                 })
             }
             _ => None,
@@ -266,10 +267,18 @@ mod tests {
             peer: PeerId(1),
             validated: true,
         });
-        let moved = |p| Event::EndpointChanged { peer: p, addr };
+        let local = Some(crate::batch::LocalAddr {
+            ip: "198.51.100.2".parse().expect("ip"),
+            ifindex: 0,
+        });
+        let moved = |p| Event::EndpointChanged {
+            peer: p,
+            addr,
+            local,
+        };
         assert!(matches!(
             f.follow(&moved(PeerId(0))),
-            Some(Command::SetEndpoint { endpoint, .. }) if endpoint == addr
+            Some(Command::SetEndpoint { endpoint, local: l, .. }) if endpoint == addr && l == local
         ));
         assert!(f.follow(&moved(PeerId(1))).is_none());
     }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::batch::LocalAddr;
 use crate::crypto::Keypair;
 use crate::route::IpNet;
 use crate::wire::ControlFrame;
@@ -107,6 +108,8 @@ pub enum Command {
         peer: PeerId,
         /// New endpoint.
         endpoint: SocketAddr,
+        /// Our address its packets arrived on, to send from (`None`: the kernel picks).
+        local: Option<LocalAddr>,
     },
     /// A handshake completed.
     InstallKeypair {
@@ -208,6 +211,8 @@ pub enum Event {
         peer: PeerId,
         /// The new source address.
         addr: SocketAddr,
+        /// Our address it arrived on.
+        local: Option<LocalAddr>,
     },
     /// A control frame arrived from a peer.
     Frame {
@@ -228,6 +233,8 @@ pub const HANDSHAKE_MAX: usize = crate::wire::INITIATION_LEN;
 pub struct HandshakeDatagram {
     /// The address it came from or goes to.
     pub addr: SocketAddr,
+    /// Our address it arrived on, or the source to send it from (`None`: the kernel picks).
+    pub local: Option<LocalAddr>,
     /// Length used in `bytes`.
     pub len: usize,
     /// The message.
@@ -252,10 +259,16 @@ impl HandshakeDatagram {
         bytes.get_mut(..msg.len())?.copy_from_slice(msg);
         Some(Self {
             addr,
+            local: None,
             len: msg.len(),
             bytes,
             received,
         })
+    }
+
+    /// The same, with our address `local` (it arrived on it, or is to leave from it).
+    pub fn with_local(self, local: Option<LocalAddr>) -> Self {
+        Self { local, ..self }
     }
 
     /// The message bytes.

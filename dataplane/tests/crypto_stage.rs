@@ -287,6 +287,7 @@ fn answer_roam(side: &mut Side, accept: bool, addr: SocketAddr, now: Instant) {
         Command::SetEndpoint {
             peer,
             endpoint: addr,
+            local: None,
         }
     } else {
         Command::RefuseEndpoint { peer, addr }

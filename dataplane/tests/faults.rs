@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veil_dataplane::batch::{Action, Batch, Home, PacketMeta};
+use veil_dataplane::batch::{Action, Batch, Home, LocalAddr, PacketMeta};
 use veil_dataplane::fault::{IoOp, BACKOFF_MAX};
 use veil_dataplane::io::{DatagramIo, PacketIo, SendTally};
 use veil_dataplane::link::Epoch;
@@ -31,10 +31,16 @@ impl DatagramIo for FailingUdp {
             Err(io::Error::from_raw_os_error(self.recv_errno))
         }
     }
-    fn send_batch(&self, p: &[&[u8]], _: &[SocketAddr], _: &mut SendTally) -> io::Result<usize> {
+    fn send_batch(
+        &self,
+        p: &[&[u8]],
+        _: &[SocketAddr],
+        _: &[Option<LocalAddr>],
+        _: &mut SendTally,
+    ) -> io::Result<usize> {
         Ok(p.len())
     }
-    fn send_to(&self, pkt: &[u8], _: SocketAddr) -> io::Result<usize> {
+    fn send_to(&self, pkt: &[u8], _: SocketAddr, _: Option<LocalAddr>) -> io::Result<usize> {
         Ok(pkt.len())
     }
     fn wait_writable(&self, _: Duration) -> io::Result<bool> {
@@ -139,7 +145,13 @@ impl DatagramIo for ShortOfBuffers {
     fn recv_batch(&self, _: &mut [Box<[u8]>], _: &mut [PacketMeta]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
-    fn send_batch(&self, p: &[&[u8]], _: &[SocketAddr], _: &mut SendTally) -> io::Result<usize> {
+    fn send_batch(
+        &self,
+        p: &[&[u8]],
+        _: &[SocketAddr],
+        _: &[Option<LocalAddr>],
+        _: &mut SendTally,
+    ) -> io::Result<usize> {
         if self.refusals.get() > 0 {
             self.refusals.set(self.refusals.get() - 1);
             return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
@@ -147,7 +159,7 @@ impl DatagramIo for ShortOfBuffers {
         self.sent.fetch_add(p.len() as u64, Ordering::Relaxed);
         Ok(p.len())
     }
-    fn send_to(&self, pkt: &[u8], _: SocketAddr) -> io::Result<usize> {
+    fn send_to(&self, pkt: &[u8], _: SocketAddr, _: Option<LocalAddr>) -> io::Result<usize> {
         Ok(pkt.len())
     }
     fn wait_writable(&self, _: Duration) -> io::Result<bool> {

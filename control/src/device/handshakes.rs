@@ -97,7 +97,7 @@ impl<R: CryptoRngCore> Device<R> {
     pub(super) fn send_cookie_reply(&mut self, reply: &[u8], src: SocketAddr) {
         bump(&self.counters.cookie_replies_sent, 1);
         if let Some(d) = HandshakeDatagram::new(reply, src, None) {
-            self.transmits.push_back(d);
+            self.transmits.push_back(d.with_local(self.arrived_on));
         }
     }
 
@@ -153,7 +153,7 @@ impl<R: CryptoRngCore> Device<R> {
                 bump(&self.counters.handshake_responses_sent, 1);
                 self.handshake_completed(slot, keypair, KeypairRole::Responder, src, now);
                 if let Some(d) = HandshakeDatagram::new(&response, src, None) {
-                    self.transmits.push_back(d);
+                    self.transmits.push_back(d.with_local(self.arrived_on));
                 }
             }
             Err(e) => {
@@ -224,6 +224,7 @@ impl<R: CryptoRngCore> Device<R> {
             info!("peer {}: endpoint {}", p.short, src);
         }
         p.endpoint = Some(src);
+        p.local = self.arrived_on;
         p.last_handshake = Some(now);
         let initiations = std::mem::take(&mut p.initiations_sent);
         if initiations > 0 {
@@ -253,6 +254,7 @@ impl<R: CryptoRngCore> Device<R> {
         self.commands.push_back(Command::SetEndpoint {
             peer: id,
             endpoint: src,
+            local: self.arrived_on,
         });
         self.commands.push_back(Command::InstallKeypair {
             peer: id,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use rand_core::CryptoRngCore;
+use veil_dataplane::batch::LocalAddr;
 use veil_dataplane::counters::bump;
 use veil_dataplane::link::{Command, PeerId, PeerStats};
 use veil_dataplane::wire::{ControlFrame, GOODBYE_EXPIRED, GOODBYE_SHUTDOWN, GOODBYE_TERMINATED};
@@ -322,7 +323,7 @@ impl<R: CryptoRngCore> Device<R> {
             return;
         }
         match migration::decide(&self.migration, session, now, true) {
-            Ok(()) => self.accept_migration(slot, from, now, "token"),
+            Ok(()) => self.accept_migration(slot, from, None, now, "token"),
             Err(r) => self.refuse(slot, from, r, now),
         }
     }
@@ -365,7 +366,13 @@ impl<R: CryptoRngCore> Device<R> {
     }
 
     /// An authenticated packet came from a new address.
-    pub(super) fn on_roam(&mut self, slot: usize, addr: SocketAddr, now: Instant) {
+    pub(super) fn on_roam(
+        &mut self,
+        slot: usize,
+        addr: SocketAddr,
+        local: Option<LocalAddr>,
+        now: Instant,
+    ) {
         let validated = self.roaming_validated(slot);
         let Some(p) = self.peers.get_mut(slot) else {
             return;
@@ -376,13 +383,16 @@ impl<R: CryptoRngCore> Device<R> {
                 debug!("peer {}: roamed to {addr}", p.short);
                 p.endpoint = Some(addr);
             }
+            p.local = local;
             return;
         }
         if p.endpoint == Some(addr) {
             let peer = p.id;
+            p.local = local;
             self.commands.push_back(Command::SetEndpoint {
                 peer,
                 endpoint: addr,
+                local,
             });
             return;
         }
@@ -391,12 +401,21 @@ impl<R: CryptoRngCore> Device<R> {
             None => Err(Refusal::NoSession),
         };
         match decision {
-            Ok(()) => self.accept_migration(slot, addr, now, "address change"),
+            Ok(()) => self.accept_migration(slot, addr, local, now, "address change"),
             Err(r) => self.refuse(slot, addr, r, now),
         }
     }
 
-    fn accept_migration(&mut self, slot: usize, addr: SocketAddr, now: Instant, how: &str) {
+    /// `local`: our address the peer's packets from `addr` arrive on, if known (a token
+    /// redeemed in a frame does not say; the crypto stage learns it from the next packet).
+    fn accept_migration(
+        &mut self,
+        slot: usize,
+        addr: SocketAddr,
+        local: Option<LocalAddr>,
+        now: Instant,
+        how: &str,
+    ) {
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
@@ -413,10 +432,12 @@ impl<R: CryptoRngCore> Device<R> {
             addr
         );
         p.endpoint = Some(addr);
+        p.local = local;
         let peer = p.id;
         self.commands.push_back(Command::SetEndpoint {
             peer,
             endpoint: addr,
+            local,
         });
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 use rand_core::{CryptoRngCore, OsRng};
+use veil_dataplane::batch::LocalAddr;
 use veil_dataplane::counters::bump;
 use veil_dataplane::link::{
     Command, Epoch, Event, HandshakeDatagram, KeypairRole, PeerId, PeerStats,
@@ -126,6 +127,8 @@ struct Peer {
     handshake: PeerHandshake,
     allowed_ips: Vec<IpNet>,
     endpoint: Option<SocketAddr>,
+    /// Our address the endpoint talks to, as the last handshake or roam reported it.
+    local: Option<LocalAddr>,
     persistent_keepalive: Option<Duration>,
     stats: Arc<PeerStats>,
     /// First attempt of the handshake round in progress.
@@ -193,6 +196,9 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     rng: R,
     commands: Bounded<Command>,
     transmits: Bounded<HandshakeDatagram>,
+    /// Our address the handshake message being handled arrived on: its reply leaves from
+    /// it, and a completed handshake keeps it with the endpoint (sticky source).
+    arrived_on: Option<LocalAddr>,
     under_load_until: Option<Instant>,
     /// When `on_timeout` must run next: the next timer, or the moment something changed the
     /// timers (they are recomputed then).
@@ -306,6 +312,7 @@ impl<R: CryptoRngCore> Device<R> {
             transmits: Bounded::new(MAX_QUEUED_TRANSMITS, counters.clone(), |c| {
                 &c.transmits_dropped
             }),
+            arrived_on: None,
             under_load_until: None,
             next_tick: wall_anchor.0,
             last_now: wall_anchor.0,
@@ -485,7 +492,11 @@ impl<R: CryptoRngCore> Device<R> {
     }
 
     fn send_initiation(&mut self, slot: usize, now: Instant) {
-        let Some(endpoint) = self.peers.get(slot).and_then(|p| p.endpoint) else {
+        let Some((endpoint, local)) = self
+            .peers
+            .get(slot)
+            .and_then(|p| Some((p.endpoint?, p.local)))
+        else {
             debug!("peer has no endpoint; cannot initiate a handshake");
             return;
         };
@@ -513,7 +524,7 @@ impl<R: CryptoRngCore> Device<R> {
         bump(&self.counters.handshake_initiations_sent, 1);
         debug!("peer {}: handshake initiation to {}", p.short, endpoint);
         if let Some(d) = HandshakeDatagram::new(&msg, endpoint, None) {
-            self.transmits.push_back(d);
+            self.transmits.push_back(d.with_local(local));
         }
         self.reschedule();
     }
@@ -675,12 +686,14 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
     fn on_handshake(&mut self, msg: HandshakeDatagram, now: Instant) {
         self.saw(now);
         let bytes = msg.as_bytes();
+        self.arrived_on = msg.local;
         match message_type(bytes) {
             Some(TYPE_INITIATION) => self.on_initiation(bytes, msg.addr, now),
             Some(TYPE_RESPONSE) => self.on_response(bytes, msg.addr, now),
             Some(TYPE_COOKIE_REPLY) => self.on_cookie_reply(bytes, now),
             _ => bump(&self.counters.handshake_unexpected, 1),
         }
+        self.arrived_on = None;
     }
 
     fn on_event(&mut self, ev: Event, now: Instant) {
@@ -690,7 +703,9 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
         }
         match ev {
             Event::HandshakeNeeded { peer } => self.start_handshake(peer.0 as usize, now),
-            Event::EndpointChanged { peer, addr } => self.on_roam(peer.0 as usize, addr, now),
+            Event::EndpointChanged { peer, addr, local } => {
+                self.on_roam(peer.0 as usize, addr, local, now)
+            }
             Event::Frame { peer, frame, from } => self.on_frame(peer.0 as usize, frame, from, now),
         }
     }

@@ -33,6 +33,7 @@ impl Peer {
             handshake,
             allowed_ips: spec.allowed_ips.clone(),
             endpoint: spec.endpoint,
+            local: None,
             persistent_keepalive: spec
                 .persistent_keepalive
                 .filter(|s| *s > 0)
@@ -378,10 +379,13 @@ impl<R: CryptoRngCore> Device<R> {
                 .set_preshared_key((!psk.is_zero()).then(|| *psk.as_bytes()));
         }
         if let Some(ep) = pc.endpoint {
+            // A new endpoint from the operator has no source of ours yet (nor in the kernel).
             p.endpoint = Some(ep);
+            p.local = None;
             self.commands.push_back(Command::SetEndpoint {
                 peer: id,
                 endpoint: ep,
+                local: None,
             });
         }
         if let Some(secs) = pc.persistent_keepalive {

@@ -10,7 +10,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::batch::PacketMeta;
+use crate::batch::{LocalAddr, PacketMeta};
 use crate::offload::TunOffloads;
 use crate::sys::UdpSocket;
 
@@ -30,20 +30,22 @@ pub struct SendTally {
 /// A datagram socket that moves batches.
 pub trait DatagramIo {
     /// Receive up to `bufs.len()` datagrams without blocking. Fills `metas[i].len`
-    /// (0 for a truncated datagram) and `metas[i].addr`; returns how many arrived
+    /// (0 for a truncated datagram), `metas[i].addr` and `metas[i].local` (our address it
+    /// arrived on, where the socket says); returns how many arrived
     /// (`Ok(0)` or `WouldBlock` when none).
     fn recv_batch(&self, bufs: &mut [Box<[u8]>], metas: &mut [PacketMeta]) -> io::Result<usize>;
-    /// Send `pkts[i]` to `dests[i]` without blocking; returns how many were taken
-    /// (a prefix). Per-datagram failures are skipped and counted in `tally`, as are
-    /// GSO messages.
+    /// Send `pkts[i]` to `dests[i]` from source `srcs[i]` (`None`: the kernel picks) without
+    /// blocking; returns how many were taken (a prefix). Per-datagram failures are skipped
+    /// and counted in `tally`, as are GSO messages.
     fn send_batch(
         &self,
         pkts: &[&[u8]],
         dests: &[SocketAddr],
+        srcs: &[Option<LocalAddr>],
         tally: &mut SendTally,
     ) -> io::Result<usize>;
-    /// Send one datagram.
-    fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize>;
+    /// Send one datagram, from `src` if given.
+    fn send_to(&self, pkt: &[u8], dest: SocketAddr, src: Option<LocalAddr>) -> io::Result<usize>;
     /// Does [`DatagramIo::recv_batch`] return datagrams coalesced by UDP GRO (see
     /// [`PacketMeta::segment`])? Their buffers must then hold up to 64 KiB.
     fn gro(&self) -> bool {
@@ -104,10 +106,11 @@ impl<S: WithSocket> DatagramIo for S {
         &self,
         pkts: &[&[u8]],
         dests: &[SocketAddr],
+        srcs: &[Option<LocalAddr>],
         tally: &mut SendTally,
     ) -> io::Result<usize> {
         self.with_socket(|s| {
-            let outcome = s.send_batch_outcome(pkts, dests)?;
+            let outcome = s.send_batch_from(pkts, dests, srcs)?;
             tally.failed += outcome.failed as u64;
             tally.gso_messages += outcome.gso_messages as u64;
             tally.gso_datagrams += outcome.gso_datagrams as u64;
@@ -116,8 +119,8 @@ impl<S: WithSocket> DatagramIo for S {
         })
     }
 
-    fn send_to(&self, pkt: &[u8], dest: SocketAddr) -> io::Result<usize> {
-        self.with_socket(|s| s.send_to(pkt, dest))
+    fn send_to(&self, pkt: &[u8], dest: SocketAddr, src: Option<LocalAddr>) -> io::Result<usize> {
+        self.with_socket(|s| s.send_to_from(pkt, dest, src))
     }
 
     fn gro(&self) -> bool {

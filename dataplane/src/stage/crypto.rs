@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::batch::{ip_info, Action, Batch, Source};
+use crate::batch::{ip_info, Action, Batch, LocalAddr, Source};
 use crate::counters::{bump, CryptoCounters};
 use crate::crypto::{Keypair, OpenError, SealError};
 use crate::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
@@ -46,12 +46,17 @@ enum Originate {
     Frame(ControlFrame),
     Data(Vec<u8>),
     /// Sealed already (a goodbye sealed before its keys were wiped), for this destination.
-    Sealed(Vec<u8>, SocketAddr),
+    Sealed(Vec<u8>, Dest),
 }
+
+/// Where a sealed datagram goes: the peer's endpoint, and our source address for it.
+type Dest = (SocketAddr, Option<LocalAddr>);
 
 struct Peer {
     stats: Arc<PeerStats>,
     endpoint: Option<SocketAddr>,
+    /// Our address the endpoint's packets arrive on: what we send to it from (sticky source).
+    local: Option<LocalAddr>,
     current: Option<Arc<Keypair>>,
     previous: Option<Arc<Keypair>>,
     next: Option<Arc<Keypair>>,
@@ -178,6 +183,7 @@ impl CryptoStage {
                 self.peers[i] = Some(Peer {
                     stats,
                     endpoint,
+                    local: None,
                     current: None,
                     previous: None,
                     next: None,
@@ -205,9 +211,14 @@ impl CryptoStage {
                     }
                 }
             }
-            Command::SetEndpoint { peer, endpoint } => {
+            Command::SetEndpoint {
+                peer,
+                endpoint,
+                local,
+            } => {
                 if let Some(p) = self.peer_mut(peer) {
                     p.endpoint = Some(endpoint);
+                    p.local = local;
                     if p.roam_reported.is_some_and(|(a, _)| a == endpoint) {
                         p.roam_reported = None;
                     }
@@ -473,15 +484,19 @@ impl CryptoStage {
             stats.last_rx_any.store(stamp, Ordering::Relaxed);
             add_shared(&stats.rx_bytes, meta.len as u64);
             let from = meta.addr;
+            let local = meta.local;
             // A standard peer roams at once (WireGuard's semantics): the endpoint follows
             // every authenticated packet and the control thread is told. For a peer whose
             // roaming is validated, a packet from an address the control thread has not
             // approved is authenticated but not delivered; the control thread decides.
             let moved = peer.endpoint != Some(from);
             let (approved, roamed) = if !moved {
+                // The kernel's WireGuard too takes the source from every authenticated packet.
+                peer.local = local;
                 (true, false)
             } else if !peer.roaming_validated {
                 peer.endpoint = Some(from);
+                peer.local = local;
                 bump(&self.counters.roamed, 1);
                 (true, true)
             } else {
@@ -550,6 +565,7 @@ impl CryptoStage {
                 if !events.emit(Event::EndpointChanged {
                     peer: peer_id,
                     addr: from,
+                    local,
                 }) {
                     bump(&self.counters.drop_event_ring_full, 1);
                 }
@@ -590,10 +606,11 @@ impl CryptoStage {
                 continue;
             }
             match self.seal_for(peer_id, buf, info.len, now, Sealing::Data) {
-                Ok((len, dest, wants_rekey)) => {
+                Ok((len, (dest, local), wants_rekey)) => {
                     meta.offset = 0;
                     meta.len = len;
                     meta.addr = dest;
+                    meta.local = local;
                     meta.action = Action::Udp;
                     if wants_rekey {
                         self.ask_handshake(peer_id, now, events);
@@ -622,7 +639,7 @@ impl CryptoStage {
         len: usize,
         now: Instant,
         what: Sealing,
-    ) -> Result<(usize, SocketAddr, bool), SealFail> {
+    ) -> Result<(usize, Dest, bool), SealFail> {
         let data = what == Sealing::Data;
         let stamp = self.epoch.nanos(now);
         let timing = self.timing;
@@ -675,7 +692,7 @@ impl CryptoStage {
             add_shared(&stats.tx_packets, 1);
             stats.last_tx_data.store(stamp, Ordering::Relaxed);
         }
-        Ok((n, dest, wants_rekey))
+        Ok((n, (dest, peer.local), wants_rekey))
     }
 
     fn stage(&mut self, peer_id: PeerId, pkt: &[u8]) {
@@ -715,13 +732,14 @@ impl CryptoStage {
             let Some((buf, meta)) = batch.packet_mut(i) else {
                 break;
             };
-            if let Originate::Sealed(bytes, dest) = &what {
+            if let Originate::Sealed(bytes, (dest, local)) = &what {
                 if let Some(dst) = buf.get_mut(..bytes.len()) {
                     dst.copy_from_slice(bytes);
                     *meta = crate::batch::PacketMeta {
                         offset: 0,
                         len: bytes.len(),
                         addr: *dest,
+                        local: *local,
                         action: Action::Udp,
                         segment: 0,
                     };
@@ -755,11 +773,12 @@ impl CryptoStage {
                 _ => Sealing::Control,
             };
             match self.seal_for(peer_id, buf, payload_len, now, sealing) {
-                Ok((len, dest, wants_rekey)) => {
+                Ok((len, (dest, local), wants_rekey)) => {
                     *meta = crate::batch::PacketMeta {
                         offset: 0,
                         len,
                         addr: dest,
+                        local,
                         action: Action::Udp,
                         segment: 0,
                     };

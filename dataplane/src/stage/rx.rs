@@ -99,7 +99,7 @@ impl RxStage {
                 | (Some(TYPE_RESPONSE), RESPONSE_LEN)
                 | (Some(TYPE_COOKIE_REPLY), COOKIE_REPLY_LEN) => {
                     let queued = HandshakeDatagram::new(msg, meta.addr, Some(now))
-                        .is_some_and(|d| handshakes.offer(d));
+                        .is_some_and(|d| handshakes.offer(d.with_local(meta.local)));
                     if queued {
                         bump(&self.counters.handshake_queued, 1);
                     } else {
@@ -353,6 +353,7 @@ impl GroState {
             let piece = buf.get(self.off..end).unwrap_or_default();
             *slot_meta = PacketMeta {
                 addr: meta.addr,
+                local: meta.local,
                 // One of a coalesced group keeps the group's size; a lone datagram has 0.
                 segment: if meta.segment > 0 && len > meta.segment {
                     meta.segment

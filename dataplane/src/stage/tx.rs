@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::{Action, Batch, BATCH_MAX};
+use crate::batch::{Action, Batch, LocalAddr, BATCH_MAX};
 use crate::counters::{bump, TxCounters};
 use crate::io::{DatagramIo, PacketIo, SendTally};
 use crate::link::HandshakeDatagram;
@@ -66,6 +66,7 @@ impl TxStage {
     pub fn flush(&mut self, batch: &Batch, udp: &impl DatagramIo, tun: &impl PacketIo) {
         let mut pkts: [&[u8]; BATCH_MAX] = [&[]; BATCH_MAX];
         let mut dests = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH_MAX];
+        let mut srcs = [None; BATCH_MAX];
         let mut n = 0;
         let offloads = tun.offloads();
         let count = batch.len.min(BATCH_MAX);
@@ -87,6 +88,7 @@ impl TxStage {
                 Action::Udp => {
                     pkts[n] = bytes;
                     dests[n] = meta.addr;
+                    srcs[n] = meta.local;
                     n += 1;
                 }
                 Action::Tun if !offloads.vnet => {
@@ -103,7 +105,7 @@ impl TxStage {
                 },
             }
         }
-        self.send_all(udp, &pkts[..n], &dests[..n]);
+        self.send_all(udp, &pkts[..n], &dests[..n], &srcs[..n]);
     }
 
     /// Write coalesced group `g` as one super-packet: its rewritten headers, then each
@@ -164,13 +166,19 @@ impl TxStage {
         }
     }
 
-    fn send_all(&mut self, udp: &impl DatagramIo, pkts: &[&[u8]], dests: &[SocketAddr]) {
+    fn send_all(
+        &mut self,
+        udp: &impl DatagramIo,
+        pkts: &[&[u8]],
+        dests: &[SocketAddr],
+        srcs: &[Option<LocalAddr>],
+    ) {
         let mut done = 0;
         let mut stalled_since: Option<Instant> = None;
         let mut pause = SHORTAGE_PAUSE_FIRST;
         while done < pkts.len() {
             let mut tally = SendTally::default();
-            match udp.send_batch(&pkts[done..], &dests[done..], &mut tally) {
+            match udp.send_batch(&pkts[done..], &dests[done..], &srcs[done..], &mut tally) {
                 Ok(0) | Err(_)
                     if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) =>
                 {
@@ -223,7 +231,7 @@ impl TxStage {
 
     /// Send one handshake message for the control thread.
     pub fn send_handshake(&mut self, udp: &impl DatagramIo, msg: &HandshakeDatagram) {
-        match udp.send_to(msg.as_bytes(), msg.addr) {
+        match udp.send_to(msg.as_bytes(), msg.addr, msg.local) {
             Ok(_) => bump(&self.counters.handshake_sent, 1),
             Err(_) => bump(&self.counters.udp_errors, 1),
         }

@@ -12,13 +12,17 @@
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::{cvt, cvt_size, getsockopt_int, setsockopt_int, socklen_of};
-use crate::batch::{PacketMeta, BATCH_MAX};
+use crate::batch::{LocalAddr, PacketMeta, BATCH_MAX};
+
+mod cmsg;
+use cmsg::{RecvCmsg, SendCmsg, UDP_GRO, UDP_SEGMENT};
 
 /// What one [`UdpSocket::send_batch_outcome`] call did with the front of the batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,6 +54,14 @@ impl SendOutcome {
 /// A non-blocking UDP socket.
 ///
 /// All methods take `&self`, so one RX and one TX thread can share it.
+///
+/// Sticky source addresses: the socket asks for each datagram's local address
+/// (`IP_PKTINFO` / `IPV6_RECVPKTINFO`, reported in [`PacketMeta::local`]), and the send
+/// paths take a source per datagram and send it as an `IP_PKTINFO` / `IPV6_PKTINFO`
+/// control message, so replies leave from the address the peer talks to. A source the
+/// kernel refuses (`EINVAL`: the address is gone from this host) is sent without and is
+/// remembered as gone, so later sends to every endpoint that kept it go without at once,
+/// until a datagram arrives on that address again.
 #[derive(Debug)]
 pub struct UdpSocket {
     fd: OwnedFd,
@@ -62,7 +74,16 @@ pub struct UdpSocket {
     gso: AtomicBool,
     /// Receive coalesced datagrams (`UDP_GRO`).
     gro: AtomicBool,
+    /// The kernel reports each datagram's local address.
+    pktinfo: bool,
+    /// Source addresses the kernel refused (gone from the host), at most [`GONE_MAX`].
+    gone: Mutex<Vec<IpAddr>>,
+    /// `gone` is not empty: the only thing the packet path reads when no address went away.
+    gone_any: AtomicBool,
 }
+
+/// Most gone source addresses remembered; the oldest is forgotten first.
+const GONE_MAX: usize = 8;
 
 impl UdpSocket {
     /// Bind a non-blocking UDP socket to `addr`.
@@ -100,6 +121,13 @@ impl UdpSocket {
         if reuse_port {
             setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
         }
+        // On a dual-stack socket IPv4 datagrams report IPV6_PKTINFO with a v4-mapped address.
+        let pktinfo = if v6 {
+            setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+        } else {
+            setsockopt_int(fd.as_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+        }
+        .is_ok();
 
         let (name, len) = RawAddr::encode(addr, v6);
         // SAFETY: `name` is a sockaddr_in / sockaddr_in6 on our stack and
@@ -112,6 +140,9 @@ impl UdpSocket {
             send_errors: AtomicU64::new(0),
             gso: AtomicBool::new(false),
             gro: AtomicBool::new(false),
+            pktinfo,
+            gone: Mutex::new(Vec::new()),
+            gone_any: AtomicBool::new(false),
         })
     }
 
@@ -149,6 +180,11 @@ impl UdpSocket {
     /// Is UDP GRO on?
     pub fn gro(&self) -> bool {
         self.gro.load(Ordering::Relaxed)
+    }
+
+    /// Does the socket report each datagram's local address ([`PacketMeta::local`])?
+    pub fn sticky(&self) -> bool {
+        self.pktinfo
     }
 
     /// Is UDP GSO on (enabled and not turned off after a refusal)?
@@ -204,7 +240,7 @@ impl UdpSocket {
 
     /// Receive up to `min(bufs.len(), metas.len(), BATCH_MAX)` datagrams
     /// without blocking. For each datagram `i < n`, `metas[i]` gets offset 0,
-    /// its length in `bufs[i]` and its source.
+    /// its length in `bufs[i]`, its source and the local address it arrived on.
     ///
     /// A datagram longer than its buffer (`MSG_TRUNC`) gets length 0: the
     /// caller drops and counts it, as it does an (invalid) empty one.
@@ -222,7 +258,8 @@ impl UdpSocket {
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_MAX];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_MAX];
         let gro = self.gro.load(Ordering::Relaxed);
-        let mut cmsgs = [GroCmsg::ZERO; BATCH_MAX];
+        let control = gro || self.pktinfo;
+        let mut cmsgs = [RecvCmsg::ZERO; BATCH_MAX];
 
         for ((((buf, iov), name), hdr), cmsg) in bufs
             .iter_mut()
@@ -242,9 +279,9 @@ impl UdpSocket {
             msg.msg_namelen = socklen_of::<RawAddr>();
             msg.msg_iov = iov;
             msg.msg_iovlen = 1;
-            if gro {
-                msg.msg_control = (cmsg as *mut GroCmsg).cast();
-                msg.msg_controllen = mem::size_of::<GroCmsg>();
+            if control {
+                msg.msg_control = cmsg.as_mut_ptr();
+                msg.msg_controllen = RecvCmsg::LEN;
             }
             hdr.write(libc::mmsghdr {
                 msg_hdr: msg,
@@ -294,11 +331,20 @@ impl UdpSocket {
                 hdr.msg_len as usize
             };
             meta.addr = from.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
-            meta.segment = if gro {
-                cmsg.segment(hdr.msg_hdr.msg_controllen)
+            let info = if control {
+                cmsg.parse(hdr.msg_hdr.msg_controllen)
             } else {
-                0
+                cmsg::Received::default()
             };
+            meta.segment = if gro { info.segment } else { 0 };
+            meta.local = info.local;
+        }
+        if self.gone_any.load(Ordering::Relaxed) {
+            for meta in metas.iter().take(got) {
+                if let Some(l) = meta.local {
+                    self.forget_gone(l.ip);
+                }
+            }
         }
         Ok(got)
     }
@@ -334,10 +380,24 @@ impl UdpSocket {
         pkts: &[B],
         dests: &[SocketAddr],
     ) -> io::Result<SendOutcome> {
-        if pkts.len() != dests.len() {
+        self.send_batch_from(pkts, dests, &[])
+    }
+
+    /// [`UdpSocket::send_batch_outcome`], each datagram `i` from source `srcs[i]` (`None`,
+    /// or `srcs` empty: the kernel picks). A source of the other family than its destination
+    /// is not used. Datagrams to one destination go in one GSO message only with one source.
+    /// A source the kernel refuses with `EINVAL` is sent without and remembered as gone
+    /// (see [`UdpSocket`]).
+    pub fn send_batch_from<B: AsRef<[u8]>>(
+        &self,
+        pkts: &[B],
+        dests: &[SocketAddr],
+        srcs: &[Option<LocalAddr>],
+    ) -> io::Result<SendOutcome> {
+        if pkts.len() != dests.len() || !(srcs.is_empty() || srcs.len() == pkts.len()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "send_batch: pkts and dests differ in length",
+                "send_batch: pkts, dests and srcs differ in length",
             ));
         }
         let n = pkts.len().min(BATCH_MAX);
@@ -348,25 +408,30 @@ impl UdpSocket {
         let mut names = [const { MaybeUninit::<RawAddr>::uninit() }; BATCH_MAX];
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_MAX];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_MAX];
-        let mut cmsgs = [SegmentCmsg::ZERO; BATCH_MAX];
-        // Datagrams carried by each message.
+        let mut cmsgs = [SendCmsg::ZERO; BATCH_MAX];
+        // Datagrams carried by each message, and whether it named a source.
         let mut carried = [0usize; BATCH_MAX];
+        let mut sourced = [false; BATCH_MAX];
+        let src_of = |i: usize| srcs.get(i).copied().flatten();
 
         let mut done = 0usize;
         'build: while done < n {
             let gso = self.gso.load(Ordering::Relaxed);
+            let gone = self.gone_sources();
             let mut msgs = 0usize;
             let mut i = done;
             while i < n {
                 let first = i;
                 let size = pkts[i].as_ref().len();
                 let dest = dests[i];
+                let src = src_of(i);
                 let mut total = size;
                 i += 1;
                 if gso && size > 0 {
                     while i < n
                         && i - first < GSO_MAX_SEGMENTS
                         && dests[i] == dest
+                        && src_of(i) == src
                         && pkts[i].as_ref().len() <= size
                         && total + pkts[i].as_ref().len() <= GSO_MAX_BYTES
                     {
@@ -393,10 +458,14 @@ impl UdpSocket {
                 msg.msg_namelen = len;
                 msg.msg_iov = iovs[first - done].as_mut_ptr();
                 msg.msg_iovlen = i - first;
-                if i - first > 1 {
-                    cmsgs[msgs] = SegmentCmsg::new(size as u16);
-                    msg.msg_control = (&mut cmsgs[msgs] as *mut SegmentCmsg).cast();
-                    msg.msg_controllen = mem::size_of::<SegmentCmsg>();
+                let segment = (i - first > 1).then_some(size as u16);
+                let src =
+                    src.filter(|s| s.ip.is_ipv4() == dest.is_ipv4() && !gone.contains(&Some(s.ip)));
+                sourced[msgs] = src.is_some();
+                let used = cmsgs[msgs].build(segment, src);
+                if used > 0 {
+                    msg.msg_control = cmsgs[msgs].as_mut_ptr();
+                    msg.msg_controllen = used;
                 }
                 hdrs[msgs].write(libc::mmsghdr {
                     msg_hdr: msg,
@@ -447,6 +516,13 @@ impl UdpSocket {
                     }
                     // Leave it for the next call to report; report progress now.
                     SendErrorClass::Socket | SendErrorClass::Shortage => break 'build,
+                    // Our source address went away: send without it (the kernel's
+                    // WireGuard and wireguard-go clear the endpoint's source and retry).
+                    SendErrorClass::Message
+                        if sourced[m] && src_of(done).is_some_and(|s| self.refused(&err, s)) =>
+                    {
+                        continue 'build;
+                    }
                     SendErrorClass::Message
                         if carried[m] > 1
                             && matches!(
@@ -481,9 +557,112 @@ impl UdpSocket {
         self.send_errors.load(Ordering::Relaxed)
     }
 
+    /// The gone sources, copied out (one relaxed load when there are none).
+    fn gone_sources(&self) -> [Option<IpAddr>; GONE_MAX] {
+        let mut out = [None; GONE_MAX];
+        if self.gone_any.load(Ordering::Relaxed) {
+            let gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+            for (o, ip) in out.iter_mut().zip(gone.iter()) {
+                *o = Some(*ip);
+            }
+        }
+        out
+    }
+
+    /// Did sending from `src` fail because `src` is no longer an address of this host? The
+    /// kernel says so with `EINVAL` (IPv6) or `ENETUNREACH` (IPv4: the route lookup with that
+    /// source fails), which other causes give too, so the address is checked as the kernel's
+    /// WireGuard checks it (can a socket still bind it?). If it is gone it is remembered.
+    fn refused(&self, err: &io::Error, src: LocalAddr) -> bool {
+        if !matches!(
+            err.raw_os_error(),
+            Some(libc::EINVAL | libc::ENETUNREACH | libc::EADDRNOTAVAIL)
+        ) {
+            return false;
+        }
+        let probe = match src.ip {
+            IpAddr::V4(ip) => SocketAddr::V4(SocketAddrV4::new(ip, 0)),
+            IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, src.ifindex)),
+        };
+        match UdpSocket::bind(probe, false) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                self.mark_gone(src.ip);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `ip` is gone from the host: send from it no more until a datagram arrives on it.
+    fn mark_gone(&self, ip: IpAddr) {
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        if !gone.contains(&ip) {
+            if gone.len() >= GONE_MAX {
+                gone.remove(0);
+            }
+            gone.push(ip);
+        }
+        self.gone_any.store(true, Ordering::Relaxed);
+    }
+
+    /// A datagram arrived on `ip`: it is ours again.
+    fn forget_gone(&self, ip: IpAddr) {
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        gone.retain(|g| *g != ip);
+        self.gone_any.store(!gone.is_empty(), Ordering::Relaxed);
+    }
+
     /// Send one datagram (handshakes, cookie replies). Errors, including
     /// `WouldBlock`, are returned as they are.
     pub fn send_to(&self, buf: &[u8], dest: SocketAddr) -> io::Result<usize> {
+        self.send_to_from(buf, dest, None)
+    }
+
+    /// [`UdpSocket::send_to`] from source `src` (`None`: the kernel picks), with the rules of
+    /// [`UdpSocket::send_batch_from`] for a source of the other family or one that is gone.
+    pub fn send_to_from(
+        &self,
+        buf: &[u8],
+        dest: SocketAddr,
+        src: Option<LocalAddr>,
+    ) -> io::Result<usize> {
+        let src = src.filter(|s| {
+            s.ip.is_ipv4() == dest.is_ipv4() && !self.gone_sources().contains(&Some(s.ip))
+        });
+        if src.is_none() {
+            return self.send_plain(buf, dest);
+        }
+        let (mut name, len) = RawAddr::encode(dest, self.v6);
+        let mut cmsg = SendCmsg::ZERO;
+        let used = cmsg.build(None, src);
+        let mut iov = libc::iovec {
+            // The kernel only reads through iov_base on send; the *mut is the C type's.
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg = zeroed_msghdr();
+        msg.msg_name = (&mut name as *mut RawAddr).cast();
+        msg.msg_namelen = len;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr();
+        msg.msg_controllen = used;
+        loop {
+            // SAFETY: `msg` points at a name, one iovec over `buf` and a control buffer of
+            // `used` initialised bytes, all on our stack or borrowed for the call; the
+            // kernel only reads them.
+            let ret = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+            match cvt_size(ret) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if src.is_some_and(|s| self.refused(&e, s)) => {
+                    return self.send_plain(buf, dest);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn send_plain(&self, buf: &[u8], dest: SocketAddr) -> io::Result<usize> {
         let (name, len) = RawAddr::encode(dest, self.v6);
         loop {
             // SAFETY: `buf` is valid for `buf.len()` bytes of reads and `name`
@@ -541,80 +720,10 @@ impl UdpSocket {
 
 super::fd_wrapper!(UdpSocket, fd);
 
-/// `UDP_SEGMENT` (linux/udp.h): the GSO segment size, as a socket option or a control message.
-const UDP_SEGMENT: libc::c_int = 103;
-/// `UDP_GRO` (linux/udp.h): coalesce on receive; the control message carries the segment size.
-const UDP_GRO: libc::c_int = 104;
-
-/// Room for one `UDP_GRO` control message (`CMSG_SPACE(sizeof(int))`), aligned for cmsghdr.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct GroCmsg {
-    bytes: [u8; 32],
-}
-
-impl GroCmsg {
-    const ZERO: GroCmsg = GroCmsg { bytes: [0; 32] };
-
-    /// The segment size in a `UDP_GRO` message of `len` bytes the kernel wrote; 0 if there is
-    /// none (the datagram was not coalesced).
-    fn segment(&self, len: usize) -> usize {
-        let hdr = mem::size_of::<libc::cmsghdr>();
-        if len < hdr + mem::size_of::<libc::c_int>() {
-            return 0;
-        }
-        // SAFETY: the buffer is 8-aligned and at least a cmsghdr long (checked above), and the
-        // kernel wrote a whole header there; cmsghdr is plain integers.
-        let h = unsafe { ptr::read(self.bytes.as_ptr().cast::<libc::cmsghdr>()) };
-        if h.cmsg_level != libc::SOL_UDP || h.cmsg_type != UDP_GRO {
-            return 0;
-        }
-        let mut v = [0u8; 4];
-        v.copy_from_slice(&self.bytes[hdr..hdr + 4]);
-        usize::try_from(i32::from_ne_bytes(v)).unwrap_or(0)
-    }
-}
-
 /// Most segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Most payload bytes in one GSO message: one IPv6 datagram's worth.
 const GSO_MAX_BYTES: usize = 65535 - 40 - 8;
-
-/// One `UDP_SEGMENT` control message: a `cmsghdr` and the `u16` segment size, padded as
-/// `CMSG_SPACE(2)` is.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct SegmentCmsg {
-    hdr: libc::cmsghdr,
-    size: u16,
-    _pad: [u8; 6],
-}
-
-impl SegmentCmsg {
-    const ZERO: SegmentCmsg = SegmentCmsg {
-        hdr: libc::cmsghdr {
-            cmsg_len: 0,
-            cmsg_level: 0,
-            cmsg_type: 0,
-        },
-        size: 0,
-        _pad: [0; 6],
-    };
-
-    fn new(size: u16) -> SegmentCmsg {
-        SegmentCmsg {
-            hdr: libc::cmsghdr {
-                // CMSG_LEN(2): the header, then the data right after it (cmsghdr is 16 bytes,
-                // already aligned).
-                cmsg_len: mem::size_of::<libc::cmsghdr>() + mem::size_of::<u16>(),
-                cmsg_level: libc::SOL_UDP,
-                cmsg_type: UDP_SEGMENT,
-            },
-            size,
-            _pad: [0; 6],
-        }
-    }
-}
 
 enum SendErrorClass {
     /// EINTR: try again.

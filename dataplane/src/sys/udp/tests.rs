@@ -1,6 +1,7 @@
 //! Unit tests of the UDP socket wrapper, on loopback.
 use super::*;
 use crate::sys::wait_readable;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 fn bind(addr: &str) -> UdpSocket {
@@ -300,4 +301,158 @@ fn buffer_sizes_and_reuse_port() {
     assert_eq!(b.local_addr().expect("addr"), same);
     let err = UdpSocket::bind(same, false).expect_err("port taken without SO_REUSEPORT");
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+}
+
+/// Receive until `want` datagrams arrived (or 5 s passed), with their local addresses.
+fn recv_local(sock: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr, Option<LocalAddr>)> {
+    let mut got = Vec::new();
+    let mut bufs = vec![vec![0u8; 65535]; BATCH_MAX];
+    let mut metas = [PacketMeta::default(); BATCH_MAX];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < want && Instant::now() < deadline {
+        match sock.recv_batch(&mut bufs, &mut metas) {
+            Ok(n) => {
+                for (buf, m) in bufs.iter().zip(&metas).take(n) {
+                    got.push((buf[..m.len].to_vec(), m.addr, m.local));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(&[sock.as_fd()], Some(Duration::from_millis(100))).expect("poll");
+            }
+            Err(e) => panic!("recv_batch: {e}"),
+        }
+    }
+    got
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+/// A server bound to the unspecified address on a host with two addresses (127.0.0.1 and
+/// 127.0.0.2, both on lo): the client talks to the second, and every reply (batched, GSO,
+/// single) comes from the second too, not from the address the kernel would pick (the first).
+fn replies_leave_from_the_address_the_client_used(server: &str) {
+    let rx = bind(server);
+    assert!(rx.sticky(), "the socket reports local addresses");
+    let port = rx.local_addr().expect("addr").port();
+    let client = bind("127.0.0.1:0");
+    let second = SocketAddr::new(ip("127.0.0.2"), port);
+    assert_eq!(client.send_to(b"hello", second).expect("send"), 5);
+    let got = recv_local(&rx, 1);
+    assert_eq!(got.len(), 1);
+    let (_, from, local) = got[0].clone();
+    let local = local.expect("the local address of the datagram");
+    assert_eq!(local.ip, ip("127.0.0.2"));
+    assert!(local.ifindex > 0, "lo's index");
+
+    let gso = rx.enable_gso();
+    let pkts: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8; 500]).collect();
+    let out = rx
+        .send_batch_from(&pkts, &[from; 4], &[Some(local); 4])
+        .expect("send");
+    assert_eq!((out.sent, out.failed), (4, 0));
+    if gso {
+        assert_eq!(out.gso_messages, 1, "one source: still one GSO message");
+    }
+    rx.send_to_from(b"single", from, Some(local))
+        .expect("send_to");
+    // Without a source the kernel picks the first address: the check above can fail.
+    rx.send_to(b"picked", from).expect("send_to");
+    let got = recv_local(&client, 6);
+    assert_eq!(got.len(), 6);
+    for (data, src, _) in &got[..5] {
+        assert_eq!(*src, second, "{} bytes came from {src}", data.len());
+    }
+    assert_eq!(got[5].1, SocketAddr::new(ip("127.0.0.1"), port));
+}
+
+#[test]
+fn sticky_source_v4() {
+    replies_leave_from_the_address_the_client_used("0.0.0.0:0");
+}
+
+#[test]
+fn sticky_source_dual_stack() {
+    replies_leave_from_the_address_the_client_used("[::]:0");
+}
+
+#[test]
+fn sticky_source_v6_and_with_gro() {
+    if UdpSocket::bind("[::1]:0".parse().expect("addr"), false).is_err() {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let rx = bind("[::]:0");
+    let gro = rx.enable_gro();
+    let port = rx.local_addr().expect("addr").port();
+    let client = bind("[::1]:0");
+    let gso = client.enable_gso();
+    let to = SocketAddr::new(ip("::1"), port);
+    let pkts: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8; 800]).collect();
+    client.send_batch(&pkts, &[to; 4]).expect("send");
+    let got = recv_local(&rx, 1);
+    assert!(!got.is_empty());
+    if gro && gso {
+        assert_eq!(
+            got[0].0.len(),
+            3200,
+            "coalesced, and the local address still read"
+        );
+    }
+    let local = got[0].2.expect("local address");
+    assert_eq!(local.ip, ip("::1"));
+    rx.send_to_from(b"back", got[0].1, Some(local))
+        .expect("send");
+    assert_eq!(recv_local(&client, 1)[0].1, to);
+}
+
+#[test]
+fn a_source_that_is_gone_is_sent_without_then_forgotten_when_it_answers() {
+    let rx = bind("0.0.0.0:0");
+    let port = rx.local_addr().expect("addr").port();
+    let client = bind("127.0.0.1:0");
+    let dest = client.local_addr().expect("addr");
+    // TEST-NET-1: not an address of this host; the kernel refuses it as a source (EINVAL).
+    let gone = LocalAddr {
+        ip: ip("192.0.2.77"),
+        ifindex: 0,
+    };
+    let out = rx
+        .send_batch_from(&[b"one", b"two"], &[dest; 2], &[Some(gone); 2])
+        .expect("send");
+    assert_eq!((out.sent, out.failed), (2, 0), "{out:?}");
+    assert_eq!(
+        rx.send_to_from(b"three", dest, Some(gone)).expect("send"),
+        5
+    );
+    let got = recv_local(&client, 3);
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|g| g.1.port() == port));
+    assert_eq!(rx.gone_sources()[0], Some(gone.ip));
+
+    // An address comes back when a datagram arrives on it.
+    rx.mark_gone(ip("127.0.0.2"));
+    client
+        .send_to(b"back", SocketAddr::new(ip("127.0.0.2"), port))
+        .expect("send");
+    assert_eq!(recv_local(&rx, 1).len(), 1);
+    assert_eq!(
+        rx.gone_sources(),
+        [Some(gone.ip), None, None, None, None, None, None, None]
+    );
+}
+
+#[test]
+fn a_source_of_the_other_family_is_not_used() {
+    let rx = bind("[::]:0");
+    let client = bind("127.0.0.1:0");
+    let dest = client.local_addr().expect("addr");
+    let v6 = LocalAddr {
+        ip: ip("::1"),
+        ifindex: 0,
+    };
+    assert_eq!(rx.send_to_from(b"x", dest, Some(v6)).expect("send"), 1);
+    assert_eq!(recv_local(&client, 1).len(), 1);
+    assert_eq!(rx.gone_sources()[0], None, "not taken for a gone address");
 }
