@@ -9,11 +9,16 @@
 //! So the per-session state stays owned by exactly one thread at any moment, and every access
 //! goes through a [`Held`] guard.
 
-use crate::sync::{Mutex, MutexGuard};
+use crate::sync::{fence, AtomicBool, Mutex, MutexGuard, Ordering};
 
 /// A value one thread at a time may hold.
 #[derive(Debug)]
-pub struct Baton<T>(Mutex<T>);
+pub struct Baton<T> {
+    value: Mutex<T>,
+    /// The stage's own thread found the baton taken and is about to park: whoever puts it
+    /// back must wake it ([`Baton::waited_for`]).
+    waiting: AtomicBool,
+}
 
 /// The baton, held: gives the value until dropped.
 pub type Held<'a, T> = MutexGuard<'a, T>;
@@ -21,19 +26,48 @@ pub type Held<'a, T> = MutexGuard<'a, T>;
 impl<T> Baton<T> {
     /// Wrap `value`.
     pub fn new(value: T) -> Self {
-        Self(Mutex::new(value))
+        Self {
+            value: Mutex::new(value),
+            waiting: AtomicBool::new(false),
+        }
     }
 
     /// Take the baton if nobody holds it. Never waits. `None` also if a holder panicked
     /// (the value may be half-updated; the dataplane is stopping then).
     pub fn try_take(&self) -> Option<Held<'_, T>> {
         // Err is WouldBlock (held) or Poisoned (a holder panicked): not taken either way.
-        self.0.try_lock().ok()
+        self.value.try_lock().ok()
+    }
+
+    /// For the stage's own thread deciding whether to park: [`Baton::try_take`], and when
+    /// the baton is taken, a note that the holder must wake this thread after putting it back
+    /// (then one more try, in case it was put back before the note was seen). Without the
+    /// note, work that came (from another producer) while the holder was looking at the stage
+    /// one last time would wait for the park's timeout.
+    pub fn try_take_or_wait(&self) -> Option<Held<'_, T>> {
+        if let Some(held) = self.try_take() {
+            return Some(held);
+        }
+        self.waiting.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let held = self.try_take();
+        if held.is_some() {
+            // Not parking after all; a note left behind costs one needless wake at most.
+            self.waiting.store(false, Ordering::Relaxed);
+        }
+        held
+    }
+
+    /// For a holder that put the baton back: did the stage's thread park (or is it about to)
+    /// because it found the baton taken? Then wake it. Clears the note.
+    pub fn waited_for(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::Relaxed)
     }
 
     /// The value back, once no thread shares the baton any more.
     pub fn into_inner(self) -> Option<T> {
-        self.0.into_inner().ok()
+        self.value.into_inner().ok()
     }
 }
 

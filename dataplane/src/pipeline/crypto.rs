@@ -73,7 +73,7 @@ impl CryptoThread {
                 backoff.reset();
             } else if backoff.idle() {
                 shared.crypto_bell.park(IDLE_WAIT, || {
-                    baton.try_take().is_some_and(|me| me.has_work())
+                    baton.try_take_or_wait().is_some_and(|me| me.has_work())
                 });
             }
         }

@@ -279,14 +279,16 @@ impl RxThread {
         bump(&shared.rx.run_to_completion, 1);
         // A stage's thread that found its baton taken parked; look again now that it is back
         // (work may have come in while RX held it) and wake the thread if there is any. A
-        // baton taken again by then is its own thread's, running.
-        if stages.crypto.try_take().is_some_and(|c| c.has_work()) {
+        // baton taken again by then is its own thread's, running. A thread that found the
+        // baton taken by this very look (work from the control thread or TX may come during
+        // it, unseen) noted so and is woken too (the loom model `baton_hand_off_loses_no_item`).
+        if stages.crypto.try_take().is_some_and(|c| c.has_work()) || stages.crypto.waited_for() {
             shared.crypto_bell.wake_now();
         }
         if let Some(mut tx) = tx.take() {
             tx.round(udp, tun, shared);
             drop(tx);
-            if stages.tx.try_take().is_some_and(|t| t.has_work()) {
+            if stages.tx.try_take().is_some_and(|t| t.has_work()) || stages.tx.waited_for() {
                 shared.tx_bell.wake_now();
             }
         }

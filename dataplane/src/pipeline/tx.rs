@@ -90,7 +90,7 @@ impl TxThread {
             } else if backoff.idle() {
                 // Held by RX: park; RX wakes this thread after it if work is left.
                 shared.tx_bell.park(IDLE_WAIT, || {
-                    baton.try_take().is_some_and(|me| me.has_work())
+                    baton.try_take_or_wait().is_some_and(|me| me.has_work())
                 });
             }
         }
