@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use veil_dataplane::batch::{Action, Batch, Home, LocalAddr, PacketMeta};
 use veil_dataplane::fault::{IoOp, BACKOFF_MAX};
-use veil_dataplane::io::{DatagramIo, PacketIo, SendTally};
+use veil_dataplane::io::{DatagramIo, Outgoing, PacketIo, SendTally};
 use veil_dataplane::link::Epoch;
 use veil_dataplane::pipeline::{self, PipelineConfig, Readiness, Shared, Waiter};
 use veil_dataplane::stage::TxStage;
@@ -31,13 +31,8 @@ impl DatagramIo for FailingUdp {
             Err(io::Error::from_raw_os_error(self.recv_errno))
         }
     }
-    fn send_batch(
-        &self,
-        p: &[&[u8]],
-        _: &[SocketAddr],
-        _: &[Option<LocalAddr>],
-        _: &mut SendTally,
-    ) -> io::Result<usize> {
+    fn send_batch(&self, out: Outgoing<'_>, _: &mut SendTally) -> io::Result<usize> {
+        let p = out.pkts;
         Ok(p.len())
     }
     fn send_to(&self, pkt: &[u8], _: SocketAddr, _: Option<LocalAddr>) -> io::Result<usize> {
@@ -145,13 +140,8 @@ impl DatagramIo for ShortOfBuffers {
     fn recv_batch(&self, _: &mut [Box<[u8]>], _: &mut [PacketMeta]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
-    fn send_batch(
-        &self,
-        p: &[&[u8]],
-        _: &[SocketAddr],
-        _: &[Option<LocalAddr>],
-        _: &mut SendTally,
-    ) -> io::Result<usize> {
+    fn send_batch(&self, out: Outgoing<'_>, _: &mut SendTally) -> io::Result<usize> {
+        let p = out.pkts;
         if self.refusals.get() > 0 {
             self.refusals.set(self.refusals.get() - 1);
             return Err(io::Error::from_raw_os_error(libc::ENOBUFS));

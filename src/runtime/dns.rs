@@ -36,9 +36,10 @@ pub(super) struct DnsRecord {
 }
 
 impl DnsRecord {
-    /// Is there a record to take back at exit (resolvconf -d needs root)?
-    pub(super) fn is_set(&self) -> bool {
-        self.record.is_some()
+    /// The record, for the privileged helper to take back ([`take_back`]); not taken back
+    /// here any more.
+    pub(super) fn hand_over(&mut self) -> Option<String> {
+        self.record.take()
     }
 }
 
@@ -76,11 +77,16 @@ pub(super) fn set(name: &str, dns: &Dns) -> Result<DnsRecord, DnsError> {
 impl Drop for DnsRecord {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            if let Err(e) = resolvconf(&["-d", &record, "-f"], "") {
+            if let Err(e) = take_back(&record) {
                 warn!("resolvconf -d {record}: {e}");
             }
         }
     }
+}
+
+/// wg-quick's `unset_dns`: `resolvconf -d RECORD -f`.
+pub(super) fn take_back(record: &str) -> io::Result<()> {
+    resolvconf(&["-d", record, "-f"], "")
 }
 
 fn listed(dns: &Dns) -> String {

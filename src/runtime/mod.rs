@@ -347,7 +347,7 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let pipelines::PipelineIo { tuns, sockets } = pipelines::open_io(&p.name, port, p.offload, n)?;
     let local = sockets[0].local_addr().map_err(StartError::SocketAddress)?;
     log_offloads(&p.name, p.offload, &tuns[0]);
-    let routing = configure_interface(&tuns[0], &p.config)
+    let mut routing = configure_interface(&tuns[0], &p.config)
         .map_err(|e| StartError::Interface(p.name.clone(), e))?;
 
     let mut device = Device::new(
@@ -398,7 +398,7 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             udp.set_mark(routing.mark).map_err(StartError::Mark)?;
         }
     }
-    let dns = dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?;
+    let mut dns = dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?;
     let tuns: Vec<Arc<Tun>> = tuns.into_iter().map(Arc::new).collect();
     let mut bells = Vec::with_capacity(n);
     let mut shareds: Vec<Arc<Shared>> = Vec::with_capacity(n);
@@ -448,34 +448,34 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     // Everything that needs root exists now; no thread that serves traffic or operators has
     // started yet (they inherit what the main thread keeps).
     let services = services.bind();
-    // What wg-quick's keys leave to do at exit runs in this process (deleting the nft table,
-    // resolvconf -d, writing the config back to /etc): it needs root, so with those keys veil
-    // keeps it, and says why. (Handing them to the privileged helper is not built yet.)
-    let exit_work: Vec<&str> = [
-        (p.config.interface.save_config, "SaveConfig"),
-        (dns.is_set(), "DNS"),
-        (routing.has_nft_table(), "full-tunnel routing (Table)"),
-    ]
-    .into_iter()
-    .filter_map(|(on, what)| on.then_some(what))
-    .collect();
-    let privileges = match (&p.privileges, exit_work.is_empty()) {
-        (privilege::Plan::Drop(account), false) => {
+    // What wg-quick's keys leave to do at exit needs root: `DNS =`'s resolvconf -d and
+    // full-tunnel routing's nft tables go to the privileged helper when veil drops root.
+    // SaveConfig writes the running state (private key included) back to the config file, and
+    // the helper is kept free of key material: with it veil keeps root, and says why.
+    let privileges = match &p.privileges {
+        privilege::Plan::Drop(account) if p.config.interface.save_config => {
             warn!(
-                "{}: keeping root instead of becoming user {}: {} need root at exit",
-                p.name,
-                account.name,
-                exit_work.join(", ")
+                "{}: keeping root instead of becoming user {}: SaveConfig writes the config \
+                 file at exit",
+                p.name, account.name
             );
             privilege::Plan::KeepRoot
         }
-        (plan, _) => plan.clone(),
+        plan => plan.clone(),
+    };
+    let exit = match privileges {
+        privilege::Plan::Drop(_) => privilege::ExitWork {
+            dns: dns.hand_over(),
+            nft: routing.hand_over_nft(),
+        },
+        _ => privilege::ExitWork::default(),
     };
     let hooks = privilege::apply(
         &privileges,
         &p.name,
         p.config.interface.hooks.clone(),
         services.socket_paths(),
+        exit,
     )
     .map_err(StartError::Privileges)?;
     let mut threads = Vec::new();

@@ -6,15 +6,17 @@
 //! `CAP_NET_ADMIN` (routes for AllowedIPs added by `wg set`, forced socket buffer sizes), with
 //! `NO_NEW_PRIVS` set. `--user root` keeps root.
 //!
-//! Two things need root after that point, and a small helper keeps it for them: wg-quick's
+//! Some things need root after that point, and a small helper keeps it for them: wg-quick's
 //! `PostUp`, `PreDown` and `PostDown` hooks (firewall rules, DNS: run as root, as wg-quick
-//! runs them), and removing the UAPI socket from `/run/wireguard`, a directory the
-//! unprivileged user cannot write. Before the drop veil starts its own binary again as that
+//! runs them), removing the UAPI socket from `/run/wireguard`, a directory the
+//! unprivileged user cannot write, and what `DNS =` and full-tunnel routing leave to undo at
+//! exit (`resolvconf -d`, deleting the `veil-IFACE` nft tables: [`ExitWork`]). Before the drop veil starts its own binary again as that
 //! helper (fork and exec: no key material, no config, no network input reach it) and hands it
-//! the hook lines and the socket paths on a pipe. From then on the helper takes exactly three
-//! one-word requests, `PostUp`, `PreDown` and `PostDown`, each at most once and in that order,
-//! and runs the hooks of that moment; it removes the sockets before `PostDown` or when the
-//! pipe closes (veil ended). It ignores the shutdown signals (the service manager signals the
+//! the hook lines, the socket paths and the exit work on a pipe. From then on the helper takes
+//! exactly three one-word requests, `PostUp`, `PreDown` and `PostDown`, each at most once and
+//! in that order, and runs the hooks of that moment; it removes the sockets and does the exit
+//! work before `PostDown`'s hooks (wg-quick's order: the interface is gone, then `unset_dns`,
+//! `remove_firewall`, the hooks) or when the pipe closes (veil ended). It ignores the shutdown signals (the service manager signals the
 //! whole group at stop; veil tells the helper when to run the down hooks).
 
 use std::fmt;
@@ -157,13 +159,25 @@ impl HookRunner {
     }
 }
 
+/// What is left to undo at exit that needs root, handed to the helper when veil drops root.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExitWork {
+    /// The resolvconf record `DNS =` made (`resolvconf -d RECORD -f`).
+    pub dns: Option<String>,
+    /// The nft families (`ip`, `ip6`) whose `veil-IFACE` table full-tunnel routing loaded.
+    pub nft: Vec<&'static str>,
+}
+
 /// Give up root as `plan` says, once everything that needs it exists; `sockets` are the
-/// socket files to remove at the end. Returns who runs the later hooks.
+/// socket files to remove at the end, `exit` the rest of the exit work the helper does (a
+/// plan that keeps root, or never had it, gets none: veil does its own). Returns who runs the
+/// later hooks.
 pub fn apply(
     plan: &Plan,
     name: &str,
     hooks: Hooks,
     sockets: Vec<PathBuf>,
+    exit: ExitWork,
 ) -> Result<HookRunner, DropError> {
     let keep = [privilege::CAP_NET_ADMIN];
     match plan {
@@ -183,7 +197,7 @@ pub fn apply(
             })
         }
         Plan::Drop(account) => {
-            let helper = Helper::spawn(name, &hooks, &sockets).map_err(DropError::Helper)?;
+            let helper = Helper::spawn(name, &hooks, &sockets, &exit).map_err(DropError::Helper)?;
             privilege::drop_to(account, &keep)
                 .map_err(|e| DropError::Drop(account.name.clone(), e))?;
             info!(
@@ -228,7 +242,7 @@ pub struct Helper {
 }
 
 impl Helper {
-    fn spawn(name: &str, hooks: &Hooks, sockets: &[PathBuf]) -> io::Result<Self> {
+    fn spawn(name: &str, hooks: &Hooks, sockets: &[PathBuf], exit: &ExitWork) -> io::Result<Self> {
         // /proc/self/exe in the child is still this very binary, whatever became of its path.
         // Its stderr is veil's.
         use std::os::unix::process::CommandExt;
@@ -244,6 +258,12 @@ impl Helper {
         let mut setup = format!("name {name}\n");
         for s in sockets {
             setup.push_str(&format!("unlink {}\n", s.display()));
+        }
+        if let Some(record) = &exit.dns {
+            setup.push_str(&format!("undns {record}\n"));
+        }
+        for family in &exit.nft {
+            setup.push_str(&format!("unnft {family}\n"));
         }
         for moment in [Moment::PostUp, Moment::PreDown, Moment::PostDown] {
             for line in hooks::at(hooks, moment) {
@@ -318,6 +338,7 @@ struct Setup {
     name: String,
     sockets: Vec<PathBuf>,
     hooks: Hooks,
+    exit: ExitWork,
 }
 
 fn read_setup(input: &mut impl BufRead) -> io::Result<Setup> {
@@ -335,6 +356,11 @@ fn read_setup(input: &mut impl BufRead) -> io::Result<Setup> {
         match (key, Moment::parse(key)) {
             ("name", _) => setup.name = value.to_string(),
             ("unlink", _) => setup.sockets.push(PathBuf::from(value)),
+            ("undns", _) if is_record(value) => setup.exit.dns = Some(value.to_string()),
+            ("unnft", _) if value == "ip" || value == "ip6" => setup
+                .exit
+                .nft
+                .push(if value == "ip" { "ip" } else { "ip6" }),
             (_, Some(m)) if m != Moment::PreUp => {
                 hooks::at_mut(&mut setup.hooks, m).push(value.to_string())
             }
@@ -350,18 +376,22 @@ fn serve(input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()> {
         let mut line = String::new();
         if input.read_line(&mut line)? == 0 {
             remove_sockets(&mut setup.sockets);
+            undo(&setup.name, &mut setup.exit, &mut |text| {
+                eprintln!("veil: {text}")
+            });
             return Ok(());
         }
         let moment = Moment::parse(line.trim_end_matches('\n'))
             .filter(|m| *m > last)
             .ok_or_else(|| io::Error::other(format!("refused request {line:?}")))?;
         last = moment;
-        if moment == Moment::PostDown {
-            remove_sockets(&mut setup.sockets);
-        }
         let mut say = |text: &str| {
             let _ = writeln!(out, "I {text}");
         };
+        if moment == Moment::PostDown {
+            remove_sockets(&mut setup.sockets);
+            undo(&setup.name, &mut setup.exit, &mut say);
+        }
         let result = hooks::run_with(
             moment,
             hooks::at(&setup.hooks, moment),
@@ -378,6 +408,30 @@ fn serve(input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()> {
             }
         }
         out.flush()?;
+    }
+}
+
+/// A resolvconf record name as `dns::set` makes them: an interface name behind an optional
+/// `PREFIX.` (letters, digits, `-`, `_`, `.`), never starting with `-` (it is an argument).
+fn is_record(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The exit work, once: what fails is reported through `say` and left.
+fn undo(name: &str, exit: &mut ExitWork, say: &mut dyn FnMut(&str)) {
+    if let Some(record) = exit.dns.take() {
+        if let Err(e) = super::dns::take_back(&record) {
+            say(&format!("resolvconf -d {record}: {e}"));
+        }
+    }
+    for family in exit.nft.drain(..) {
+        if let Err(e) = super::routing::delete_nft_table(family, name) {
+            say(&format!("remove nft table {family} veil-{name}: {e}"));
+        }
     }
 }
 
@@ -477,6 +531,23 @@ mod tests {
         );
         assert!(!sock.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn helper_takes_the_exit_work_and_refuses_odd_lines() {
+        let input = "name wgh2\nundns tun.wgh2\nunnft ip\nunnft ip6\ngo\n";
+        let setup = read_setup(&mut input.as_bytes()).expect("setup");
+        assert_eq!(
+            setup.exit,
+            ExitWork {
+                dns: Some("tun.wgh2".into()),
+                nft: vec!["ip", "ip6"],
+            }
+        );
+        for bad in ["undns -f\ngo\n", "undns a b\ngo\n", "unnft inet\ngo\n"] {
+            let e = read_setup(&mut bad.as_bytes()).expect_err(bad);
+            assert!(e.to_string().contains("unknown setup line"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -44,9 +44,10 @@ pub(super) struct Routing {
 }
 
 impl Routing {
-    /// Did veil load an nft table it must delete at exit (nft needs root to)?
-    pub(super) fn has_nft_table(&self) -> bool {
-        !self.nft.is_empty()
+    /// The nft families whose table the privileged helper is to delete at exit
+    /// ([`delete_nft_table`]); not deleted here any more.
+    pub(super) fn hand_over_nft(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.nft)
     }
 }
 
@@ -201,7 +202,7 @@ impl Drop for Routing {
             }
         }
         for family in self.nft.drain(..) {
-            if let Err(e) = nft(&format!("delete table {family} veil-{}\n", self.name)) {
+            if let Err(e) = delete_nft_table(family, &self.name) {
                 warn!(
                     "{}: remove nft table {family} veil-{}: {e}",
                     self.name, self.name
@@ -236,6 +237,11 @@ fn describe(rule: &Rule) -> String {
         }
         RuleKind::MainSuppressDefault => format!("{family} table main suppress_prefixlength 0"),
     }
+}
+
+/// Delete interface `name`'s table `veil-NAME` of nft family `family` (`ip`, `ip6`).
+pub(super) fn delete_nft_table(family: &str, name: &str) -> io::Result<()> {
+    nft(&format!("delete table {family} veil-{name}\n"))
 }
 
 /// `nft -f -` with `script` on stdin.

@@ -27,6 +27,18 @@ pub struct SendTally {
     pub gso_disabled: u64,
 }
 
+/// Datagrams to send: `pkts[i]` to `dests[i]` from source `srcs[i]` (`None`, or `srcs`
+/// empty: the kernel picks the source).
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The datagrams.
+    pub pkts: &'a [&'a [u8]],
+    /// Their destinations.
+    pub dests: &'a [SocketAddr],
+    /// Their sources.
+    pub srcs: &'a [Option<LocalAddr>],
+}
+
 /// A datagram socket that moves batches.
 pub trait DatagramIo {
     /// Receive up to `bufs.len()` datagrams without blocking. Fills `metas[i].len`
@@ -34,16 +46,9 @@ pub trait DatagramIo {
     /// arrived on, where the socket says); returns how many arrived
     /// (`Ok(0)` or `WouldBlock` when none).
     fn recv_batch(&self, bufs: &mut [Box<[u8]>], metas: &mut [PacketMeta]) -> io::Result<usize>;
-    /// Send `pkts[i]` to `dests[i]` from source `srcs[i]` (`None`: the kernel picks) without
-    /// blocking; returns how many were taken (a prefix). Per-datagram failures are skipped
-    /// and counted in `tally`, as are GSO messages.
-    fn send_batch(
-        &self,
-        pkts: &[&[u8]],
-        dests: &[SocketAddr],
-        srcs: &[Option<LocalAddr>],
-        tally: &mut SendTally,
-    ) -> io::Result<usize>;
+    /// Send `out` without blocking; returns how many were taken (a prefix). Per-datagram
+    /// failures are skipped and counted in `tally`, as are GSO messages.
+    fn send_batch(&self, out: Outgoing<'_>, tally: &mut SendTally) -> io::Result<usize>;
     /// Send one datagram, from `src` if given.
     fn send_to(&self, pkt: &[u8], dest: SocketAddr, src: Option<LocalAddr>) -> io::Result<usize>;
     /// Does [`DatagramIo::recv_batch`] return datagrams coalesced by UDP GRO (see
@@ -102,15 +107,9 @@ impl<S: WithSocket> DatagramIo for S {
         self.with_socket(|s| s.recv_batch(bufs, metas))
     }
 
-    fn send_batch(
-        &self,
-        pkts: &[&[u8]],
-        dests: &[SocketAddr],
-        srcs: &[Option<LocalAddr>],
-        tally: &mut SendTally,
-    ) -> io::Result<usize> {
+    fn send_batch(&self, out: Outgoing<'_>, tally: &mut SendTally) -> io::Result<usize> {
         self.with_socket(|s| {
-            let outcome = s.send_batch_from(pkts, dests, srcs)?;
+            let outcome = s.send_batch_from(out.pkts, out.dests, out.srcs)?;
             tally.failed += outcome.failed as u64;
             tally.gso_messages += outcome.gso_messages as u64;
             tally.gso_datagrams += outcome.gso_datagrams as u64;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Action, Batch, LocalAddr, BATCH_MAX};
 use crate::counters::{bump, TxCounters};
-use crate::io::{DatagramIo, PacketIo, SendTally};
+use crate::io::{DatagramIo, Outgoing, PacketIo, SendTally};
 use crate::link::HandshakeDatagram;
 use crate::offload::{Coalescer, Role, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
 
@@ -178,7 +178,12 @@ impl TxStage {
         let mut pause = SHORTAGE_PAUSE_FIRST;
         while done < pkts.len() {
             let mut tally = SendTally::default();
-            match udp.send_batch(&pkts[done..], &dests[done..], &srcs[done..], &mut tally) {
+            let out = Outgoing {
+                pkts: &pkts[done..],
+                dests: &dests[done..],
+                srcs: &srcs[done..],
+            };
+            match udp.send_batch(out, &mut tally) {
                 Ok(0) | Err(_)
                     if stalled_since.is_some_and(|t| t.elapsed() >= SEND_STALL_LIMIT) =>
                 {

@@ -14,8 +14,8 @@ fn datagram(i: usize) -> Vec<u8> {
     (0..len).map(|j| (i * 7 + j) as u8).collect()
 }
 
-/// Receive until `want` datagrams arrived (or 5 s passed).
-fn recv_all(sock: &UdpSocket, want: usize, buf_len: usize) -> Vec<(Vec<u8>, usize, SocketAddr)> {
+/// Receive until `want` datagrams arrived (or 5 s passed): each one's bytes and meta.
+fn recv_metas(sock: &UdpSocket, want: usize, buf_len: usize) -> Vec<(Vec<u8>, PacketMeta)> {
     let mut got = Vec::new();
     let mut bufs = vec![vec![0u8; buf_len]; BATCH_MAX];
     let mut metas = [PacketMeta::default(); BATCH_MAX];
@@ -24,7 +24,7 @@ fn recv_all(sock: &UdpSocket, want: usize, buf_len: usize) -> Vec<(Vec<u8>, usiz
         match sock.recv_batch(&mut bufs, &mut metas) {
             Ok(n) => {
                 for (buf, m) in bufs.iter().zip(&metas).take(n) {
-                    got.push((buf[..m.len].to_vec(), m.len, m.addr));
+                    got.push((buf[..m.len].to_vec(), *m));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -34,6 +34,14 @@ fn recv_all(sock: &UdpSocket, want: usize, buf_len: usize) -> Vec<(Vec<u8>, usiz
         }
     }
     got
+}
+
+/// [`recv_metas`]: bytes, length and source.
+fn recv_all(sock: &UdpSocket, want: usize, buf_len: usize) -> Vec<(Vec<u8>, usize, SocketAddr)> {
+    recv_metas(sock, want, buf_len)
+        .into_iter()
+        .map(|(b, m)| (b, m.len, m.addr))
+        .collect()
 }
 
 fn round_trip(rx_addr: &str, tx_addr: &str) {
@@ -303,26 +311,12 @@ fn buffer_sizes_and_reuse_port() {
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
 }
 
-/// Receive until `want` datagrams arrived (or 5 s passed), with their local addresses.
+/// [`recv_metas`]: bytes, source and local address.
 fn recv_local(sock: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr, Option<LocalAddr>)> {
-    let mut got = Vec::new();
-    let mut bufs = vec![vec![0u8; 65535]; BATCH_MAX];
-    let mut metas = [PacketMeta::default(); BATCH_MAX];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while got.len() < want && Instant::now() < deadline {
-        match sock.recv_batch(&mut bufs, &mut metas) {
-            Ok(n) => {
-                for (buf, m) in bufs.iter().zip(&metas).take(n) {
-                    got.push((buf[..m.len].to_vec(), m.addr, m.local));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(&[sock.as_fd()], Some(Duration::from_millis(100))).expect("poll");
-            }
-            Err(e) => panic!("recv_batch: {e}"),
-        }
-    }
-    got
+    recv_metas(sock, want, 65535)
+        .into_iter()
+        .map(|(b, m)| (b, m.addr, m.local))
+        .collect()
 }
 
 fn ip(s: &str) -> IpAddr {
