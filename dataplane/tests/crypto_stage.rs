@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veil_dataplane::batch::{buffer_size, Action, Batch, Home, Source};
+use veil_dataplane::batch::{buffer_size, Action, Batch, Home, LocalAddr, Source};
 use veil_dataplane::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
 use veil_dataplane::stage::crypto::MAX_STAGED;
 use veil_dataplane::stage::CryptoStage;
@@ -432,4 +432,72 @@ fn control_frames_are_rate_limited_per_peer_before_parsing() {
     flood(&mut a, &mut b, 10, now + Duration::from_secs(1));
     assert_eq!(frames_seen(&b), 30);
     assert_eq!(limited(&b), 20);
+}
+
+/// The local addresses B sends its next packet to A from, after A's packets arrived on `local`.
+fn sends_from(a: &mut Side, b: &mut Side, local: &str, now: Instant) -> Vec<Option<LocalAddr>> {
+    let mut batch = tun_batch(&[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)]);
+    a.stage.process(&mut batch, now, &mut a.events);
+    let mut wire = carry(&batch, A_ADDR);
+    for i in 0..wire.len {
+        wire.packet_mut(i).unwrap().1.local = Some(LocalAddr {
+            ip: local.parse().unwrap(),
+            ifindex: 2,
+        });
+    }
+    b.stage.process(&mut wire, now, &mut b.events);
+    assert_eq!(delivered(&wire), 1);
+    let mut out = tun_batch(&[ipv4([10, 0, 0, 2], [10, 0, 0, 1], 10)]);
+    b.stage.process(&mut out, now, &mut b.events);
+    (0..out.len)
+        .filter_map(|i| out.packet(i))
+        .filter(|(_, m)| m.action == Action::Udp)
+        .map(|(_, m)| m.local)
+        .collect()
+}
+
+#[test]
+fn replies_name_the_local_address_the_peer_talks_to() {
+    let now = Instant::now();
+    let (mut a, _) = installed(now);
+    // B is a gateway: its peer A has no configured endpoint, so B keeps our address A's
+    // packets arrive on, following every authenticated packet.
+    let mut b = Side {
+        stage: CryptoStage::new(Timing::default(), Epoch::new(now), Arc::default()),
+        events: Vec::new(),
+    };
+    b.stage.apply(
+        Command::AddPeer {
+            peer: PeerId(0),
+            allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
+            endpoint: None,
+            stats: Arc::new(PeerStats::default()),
+        },
+        now,
+    );
+    let kb = Keypair::new(&[9u8; 32], &[7u8; 32], 200, 100, now, false);
+    b.stage.apply(
+        Command::InstallKeypair {
+            peer: PeerId(0),
+            keypair: Arc::new(kb),
+            role: KeypairRole::Responder,
+            announce: true,
+        },
+        now,
+    );
+    let at = |ip: &str| LocalAddr {
+        ip: ip.parse().unwrap(),
+        ifindex: 2,
+    };
+    assert_eq!(
+        sends_from(&mut a, &mut b, "192.0.2.11", now),
+        vec![Some(at("192.0.2.11"))]
+    );
+    assert_eq!(
+        sends_from(&mut a, &mut b, "192.0.2.12", now),
+        vec![Some(at("192.0.2.12"))]
+    );
+    // A peer we are the client of (a configured endpoint) follows the route's source.
+    let (mut a2, mut b2) = installed(now);
+    assert_eq!(sends_from(&mut a2, &mut b2, "192.0.2.11", now), vec![None]);
 }

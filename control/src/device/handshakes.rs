@@ -224,7 +224,8 @@ impl<R: CryptoRngCore> Device<R> {
             info!("peer {}: endpoint {}", p.short, src);
         }
         p.endpoint = Some(src);
-        p.local = self.arrived_on;
+        p.local = p.sticky(self.arrived_on);
+        let local = p.local;
         p.last_handshake = Some(now);
         let initiations = std::mem::take(&mut p.initiations_sent);
         if initiations > 0 {
@@ -254,7 +255,7 @@ impl<R: CryptoRngCore> Device<R> {
         self.commands.push_back(Command::SetEndpoint {
             peer: id,
             endpoint: src,
-            local: self.arrived_on,
+            local,
         });
         self.commands.push_back(Command::InstallKeypair {
             peer: id,

@@ -383,12 +383,13 @@ impl<R: CryptoRngCore> Device<R> {
                 debug!("peer {}: roamed to {addr}", p.short);
                 p.endpoint = Some(addr);
             }
-            p.local = local;
+            p.local = p.sticky(local);
             return;
         }
         if p.endpoint == Some(addr) {
             let peer = p.id;
-            p.local = local;
+            p.local = p.sticky(local);
+            let local = p.local;
             self.commands.push_back(Command::SetEndpoint {
                 peer,
                 endpoint: addr,
@@ -432,8 +433,8 @@ impl<R: CryptoRngCore> Device<R> {
             addr
         );
         p.endpoint = Some(addr);
-        p.local = local;
-        let peer = p.id;
+        p.local = p.sticky(local);
+        let (peer, local) = (p.id, p.local);
         self.commands.push_back(Command::SetEndpoint {
             peer,
             endpoint: addr,

@@ -127,7 +127,8 @@ struct Peer {
     handshake: PeerHandshake,
     allowed_ips: Vec<IpNet>,
     endpoint: Option<SocketAddr>,
-    /// Our address the endpoint talks to, as the last handshake or roam reported it.
+    /// Our address the endpoint talks to, as the last handshake or roam reported it (never
+    /// for a peer we are the client of: see `Peer::sticky`).
     local: Option<LocalAddr>,
     persistent_keepalive: Option<Duration>,
     stats: Arc<PeerStats>,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
 use rand_core::CryptoRngCore;
+use veil_dataplane::batch::LocalAddr;
 use veil_dataplane::link::{Command, Event, PeerId, PeerStats};
 use veil_dataplane::route::IpNet;
 use zeroize::Zeroizing;
@@ -78,6 +79,13 @@ impl Peer {
         self.token = None;
         self.granted.clear();
         std::mem::take(&mut self.indices)
+    }
+
+    /// `local` (our address a message from this peer came to) as the source to keep for it:
+    /// none for a peer we are the client of, whose datagrams follow the route's source (the
+    /// crypto stage does the same), so a change of our address there is a migration.
+    pub(super) fn sticky(&self, local: Option<LocalAddr>) -> Option<LocalAddr> {
+        local.filter(|_| !self.client_of)
     }
 }
 

@@ -57,6 +57,9 @@ struct Peer {
     endpoint: Option<SocketAddr>,
     /// Our address the endpoint's packets arrive on: what we send to it from (sticky source).
     local: Option<LocalAddr>,
+    /// Keep `local`: not for a peer with a configured endpoint (we are its client), whose
+    /// datagrams leave from the route's source, so that a change of it is a migration.
+    sticky: bool,
     current: Option<Arc<Keypair>>,
     previous: Option<Arc<Keypair>>,
     next: Option<Arc<Keypair>>,
@@ -184,6 +187,7 @@ impl CryptoStage {
                     stats,
                     endpoint,
                     local: None,
+                    sticky: endpoint.is_none(),
                     current: None,
                     previous: None,
                     next: None,
@@ -218,7 +222,7 @@ impl CryptoStage {
             } => {
                 if let Some(p) = self.peer_mut(peer) {
                     p.endpoint = Some(endpoint);
-                    p.local = local;
+                    p.local = local.filter(|_| p.sticky);
                     if p.roam_reported.is_some_and(|(a, _)| a == endpoint) {
                         p.roam_reported = None;
                     }
@@ -484,7 +488,7 @@ impl CryptoStage {
             stats.last_rx_any.store(stamp, Ordering::Relaxed);
             add_shared(&stats.rx_bytes, meta.len as u64);
             let from = meta.addr;
-            let local = meta.local;
+            let local = meta.local.filter(|_| peer.sticky);
             // A standard peer roams at once (WireGuard's semantics): the endpoint follows
             // every authenticated packet and the control thread is told. For a peer whose
             // roaming is validated, a packet from an address the control thread has not
