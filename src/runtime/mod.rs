@@ -415,6 +415,7 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         bells.push(bell);
     }
     let shared = shareds[0].clone();
+    device.use_source_filter(shared.source_filter.clone());
     let per_pipeline = match p.threading {
         Threading::Pipeline => 3,
         Threading::Single => 1,
