@@ -408,9 +408,14 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         let rx_wake = move || {
             let _ = wake.wake();
         };
-        shareds.push(Arc::new(match shareds.first() {
-            None => Shared::new(epoch, rx_wake),
-            Some(first) => first.member(rx_wake),
+        let wake = bell.clone();
+        let crypto_wake = move || {
+            let _ = wake.wake();
+        };
+        shareds.push(Arc::new(match (shareds.first(), p.threading) {
+            (None, _) => Shared::new(epoch, rx_wake),
+            (Some(first), Threading::Pipeline) => first.member(rx_wake),
+            (Some(first), Threading::Single) => first.single_member(rx_wake, crypto_wake),
         }));
         bells.push(bell);
     }
@@ -514,19 +519,30 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             )?);
         }
         Threading::Single => {
-            // One pipeline only (threading::layout refuses more in single mode).
-            let (u, t, bell, s) = io(0);
-            let waiter = IoWaiter {
-                udp: u.handle(),
-                tun: t.clone(),
-                bell,
+            // Pipeline 0's thread also runs the control work (for every pipeline: `serve`
+            // above); the others run their stages only.
+            let single = |k: usize| {
+                let (u, t, bell, s) = io(k);
+                let waiter = IoWaiter {
+                    udp: u.handle(),
+                    tun: t.clone(),
+                    bell,
+                };
+                let name = crate::admin::context::pipeline_thread(Role::Single, k);
+                (name, p.layout.pipelines[k].rx, (u, t, waiter, s))
             };
-            let single = SingleThread::new((rx, crypto, tx, control));
-            threads.push(spawn(
-                Role::Single.thread_name().to_string(),
-                p.layout.pipelines[0].rx,
-                move || single.run(&u.handle(), &*t, &waiter, &mut device, &s),
-            )?);
+            let (name, cpu, (u, t, waiter, s)) = single(0);
+            let first = SingleThread::new((rx, crypto, tx, control));
+            threads.push(spawn(name, cpu, move || {
+                first.run(&u.handle(), &*t, &waiter, &mut device, &s)
+            })?);
+            for (k, rx, crypto, tx) in rest {
+                let (name, cpu, (u, t, waiter, s)) = single(k);
+                let member = SingleThread::member((rx, crypto, tx));
+                threads.push(spawn(name, cpu, move || {
+                    member.run_member(&u.handle(), &*t, &waiter, &s)
+                })?);
+            }
         }
     }
     info!(

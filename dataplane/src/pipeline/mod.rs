@@ -199,6 +199,20 @@ impl Shared {
         }
     }
 
+    /// [`Shared::member`] for single-threaded mode: the pipeline's one thread waits in poll on
+    /// its eventfd, so the control work's commands (which ring the crypto doorbell) must write
+    /// that eventfd too: `crypto_wake` does.
+    pub fn single_member(
+        &self,
+        rx_wake: impl Fn() + Send + Sync + 'static,
+        crypto_wake: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            crypto_bell: Doorbell::custom(crypto_wake),
+            ..self.member(rx_wake)
+        }
+    }
+
     /// A thread hit a fatal error: record it (the first one wins) and stop
     /// every loop. The runtime sees the thread end and exits non-zero.
     pub fn fail(&self, fault: Fault) {
