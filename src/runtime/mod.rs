@@ -13,7 +13,9 @@ use veil_dataplane::crypto::{Backend, BackendChoice};
 use veil_dataplane::doorbell::spin_budget;
 use veil_dataplane::io::{UdpHandle, UdpSlot};
 use veil_dataplane::link::Epoch;
-use veil_dataplane::pipeline::{self, PipelineConfig, Readiness, Shared, SingleThread, Waiter};
+use veil_dataplane::pipeline::{
+    self, PipelineConfig, Readiness, Shared, SingleThread, TxThread, Waiter,
+};
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
@@ -433,6 +435,16 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         ..Default::default()
     };
     let (rx, crypto, mut tx, mut control) = pipeline::build(&cfg, &shared);
+    let mut rest = Vec::new();
+    for (k, s) in shareds.iter().enumerate().skip(1) {
+        let (rx, crypto, tx, ctl) = pipeline::build(&cfg, s);
+        control.serve(ctl, s.clone());
+        rest.push((k, rx, crypto, tx));
+    }
+    // Every pipeline's TX records into the metrics' histograms.
+    let mut txs: Vec<&mut TxThread> = std::iter::once(&mut tx)
+        .chain(rest.iter_mut().map(|(_, _, _, tx)| tx))
+        .collect();
     let (services, control_ends) = services::wire(
         p.services,
         &p.name,
@@ -446,7 +458,7 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         tuns[0].ifindex(),
         &p.config.interface.addresses,
         &control_counters,
-        &mut tx,
+        &mut txs,
     )
     .map_err(StartError::Wire)?;
     let busy = Role::threads(p.threading == Threading::Single).len() * n;
@@ -485,12 +497,6 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     )
     .map_err(StartError::Privileges)?;
     let mut threads = Vec::new();
-    let mut rest = Vec::new();
-    for (k, s) in shareds.iter().enumerate().skip(1) {
-        let (rx, crypto, tx, ctl) = pipeline::build(&cfg, s);
-        control.serve(ctl, s.clone());
-        rest.push((k, rx, crypto, tx));
-    }
     let io = |k: usize| {
         (
             udps[k].clone(),
