@@ -165,6 +165,29 @@ pub mod csum {
         sum
     }
 
+    /// `wide + carries * 2^64` folded to 16 bits (not complemented).
+    fn fold_wide(wide: u64, carries: u64) -> u16 {
+        let mut s = (wide & 0xFFFF_FFFF) + (wide >> 32) + carries;
+        while s > 0xFFFF {
+            s = (s & 0xFFFF) + (s >> 16);
+        }
+        s as u16
+    }
+
+    /// Fold to 16 bits (not complemented).
+    pub fn fold(mut sum: u64) -> u16 {
+        while sum > 0xFFFF {
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    /// The pseudo-header sum for a transport segment of `len` bytes.
+    pub fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u64 {
+        let sum = add(add(0, src), dst);
+        sum + u64::from(proto) + len as u64
+    }
+
     #[cfg(test)]
     mod tests {
         use proptest::prelude::*;
@@ -215,29 +238,6 @@ pub mod csum {
                 );
             }
         }
-    }
-
-    /// `wide + carries * 2^64` folded to 16 bits (not complemented).
-    fn fold_wide(wide: u64, carries: u64) -> u16 {
-        let mut s = (wide & 0xFFFF_FFFF) + (wide >> 32) + carries;
-        while s > 0xFFFF {
-            s = (s & 0xFFFF) + (s >> 16);
-        }
-        s as u16
-    }
-
-    /// Fold to 16 bits (not complemented).
-    pub fn fold(mut sum: u64) -> u16 {
-        while sum > 0xFFFF {
-            sum = (sum & 0xFFFF) + (sum >> 16);
-        }
-        sum as u16
-    }
-
-    /// The pseudo-header sum for a transport segment of `len` bytes.
-    pub fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u64 {
-        let sum = add(add(0, src), dst);
-        sum + u64::from(proto) + len as u64
     }
 }
 
