@@ -37,12 +37,17 @@ struct Side {
 }
 
 fn side(now: Instant, allowed: &str, endpoint: &str) -> Side {
+    side_with(now, allowed, Some(endpoint.parse().unwrap()))
+}
+
+/// [`side`] with the peer's endpoint (none: a gateway's client, whose endpoint is learnt).
+fn side_with(now: Instant, allowed: &str, endpoint: Option<SocketAddr>) -> Side {
     let mut stage = CryptoStage::new(Timing::default(), Epoch::new(now), Arc::default());
     stage.apply(
         Command::AddPeer {
             peer: PeerId(0),
             allowed_ips: vec![allowed.parse().unwrap()],
-            endpoint: Some(endpoint.parse().unwrap()),
+            endpoint,
             stats: Arc::new(PeerStats::default()),
         },
         now,
@@ -459,32 +464,11 @@ fn sends_from(a: &mut Side, b: &mut Side, local: &str, now: Instant) -> Vec<Opti
 #[test]
 fn replies_name_the_local_address_the_peer_talks_to() {
     let now = Instant::now();
-    let (mut a, _) = installed(now);
     // B is a gateway: its peer A has no configured endpoint, so B keeps our address A's
     // packets arrive on, following every authenticated packet.
-    let mut b = Side {
-        stage: CryptoStage::new(Timing::default(), Epoch::new(now), Arc::default()),
-        events: Vec::new(),
-    };
-    b.stage.apply(
-        Command::AddPeer {
-            peer: PeerId(0),
-            allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
-            endpoint: None,
-            stats: Arc::new(PeerStats::default()),
-        },
-        now,
-    );
-    let kb = Keypair::new(&[9u8; 32], &[7u8; 32], 200, 100, now, false);
-    b.stage.apply(
-        Command::InstallKeypair {
-            peer: PeerId(0),
-            keypair: Arc::new(kb),
-            role: KeypairRole::Responder,
-            announce: true,
-        },
-        now,
-    );
+    let mut a = side(now, "10.0.0.2/32", B_ADDR);
+    let mut b = side_with(now, "10.0.0.1/32", None);
+    install(&mut a, &mut b, now);
     let at = |ip: &str| LocalAddr {
         ip: ip.parse().unwrap(),
         ifindex: 2,
