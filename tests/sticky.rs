@@ -30,7 +30,8 @@ fn datagrams(t: &Topology, pcap: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn replies_leave_from_the_address_the_client_used(tag: &str, v6: bool) {
+/// `gw_args`: extra `veil up` flags of the gateway.
+fn replies_leave_from_the_address_the_client_used(tag: &str, v6: bool, gw_args: &[&str]) {
     let t = Topology::new(tag);
     let (a, b) = (t.a(), t.b());
     let second = if v6 { SECOND_V6 } else { SECOND_V4 };
@@ -95,7 +96,7 @@ fn replies_leave_from_the_address_the_client_used(tag: &str, v6: bool) {
             endpoint(second, GW_PORT)
         ),
     );
-    let mut gw = veil_up(&t, &a, &gw_conf, &[], &[]);
+    let mut gw = veil_up(&t, &a, &gw_conf, gw_args, &[]);
     let mut cl = veil_up(&t, &b, &cl_conf, &[], &[]);
     t.wait_ping(&b, "10.9.0.1");
     assert_eq!(t.ping(&b, "10.9.0.1", 5), 5, "client -> gateway ping");
@@ -122,8 +123,10 @@ fn replies_leave_from_the_address_the_client_used(tag: &str, v6: bool) {
         .collect();
     let to_second = all.iter().filter(|(_, d)| *d == ours).count();
     let wrong: Vec<&&(String, String)> = from_gw.iter().filter(|(s, _)| *s != ours).collect();
+    // A capture on veth sees a GSO run as one packet (segmented only at the far end), so
+    // the client's bulk data is few captured packets; the gateway's ACKs and replies are many.
     assert!(
-        to_second >= 100 && from_gw.len() >= 100,
+        to_second >= 10 && from_gw.len() >= 100,
         "the capture saw {to_second} datagrams to {ours} and {} from the gateway",
         from_gw.len()
     );
@@ -142,9 +145,19 @@ fn replies_leave_from_the_address_the_client_used(tag: &str, v6: bool) {
 }
 
 e2e_test!(replies_leave_from_the_second_address_v4, {
-    replies_leave_from_the_address_the_client_used("sk4", false);
+    replies_leave_from_the_address_the_client_used("sk4", false, &[]);
 });
 
 e2e_test!(replies_leave_from_the_second_address_v6, {
-    replies_leave_from_the_address_the_client_used("sk6", true);
+    replies_leave_from_the_address_the_client_used("sk6", true, &[]);
+});
+
+// Two pipelines: the source learnt on one reaches the other (handshake and roam commands), and
+// each keeps it from the packets it reads.
+e2e_test!(replies_leave_from_the_second_address_two_pipelines, {
+    replies_leave_from_the_address_the_client_used("sk2", false, &["--pipelines", "2"]);
+});
+
+e2e_test!(replies_leave_from_the_second_address_single_thread, {
+    replies_leave_from_the_address_the_client_used("sks", false, &["--threading", "single"]);
 });
