@@ -135,6 +135,7 @@ impl<R: CryptoRngCore> Device<R> {
         p.attempt_started = None;
         let peer = p.id;
         let renew = reason == EndReason::Absolute && self.recently_active(slot, now);
+        self.indices.clear_keypairs(slot);
         self.commands
             .push_back(Command::ClearKeypairs { peer, goodbye });
         self.commands.push_back(Command::DropStaged { peer });

@@ -34,6 +34,7 @@ use crate::session::{Session, SessionPolicy};
 
 mod bounded;
 mod handshakes;
+mod indices;
 mod lifecycle;
 mod protection;
 
@@ -136,8 +137,6 @@ struct Peer {
     initiations_sent: u32,
     last_initiation: Option<Instant>,
     last_handshake: Option<Instant>,
-    /// Local indices recently handed out for this peer (oldest first).
-    indices: VecDeque<u32>,
     /// Last time a keepalive was asked for by the keepalive timer.
     keepalive_asked: Option<Instant>,
     /// The data-sent timestamp for which a "no reply" handshake was started already.
@@ -187,7 +186,8 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     cookies: CookieChecker,
     peers: peers::PeerTable,
     by_key: HashMap<[u8; 32], usize>,
-    by_index: HashMap<u32, usize>,
+    /// Every receiver index handed out: initiations in flight and keypairs.
+    indices: indices::IndexTable,
     timing: Timing,
     epoch: Epoch,
     rng: R,
@@ -224,6 +224,7 @@ impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
             .field("peers", &self.peers.len())
+            .field("indices", &self.indices.len())
             .finish_non_exhaustive()
     }
 }
@@ -296,7 +297,7 @@ impl<R: CryptoRngCore> Device<R> {
             cookies,
             peers: peers::PeerTable::default(),
             by_key: HashMap::new(),
-            by_index: HashMap::new(),
+            indices: indices::IndexTable::default(),
             timing,
             epoch,
             rng,
@@ -460,26 +461,6 @@ impl<R: CryptoRngCore> Device<R> {
             || self.protection.level() >= veil_dataplane::priority::Degradation::Severe
     }
 
-    fn new_index(&mut self, slot: usize) -> u32 {
-        let index = loop {
-            let i = self.rng.next_u32();
-            if i != 0 && !self.by_index.contains_key(&i) {
-                break i;
-            }
-        };
-        self.by_index.insert(index, slot);
-        if let Some(p) = self.peers.get_mut(slot) {
-            p.indices.push_back(index);
-            // Three keypairs live in the dataplane plus one handshake in flight.
-            while p.indices.len() > 4 {
-                if let Some(old) = p.indices.pop_front() {
-                    self.by_index.remove(&old);
-                }
-            }
-        }
-        index
-    }
-
     fn jitter(&mut self) -> Duration {
         Duration::from_millis(u64::from(self.rng.next_u32() % RETRY_JITTER_MS))
     }
@@ -489,7 +470,7 @@ impl<R: CryptoRngCore> Device<R> {
             debug!("peer has no endpoint; cannot initiate a handshake");
             return;
         };
-        let index = self.new_index(slot);
+        let index = self.indices.new_handshake(slot, &mut self.rng);
         let jitter = self.jitter();
         let wall = self.wall_time(now);
         let Some(p) = self.peers.get_mut(slot) else {
@@ -641,6 +622,7 @@ impl<R: CryptoRngCore> Device<R> {
         {
             p.keys_live = false;
             info!("peer {}: session keys expired and zeroized", p.short);
+            self.indices.clear_keypairs(slot);
             self.commands.push_back(Command::ClearKeypairs {
                 peer: id,
                 goodbye: None,
@@ -697,6 +679,7 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
 
     fn on_timeout(&mut self, now: Instant) {
         self.saw(now);
+        self.indices.expire(now, self.timing.reject_after);
         self.run_timers(now);
         self.collect_handshake_limit(now);
         self.drain_timer(now);

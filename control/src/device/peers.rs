@@ -43,7 +43,6 @@ impl Peer {
             initiations_sent: 0,
             last_initiation: None,
             last_handshake: None,
-            indices: VecDeque::new(),
             keepalive_asked: None,
             unanswered_for: None,
             keys_live: false,
@@ -62,9 +61,8 @@ impl Peer {
     }
 
     /// Start over under a new identity of ours: the handshake state is rebuilt (keeping the
-    /// pre-shared key) and everything agreed under the old one is forgotten. Returns the
-    /// receiver indices that were handed out for the old handshakes.
-    pub(super) fn restart(&mut self, identity: &StaticIdentity) -> VecDeque<u32> {
+    /// pre-shared key) and everything agreed under the old one is forgotten.
+    pub(super) fn restart(&mut self, identity: &StaticIdentity) {
         let psk = self.handshake.preshared_key();
         let remote = *self.handshake.remote_public();
         self.handshake = PeerHandshake::new(identity, remote, psk.as_deref().copied());
@@ -76,7 +74,6 @@ impl Peer {
         self.session = None;
         self.token = None;
         self.granted.clear();
-        std::mem::take(&mut self.indices)
     }
 }
 
@@ -442,9 +439,7 @@ impl<R: CryptoRngCore> Device<R> {
         let Some(p) = self.peers.vacate(slot, now) else {
             return false;
         };
-        for index in &p.indices {
-            self.by_index.remove(index);
-        }
+        self.indices.remove_peer(slot);
         let id = p.id;
         info!("peer {}: removed by the admin interface", p.short);
         self.commands.push_back(Command::RemovePeer { peer: id });
@@ -466,9 +461,8 @@ impl<R: CryptoRngCore> Device<R> {
         self.identity = identity;
         self.cookies = self.identity.cookie_checker();
         for p in &mut self.peers {
-            for index in p.restart(&self.identity) {
-                self.by_index.remove(&index);
-            }
+            p.restart(&self.identity);
+            self.indices.remove_peer(p.id.0 as usize);
             self.commands.push_back(Command::ClearKeypairs {
                 peer: p.id,
                 goodbye: None,

@@ -154,9 +154,17 @@ impl CryptoStage {
         self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)
     }
 
-    fn forget_index(&mut self, kp: Option<Arc<Keypair>>) {
+    /// `peer` no longer holds `kp`: its index leaves the lookup, unless the control thread
+    /// gave the index to another peer's keypair since (it does so only once `kp` expired).
+    fn forget_index(&mut self, peer: PeerId, kp: Option<Arc<Keypair>>) {
         if let Some(kp) = kp {
-            self.by_index.remove(&kp.local_index);
+            if self
+                .by_index
+                .get(&kp.local_index)
+                .is_some_and(|e| e.0 == peer)
+            {
+                self.by_index.remove(&kp.local_index);
+            }
         }
     }
 
@@ -241,9 +249,9 @@ impl CryptoStage {
                     .retain(|(id, o)| *id != peer || matches!(o, Originate::Sealed(..)));
                 if let Some(p) = self.peer_mut(peer) {
                     let (a, b, c) = (p.current.take(), p.previous.take(), p.next.take());
-                    self.forget_index(a);
-                    self.forget_index(b);
-                    self.forget_index(c);
+                    self.forget_index(peer, a);
+                    self.forget_index(peer, b);
+                    self.forget_index(peer, c);
                 }
             }
             Command::DropStaged { peer } => {
@@ -314,9 +322,9 @@ impl CryptoStage {
         };
         let Some(p) = slot.take() else { return };
         bump(&self.counters.drop_staged_expired, p.staged.len() as u64);
-        self.forget_index(p.current);
-        self.forget_index(p.previous);
-        self.forget_index(p.next);
+        self.forget_index(peer, p.current);
+        self.forget_index(peer, p.previous);
+        self.forget_index(peer, p.next);
         self.routes.remove_value(peer);
         self.pending.retain(|(id, _)| *id != peer);
     }
@@ -352,7 +360,7 @@ impl CryptoStage {
             }
         }
         for kp in retired {
-            self.forget_index(kp);
+            self.forget_index(peer, kp);
         }
         // Re-point indices of the keypairs that moved slots.
         if let Some(p) = self.peers.get(peer.0 as usize).and_then(Option::as_ref) {
@@ -386,7 +394,7 @@ impl CryptoStage {
         for pkt in staged {
             self.pending.push_back((peer, Originate::Data(pkt)));
         }
-        self.forget_index(old_prev);
+        self.forget_index(peer, old_prev);
         for (idx, slot) in ids.into_iter().flatten() {
             self.by_index.insert(idx, (peer, slot));
         }
