@@ -670,6 +670,11 @@ pub fn one_gateway_client(cl_priv: &str, gw_pub: &str) -> String {
 /// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
 /// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
 pub fn setup(tag: &str, gw_extra: &str) -> Setup {
+    setup_with(tag, gw_extra, &[])
+}
+
+/// [`setup`], the gateway started with `gw_env` in its environment.
+pub fn setup_with(tag: &str, gw_extra: &str, gw_env: &[(&str, &str)]) -> Setup {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
@@ -678,7 +683,7 @@ pub fn setup(tag: &str, gw_extra: &str) -> Setup {
         &format!("{}\n{gw_extra}\n", one_client_gateway(&gw_priv, &cl_pub)),
     );
     let cl_conf = t.write("veilcl.conf", &one_gateway_client(&cl_priv, &gw_pub));
-    let gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let gw = veil_up(&t, &t.a(), &gw_conf, &[], gw_env);
     let cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
     Setup { t, gw, cl, gw_conf }
 }

@@ -40,7 +40,7 @@ mod protection;
 
 use bounded::Bounded;
 
-pub use lifecycle::Reconnect;
+pub use lifecycle::{Reconnect, DRAIN_GRACE, DRAIN_QUIET_HOLD};
 pub use protection::{ProtectionConfig, INITIATIONS_PER_SEC};
 
 mod admin;
@@ -643,11 +643,12 @@ impl<R: CryptoRngCore> Device<R> {
             .peers
             .iter()
             .filter_map(|p| p.reconnect.as_ref().map(|r| r.next_at));
+        // While draining, the quiet report is looked at every hold period.
         let drain = self
             .drain
             .as_ref()
             .filter(|d| !d.done)
-            .map(|d| d.complete_at);
+            .map(|d| d.ends_at().min(now + lifecycle::DRAIN_QUIET_HOLD));
         let next = now + tick;
         retry.chain(reconnect).chain(drain).fold(next, Instant::min)
     }
@@ -705,6 +706,11 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
 
     fn drained(&self) -> bool {
         self.drain.as_ref().is_some_and(|d| d.done)
+    }
+
+    fn set_dataplane_quiet(&mut self, quiet: bool, now: Instant) {
+        self.saw(now);
+        Device::set_dataplane_quiet(self, quiet, now);
     }
 
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
