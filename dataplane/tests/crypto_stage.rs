@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use veil_dataplane::batch::{buffer_size, Action, Batch, Home, Source};
 use veil_dataplane::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
-use veil_dataplane::stage::crypto::MAX_STAGED;
+use veil_dataplane::stage::crypto::{HELD_OVERHEAD, MAX_STAGED};
 use veil_dataplane::stage::CryptoStage;
 use veil_dataplane::timing::Timing;
 use veil_dataplane::Keypair;
@@ -242,6 +242,58 @@ fn staged_until_handshake_then_flushed() {
         total += delivered(&wire);
     }
     assert_eq!(total, MAX_STAGED, "the newest staged packets arrive");
+}
+
+#[test]
+fn a_session_holds_no_more_than_its_memory_limit() {
+    let now = Instant::now();
+    let (mut a, mut b) = sides(now, "10.0.0.2/32");
+    // 8 KiB: seven staged 1,000-byte packets (each costs its bytes and HELD_OVERHEAD).
+    let limit = 8 * 1024;
+    a.stage
+        .apply(Command::SetSessionMemory { bytes: Some(limit) }, now);
+    let pkts: Vec<Vec<u8>> = (0..20)
+        .map(|_| ipv4([10, 0, 0, 1], [10, 0, 0, 2], 980))
+        .collect();
+    let mut batch = tun_batch(&pkts);
+    a.stage.process(&mut batch, now, &mut a.events);
+    let fit = limit / (1000 + HELD_OVERHEAD);
+    let dropped = |s: &CryptoStage| s.counters().drop_session_memory.load(Ordering::Relaxed);
+    assert_eq!(a.stage.staged_len(PeerId(0)), fit);
+    assert_eq!(a.stage.held_bytes(PeerId(0)), fit * (1000 + HELD_OVERHEAD));
+    assert_eq!(
+        dropped(&a.stage),
+        (20 - fit) as u64,
+        "every packet over the limit counted"
+    );
+    // Control work queued for the full session is refused too, and counted.
+    let frame = veil_dataplane::wire::ControlFrame::MigrationTokenRequest;
+    for _ in 0..200 {
+        a.stage.apply(
+            Command::SendFrame {
+                peer: PeerId(0),
+                frame,
+            },
+            now,
+        );
+    }
+    assert!(a.stage.held_bytes(PeerId(0)) <= limit);
+    assert!(
+        dropped(&a.stage) > (20 - fit) as u64,
+        "frames over the limit not counted"
+    );
+    // The handshake completes: what was held goes out and the session holds nothing.
+    install(&mut a, &mut b, now + Duration::from_millis(10));
+    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
+    let mut total = 0;
+    while a.stage.has_originated() {
+        a.stage.originate(&mut out, now, &mut a.events);
+        let mut wire = carry(&out, A_ADDR);
+        b.stage.process(&mut wire, now, &mut b.events);
+        total += delivered(&wire);
+    }
+    assert_eq!(total, fit, "the newest staged packets arrive");
+    assert_eq!(a.stage.held_bytes(PeerId(0)), 0);
 }
 
 #[test]

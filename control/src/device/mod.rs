@@ -360,6 +360,9 @@ impl<R: CryptoRngCore> Device<R> {
 
     /// Set the `[sessions]` and `[migration]` policies (defaults otherwise).
     pub fn set_policies(&mut self, sessions: SessionPolicy, migration: MigrationPolicy) {
+        self.commands.push_back(Command::SetSessionMemory {
+            bytes: sessions.max_memory_per_session,
+        });
         self.sessions = sessions;
         self.migration = migration;
         for slot in 0..self.peers.len() {

@@ -529,6 +529,22 @@ mod tests {
     }
 
     #[test]
+    fn the_session_memory_limit_reaches_the_dataplane() {
+        let (mut d, _) = device();
+        let sessions = crate::session::SessionPolicy {
+            max_memory_per_session: Some(4 << 20),
+            ..Default::default()
+        };
+        d.set_policies(sessions, crate::migration::MigrationPolicy::default());
+        assert!(drain(&mut d).iter().any(|c| matches!(
+            c,
+            Command::SetSessionMemory {
+                bytes: Some(b)
+            } if *b == 4 << 20
+        )));
+    }
+
+    #[test]
     fn add_then_remove_reports_routes_and_commands() {
         let (mut d, now) = device();
         let out = add(&mut d, public(1), &["10.0.0.2/32", "10.1.0.5/16"], now);
