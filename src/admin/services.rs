@@ -204,6 +204,7 @@ pub fn wire(
         Threading::Pipeline => s.control_bell.wake_now(),
         Threading::Single => s.rx_bell.wake_now(),
     });
+    let admin = admin.counting(control_counters.clone());
     let (hub, tx_samples, recorders) = MetricsHub::new(options.metrics_peers).map_err(WireError)?;
     tx.record_samples(tx_samples);
     let ctx = Arc::new(Context {
