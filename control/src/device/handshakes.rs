@@ -67,6 +67,9 @@ impl<R: CryptoRngCore> Device<R> {
             Err(HandshakeError::Mac2Required) => Screened::CookieWanted,
             Err(e) => {
                 self.count_error(e);
+                // As the kernel's net_dbg_ratelimited: at debug level only, and the log
+                // limiter bounds a flood of them.
+                debug!("handshake message from {src} dropped: {e}");
                 Screened::Refused
             }
         }
