@@ -171,13 +171,39 @@ e2e_test!(low_priority_is_shed_before_normal, {
     );
 });
 
+/// Seconds since midnight (UTC) of a text log line's timestamp (`2026-…T12:34:56.789Z …`).
+fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let clock = stamp.split_once('T')?.1.strip_suffix('Z')?;
+    let mut parts = clock.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// The degradation level changes in a gateway log: (seconds since midnight, rose?).
+fn level_changes(log: &str) -> Vec<(f64, bool)> {
+    const ORDER: [&str; 5] = ["normal", "light", "moderate", "severe", "critical"];
+    let rank = |w: &str| ORDER.iter().position(|l| *l == w);
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split_once("degradation ")?.1;
+            let mut w = rest.split_whitespace();
+            let (from, arrow, to) = (w.next()?, w.next()?, w.next()?);
+            (arrow == "->").then_some(())?;
+            Some((log_time(l)?, rank(to)? > rank(from)?))
+        })
+        .collect()
+}
+
 e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
+    // Escalation and recovery delays that differ, so a step taken on the wrong one shows.
+    let (escalation, recovery) = (3.0, 2.0);
     let (t, mut gw, _c1, c2_conf, _) = two_clients(
         "pd",
-        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n",
+        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 3\nrecovery_delay_sec = 2\n",
     );
     t.wait_ping(&t.b(), "10.9.0.1");
-    // Load: a TCP stream for 12 s in the background.
+    // Load: a TCP stream for up to 30 s in the background (stopped once Severe is checked).
     let (a, b) = (t.a(), t.b());
     let iperf3 = require("iperf3");
     let mut server = t.iperf_server(&a, "10.9.0.1");
@@ -185,11 +211,12 @@ e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
     let mut load = t.spawn(
         &b,
         "iperf3-load",
-        &[&iperf3, "-c", "10.9.0.1", "-t", "12"],
+        &[&iperf3, "-c", "10.9.0.1", "-t", "30"],
         &[],
     );
+    // Three steps of at least 3 s each.
     assert!(
-        wait_log(&gw, "-> severe", Duration::from_secs(10)).is_some(),
+        wait_log(&gw, "-> severe", Duration::from_secs(20)).is_some(),
         "never reached Severe:\n{}",
         gw.log_text()
     );
@@ -210,11 +237,17 @@ e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
         3,
         "the existing session stopped carrying traffic"
     );
+    // Taken before the load stops: no fall can start counting its delay earlier.
+    let unloaded = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+        % 86_400.0;
     let _ = load.stop();
     server.stop();
     // Load gone: the level comes down, and the new peer gets in (it retries every 5 s).
     assert!(
-        wait_log(&gw, "-> normal", Duration::from_secs(15)).is_some(),
+        wait_log(&gw, "-> normal", Duration::from_secs(20)).is_some(),
         "never recovered:\n{}",
         gw.log_text()
     );
@@ -222,12 +255,39 @@ e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
     gw.stop();
     let log = gw.log_text();
     assert!(counter(&log, "sessions_refused_degraded") >= 1, "{log}");
-    // Each step waited for the escalation delay.
-    let times: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("degradation ") && l.contains("->"))
+    // Each step waited for its delay: a rise the escalation delay after the one before, a
+    // fall the recovery delay after the load went or the fall before. (The log's clock has
+    // millisecond stamps; 0.1 s of slack for the sample taken just before a stamp.)
+    let changes = level_changes(&log);
+    let rises: Vec<f64> = changes.iter().filter(|c| c.1).map(|c| c.0).collect();
+    let falls: Vec<f64> = changes
+        .iter()
+        .filter(|c| !c.1 && c.0 > unloaded)
+        .map(|c| c.0)
         .collect();
-    assert!(times.len() >= 4, "level changes:\n{}", times.join("\n"));
+    assert!(
+        rises.len() >= 3 && !falls.is_empty(),
+        "level changes: {changes:?}\n{log}"
+    );
+    for w in rises.windows(2) {
+        assert!(
+            w[1] - w[0] >= escalation - 0.1,
+            "rose after {:.2} s: {changes:?}",
+            w[1] - w[0]
+        );
+    }
+    assert!(
+        falls[0] - unloaded >= recovery - 0.1,
+        "fell {:.2} s after the load went: {changes:?}",
+        falls[0] - unloaded
+    );
+    for w in falls.windows(2) {
+        assert!(
+            w[1] - w[0] >= recovery - 0.1,
+            "fell after {:.2} s: {changes:?}",
+            w[1] - w[0]
+        );
+    }
 });
 
 e2e_test!(handshake_flood_spares_established_flow_and_new_peer, {
