@@ -207,9 +207,12 @@ e2e_test!(drain_delivers_the_packets_in_flight, {
     // The gateway's crypto thread stalls for 1.5 s on request: the datagrams sent meanwhile
     // wait in its rings and socket when the drain starts, longer than any fixed grace would
     // wait. The drain must process them (drain_timeout_sec 5) before the sessions end.
+    // A name of this test's own: the control socket's directory is not per namespace.
+    let gw_name = format!("vgf{}", std::process::id() % 100_000);
     let mut s = setup_with(
         "lf",
         "[sessions]\ndrain_timeout_sec = 5\n[threading]\nmode = pipeline\npipelines = 1\n",
+        &gw_name,
         &[("VEIL_TEST_STALL_ON_REQUEST", "veil-crypto:1500")],
     );
     let (t, a, b) = (&s.t, s.t.a(), s.t.b());
@@ -240,7 +243,7 @@ e2e_test!(drain_delivers_the_packets_in_flight, {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(ready.exists(), "the receiver did not start");
-    let mut ctl = std::os::unix::net::UnixStream::connect("/run/veil/veilgw/ctl.sock")
+    let mut ctl = std::os::unix::net::UnixStream::connect(format!("/run/veil/{gw_name}/ctl.sock"))
         .expect("gateway control socket");
     std::io::Write::write_all(&mut ctl, b"test-stall\n").expect("test-stall");
     let mut reply = String::new();

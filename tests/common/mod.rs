@@ -670,16 +670,17 @@ pub fn one_gateway_client(cl_priv: &str, gw_pub: &str) -> String {
 /// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
 /// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
 pub fn setup(tag: &str, gw_extra: &str) -> Setup {
-    setup_with(tag, gw_extra, &[])
+    setup_with(tag, gw_extra, "veilgw", &[])
 }
 
-/// [`setup`], the gateway started with `gw_env` in its environment.
-pub fn setup_with(tag: &str, gw_extra: &str, gw_env: &[(&str, &str)]) -> Setup {
+/// [`setup`] with the gateway's interface named `gw_name` (its control socket is
+/// /run/veil/NAME/ctl.sock) and `gw_env` in its environment.
+pub fn setup_with(tag: &str, gw_extra: &str, gw_name: &str, gw_env: &[(&str, &str)]) -> Setup {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
     let gw_conf = t.write(
-        "veilgw.conf",
+        &format!("{gw_name}.conf"),
         &format!("{}\n{gw_extra}\n", one_client_gateway(&gw_priv, &cl_pub)),
     );
     let cl_conf = t.write("veilcl.conf", &one_gateway_client(&cl_priv, &gw_pub));
