@@ -195,7 +195,7 @@ pub fn wire(
     tun_ifindex: u32,
     addresses: &[IpNet],
     control_counters: &Arc<ControlCounters>,
-    tx: &mut TxThread,
+    txs: &mut [&mut TxThread],
 ) -> Result<(Wiring, ControlEnds), WireError> {
     let (shared, udp) = (&all.first.0, &all.first.1);
     let s = shared.clone();
@@ -205,8 +205,11 @@ pub fn wire(
         Threading::Single => s.rx_bell.wake_now(),
     });
     let admin = admin.counting(control_counters.clone());
-    let (hub, tx_samples, recorders) = MetricsHub::new(options.metrics_peers).map_err(WireError)?;
-    tx.record_samples(tx_samples);
+    let (hub, tx_samples, recorders) =
+        MetricsHub::new(options.metrics_peers, txs.len()).map_err(WireError)?;
+    for (tx, samples) in txs.iter_mut().zip(tx_samples) {
+        tx.record_samples(samples);
+    }
     let ctx = Arc::new(Context {
         name: name.to_string(),
         admin,
