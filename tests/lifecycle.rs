@@ -243,12 +243,7 @@ e2e_test!(drain_delivers_the_packets_in_flight, {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(ready.exists(), "the receiver did not start");
-    let mut ctl = std::os::unix::net::UnixStream::connect(format!("/run/veil/{gw_name}/ctl.sock"))
-        .expect("gateway control socket");
-    std::io::Write::write_all(&mut ctl, b"test-stall\n").expect("test-stall");
-    let mut reply = String::new();
-    std::io::Read::read_to_string(&mut ctl, &mut reply).expect("test-stall reply");
-    assert!(reply.starts_with("veil-ctl/1 exit=0"), "{reply}");
+    test_stall(&gw_name);
     let sent = t.ok(&b, &["python3", "-c", UDP_SENDER, "10.9.0.1", "6001", N]);
     // The datagrams reach the gateway, whose crypto thread is stalled: the drain starts
     // with all of them pending.

@@ -158,6 +158,14 @@ for i in range(n):
     (low if i % 2 == 0 else normal).sendto(i.to_bytes(4, 'big') * 3, (host, port))
     if gap: time.sleep(gap)";
 
+/// [`MIXED_SENDER`] from namespace `ns` to the gateway: `n` datagrams `gap` seconds apart.
+fn send_mixed(t: &Topology, ns: &str, n: &str, gap: &str) {
+    t.ok(
+        ns,
+        &["python3", "-c", MIXED_SENDER, "10.9.0.1", "6002", n, gap],
+    );
+}
+
 /// The gateway's priority drops from /metrics in namespace `ns`: (Low, Normal).
 fn priority_drops(t: &Topology, ns: &str) -> (u64, u64) {
     let text = t.ok(
@@ -198,40 +206,13 @@ e2e_test!(low_priority_is_shed_before_normal, {
     let (t, a, b) = (&s.t, s.t.a(), s.t.b());
     t.wait_ping(&b, "10.9.0.1");
     // No pressure: the same mix, paced, is carried whole.
-    t.ok(
-        &b,
-        &[
-            "python3",
-            "-c",
-            MIXED_SENDER,
-            "10.9.0.1",
-            "6002",
-            "400",
-            "0.002",
-        ],
-    );
+    send_mixed(t, &b, "400", "0.002");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(priority_drops(t, &a), (0, 0), "shed without ring pressure");
     // The ring fills behind the stalled crypto thread: Low is shed, and at least as often as
     // Normal (it is shed from the high-water mark, Normal only near full).
-    let mut ctl = std::os::unix::net::UnixStream::connect(format!("/run/veil/{gw_name}/ctl.sock"))
-        .expect("gateway control socket");
-    std::io::Write::write_all(&mut ctl, b"test-stall\n").expect("test-stall");
-    let mut reply = String::new();
-    std::io::Read::read_to_string(&mut ctl, &mut reply).expect("test-stall reply");
-    assert!(reply.starts_with("veil-ctl/1 exit=0"), "{reply}");
-    t.ok(
-        &b,
-        &[
-            "python3",
-            "-c",
-            MIXED_SENDER,
-            "10.9.0.1",
-            "6002",
-            "4000",
-            "0",
-        ],
-    );
+    test_stall(&gw_name);
+    send_mixed(t, &b, "4000", "0");
     std::thread::sleep(Duration::from_millis(2500));
     let (low, normal) = priority_drops(t, &a);
     assert!(low > 0, "no CS1 traffic shed under ring pressure");

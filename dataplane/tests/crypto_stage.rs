@@ -208,6 +208,19 @@ fn inner_source_outside_allowed_ips_is_dropped() {
     );
 }
 
+/// Seal what `a` has to originate and open it at `b`: the data packets delivered.
+fn flush(a: &mut Side, b: &mut Side, now: Instant) -> usize {
+    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
+    let mut total = 0;
+    while a.stage.has_originated() {
+        a.stage.originate(&mut out, now, &mut a.events);
+        let mut wire = carry(&out, A_ADDR);
+        b.stage.process(&mut wire, now, &mut b.events);
+        total += delivered(&wire);
+    }
+    total
+}
+
 #[test]
 fn staged_until_handshake_then_flushed() {
     let now = Instant::now();
@@ -233,14 +246,7 @@ fn staged_until_handshake_then_flushed() {
         a.events
     );
     install(&mut a, &mut b, now + Duration::from_millis(10));
-    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
-    let mut total = 0;
-    while a.stage.has_originated() {
-        a.stage.originate(&mut out, now, &mut a.events);
-        let mut wire = carry(&out, A_ADDR);
-        b.stage.process(&mut wire, now, &mut b.events);
-        total += delivered(&wire);
-    }
+    let total = flush(&mut a, &mut b, now);
     assert_eq!(total, MAX_STAGED, "the newest staged packets arrive");
 }
 
@@ -284,14 +290,7 @@ fn a_session_holds_no_more_than_its_memory_limit() {
     );
     // The handshake completes: what was held goes out and the session holds nothing.
     install(&mut a, &mut b, now + Duration::from_millis(10));
-    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
-    let mut total = 0;
-    while a.stage.has_originated() {
-        a.stage.originate(&mut out, now, &mut a.events);
-        let mut wire = carry(&out, A_ADDR);
-        b.stage.process(&mut wire, now, &mut b.events);
-        total += delivered(&wire);
-    }
+    let total = flush(&mut a, &mut b, now);
     assert_eq!(total, fit, "the newest staged packets arrive");
     assert_eq!(a.stage.held_bytes(PeerId(0)), 0);
 }

@@ -696,6 +696,17 @@ pub fn setup_with(tag: &str, gw_extra: &str, gw_name: &str, gw_env: &[(&str, &st
     Setup { t, gw, cl, gw_conf }
 }
 
+/// Send `test-stall` to the interface `name`'s control socket (the daemon was started with
+/// `VEIL_TEST_STALL_ON_REQUEST`) and assert that it stalled the thread.
+pub fn test_stall(name: &str) {
+    let mut ctl = std::os::unix::net::UnixStream::connect(format!("/run/veil/{name}/ctl.sock"))
+        .expect("control socket");
+    std::io::Write::write_all(&mut ctl, b"test-stall\n").expect("test-stall");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut ctl, &mut reply).expect("test-stall reply");
+    assert!(reply.starts_with("veil-ctl/1 exit=0"), "{reply}");
+}
+
 /// Wait for the process to exit; its status code, or None after `limit`.
 pub fn wait_exit(p: &mut Proc, limit: Duration) -> Option<Option<i32>> {
     let start = Instant::now();
