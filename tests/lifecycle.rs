@@ -323,3 +323,43 @@ e2e_test!(migration_inside_cooldown_needs_a_token, {
     assert_eq!(counter(&log, "migrations_accepted"), 2, "{log}");
     assert!(counter(&log, "migrations_refused") >= 1, "{log}");
 });
+
+e2e_test!(session_memory_limit_drops_what_a_session_cannot_hold, {
+    // A peer that never answers (nothing listens at its endpoint): what the gateway sends it
+    // is staged while the handshake is pending.
+    // 200 packets of 8,928 bytes against 1 MiB (each costs its bytes and 64): 116 fit, fewer
+    // than the 128 staged packets the count bound allows, so the byte limit drops first.
+    let t = Topology::new("lm");
+    let (k, _) = keypair();
+    let (_, silent) = keypair();
+    let conf = t.write(
+        "veilmm.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {k}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\nMTU = 9000\n\n\
+             [Peer]\nPublicKey = {silent}\nAllowedIPs = 10.9.0.9/32\nEndpoint = {}\n\n\
+             [sessions]\nmax_memory_per_session_mb = 1\n",
+            endpoint(B_V4, GW_PORT)
+        ),
+    );
+    let a = t.a();
+    let mut gw = veil_up(&t, &a, &conf, &[], &[]);
+    // No replies come: the exit status is ping's business.
+    let _ = t.exec(
+        &a,
+        &[
+            "ping", "-c", "200", "-i", "0.01", "-s", "8900", "-W", "1", "10.9.0.9",
+        ],
+    );
+    gw.stop();
+    let log = gw.log_text();
+    let dropped = counter(&log, "drop_session_memory");
+    assert!(
+        dropped >= 1,
+        "nothing dropped for the session's memory:\n{log}"
+    );
+    assert!(
+        dropped <= 200 - 116,
+        "more dropped ({dropped}) than beyond 1 MiB:\n{log}"
+    );
+    assert_eq!(counter(&log, "drop_staged_overflow"), 0, "{log}");
+});
