@@ -296,6 +296,56 @@ fn a_session_holds_no_more_than_its_memory_limit() {
 }
 
 #[test]
+fn clearing_a_peer_leaves_an_index_given_to_another_peer_since() {
+    // The control thread hands out an index again only once its keypair expired; the old
+    // holder's slot may still hold that keypair. Clearing it must not unhook the new one.
+    let now = Instant::now();
+    let (mut a, mut b) = installed(now);
+    b.stage.apply(
+        Command::AddPeer {
+            peer: PeerId(1),
+            allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
+            endpoint: Some(A_ADDR.parse().unwrap()),
+            stats: Arc::new(PeerStats::default()),
+        },
+        now,
+    );
+    // Peer 1 gets index 200 (peer 0's) with the keys A seals with.
+    let again = Keypair::new(&[9u8; 32], &[7u8; 32], 200, 100, now, true);
+    b.stage.apply(
+        Command::InstallKeypair {
+            peer: PeerId(1),
+            keypair: Arc::new(again),
+            role: KeypairRole::Initiator,
+            announce: false,
+        },
+        now,
+    );
+    b.stage.apply(
+        Command::ClearKeypairs {
+            peer: PeerId(0),
+            goodbye: None,
+        },
+        now,
+    );
+    let wire = cross(
+        &mut a,
+        &mut b,
+        &[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)],
+        A_ADDR,
+        now,
+    );
+    let c = b.stage.counters();
+    assert_eq!(
+        c.drop_unknown_index.load(Ordering::Relaxed),
+        0,
+        "peer 1's index was lost"
+    );
+    assert_eq!(c.decrypted.load(Ordering::Relaxed), 1);
+    assert_eq!(delivered(&wire), 1);
+}
+
+#[test]
 fn standard_peer_roams_at_once() {
     let now = Instant::now();
     let (mut a, mut b) = installed(now);
