@@ -42,10 +42,8 @@ FIGURES = [
 ]
 
 
-def load_json_blob(text):
-    """iperf3 -J output, tolerating stray lines around it. iperf3 sometimes prints more than
-    one object (e.g. a second one after a late error): take the last with results, else the
-    last one."""
+def json_objects(text):
+    """Every top-level JSON object in `text`, in order, skipping whatever is between them."""
     dec = json.JSONDecoder()
     objs, i = [], text.find("{")
     while 0 <= i < len(text):
@@ -57,6 +55,14 @@ def load_json_blob(text):
         if isinstance(obj, dict):
             objs.append(obj)
         i = text.find("{", end)
+    return objs
+
+
+def load_json_blob(text):
+    """iperf3 -J output, tolerating stray lines around it. iperf3 sometimes prints more than
+    one object (e.g. a second one after a late error): take the last with results, else the
+    last one."""
+    objs = json_objects(text)
     if not objs:
         raise ValueError("no JSON object in iperf3 output")
     with_results = [o for o in objs if "sum_received" in o.get("end", {})]
@@ -98,17 +104,7 @@ def parse_iperf(text, workload, cpu_s, tunnel):
 def parse_many(text, workload, cpu_s, clients):
     """The many-clients workloads: one iperf3 -J object per client, one after the other. The
     figure is their summed receiver rate; the CPU is the gateway's alone."""
-    dec = json.JSONDecoder()
-    objs, i = [], text.find("{")
-    while 0 <= i < len(text):
-        try:
-            obj, end = dec.raw_decode(text, i)
-        except ValueError:
-            i = text.find("{", i + 1)
-            continue
-        if isinstance(obj, dict) and "sum_received" in obj.get("end", {}):
-            objs.append(obj)
-        i = text.find("{", end)
+    objs = [o for o in json_objects(text) if "sum_received" in o.get("end", {})]
     if len(objs) != clients:
         raise ValueError(f"{len(objs)} of {clients} clients reported a result")
     key = workload.replace("-", "")
