@@ -301,15 +301,13 @@ fn clearing_a_peer_leaves_an_index_given_to_another_peer_since() {
     // holder's slot may still hold that keypair. Clearing it must not unhook the new one.
     let now = Instant::now();
     let (mut a, mut b) = installed(now);
-    b.stage.apply(
-        Command::AddPeer {
-            peer: PeerId(1),
-            allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
-            endpoint: Some(A_ADDR.parse().unwrap()),
-            stats: Arc::new(PeerStats::default()),
-        },
-        now,
-    );
+    let second = Command::AddPeer {
+        peer: PeerId(1),
+        allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
+        endpoint: Some(A_ADDR.parse().unwrap()),
+        stats: Arc::new(PeerStats::default()),
+    };
+    b.stage.apply(second, now);
     // Peer 1 gets index 200 (peer 0's) with the keys A seals with.
     let again = Keypair::new(&[9u8; 32], &[7u8; 32], 200, 100, now, true);
     b.stage.apply(
