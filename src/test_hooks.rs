@@ -4,7 +4,7 @@
 //!   sleeps until shutdown without beating;
 //! - `VEIL_TEST_PANIC_THREAD=NAME`: once the interface is up, thread NAME panics;
 //! - `VEIL_TEST_STALL_ON_REQUEST=NAME`: the control socket accepts `test-stall`, which stalls
-//!   thread NAME from then on.
+//!   thread NAME from then on; `NAME:MS` stalls it for MS milliseconds, then it goes on.
 //!
 //! All three go through the dataplane's one mechanism, `veil_dataplane::test_hooks`. Like it,
 //! this module is compiled only with debug assertions (the test builds); release builds have
@@ -25,6 +25,8 @@ pub struct TestHooks {
     stall: Option<Role>,
     panic: Option<Role>,
     stall_on_request: Option<Role>,
+    /// How long the requested stall lasts (`NAME:MS`); `None`: until shutdown.
+    stall_on_request_for: Option<std::time::Duration>,
 }
 
 /// A hook variable that does not name a thread.
@@ -61,10 +63,32 @@ impl TestHooks {
                 .map(Some)
                 .ok_or(HookError { var: name, value }),
         };
+        // `NAME:MS` for a stall that ends.
+        let on_request = var(ENV_STALL_ON_REQUEST);
+        let (name, ms) = match on_request.as_deref().map(|v| v.split_once(':')) {
+            Some(Some((name, ms))) => (Some(name.to_string()), Some(ms.to_string())),
+            Some(None) => (on_request.clone(), None),
+            None => (None, None),
+        };
+        let bad = || HookError {
+            var: ENV_STALL_ON_REQUEST,
+            value: on_request.clone().unwrap_or_default(),
+        };
+        let stall_on_request = match &name {
+            Some(n) => Some(Role::from_thread_name(n).ok_or_else(bad)?),
+            None => None,
+        };
+        let stall_on_request_for = match ms {
+            Some(ms) => Some(std::time::Duration::from_millis(
+                ms.parse::<u64>().ok().filter(|&m| m > 0).ok_or_else(bad)?,
+            )),
+            None => None,
+        };
         Ok(Self {
             stall: role(ENV_STALL)?,
             panic: role(ENV_PANIC)?,
-            stall_on_request: role(ENV_STALL_ON_REQUEST)?,
+            stall_on_request,
+            stall_on_request_for,
         })
     }
 
@@ -83,7 +107,10 @@ impl TestHooks {
     pub fn stall_on_request(&self, shared: &Shared) -> bool {
         match self.stall_on_request {
             Some(role) => {
-                shared.test_hooks.stall(role);
+                match self.stall_on_request_for {
+                    Some(time) => shared.test_hooks.stall_for(role, time),
+                    None => shared.test_hooks.stall(role),
+                }
                 true
             }
             None => false,
@@ -114,6 +141,20 @@ mod tests {
         assert_eq!(hooks.stall, Some(Role::Tx));
         assert_eq!(hooks.panic, None);
         assert_eq!(hooks.stall_on_request, Some(Role::Single));
+        assert_eq!(hooks.stall_on_request_for, None);
+        let timed = TestHooks::from_vars(vars(&[(ENV_STALL_ON_REQUEST, "veil-crypto:1500")]));
+        let timed = timed.unwrap();
+        assert_eq!(timed.stall_on_request, Some(Role::Crypto));
+        assert_eq!(
+            timed.stall_on_request_for,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        for bad in ["veil-crypto:", "veil-crypto:0", "veil-crypto:x", "nope:5"] {
+            let got = TestHooks::from_vars(move |v: &str| {
+                (v == ENV_STALL_ON_REQUEST).then(|| bad.to_string())
+            });
+            assert!(got.is_err(), "{bad}");
+        }
         let e = TestHooks::from_vars(vars(&[(ENV_PANIC, "veil-nope")])).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -174,6 +174,99 @@ e2e_test!(sigterm_drains_and_client_reconnects, {
     assert_eq!(t.ping(&b, "10.9.0.1", 5), 5);
 });
 
+/// Receives numbered UDP datagrams on (argv[1], argv[2]) until argv[3] of them arrived or
+/// argv[4] seconds passed, and writes "<sha256 of the payloads in order> <count>" to argv[5].
+const UDP_RECEIVER: &str = "import hashlib, socket, sys, time
+host, port, want, secs, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((host, port)); s.settimeout(0.1)
+got = {}; end = time.time() + secs
+open(out + '.ready', 'w').write('')
+while len(got) < want and time.time() < end:
+    try: b = s.recv(2048)
+    except socket.timeout: continue
+    got[int.from_bytes(b[:4], 'big')] = b
+h = hashlib.sha256()
+for k in sorted(got): h.update(got[k])
+open(out, 'w').write('%s %d' % (h.hexdigest(), len(got)))";
+
+/// Sends argv[3] numbered datagrams of pseudo-random bytes to (argv[1], argv[2]) and prints
+/// the sha256 of them all, in order. They are marked EF (High priority): the full ring behind
+/// a stalled crypto thread is real pressure, under which Normal traffic may be shed.
+const UDP_SENDER: &str = "import hashlib, random, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xb8)
+r = random.Random(7); h = hashlib.sha256()
+for i in range(n):
+    b = i.to_bytes(4, 'big') + bytes(r.getrandbits(8) for _ in range(1000))
+    h.update(b); s.sendto(b, (host, port))
+    if i % 20 == 19: time.sleep(0.002)
+print(h.hexdigest())";
+
+e2e_test!(drain_delivers_the_packets_in_flight, {
+    // The gateway's crypto thread stalls for 1.5 s on request: the datagrams sent meanwhile
+    // wait in its rings and socket when the drain starts, longer than any fixed grace would
+    // wait. The drain must process them (drain_timeout_sec 5) before the sessions end.
+    // A name of this test's own: the control socket's directory is not per namespace.
+    let gw_name = format!("vgf{}", std::process::id() % 100_000);
+    let mut s = setup_with(
+        "lf",
+        "[sessions]\ndrain_timeout_sec = 5\n[threading]\nmode = pipeline\npipelines = 1\n",
+        &gw_name,
+        &[("VEIL_TEST_STALL_ON_REQUEST", "veil-crypto:1500")],
+    );
+    let (t, a, b) = (&s.t, s.t.a(), s.t.b());
+    t.wait_ping(&b, "10.9.0.1");
+    const N: &str = "300";
+    let out = t.dir.join("drain-received.txt");
+    let out_s = out.to_string_lossy().into_owned();
+    let mut rx = t.spawn(
+        &a,
+        "udp-receiver",
+        &[
+            "python3",
+            "-c",
+            UDP_RECEIVER,
+            "10.9.0.1",
+            "6001",
+            N,
+            "8",
+            &out_s,
+        ],
+        &[],
+    );
+    let ready = std::path::PathBuf::from(format!("{out_s}.ready"));
+    for _ in 0..100 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ready.exists(), "the receiver did not start");
+    test_stall(&gw_name);
+    let sent = t.ok(&b, &["python3", "-c", UDP_SENDER, "10.9.0.1", "6001", N]);
+    // The datagrams reach the gateway, whose crypto thread is stalled: the drain starts
+    // with all of them pending.
+    std::thread::sleep(Duration::from_millis(200));
+    let code = s.gw.stop();
+    assert_eq!(code, Some(0), "gateway exit status:\n{}", s.gw.log_text());
+    let start = Instant::now();
+    while rx.exited().is_none() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    let log = s.gw.log_text();
+    assert_eq!(
+        got,
+        format!("{} {N}", sent.trim()),
+        "the datagrams in flight at the drain did not all arrive (sha256, count):\n{log}"
+    );
+    assert!(log.contains("drained"), "{log}");
+    assert!(!log.contains("drain timeout reached"), "{log}");
+});
+
 e2e_test!(absolute_timeout_renews_session_and_traffic_continues, {
     let mut s = setup("la", "[sessions]\nabsolute_timeout_sec = 10\n");
     let (t, b) = (&s.t, s.t.b());
@@ -229,4 +322,44 @@ e2e_test!(migration_inside_cooldown_needs_a_token, {
     let log = s.gw.log_text();
     assert_eq!(counter(&log, "migrations_accepted"), 2, "{log}");
     assert!(counter(&log, "migrations_refused") >= 1, "{log}");
+});
+
+e2e_test!(session_memory_limit_drops_what_a_session_cannot_hold, {
+    // A peer that never answers (nothing listens at its endpoint): what the gateway sends it
+    // is staged while the handshake is pending.
+    // 200 packets of 8,928 bytes against 1 MiB (each costs its bytes and 64): 116 fit, fewer
+    // than the 128 staged packets the count bound allows, so the byte limit drops first.
+    let t = Topology::new("lm");
+    let (k, _) = keypair();
+    let (_, silent) = keypair();
+    let conf = t.write(
+        "veilmm.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {k}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\nMTU = 9000\n\n\
+             [Peer]\nPublicKey = {silent}\nAllowedIPs = 10.9.0.9/32\nEndpoint = {}\n\n\
+             [sessions]\nmax_memory_per_session_mb = 1\n",
+            endpoint(B_V4, GW_PORT)
+        ),
+    );
+    let a = t.a();
+    let mut gw = veil_up(&t, &a, &conf, &[], &[]);
+    // No replies come: the exit status is ping's business.
+    let _ = t.exec(
+        &a,
+        &[
+            "ping", "-c", "200", "-i", "0.01", "-s", "8900", "-W", "1", "10.9.0.9",
+        ],
+    );
+    gw.stop();
+    let log = gw.log_text();
+    let dropped = counter(&log, "drop_session_memory");
+    assert!(
+        dropped >= 1,
+        "nothing dropped for the session's memory:\n{log}"
+    );
+    assert!(
+        dropped <= 200 - 116,
+        "more dropped ({dropped}) than beyond 1 MiB:\n{log}"
+    );
+    assert_eq!(counter(&log, "drop_staged_overflow"), 0, "{log}");
 });

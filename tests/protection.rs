@@ -147,37 +147,114 @@ e2e_test!(packet_rate_limit_holds_small_packets, {
     assert!(counter(&s.gw.log_text(), "rate_limit_violations") > 1000);
 });
 
-e2e_test!(low_priority_is_shed_before_normal, {
-    let extra = "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[priority]\nring_high_water_percent = 0\n";
-    let mut s = setup("pq", extra);
-    s.t.wait_ping(&s.t.b(), "10.9.0.1");
-    // CS1 (DSCP 8, TOS 0x20) and unmarked traffic, each as fast as it goes.
-    let (cs1, _) = udp_run(&s.t, "10.9.0.1", "0", 1372, 5, 1.0, Some("32"));
-    let (unmarked, _) = udp_run(&s.t, "10.9.0.1", "0", 1372, 5, 1.0, None);
-    s.gw.stop();
-    let log = s.gw.log_text();
-    let low = counter(&log, "drop_priority_low");
-    let normal = counter(&log, "drop_priority_normal");
-    assert!(low > 0, "no CS1 traffic shed:\n{log}");
-    assert!(
-        low > normal,
-        "Normal shed ({normal}) as much as Low ({low})"
+/// Sends argv[3] small datagrams to (argv[1], argv[2]), CS1 (DSCP 8) and unmarked in turn,
+/// `argv[4]` seconds apart (0: at once).
+const MIXED_SENDER: &str = "import socket, sys, time
+host, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+low = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+low.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x20)
+normal = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(n):
+    (low if i % 2 == 0 else normal).sendto(i.to_bytes(4, 'big') * 3, (host, port))
+    if gap: time.sleep(gap)";
+
+/// [`MIXED_SENDER`] from namespace `ns` to the gateway: `n` datagrams `gap` seconds apart.
+fn send_mixed(t: &Topology, ns: &str, n: &str, gap: &str) {
+    t.ok(
+        ns,
+        &["python3", "-c", MIXED_SENDER, "10.9.0.1", "6002", n, gap],
     );
+}
+
+/// The gateway's priority drops from /metrics in namespace `ns`: (Low, Normal).
+fn priority_drops(t: &Topology, ns: &str) -> (u64, u64) {
+    let text = t.ok(
+        ns,
+        &[
+            &require("curl"),
+            "-s",
+            "--max-time",
+            "10",
+            "http://127.0.0.1:9586/metrics",
+        ],
+    );
+    let sum = |reason: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("veil_drops_total") && l.contains(reason))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (
+        sum("reason=\"priority_low\""),
+        sum("reason=\"priority_normal\""),
+    )
+}
+
+e2e_test!(low_priority_is_shed_before_normal, {
+    // The default high-water mark (75 %); real pressure comes from the gateway's crypto
+    // thread, stalled for 1.5 s on request while datagrams pile up in its RX ring.
+    let extra = "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n\
+                 [threading]\nmode = pipeline\npipelines = 1\n\n[metrics]\nenable = true\n";
+    // A name of this test's own: the control socket's directory is not per namespace.
+    let gw_name = format!("vgq{}", std::process::id() % 100_000);
+    let s = setup_with(
+        "pq",
+        extra,
+        &gw_name,
+        &[("VEIL_TEST_STALL_ON_REQUEST", "veil-crypto:1500")],
+    );
+    let (t, a, b) = (&s.t, s.t.a(), s.t.b());
+    t.wait_ping(&b, "10.9.0.1");
+    // No pressure: the same mix, paced, is carried whole.
+    send_mixed(t, &b, "400", "0.002");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(priority_drops(t, &a), (0, 0), "shed without ring pressure");
+    // The ring fills behind the stalled crypto thread: Low is shed, and at least as often as
+    // Normal (it is shed from the high-water mark, Normal only near full).
+    test_stall(&gw_name);
+    send_mixed(t, &b, "4000", "0");
+    std::thread::sleep(Duration::from_millis(2500));
+    let (low, normal) = priority_drops(t, &a);
+    assert!(low > 0, "no CS1 traffic shed under ring pressure");
     assert!(
-        cs1 < unmarked,
-        "CS1 got {:.0} Mb/s, unmarked {:.0} Mb/s",
-        cs1 / 1e6,
-        unmarked / 1e6
+        low >= normal,
+        "Normal shed ({normal}) more than Low ({low})"
     );
 });
 
+/// Seconds since midnight (UTC) of a text log line's timestamp (`2026-…T12:34:56.789Z …`).
+fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let clock = stamp.split_once('T')?.1.strip_suffix('Z')?;
+    let mut parts = clock.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// The degradation level changes in a gateway log: (seconds since midnight, rose?).
+fn level_changes(log: &str) -> Vec<(f64, bool)> {
+    const ORDER: [&str; 5] = ["normal", "light", "moderate", "severe", "critical"];
+    let rank = |w: &str| ORDER.iter().position(|l| *l == w);
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split_once("degradation ")?.1;
+            let mut w = rest.split_whitespace();
+            let (from, arrow, to) = (w.next()?, w.next()?, w.next()?);
+            (arrow == "->").then_some(())?;
+            Some((log_time(l)?, rank(to)? > rank(from)?))
+        })
+        .collect()
+}
+
 e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
+    // Escalation and recovery delays that differ, so a step taken on the wrong one shows.
+    let (escalation, recovery) = (3.0, 2.0);
     let (t, mut gw, _c1, c2_conf, _) = two_clients(
         "pd",
-        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 1\nrecovery_delay_sec = 1\n",
+        "[rate_limiting]\nper_client_bandwidth_mbps = 0\nper_client_pps = 0\n\n[degradation]\ncpu_threshold_percent = 1\nescalation_delay_sec = 3\nrecovery_delay_sec = 2\n",
     );
     t.wait_ping(&t.b(), "10.9.0.1");
-    // Load: a TCP stream for 12 s in the background.
+    // Load: a TCP stream for up to 30 s in the background (stopped once Severe is checked).
     let (a, b) = (t.a(), t.b());
     let iperf3 = require("iperf3");
     let mut server = t.iperf_server(&a, "10.9.0.1");
@@ -185,11 +262,12 @@ e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
     let mut load = t.spawn(
         &b,
         "iperf3-load",
-        &[&iperf3, "-c", "10.9.0.1", "-t", "12"],
+        &[&iperf3, "-c", "10.9.0.1", "-t", "30"],
         &[],
     );
+    // Three steps of at least 3 s each.
     assert!(
-        wait_log(&gw, "-> severe", Duration::from_secs(10)).is_some(),
+        wait_log(&gw, "-> severe", Duration::from_secs(20)).is_some(),
         "never reached Severe:\n{}",
         gw.log_text()
     );
@@ -210,11 +288,17 @@ e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
         3,
         "the existing session stopped carrying traffic"
     );
+    // Taken before the load stops: no fall can start counting its delay earlier.
+    let unloaded = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+        % 86_400.0;
     let _ = load.stop();
     server.stop();
     // Load gone: the level comes down, and the new peer gets in (it retries every 5 s).
     assert!(
-        wait_log(&gw, "-> normal", Duration::from_secs(15)).is_some(),
+        wait_log(&gw, "-> normal", Duration::from_secs(20)).is_some(),
         "never recovered:\n{}",
         gw.log_text()
     );
@@ -222,12 +306,39 @@ e2e_test!(degradation_rises_refuses_new_sessions_and_recovers, {
     gw.stop();
     let log = gw.log_text();
     assert!(counter(&log, "sessions_refused_degraded") >= 1, "{log}");
-    // Each step waited for the escalation delay.
-    let times: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("degradation ") && l.contains("->"))
+    // Each step waited for its delay: a rise the escalation delay after the one before, a
+    // fall the recovery delay after the load went or the fall before. (The log's clock has
+    // millisecond stamps; 0.1 s of slack for the sample taken just before a stamp.)
+    let changes = level_changes(&log);
+    let rises: Vec<f64> = changes.iter().filter(|c| c.1).map(|c| c.0).collect();
+    let falls: Vec<f64> = changes
+        .iter()
+        .filter(|c| !c.1 && c.0 > unloaded)
+        .map(|c| c.0)
         .collect();
-    assert!(times.len() >= 4, "level changes:\n{}", times.join("\n"));
+    assert!(
+        rises.len() >= 3 && !falls.is_empty(),
+        "level changes: {changes:?}\n{log}"
+    );
+    for w in rises.windows(2) {
+        assert!(
+            w[1] - w[0] >= escalation - 0.1,
+            "rose after {:.2} s: {changes:?}",
+            w[1] - w[0]
+        );
+    }
+    assert!(
+        falls[0] - unloaded >= recovery - 0.1,
+        "fell {:.2} s after the load went: {changes:?}",
+        falls[0] - unloaded
+    );
+    for w in falls.windows(2) {
+        assert!(
+            w[1] - w[0] >= recovery - 0.1,
+            "fell after {:.2} s: {changes:?}",
+            w[1] - w[0]
+        );
+    }
 });
 
 e2e_test!(handshake_flood_spares_established_flow_and_new_peer, {

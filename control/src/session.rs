@@ -24,6 +24,10 @@ pub struct SessionPolicy {
     pub probe_interval: Duration,
     /// Unanswered probes after which the peer is considered dead (3).
     pub probe_count: u32,
+    /// Most bytes one session may hold in the dataplane: packets staged for its handshake and
+    /// packets and control frames queued to be sealed for it (`max_memory_per_session_mb`);
+    /// `None`: only the fixed bounds (128 staged packets).
+    pub max_memory_per_session: Option<usize>,
 }
 
 impl Default for SessionPolicy {
@@ -36,6 +40,7 @@ impl Default for SessionPolicy {
             probe_after: Duration::from_secs(30),
             probe_interval: Duration::from_secs(12),
             probe_count: 3,
+            max_memory_per_session: None,
         }
     }
 }
@@ -231,6 +236,7 @@ mod tests {
             probe_after: Duration::from_secs(10),
             probe_interval: Duration::from_secs(3),
             probe_count: 2,
+            max_memory_per_session: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand_core::OsRng;
-use veil_control::device::{Device, PeerSpec};
+use veil_control::device::{Device, PeerSpec, DRAIN_GRACE, DRAIN_QUIET_HOLD};
 use veil_control::migration::MigrationPolicy;
 use veil_control::session::SessionPolicy;
 use veil_control::StaticIdentity;
@@ -312,12 +312,46 @@ fn drain_refuses_new_handshakes_and_expires_sessions() {
     assert!(!g.dev.drained());
     g.handshake(g.secs(1), "192.0.2.2:5000");
     assert_eq!(g.counter("handshake_refused_draining"), 1);
+    let ends = |c: &[Command]| c.iter().any(|c| matches!(c, Command::ClearKeypairs { .. }));
+    // Packets still pending in the dataplane: the sessions stay.
+    g.dev.set_dataplane_quiet(false, g.secs(2));
     let c = g.tick(g.secs(2));
+    assert!(!ends(&c), "{c:?}");
+    assert!(!g.dev.drained());
+    // Quiet, but not for the hold yet; then quiet long enough: the sessions end.
+    g.dev.set_dataplane_quiet(true, g.secs(2));
+    assert!(!ends(&g.tick(g.secs(2) + DRAIN_QUIET_HOLD / 2)));
+    let c = g.tick(g.secs(2) + DRAIN_QUIET_HOLD);
+    assert!(ends(&c), "{c:?}");
+    assert!(g.dev.drained());
+    assert_eq!(g.counter("sessions_draining"), 1);
+    assert_eq!(g.counter("sessions_expired"), 1);
+}
+
+#[test]
+fn a_drain_that_never_goes_quiet_ends_at_its_timeout() {
+    let mut g = gateway(SessionPolicy::default());
+    g.token(g.secs(0));
+    g.dev.begin_drain(g.secs(1));
+    g.commands();
+    // drain_timeout 5 s by default, less DRAIN_GRACE for the goodbyes.
+    let end = g.secs(6) - DRAIN_GRACE;
+    // Quiet for moments shorter than the hold, between packets.
+    let (mut t, mut quiet) = (g.secs(1), true);
+    while t < end {
+        g.dev.set_dataplane_quiet(quiet, t);
+        quiet = !quiet;
+        let c = g.tick(t);
+        assert!(
+            !c.iter().any(|c| matches!(c, Command::ClearKeypairs { .. })),
+            "{c:?}"
+        );
+        t += Duration::from_millis(40);
+    }
+    let c = g.tick(end);
     assert!(
         c.iter().any(|c| matches!(c, Command::ClearKeypairs { .. })),
         "{c:?}"
     );
     assert!(g.dev.drained());
-    assert_eq!(g.counter("sessions_draining"), 1);
-    assert_eq!(g.counter("sessions_expired"), 1);
 }

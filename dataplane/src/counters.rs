@@ -126,6 +126,9 @@ crate::counter_set!(
         drop_no_endpoint,
         /// Staged packet dropped because the staging queue was full (oldest first).
         drop_staged_overflow,
+        /// Staged packets, packets and frames to seal dropped because their session held
+        /// `max_memory_per_session_mb` already (the oldest staged go first).
+        drop_session_memory,
         /// Staged packets dropped when their peer was removed or its handshake gave up.
         drop_staged_expired,
         /// Packets staged while waiting for a handshake.

@@ -101,6 +101,10 @@ impl Fanout {
                 peer,
                 limits: PeerLimits::new(limit),
             },
+            // Each pipeline holds its share of a session's limit.
+            Command::SetSessionMemory { bytes } => Command::SetSessionMemory {
+                bytes: bytes.map(|b| b / n.max(1)),
+            },
             Command::SendKeepalive { .. } | Command::SendFrame { .. } => {
                 first_only = true;
                 cmd
@@ -224,6 +228,14 @@ mod tests {
             })
             .collect();
         assert!(Arc::ptr_eq(&limits[0], &limits[1]));
+        // Each pipeline holds its share of a session's memory limit.
+        let shares = f.split(Command::SetSessionMemory { bytes: Some(1000) });
+        for share in shares {
+            assert!(
+                matches!(share, Some(Command::SetSessionMemory { bytes: Some(500) })),
+                "{share:?}"
+            );
+        }
     }
 
     #[test]

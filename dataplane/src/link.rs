@@ -184,6 +184,12 @@ pub enum Command {
         /// RX → crypto ring occupancy (percent) above which Low is shed.
         high_water_pct: u32,
     },
+    /// Most bytes one session may hold (`None`: no byte limit): see
+    /// [`crate::stage::crypto::CryptoStage`]. Split over the pipelines by [`crate::fanout`].
+    SetSessionMemory {
+        /// The limit for one session, in bytes.
+        bytes: Option<usize>,
+    },
     /// Send a veil control frame.
     SendFrame {
         /// Slot.

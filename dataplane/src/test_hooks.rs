@@ -2,7 +2,7 @@
 //! panics on purpose, so the suite can watch health, the watchdog and the supervisor notice.
 //! Compiled only with debug assertions, as the test builds are; release builds have no hooks.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::role::Role;
@@ -14,6 +14,8 @@ use crate::role::Role;
 pub struct TestHooks {
     armed: AtomicBool,
     stall: AtomicU8,
+    /// How long a stall lasts, in milliseconds; 0: until shutdown.
+    stall_ms: AtomicU64,
     panic: AtomicU8,
 }
 
@@ -23,6 +25,14 @@ impl TestHooks {
     pub fn stall(&self, role: Role) {
         self.stall.fetch_or(role.slots(), Ordering::Relaxed);
         self.armed.store(true, Ordering::Release);
+    }
+
+    /// At its next heartbeat, the thread of `role` stops its loop and sleeps without beating
+    /// for `time`, then goes on.
+    pub fn stall_for(&self, role: Role, time: Duration) {
+        let ms = u64::try_from(time.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.stall_ms.store(ms, Ordering::Relaxed);
+        self.stall(role);
     }
 
     /// From its next heartbeat on, the thread of `role` panics.
@@ -45,8 +55,15 @@ impl TestHooks {
             panic!("VEIL_TEST_PANIC_THREAD: panicking on purpose");
         }
         if self.stall.load(Ordering::Acquire) & slots != 0 {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
+            let ms = self.stall_ms.load(Ordering::Relaxed);
+            let until = (ms > 0).then(|| std::time::Instant::now() + Duration::from_millis(ms));
+            while !stop.load(Ordering::Relaxed)
+                && until.is_none_or(|t| std::time::Instant::now() < t)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if until.is_some() {
+                self.stall.fetch_and(!slots, Ordering::AcqRel);
             }
         }
     }
@@ -70,6 +87,16 @@ mod tests {
         assert!(!stalled.is_finished());
         stop.store(true, Ordering::Relaxed);
         stalled.join().unwrap();
+        // A timed stall ends by itself, once.
+        let timed = TestHooks::default();
+        let running = AtomicBool::new(false);
+        timed.stall_for(Role::Rx, Duration::from_millis(30));
+        let start = std::time::Instant::now();
+        timed.at_beat(Role::Rx, &running);
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        let again = std::time::Instant::now();
+        timed.at_beat(Role::Rx, &running);
+        assert!(again.elapsed() < Duration::from_millis(30));
         let h = hooks.clone();
         let s = stop.clone();
         assert!(std::thread::spawn(move || h.at_beat(Role::Crypto, &s))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use veil_dataplane::batch::{buffer_size, Action, Batch, Home, LocalAddr, Source};
 use veil_dataplane::link::{Command, Epoch, Event, KeypairRole, PeerId, PeerStats};
-use veil_dataplane::stage::crypto::MAX_STAGED;
+use veil_dataplane::stage::crypto::{HELD_OVERHEAD, MAX_STAGED};
 use veil_dataplane::stage::CryptoStage;
 use veil_dataplane::timing::Timing;
 use veil_dataplane::Keypair;
@@ -213,6 +213,19 @@ fn inner_source_outside_allowed_ips_is_dropped() {
     );
 }
 
+/// Seal what `a` has to originate and open it at `b`: the data packets delivered.
+fn flush(a: &mut Side, b: &mut Side, now: Instant) -> usize {
+    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
+    let mut total = 0;
+    while a.stage.has_originated() {
+        a.stage.originate(&mut out, now, &mut a.events);
+        let mut wire = carry(&out, A_ADDR);
+        b.stage.process(&mut wire, now, &mut b.events);
+        total += delivered(&wire);
+    }
+    total
+}
+
 #[test]
 fn staged_until_handshake_then_flushed() {
     let now = Instant::now();
@@ -238,15 +251,101 @@ fn staged_until_handshake_then_flushed() {
         a.events
     );
     install(&mut a, &mut b, now + Duration::from_millis(10));
-    let mut out = Batch::new(Home::Crypto, buffer_size(1420));
-    let mut total = 0;
-    while a.stage.has_originated() {
-        a.stage.originate(&mut out, now, &mut a.events);
-        let mut wire = carry(&out, A_ADDR);
-        b.stage.process(&mut wire, now, &mut b.events);
-        total += delivered(&wire);
-    }
+    let total = flush(&mut a, &mut b, now);
     assert_eq!(total, MAX_STAGED, "the newest staged packets arrive");
+}
+
+#[test]
+fn a_session_holds_no_more_than_its_memory_limit() {
+    let now = Instant::now();
+    let (mut a, mut b) = sides(now, "10.0.0.2/32");
+    // 8 KiB: seven staged 1,000-byte packets (each costs its bytes and HELD_OVERHEAD).
+    let limit = 8 * 1024;
+    a.stage
+        .apply(Command::SetSessionMemory { bytes: Some(limit) }, now);
+    let pkts: Vec<Vec<u8>> = (0..20)
+        .map(|_| ipv4([10, 0, 0, 1], [10, 0, 0, 2], 980))
+        .collect();
+    let mut batch = tun_batch(&pkts);
+    a.stage.process(&mut batch, now, &mut a.events);
+    let fit = limit / (1000 + HELD_OVERHEAD);
+    let dropped = |s: &CryptoStage| s.counters().drop_session_memory.load(Ordering::Relaxed);
+    assert_eq!(a.stage.staged_len(PeerId(0)), fit);
+    assert_eq!(a.stage.held_bytes(PeerId(0)), fit * (1000 + HELD_OVERHEAD));
+    assert_eq!(
+        dropped(&a.stage),
+        (20 - fit) as u64,
+        "every packet over the limit counted"
+    );
+    // Control work queued for the full session is refused too, and counted.
+    let frame = veil_dataplane::wire::ControlFrame::MigrationTokenRequest;
+    for _ in 0..200 {
+        a.stage.apply(
+            Command::SendFrame {
+                peer: PeerId(0),
+                frame,
+            },
+            now,
+        );
+    }
+    assert!(a.stage.held_bytes(PeerId(0)) <= limit);
+    assert!(
+        dropped(&a.stage) > (20 - fit) as u64,
+        "frames over the limit not counted"
+    );
+    // The handshake completes: what was held goes out and the session holds nothing.
+    install(&mut a, &mut b, now + Duration::from_millis(10));
+    let total = flush(&mut a, &mut b, now);
+    assert_eq!(total, fit, "the newest staged packets arrive");
+    assert_eq!(a.stage.held_bytes(PeerId(0)), 0);
+}
+
+#[test]
+fn clearing_a_peer_leaves_an_index_given_to_another_peer_since() {
+    // The control thread hands out an index again only once its keypair expired; the old
+    // holder's slot may still hold that keypair. Clearing it must not unhook the new one.
+    let now = Instant::now();
+    let (mut a, mut b) = installed(now);
+    let second = Command::AddPeer {
+        peer: PeerId(1),
+        allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
+        endpoint: Some(A_ADDR.parse().unwrap()),
+        stats: Arc::new(PeerStats::default()),
+    };
+    b.stage.apply(second, now);
+    // Peer 1 gets index 200 (peer 0's) with the keys A seals with.
+    let again = Keypair::new(&[9u8; 32], &[7u8; 32], 200, 100, now, true);
+    b.stage.apply(
+        Command::InstallKeypair {
+            peer: PeerId(1),
+            keypair: Arc::new(again),
+            role: KeypairRole::Initiator,
+            announce: false,
+        },
+        now,
+    );
+    b.stage.apply(
+        Command::ClearKeypairs {
+            peer: PeerId(0),
+            goodbye: None,
+        },
+        now,
+    );
+    let wire = cross(
+        &mut a,
+        &mut b,
+        &[ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10)],
+        A_ADDR,
+        now,
+    );
+    let c = b.stage.counters();
+    assert_eq!(
+        c.drop_unknown_index.load(Ordering::Relaxed),
+        0,
+        "peer 1's index was lost"
+    );
+    assert_eq!(c.decrypted.load(Ordering::Relaxed), 1);
+    assert_eq!(delivered(&wire), 1);
 }
 
 #[test]

@@ -204,6 +204,7 @@ pub fn wire(
         Threading::Pipeline => s.control_bell.wake_now(),
         Threading::Single => s.rx_bell.wake_now(),
     });
+    let admin = admin.counting(control_counters.clone());
     let (hub, tx_samples, recorders) =
         MetricsHub::new(options.metrics_peers, txs.len()).map_err(WireError)?;
     for (tx, samples) in txs.iter_mut().zip(tx_samples) {

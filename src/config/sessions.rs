@@ -12,6 +12,7 @@ use veil_control::session::SessionPolicy;
 /// A day, a week, a year: upper bounds that catch typos without limiting anyone.
 const DAY: u32 = 86_400;
 const YEAR: u32 = 365 * DAY;
+const MIB: usize = 1 << 20;
 
 impl Section for SessionPolicy {
     const NAME: &'static str = "sessions";
@@ -24,6 +25,7 @@ impl Section for SessionPolicy {
         KeySpec::once("keepalive_probe_after_sec", "timeout", "seconds 1..=86400; default 30", |d, v, _| set(&mut d.probe_after, parse_secs(v, 1, DAY))),
         KeySpec::once("keepalive_probe_interval_sec", "interval", "seconds 1..=3600; default 12 (a standard peer answers after 10)", |d, v, _| set(&mut d.probe_interval, parse_secs(v, 1, 3600))),
         KeySpec::once("keepalive_probe_count", "count", "1..=100; default 3", |d, v, _| set(&mut d.probe_count, parse_number(v, 1, 100))),
+        KeySpec::once("max_memory_per_session_mb", "memory limit", "MiB 1..=4096, or 0 for none; default 0 (a session holds at most 128 staged packets)", |d, v, _| set(&mut d.max_memory_per_session, parse_number(v, 0, 4096).map(|mb| (mb > 0).then(|| mb as usize * MIB)))),
     ];
 
     fn finish(states: Vec<SectionState<Self>>, sink: &mut Sink<'_>, out: &mut Parts) {

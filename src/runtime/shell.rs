@@ -192,6 +192,9 @@ impl ControlDriver for ControlShell {
     fn drained(&self) -> bool {
         self.device.drained()
     }
+    fn set_dataplane_quiet(&mut self, quiet: bool, now: Instant) {
+        self.device.set_dataplane_quiet(quiet, now);
+    }
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {
         self.device.set_handshake_backlog(queued, now);
     }

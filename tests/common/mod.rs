@@ -677,17 +677,34 @@ pub fn one_gateway_client(cl_priv: &str, gw_pub: &str) -> String {
 /// veil gateway `veilgw` in namespace a with `gw_extra` appended to its config,
 /// veil client `veilcl` in namespace b (no persistent keepalive: idle means idle).
 pub fn setup(tag: &str, gw_extra: &str) -> Setup {
+    setup_with(tag, gw_extra, "veilgw", &[])
+}
+
+/// [`setup`] with the gateway's interface named `gw_name` (its control socket is
+/// /run/veil/NAME/ctl.sock) and `gw_env` in its environment.
+pub fn setup_with(tag: &str, gw_extra: &str, gw_name: &str, gw_env: &[(&str, &str)]) -> Setup {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let (cl_priv, cl_pub) = keypair();
     let gw_conf = t.write(
-        "veilgw.conf",
+        &format!("{gw_name}.conf"),
         &format!("{}\n{gw_extra}\n", one_client_gateway(&gw_priv, &cl_pub)),
     );
     let cl_conf = t.write("veilcl.conf", &one_gateway_client(&cl_priv, &gw_pub));
-    let gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let gw = veil_up(&t, &t.a(), &gw_conf, &[], gw_env);
     let cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
     Setup { t, gw, cl, gw_conf }
+}
+
+/// Send `test-stall` to the interface `name`'s control socket (the daemon was started with
+/// `VEIL_TEST_STALL_ON_REQUEST`) and assert that it stalled the thread.
+pub fn test_stall(name: &str) {
+    let mut ctl = std::os::unix::net::UnixStream::connect(format!("/run/veil/{name}/ctl.sock"))
+        .expect("control socket");
+    std::io::Write::write_all(&mut ctl, b"test-stall\n").expect("test-stall");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut ctl, &mut reply).expect("test-stall reply");
+    assert!(reply.starts_with("veil-ctl/1 exit=0"), "{reply}");
 }
 
 /// Wait for the process to exit; its status code, or None after `limit`.

@@ -78,6 +78,8 @@ struct Envelope {
 pub struct AdminHandle {
     queue: SyncSender<Envelope>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    /// Where refusals are counted ([`AdminHandle::counting`]).
+    counters: Option<Arc<super::ControlCounters>>,
 }
 
 impl std::fmt::Debug for AdminHandle {
@@ -120,12 +122,20 @@ pub fn admin_channel(wake: impl Fn() + Send + Sync + 'static) -> (AdminHandle, A
         AdminHandle {
             queue: tx,
             wake: Arc::new(wake),
+            counters: None,
         },
         AdminInbox { queue: rx },
     )
 }
 
 impl AdminHandle {
+    /// Count the requests refused as [`AdminError::Busy`] in `counters`
+    /// (`admin_refused_busy`).
+    pub fn counting(mut self, counters: Arc<super::ControlCounters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
     /// Send `request` and wait at most `timeout` for the answer.
     pub fn call(
         &self,
@@ -135,7 +145,12 @@ impl AdminHandle {
         let (reply, answer) = mpsc::sync_channel(1);
         match self.queue.try_send(Envelope { request, reply }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(AdminError::Busy),
+            Err(TrySendError::Full(_)) => {
+                if let Some(c) = &self.counters {
+                    veil_dataplane::counters::bump(&c.admin_refused_busy, 1);
+                }
+                return Err(AdminError::Busy);
+            }
             Err(TrySendError::Disconnected(_)) => return Err(AdminError::Closed),
         }
         (self.wake)();
@@ -176,6 +191,7 @@ impl AdminHandle {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::time::Instant;
 
     use rand_core::OsRng;
@@ -212,6 +228,18 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(asker.join().unwrap().is_ok());
+        // Nobody serving: the queue fills with requests whose callers gave up, then the
+        // next request is refused as busy, and counted.
+        let counters = d.counters().clone();
+        let counted = handle.clone().counting(counters.clone());
+        for _ in 0..ADMIN_QUEUE {
+            let r = counted.snapshot(false, SystemTime::now(), Duration::from_millis(1));
+            assert_eq!(r.unwrap_err(), AdminError::Timeout);
+        }
+        let r = counted.snapshot(false, SystemTime::now(), Duration::from_millis(1));
+        assert_eq!(r.unwrap_err(), AdminError::Busy);
+        assert_eq!(counters.admin_refused_busy.load(Ordering::Relaxed), 1);
+        inbox.serve(|r| d.handle_admin(r, Instant::now()));
         drop(inbox);
         assert_eq!(
             handle

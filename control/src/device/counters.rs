@@ -83,5 +83,8 @@ veil_dataplane::counter_set!(
         handshake_over_budget,
         /// Times the spent handshake work budget put the device under load.
         handshake_budget_exhausted,
+        /// Admin requests (UAPI, `veil show`, the metrics' peer list) refused as busy: the
+        /// control thread had `ADMIN_QUEUE` requests waiting already.
+        admin_refused_busy,
             }
 );

@@ -67,6 +67,9 @@ impl<R: CryptoRngCore> Device<R> {
             Err(HandshakeError::Mac2Required) => Screened::CookieWanted,
             Err(e) => {
                 self.count_error(e);
+                // As the kernel's net_dbg_ratelimited: at debug level only, and the log
+                // limiter bounds a flood of them.
+                debug!("handshake message from {src} dropped: {e}");
                 Screened::Refused
             }
         }
@@ -141,8 +144,9 @@ impl<R: CryptoRngCore> Device<R> {
         if !self.admit_new_session(slot, src, now) {
             return;
         }
-        let index = self.new_index(slot);
+        let index = self.indices.new_response(slot, &mut self.rng);
         let Some(p) = self.peers.get_mut(slot) else {
+            self.indices.unused(index);
             return;
         };
         match p
@@ -157,11 +161,7 @@ impl<R: CryptoRngCore> Device<R> {
                 }
             }
             Err(e) => {
-                if let Some(p) = self.peers.get_mut(slot) {
-                    if let Some(i) = p.indices.pop_back() {
-                        self.by_index.remove(&i);
-                    }
-                }
+                self.indices.unused(index);
                 self.count_error(e);
             }
         }
@@ -252,6 +252,7 @@ impl<R: CryptoRngCore> Device<R> {
         };
         info!("peer {}: handshake completed ({who})", p.short);
         let id = p.id;
+        self.indices.installed(slot, keypair.local_index, role, now);
         self.commands.push_back(Command::SetEndpoint {
             peer: id,
             endpoint: src,
@@ -300,7 +301,7 @@ impl<R: CryptoRngCore> Device<R> {
     /// The slot of the handshake of ours that a response or cookie reply with this receiver
     /// index answers; counted as unexpected when no handshake has the index.
     pub(super) fn answered_slot(&self, receiver_index: u32) -> Option<usize> {
-        let slot = self.by_index.get(&receiver_index).copied();
+        let slot = self.indices.handshake_peer(receiver_index);
         if slot.is_none() {
             bump(&self.counters.handshake_unexpected, 1);
         }

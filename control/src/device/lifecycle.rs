@@ -21,8 +21,12 @@ use super::Device;
 use crate::migration::{self, Refusal};
 use crate::session::{Activity, Due, EndReason, Session, SessionState};
 
-/// Time left after the drain notices for them and in-flight packets to go out.
+/// Kept at the end of the drain timeout for the goodbyes of the sessions the drain ends.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(300);
+
+/// The dataplane must stay quiet this long before the drain ends the sessions: what one
+/// stage handed the next (a sealed notice on its way to TX) is seen by then.
+pub const DRAIN_QUIET_HOLD: Duration = Duration::from_millis(50);
 
 /// Refused migrations of one peer are logged at most this often.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -60,8 +64,20 @@ pub struct Reconnect {
 /// A drain in progress.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Drain {
+    /// The latest moment the sessions end: the drain timeout less [`DRAIN_GRACE`].
     pub(super) complete_at: Instant,
+    /// Since when the dataplane has been quiet without a break.
+    pub(super) quiet_since: Option<Instant>,
     pub(super) done: bool,
+}
+
+impl Drain {
+    /// When the sessions end: after [`DRAIN_QUIET_HOLD`] of quiet, at `complete_at` at latest.
+    pub(super) fn ends_at(&self) -> Instant {
+        self.quiet_since.map_or(self.complete_at, |t| {
+            (t + DRAIN_QUIET_HOLD).min(self.complete_at)
+        })
+    }
 }
 
 impl<R: CryptoRngCore> Device<R> {
@@ -136,6 +152,7 @@ impl<R: CryptoRngCore> Device<R> {
         p.attempt_started = None;
         let peer = p.id;
         let renew = reason == EndReason::Absolute && self.recently_active(slot, now);
+        self.indices.clear_keypairs(slot);
         self.commands
             .push_back(Command::ClearKeypairs { peer, goodbye });
         self.commands.push_back(Command::DropStaged { peer });
@@ -542,14 +559,19 @@ impl<R: CryptoRngCore> Device<R> {
         }
     }
 
-    /// Shutdown: every live session drains; veil peers get a drain notice.
+    /// Shutdown: every live session drains; veil peers get a drain notice. The sessions end
+    /// once the dataplane has processed everything pending (its rings and the kernel's
+    /// socket and TUN queues are empty: [`Device::set_dataplane_quiet`]), or when the drain
+    /// timeout (less [`DRAIN_GRACE`]) runs out.
     pub(super) fn start_drain(&mut self, now: Instant) {
         if self.drain.is_some() {
             return;
         }
-        let complete_at = now + DRAIN_GRACE.min(self.sessions.drain_timeout);
+        let timeout = self.sessions.drain_timeout;
+        let complete_at = now + timeout.saturating_sub(DRAIN_GRACE.min(timeout / 2));
         self.drain = Some(Drain {
             complete_at,
+            quiet_since: None,
             done: false,
         });
         let retry_after_ms =
@@ -582,8 +604,21 @@ impl<R: CryptoRngCore> Device<R> {
         self.reschedule();
     }
 
+    /// The control loop's report while draining: is the dataplane quiet at `now`?
+    pub fn set_dataplane_quiet(&mut self, quiet: bool, now: Instant) {
+        let Some(d) = self.drain.as_mut().filter(|d| !d.done) else {
+            return;
+        };
+        match (quiet, d.quiet_since) {
+            (true, None) => d.quiet_since = Some(now),
+            (false, Some(_)) => d.quiet_since = None,
+            _ => return,
+        }
+        self.reschedule();
+    }
+
     pub(super) fn drain_timer(&mut self, now: Instant) {
-        let Some(d) = self.drain.filter(|d| !d.done && now >= d.complete_at) else {
+        let Some(d) = self.drain.filter(|d| !d.done && now >= d.ends_at()) else {
             return;
         };
         for slot in 0..self.peers.len() {

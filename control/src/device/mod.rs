@@ -35,12 +35,13 @@ use crate::session::{Session, SessionPolicy};
 
 mod bounded;
 mod handshakes;
+mod indices;
 mod lifecycle;
 mod protection;
 
 use bounded::Bounded;
 
-pub use lifecycle::Reconnect;
+pub use lifecycle::{Reconnect, DRAIN_GRACE, DRAIN_QUIET_HOLD};
 pub use protection::{ProtectionConfig, INITIATIONS_PER_SEC};
 
 mod admin;
@@ -140,8 +141,6 @@ struct Peer {
     initiations_sent: u32,
     last_initiation: Option<Instant>,
     last_handshake: Option<Instant>,
-    /// Local indices recently handed out for this peer (oldest first).
-    indices: VecDeque<u32>,
     /// Last time a keepalive was asked for by the keepalive timer.
     keepalive_asked: Option<Instant>,
     /// The data-sent timestamp for which a "no reply" handshake was started already.
@@ -191,7 +190,8 @@ pub struct Device<R: CryptoRngCore = OsRng> {
     cookies: CookieChecker,
     peers: peers::PeerTable,
     by_key: HashMap<[u8; 32], usize>,
-    by_index: HashMap<u32, usize>,
+    /// Every receiver index handed out: initiations in flight and keypairs.
+    indices: indices::IndexTable,
     timing: Timing,
     epoch: Epoch,
     rng: R,
@@ -231,6 +231,7 @@ impl<R: CryptoRngCore> std::fmt::Debug for Device<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
             .field("peers", &self.peers.len())
+            .field("indices", &self.indices.len())
             .finish_non_exhaustive()
     }
 }
@@ -303,7 +304,7 @@ impl<R: CryptoRngCore> Device<R> {
             cookies,
             peers: peers::PeerTable::default(),
             by_key: HashMap::new(),
-            by_index: HashMap::new(),
+            indices: indices::IndexTable::default(),
             timing,
             epoch,
             rng,
@@ -367,6 +368,9 @@ impl<R: CryptoRngCore> Device<R> {
 
     /// Set the `[sessions]` and `[migration]` policies (defaults otherwise).
     pub fn set_policies(&mut self, sessions: SessionPolicy, migration: MigrationPolicy) {
+        self.commands.push_back(Command::SetSessionMemory {
+            bytes: sessions.max_memory_per_session,
+        });
         self.sessions = sessions;
         self.migration = migration;
         for slot in 0..self.peers.len() {
@@ -468,26 +472,6 @@ impl<R: CryptoRngCore> Device<R> {
             || self.protection.level() >= veil_dataplane::priority::Degradation::Severe
     }
 
-    fn new_index(&mut self, slot: usize) -> u32 {
-        let index = loop {
-            let i = self.rng.next_u32();
-            if i != 0 && !self.by_index.contains_key(&i) {
-                break i;
-            }
-        };
-        self.by_index.insert(index, slot);
-        if let Some(p) = self.peers.get_mut(slot) {
-            p.indices.push_back(index);
-            // Three keypairs live in the dataplane plus one handshake in flight.
-            while p.indices.len() > 4 {
-                if let Some(old) = p.indices.pop_front() {
-                    self.by_index.remove(&old);
-                }
-            }
-        }
-        index
-    }
-
     fn jitter(&mut self) -> Duration {
         Duration::from_millis(u64::from(self.rng.next_u32() % RETRY_JITTER_MS))
     }
@@ -501,7 +485,7 @@ impl<R: CryptoRngCore> Device<R> {
             debug!("peer has no endpoint; cannot initiate a handshake");
             return;
         };
-        let index = self.new_index(slot);
+        let index = self.indices.new_handshake(slot, &mut self.rng);
         let jitter = self.jitter();
         let wall = self.wall_time(now);
         let Some(p) = self.peers.get_mut(slot) else {
@@ -653,6 +637,7 @@ impl<R: CryptoRngCore> Device<R> {
         {
             p.keys_live = false;
             info!("peer {}: session keys expired and zeroized", p.short);
+            self.indices.clear_keypairs(slot);
             self.commands.push_back(Command::ClearKeypairs {
                 peer: id,
                 goodbye: None,
@@ -673,11 +658,12 @@ impl<R: CryptoRngCore> Device<R> {
             .peers
             .iter()
             .filter_map(|p| p.reconnect.as_ref().map(|r| r.next_at));
+        // While draining, the quiet report is looked at every hold period.
         let drain = self
             .drain
             .as_ref()
             .filter(|d| !d.done)
-            .map(|d| d.complete_at);
+            .map(|d| d.ends_at().min(now + lifecycle::DRAIN_QUIET_HOLD));
         let next = now + tick;
         retry.chain(reconnect).chain(drain).fold(next, Instant::min)
     }
@@ -713,6 +699,7 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
 
     fn on_timeout(&mut self, now: Instant) {
         self.saw(now);
+        self.indices.expire(now, self.timing.reject_after);
         self.run_timers(now);
         self.collect_handshake_limit(now);
         self.drain_timer(now);
@@ -738,6 +725,11 @@ impl<R: CryptoRngCore> ControlDriver for Device<R> {
 
     fn drained(&self) -> bool {
         self.drain.as_ref().is_some_and(|d| d.done)
+    }
+
+    fn set_dataplane_quiet(&mut self, quiet: bool, now: Instant) {
+        self.saw(now);
+        Device::set_dataplane_quiet(self, quiet, now);
     }
 
     fn set_handshake_backlog(&mut self, queued: usize, now: Instant) {

@@ -45,7 +45,6 @@ impl Peer {
             initiations_sent: 0,
             last_initiation: None,
             last_handshake: None,
-            indices: VecDeque::new(),
             keepalive_asked: None,
             unanswered_for: None,
             keys_live: false,
@@ -64,9 +63,8 @@ impl Peer {
     }
 
     /// Start over under a new identity of ours: the handshake state is rebuilt (keeping the
-    /// pre-shared key) and everything agreed under the old one is forgotten. Returns the
-    /// receiver indices that were handed out for the old handshakes.
-    pub(super) fn restart(&mut self, identity: &StaticIdentity) -> VecDeque<u32> {
+    /// pre-shared key) and everything agreed under the old one is forgotten.
+    pub(super) fn restart(&mut self, identity: &StaticIdentity) {
         let psk = self.handshake.preshared_key();
         let remote = *self.handshake.remote_public();
         self.handshake = PeerHandshake::new(identity, remote, psk.as_deref().copied());
@@ -78,7 +76,6 @@ impl Peer {
         self.session = None;
         self.token = None;
         self.granted.clear();
-        std::mem::take(&mut self.indices)
     }
 
     /// `local` (our address a message from this peer came to) as the source to keep for it:
@@ -454,9 +451,7 @@ impl<R: CryptoRngCore> Device<R> {
         let Some(p) = self.peers.vacate(slot, now) else {
             return false;
         };
-        for index in &p.indices {
-            self.by_index.remove(index);
-        }
+        self.indices.remove_peer(slot);
         let id = p.id;
         info!("peer {}: removed by the admin interface", p.short);
         self.commands.push_back(Command::RemovePeer { peer: id });
@@ -478,9 +473,8 @@ impl<R: CryptoRngCore> Device<R> {
         self.identity = identity;
         self.cookies = self.identity.cookie_checker();
         for p in &mut self.peers {
-            for index in p.restart(&self.identity) {
-                self.by_index.remove(&index);
-            }
+            p.restart(&self.identity);
+            self.indices.remove_peer(p.id.0 as usize);
             self.commands.push_back(Command::ClearKeypairs {
                 peer: p.id,
                 goodbye: None,
@@ -544,6 +538,22 @@ mod tests {
         pc.allowed_ips = nets.iter().map(|s| net(s)).collect();
         pc.endpoint = Some("192.0.2.1:51820".parse().unwrap());
         change(d, vec![pc], now).unwrap()
+    }
+
+    #[test]
+    fn the_session_memory_limit_reaches_the_dataplane() {
+        let (mut d, _) = device();
+        let sessions = crate::session::SessionPolicy {
+            max_memory_per_session: Some(4 << 20),
+            ..Default::default()
+        };
+        d.set_policies(sessions, crate::migration::MigrationPolicy::default());
+        assert!(drain(&mut d).iter().any(|c| matches!(
+            c,
+            Command::SetSessionMemory {
+                bytes: Some(b)
+            } if *b == 4 << 20
+        )));
     }
 
     #[test]

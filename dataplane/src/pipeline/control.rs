@@ -54,6 +54,9 @@ impl ControlThread {
             self.draining = true;
             driver.begin_drain(now);
         }
+        if self.draining {
+            driver.set_dataplane_quiet(self.quiet(shared), now);
+        }
         if driver.next_deadline().is_some_and(|d| d <= now) {
             driver.on_timeout(now);
         }
@@ -62,6 +65,23 @@ impl ControlThread {
             shared.drain_done.store(true, Ordering::SeqCst);
         }
         driver.next_deadline()
+    }
+
+    /// Is nothing left in any pipeline: RX read both sources to EAGAIN, no bytes are between
+    /// RX and TX in either direction, and the rings to and from this thread are empty (the
+    /// crypto stage took every command, TX every handshake message)?
+    fn quiet(&self, shared: &Shared) -> bool {
+        self.lanes.iter().all(|l| {
+            let s = l.shared.as_deref().unwrap_or(shared);
+            s.rx_idle.load(Ordering::Relaxed)
+                && s.inbound.in_flight() == 0
+                && s.outbound.in_flight() == 0
+                && l.backlog.is_empty()
+                && l.commands.slots() == l.commands.buffer().capacity()
+                && l.to_tx.slots() == l.to_tx.buffer().capacity()
+                && l.handshakes.is_empty()
+                && l.events.is_empty()
+        })
     }
 
     /// Queue `cmd` for every pipeline but `from`.

@@ -52,6 +52,9 @@ pub trait ControlDriver {
     fn drained(&self) -> bool {
         true
     }
+    /// While draining, every round: is nothing left in the dataplane (sockets read to
+    /// EAGAIN, no bytes between RX and TX, every ring to and from the control thread empty)?
+    fn set_dataplane_quiet(&mut self, _quiet: bool, _now: Instant) {}
     /// The RX ring to the control thread is backing up (flood defence hint).
     fn set_handshake_backlog(&mut self, _queued: usize, _now: Instant) {}
 }
@@ -132,6 +135,9 @@ pub struct Shared {
     pub drain_requested: AtomicBool,
     /// Set by the control thread when the drain is finished.
     pub drain_done: AtomicBool,
+    /// Set by RX after a round in which both its sources hit EAGAIN, cleared by a round
+    /// that left a source to read: the kernel's queues were empty (for the drain).
+    pub rx_idle: AtomicBool,
     /// Wakes the RX thread (writes its eventfd).
     pub rx_bell: Doorbell,
     /// Wakes the crypto thread.
@@ -171,6 +177,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             drain_requested: AtomicBool::new(false),
             drain_done: AtomicBool::new(false),
+            rx_idle: AtomicBool::new(false),
             rx_bell: Doorbell::custom(rx_wake),
             crypto_bell: Doorbell::for_thread(),
             tx_bell: Doorbell::for_thread(),

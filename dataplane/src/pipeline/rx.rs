@@ -88,6 +88,7 @@ impl RxThread {
                 self.spare_tun = Some(batch);
             }
         }
+        shared.rx_idle.store(!self.ready.any(), Ordering::Relaxed);
         moved
     }
 

@@ -25,6 +25,10 @@ use crate::wire::{is_control_frame, ControlFrame, Transport, TRANSPORT_HEADER_LE
 /// Most packets staged per peer while its handshake is pending.
 pub const MAX_STAGED: usize = 128;
 
+/// What one held packet or frame costs a session's memory limit besides its bytes: its queue
+/// entry and buffer bookkeeping.
+pub const HELD_OVERHEAD: usize = 64;
+
 /// Where events for the control thread go.
 pub trait EventSink {
     /// Hand over an event; false if there was no room (the caller counts the drop).
@@ -52,6 +56,23 @@ enum Originate {
 /// Where a sealed datagram goes: the peer's endpoint, and our source address for it.
 type Dest = (SocketAddr, Option<LocalAddr>);
 
+impl Originate {
+    /// What it costs its session's memory limit while it waits.
+    fn cost(&self) -> usize {
+        HELD_OVERHEAD
+            + match self {
+                Originate::Keepalive => 0,
+                Originate::Frame(f) => f.encoded_len(),
+                Originate::Data(b) | Originate::Sealed(b, _) => b.len(),
+            }
+    }
+}
+
+/// What a staged packet costs its session's memory limit.
+fn staged_cost(pkt: &[u8]) -> usize {
+    HELD_OVERHEAD + pkt.len()
+}
+
 struct Peer {
     stats: Arc<PeerStats>,
     endpoint: Option<SocketAddr>,
@@ -76,6 +97,9 @@ struct Peer {
     frames: TokenBucket,
     /// Rate limits, shared by every pipeline; `None` when unlimited.
     limits: Option<Arc<PeerLimits>>,
+    /// Bytes this session holds here: its staged packets and its entries in `pending`
+    /// ([`Originate::cost`]).
+    held: usize,
 }
 
 impl Peer {
@@ -102,6 +126,8 @@ pub struct CryptoStage {
     high_water_pct: u32,
     level: Degradation,
     shedding: Shedding,
+    /// Most bytes one session may hold here (`usize::MAX`: no limit).
+    session_memory: usize,
 }
 
 impl std::fmt::Debug for CryptoStage {
@@ -144,6 +170,7 @@ impl CryptoStage {
             high_water_pct: DEFAULT_HIGH_WATER_PCT,
             level: Degradation::Normal,
             shedding: Shedding::default(),
+            session_memory: usize::MAX,
         }
     }
 
@@ -162,9 +189,17 @@ impl CryptoStage {
         self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)
     }
 
-    fn forget_index(&mut self, kp: Option<Arc<Keypair>>) {
+    /// `peer` no longer holds `kp`: its index leaves the lookup, unless the control thread
+    /// gave the index to another peer's keypair since (it does so only once `kp` expired).
+    fn forget_index(&mut self, peer: PeerId, kp: Option<Arc<Keypair>>) {
         if let Some(kp) = kp {
-            self.by_index.remove(&kp.local_index);
+            if self
+                .by_index
+                .get(&kp.local_index)
+                .is_some_and(|e| e.0 == peer)
+            {
+                self.by_index.remove(&kp.local_index);
+            }
         }
     }
 
@@ -198,6 +233,7 @@ impl CryptoStage {
                     roaming_validated: false,
                     frames: TokenBucket::full(FRAME_BURST),
                     limits: None,
+                    held: 0,
                 });
                 for net in allowed_ips {
                     self.routes.insert(net, peer);
@@ -254,11 +290,12 @@ impl CryptoStage {
                 }
                 self.pending
                     .retain(|(id, o)| *id != peer || matches!(o, Originate::Sealed(..)));
+                self.recount_held(peer);
                 if let Some(p) = self.peer_mut(peer) {
                     let (a, b, c) = (p.current.take(), p.previous.take(), p.next.take());
-                    self.forget_index(a);
-                    self.forget_index(b);
-                    self.forget_index(c);
+                    self.forget_index(peer, a);
+                    self.forget_index(peer, b);
+                    self.forget_index(peer, c);
                 }
             }
             Command::DropStaged { peer } => {
@@ -268,6 +305,7 @@ impl CryptoStage {
                     for b in dropped {
                         self.recycle(b);
                     }
+                    self.recount_held(peer);
                 }
             }
             Command::SetRateLimit { peer, limit } => {
@@ -291,10 +329,11 @@ impl CryptoStage {
                 self.priorities = map;
                 self.high_water_pct = high_water_pct.min(100);
             }
-            Command::SendKeepalive { peer } => self.pending.push_back((peer, Originate::Keepalive)),
-            Command::SendFrame { peer, frame } => {
-                self.pending.push_back((peer, Originate::Frame(frame)))
+            Command::SetSessionMemory { bytes } => {
+                self.session_memory = bytes.unwrap_or(usize::MAX);
             }
+            Command::SendKeepalive { peer } => self.queue(peer, Originate::Keepalive),
+            Command::SendFrame { peer, frame } => self.queue(peer, Originate::Frame(frame)),
         }
     }
 
@@ -311,9 +350,52 @@ impl CryptoStage {
         if let Ok((len, dest, _)) = self.seal_for(peer_id, &mut buf, n, now, Sealing::Goodbye) {
             buf.truncate(len);
             bump(&self.counters.frames_sent, 1);
-            self.pending
-                .push_back((peer_id, Originate::Sealed(buf, dest)));
+            // A goodbye is the session's last word: held over the limit rather than lost.
+            let what = Originate::Sealed(buf, dest);
+            if let Some(p) = self.peer_mut(peer_id) {
+                p.held += what.cost();
+            }
+            self.pending.push_back((peer_id, what));
         }
+    }
+
+    /// Queue `what` to be sealed for `peer`, unless its session's memory limit is reached
+    /// (a counted drop).
+    fn queue(&mut self, peer: PeerId, what: Originate) {
+        let limit = self.session_memory;
+        let Some(p) = self.peer_mut(peer) else {
+            return;
+        };
+        let cost = what.cost();
+        if p.held.saturating_add(cost) > limit {
+            bump(&self.counters.drop_session_memory, 1);
+            if let Originate::Data(b) | Originate::Sealed(b, _) = what {
+                self.recycle(b);
+            }
+            return;
+        }
+        p.held += cost;
+        self.pending.push_back((peer, what));
+    }
+
+    /// Count again what `peer` holds, after its entries left `pending` or its staged packets
+    /// went.
+    fn recount_held(&mut self, peer: PeerId) {
+        let queued: usize = (self.pending.iter())
+            .filter(|(id, _)| *id == peer)
+            .map(|(_, o)| o.cost())
+            .sum();
+        if let Some(p) = self.peer_mut(peer) {
+            p.held = queued + p.staged.iter().map(|b| staged_cost(b)).sum::<usize>();
+        }
+    }
+
+    /// Bytes `peer`'s session holds in this stage (for tests and `veil show`).
+    pub fn held_bytes(&self, peer: PeerId) -> usize {
+        self.peers
+            .get(peer.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, |p| p.held)
     }
 
     fn recycle(&mut self, mut buf: Vec<u8>) {
@@ -329,9 +411,9 @@ impl CryptoStage {
         };
         let Some(p) = slot.take() else { return };
         bump(&self.counters.drop_staged_expired, p.staged.len() as u64);
-        self.forget_index(p.current);
-        self.forget_index(p.previous);
-        self.forget_index(p.next);
+        self.forget_index(peer, p.current);
+        self.forget_index(peer, p.previous);
+        self.forget_index(peer, p.next);
         self.routes.remove_value(peer);
         self.pending.retain(|(id, _)| *id != peer);
     }
@@ -367,7 +449,7 @@ impl CryptoStage {
             }
         }
         for kp in retired {
-            self.forget_index(kp);
+            self.forget_index(peer, kp);
         }
         // Re-point indices of the keypairs that moved slots.
         if let Some(p) = self.peers.get(peer.0 as usize).and_then(Option::as_ref) {
@@ -401,7 +483,7 @@ impl CryptoStage {
         for pkt in staged {
             self.pending.push_back((peer, Originate::Data(pkt)));
         }
-        self.forget_index(old_prev);
+        self.forget_index(peer, old_prev);
         for (idx, slot) in ids.into_iter().flatten() {
             self.by_index.insert(idx, (peer, slot));
         }
@@ -710,13 +792,35 @@ impl CryptoStage {
         else {
             return;
         };
-        bump(&self.counters.staged, 1);
-        peer.staged.push_back(copy);
-        if peer.staged.len() > MAX_STAGED {
-            if let Some(old) = peer.staged.pop_front() {
-                bump(&self.counters.drop_staged_overflow, 1);
-                self.recycle(old);
+        let cost = staged_cost(&copy);
+        // Within the session's memory limit: the oldest staged packets make room; a packet
+        // that does not fit even then is dropped.
+        let mut freed = Vec::new();
+        while peer.held.saturating_add(cost) > self.session_memory {
+            let Some(old) = peer.staged.pop_front() else {
+                break;
+            };
+            peer.held = peer.held.saturating_sub(staged_cost(&old));
+            bump(&self.counters.drop_session_memory, 1);
+            freed.push(old);
+        }
+        if peer.held.saturating_add(cost) > self.session_memory {
+            bump(&self.counters.drop_session_memory, 1);
+            freed.push(copy);
+        } else {
+            bump(&self.counters.staged, 1);
+            peer.held += cost;
+            peer.staged.push_back(copy);
+            if peer.staged.len() > MAX_STAGED {
+                if let Some(old) = peer.staged.pop_front() {
+                    bump(&self.counters.drop_staged_overflow, 1);
+                    peer.held = peer.held.saturating_sub(staged_cost(&old));
+                    freed.push(old);
+                }
             }
+        }
+        for b in freed {
+            self.recycle(b);
         }
     }
 
@@ -732,6 +836,9 @@ impl CryptoStage {
             let Some((peer_id, what)) = self.pending.pop_front() else {
                 break;
             };
+            if let Some(p) = self.peer_mut(peer_id) {
+                p.held = p.held.saturating_sub(what.cost());
+            }
             let i = batch.len;
             let Some((buf, meta)) = batch.packet_mut(i) else {
                 break;

@@ -139,6 +139,29 @@ fn a_configured_limit_limits_only_what_it_names() {
 }
 
 #[test]
+fn max_memory_per_session_is_read_in_mib_and_validated() {
+    let c = Config::parse(
+        &with_interface("[sessions]\nmax_memory_per_session_mb = 16\n"),
+        "veil0.conf",
+    )
+    .expect("valid");
+    assert_eq!(c.sessions.max_memory_per_session, Some(16 << 20));
+    let none = Config::parse(
+        &with_interface("[sessions]\nmax_memory_per_session_mb = 0\n"),
+        "veil0.conf",
+    )
+    .expect("valid");
+    assert_eq!(none.sessions.max_memory_per_session, None);
+    for bad in ["4097", "-1", "1.5", "lots"] {
+        let text = with_interface(&format!("[sessions]\nmax_memory_per_session_mb = {bad}\n"));
+        let e = Config::parse(&text, "veil0.conf")
+            .expect_err(bad)
+            .to_string();
+        assert!(e.contains("max_memory_per_session_mb"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn every_key_parses() {
     let text = with_interface(
         "[LOGGING]\nLevel = debug\nformat = JSON\nrate_limit_logs_per_sec = 0\n\
