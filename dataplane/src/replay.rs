@@ -125,7 +125,10 @@ mod tests {
         let (next, bitmap) = w.to_parts();
         let mut back = ReplayWindow::from_parts(next, bitmap);
         for c in [5, 9000, 9002, 0] {
-            assert!(!back.check_and_update(c), "replayed counter {c} accepted after restore");
+            assert!(
+                !back.check_and_update(c),
+                "replayed counter {c} accepted after restore"
+            );
         }
         assert!(back.check_and_update(9001));
         assert!(back.check_and_update(9003));

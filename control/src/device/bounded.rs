@@ -41,6 +41,11 @@ impl<T> Bounded<T> {
     pub(super) fn pop_front(&mut self) -> Option<T> {
         self.items.pop_front()
     }
+
+    /// Keep only the items `keep` says yes to.
+    pub(super) fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.items.retain(keep);
+    }
 }
 
 #[cfg(test)]
