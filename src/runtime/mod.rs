@@ -27,6 +27,7 @@ use crate::threading::{Layout, ThreadFlags};
 
 mod dns;
 mod error;
+mod handoff;
 mod hooks;
 mod pipelines;
 mod privilege;
