@@ -36,6 +36,12 @@ pub(super) struct DnsRecord {
 }
 
 impl DnsRecord {
+    /// A live hand-off: the running veil's record stays, and is not this process's to take
+    /// back.
+    pub(super) fn inherited() -> DnsRecord {
+        DnsRecord { record: None }
+    }
+
     /// Is there a record to take back at exit (resolvconf -d needs root)?
     pub(super) fn is_set(&self) -> bool {
         self.record.is_some()

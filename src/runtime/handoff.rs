@@ -219,6 +219,22 @@ impl TokenFile {
         Ok(t)
     }
 
+    /// The token file a live hand-off passed over (open for writing), with a fresh token.
+    pub fn adopt(path: &Path, fd: OwnedFd) -> io::Result<TokenFile> {
+        let mut t = TokenFile {
+            path: path.to_path_buf(),
+            file: File::from(fd),
+            token: Zeroizing::new([0; TOKEN_LEN]),
+        };
+        t.renew()?;
+        Ok(t)
+    }
+
+    /// A duplicate of the file's descriptor, to pass over.
+    pub fn fd(&self) -> io::Result<OwnedFd> {
+        self.file.try_clone().map(OwnedFd::from)
+    }
+
     /// A new token, in memory and in the file (the old one opens nothing any more).
     pub fn renew(&mut self) -> io::Result<()> {
         OsRng.fill_bytes(&mut self.token[..]);
@@ -386,20 +402,37 @@ pub struct Descriptors<F> {
     pub ctl: Option<F>,
     /// The metrics listener.
     pub metrics: Option<F>,
+    /// The hand-off socket's listener (the next take-over connects to it).
+    pub handoff: Option<F>,
+    /// The token file, open for writing (the new process renews it).
+    pub token: Option<F>,
 }
 
+/// The flag bits of the optional descriptors, in the order they travel.
+const FLAG_BITS: u8 = 5;
+
 impl<F> Descriptors<F> {
+    fn optional(&self) -> [&Option<F>; FLAG_BITS as usize] {
+        [
+            &self.uapi,
+            &self.ctl,
+            &self.metrics,
+            &self.handoff,
+            &self.token,
+        ]
+    }
+
     fn flags(&self) -> u8 {
-        u8::from(self.uapi.is_some())
-            | (u8::from(self.ctl.is_some()) << 1)
-            | (u8::from(self.metrics.is_some()) << 2)
+        self.optional()
+            .iter()
+            .enumerate()
+            .fold(0, |f, (i, o)| f | (u8::from(o.is_some()) << i))
     }
 }
 
 /// The old process's side, from an accepted connection to the answer: `capture` pauses the
-/// dataplane and returns the state's bytes; `release` stops what the new process takes over.
-/// Returns `Ok` once the new process confirmed and the old one let go (it exits now); on an
-/// error the caller resumes.
+/// dataplane and returns the state's bytes. Returns `Ok` once the new process confirmed (this
+/// one then stops serving and exits); on an error the caller resumes.
 pub struct Serve<'a> {
     /// The token file (renewed here).
     pub token: &'a mut TokenFile,
@@ -428,12 +461,11 @@ pub enum Reached {
 
 impl Serve<'_> {
     /// Run the old side on `stream`. `capture` is called once the caller is authenticated;
-    /// `release` once the new process confirmed. `on_phase` hears each phase.
+    /// `on_phase` hears each phase.
     pub fn run(
         &mut self,
         stream: &mut UnixStream,
         capture: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, String>,
-        release: impl FnOnce(),
         mut on_phase: impl FnMut(Phase),
         reached: &mut Reached,
     ) -> Result<(), HandoffError> {
@@ -482,10 +514,8 @@ impl Serve<'_> {
             .tuns
             .iter()
             .chain(&self.fds.udps)
-            .chain(&self.fds.uapi)
-            .chain(&self.fds.ctl)
-            .chain(&self.fds.metrics)
             .copied()
+            .chain(self.fds.optional().into_iter().flatten().copied())
             .collect();
         fdpass::send_with_fds(stream, &offer, &fds).map_err(io_err("offer"))?;
         write_frame(stream, &sealed).map_err(io_err("transfer"))?;
@@ -494,7 +524,6 @@ impl Serve<'_> {
         if !mac_ok(&key[..], &[LABEL_READY, &offer], &ready[1..]) {
             return Err(HandoffError::Unexpected("an authentic ready"));
         }
-        release();
         set_deadline(stream, self.deadlines.released).map_err(io_err("released"))?;
         write_frame(stream, &[RELEASED]).map_err(io_err("released"))?;
         Ok(())
@@ -623,7 +652,7 @@ fn sort_fds(offer: &[u8], fds: Vec<OwnedFd>) -> Result<Descriptors<OwnedFd>, Han
         return Err(HandoffError::BadOffer("another version"));
     }
     let (tuns, udps, flags) = (offer[39] as usize, offer[40] as usize, offer[41]);
-    if tuns == 0 || tuns != udps || flags > 7 || offer[42] > 1 || offer[43] > 1 {
+    if tuns == 0 || tuns != udps || flags >> FLAG_BITS != 0 || offer[42] > 1 || offer[43] > 1 {
         return Err(HandoffError::BadOffer("descriptor counts"));
     }
     let want = tuns + udps + flags.count_ones() as usize;
@@ -636,16 +665,15 @@ fn sort_fds(offer: &[u8], fds: Vec<OwnedFd>) -> Result<Descriptors<OwnedFd>, Han
     let mut take = |n: usize| it.by_ref().take(n).collect::<Vec<_>>();
     let tuns = take(tuns);
     let udps = take(udps);
-    let mut one = |bit: u8| (flags & bit != 0).then(|| take(1).pop()).flatten();
-    let uapi = one(1);
-    let ctl = one(2);
-    let metrics = one(4);
+    let mut one = |bit: u8| (flags & (1 << bit) != 0).then(|| take(1).pop()).flatten();
     Ok(Descriptors {
         tuns,
         udps,
-        uapi,
-        ctl,
-        metrics,
+        uapi: one(0),
+        ctl: one(1),
+        metrics: one(2),
+        handoff: one(3),
+        token: one(4),
     })
 }
 

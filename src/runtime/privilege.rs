@@ -145,6 +145,16 @@ impl HookRunner {
         }
     }
 
+    /// A live hand-off completed: the socket files belong to the new process now, so the
+    /// helper must not remove them when veil ends.
+    pub fn release_sockets(&mut self) {
+        if let HookRunner::Helper(h) = self {
+            if let Some(to) = h.to.as_mut() {
+                let _ = to.write_all(b"release\n").and_then(|()| to.flush());
+            }
+        }
+    }
+
     /// [`Self::run`] for the down hooks: a failure is logged and shutdown goes on.
     pub fn run_logged(&mut self, moment: Moment) {
         if let Err(e) = self.run(moment) {
@@ -351,6 +361,11 @@ fn serve(input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()> {
         if input.read_line(&mut line)? == 0 {
             remove_sockets(&mut setup.sockets);
             return Ok(());
+        }
+        if line == "release\n" {
+            // A live hand-off: the new veil serves these sockets now.
+            setup.sockets.clear();
+            continue;
         }
         let moment = Moment::parse(line.trim_end_matches('\n'))
             .filter(|m| *m > last)

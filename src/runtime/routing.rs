@@ -44,6 +44,18 @@ pub(super) struct Routing {
 }
 
 impl Routing {
+    /// A live hand-off: the running veil set the interface up, and its routes stay as they are
+    /// (they belong to the interface). Policy rules and nft tables of a full-tunnel config are
+    /// not taken over: this process leaves them in place at exit.
+    pub(super) fn inherited(name: &str) -> Routing {
+        Routing {
+            name: name.to_string(),
+            rules: Vec::new(),
+            nft: Vec::new(),
+            mark: 0,
+        }
+    }
+
     /// Did veil load an nft table it must delete at exit (nft needs root to)?
     pub(super) fn has_nft_table(&self) -> bool {
         !self.nft.is_empty()
