@@ -91,7 +91,14 @@ fn rig(tag: &str) -> Rig {
             } else {
                 Peer::Boringtun
             };
-            start_peer(&t, &t.b(), peer, &iface, &wg_args, &format!("10.9.{i}.2/24"))
+            start_peer(
+                &t,
+                &t.b(),
+                peer,
+                &iface,
+                &wg_args,
+                &format!("10.9.{i}.2/24"),
+            )
         };
         clients.push(Client {
             kind,
@@ -173,7 +180,9 @@ fn start_load(r: &Rig) -> (Vec<Proc>, Vec<Proc>, Vec<Proc>) {
         pings.push(r.t.spawn(
             &r.t.b(),
             &format!("ping-{}", c.kind),
-            &["ping", "-c", &count, "-i", "0.01", "-W", "1", "-q", &c.gw_addr],
+            &[
+                "ping", "-c", &count, "-i", "0.01", "-W", "1", "-q", &c.gw_addr,
+            ],
             &[],
         ));
     }
@@ -194,7 +203,12 @@ fn check_load(r: &Rig, iperfs: &mut [Proc], pings: &mut [Proc]) {
             c.kind
         );
         let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 JSON");
-        assert!(v.get("error").is_none(), "{}: iperf3: {}", c.kind, v["error"]);
+        assert!(
+            v.get("error").is_none(),
+            "{}: iperf3: {}",
+            c.kind,
+            v["error"]
+        );
         let got = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
         assert!(got > 0.0, "{}: iperf3 moved nothing", c.kind);
         // Every second of the run moved data, the take-over's included.
@@ -211,6 +225,7 @@ fn check_load(r: &Rig, iperfs: &mut [Proc], pings: &mut [Proc]) {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
+        eprintln!("{}: ping {received} of {PINGS} answered", c.kind);
         assert!(
             PINGS - received <= MAX_LOST,
             "{}: ping lost {} of {PINGS} across the take-over: {text}",
@@ -265,7 +280,11 @@ e2e_test!(take_over_under_load_keeps_every_session, {
     for c in &r.clients {
         assert!(show.contains("peer"), "veil show for {}: {show}", c.iface);
     }
-    assert!(new.exited().is_none(), "the new gateway died:\n{}", new.log_text());
+    assert!(
+        new.exited().is_none(),
+        "the new gateway died:\n{}",
+        new.log_text()
+    );
     let log = new.log_text();
     assert!(log.contains("restored 3 peer(s)"), "{log}");
     for c in &mut r.clients {
@@ -292,7 +311,11 @@ e2e_test!(take_over_that_fails_after_restoring_rolls_back, {
         r.gw.log_text()
     );
     check_load(&r, &mut iperfs, &mut pings);
-    assert!(r.gw.exited().is_none(), "the old gateway stopped:\n{}", r.gw.log_text());
+    assert!(
+        r.gw.exited().is_none(),
+        "the old gateway stopped:\n{}",
+        r.gw.log_text()
+    );
     assert_eq!(wg_show(&r, "latest-handshakes"), handshakes);
     // A second take-over, now allowed to succeed, works (the token was renewed).
     let mut again = take_over(&r, "veil-again", &[]);

@@ -290,7 +290,10 @@ impl Wiring {
             .transpose()
         };
         Ok(Bound {
-            uapi: adopt(uapi, Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock")))?,
+            uapi: adopt(
+                uapi,
+                Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock")),
+            )?,
             ctl: adopt(ctl, ctl_socket(&name))?,
             ctx: self.ctx,
             options: self.options,

@@ -695,3 +695,6 @@ impl Received {
         abort(&mut self.stream, why);
     }
 }
+
+#[cfg(test)]
+mod tests;

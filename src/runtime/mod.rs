@@ -384,7 +384,9 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     // `--take-over`: the running veil's descriptors and state (it paused meanwhile; if this
     // process fails before it confirms, the connection closes and the old one resumes).
     let mut received = match p.take_over {
-        true => Some(handoff::take(&p.name, handoff::Deadlines::default()).map_err(StartError::Handoff)?),
+        true => Some(
+            handoff::take(&p.name, handoff::Deadlines::default()).map_err(StartError::Handoff)?,
+        ),
         false => None,
     };
     // Every pipeline's socket and TUN queue, while veil is still root.
@@ -550,8 +552,13 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     };
     let mut sockets = services.socket_paths();
     sockets.extend(listening.as_ref().map(|l| l.path.clone()));
-    let hooks = privilege::apply(&privileges, &p.name, p.config.interface.hooks.clone(), sockets)
-        .map_err(StartError::Privileges)?;
+    let hooks = privilege::apply(
+        &privileges,
+        &p.name,
+        p.config.interface.hooks.clone(),
+        sockets,
+    )
+    .map_err(StartError::Privileges)?;
     let threads_started = Instant::now();
     let mut threads = Vec::new();
     let mut rest = Vec::new();
@@ -789,18 +796,20 @@ impl Running {
             return false;
         };
         let handed = match listening.listener.accept() {
-            Ok((stream, _)) => stream.set_nonblocking(false).is_ok() && {
-                let old = takeover::OldSide {
-                    name: &self.name,
-                    admin: &self.admin,
-                    pipelines: &self.pipelines,
-                    udps: &self.udps,
-                    tuns: &self._tun,
-                    listeners: &self.listeners,
-                    offloads: self.offloads,
-                };
-                old.serve(&mut listening, stream)
-            },
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).is_ok() && {
+                    let old = takeover::OldSide {
+                        name: &self.name,
+                        admin: &self.admin,
+                        pipelines: &self.pipelines,
+                        udps: &self.udps,
+                        tuns: &self._tun,
+                        listeners: &self.listeners,
+                        offloads: self.offloads,
+                    };
+                    old.serve(&mut listening, stream)
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
             Err(e) => {
                 warn!("{}: hand-off socket: {e}", self.name);
@@ -813,11 +822,7 @@ impl Running {
 
     /// A take-over completed: stop serving and end with status 0, leaving everything the
     /// interface has (its routes, rules, DNS, socket files, the token) to the new process.
-    fn hand_over(
-        self,
-        mut watchdog: Option<Watchdog>,
-        hooks: &mut privilege::HookRunner,
-    ) {
+    fn hand_over(self, mut watchdog: Option<Watchdog>, hooks: &mut privilege::HookRunner) {
         supervisor().begin_shutdown();
         if let Some(w) = watchdog.as_mut() {
             w.stop();

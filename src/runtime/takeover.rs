@@ -129,10 +129,7 @@ impl OldSide<'_> {
                 .admin
                 .capture(CAPTURE_TIMEOUT)
                 .map_err(|e| format!("the control thread did not capture the state: {e}"))?;
-            info!(
-                "{name}: hand-off: captured {} peer(s)",
-                state.peers.len()
-            );
+            info!("{name}: hand-off: captured {} peer(s)", state.peers.len());
             Ok(veil_control::handoff::encode(&state))
         };
         let phase = |p: Phase| info!("{name}: hand-off: {}", p.as_str());
