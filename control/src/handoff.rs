@@ -10,7 +10,7 @@
 //! never a panic.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use veil_dataplane::crypto::KeypairState;
 use veil_dataplane::replay::WORDS as REPLAY_WORDS;
@@ -27,6 +27,9 @@ pub const MAX_PEERS: usize = 1 << 20;
 pub struct HandoffState {
     /// The interface's public key: a state is restored only under the same private key.
     pub interface_public: [u8; 32],
+    /// The wall clock at the capture: the restoring side (same host, same clock) adds the
+    /// time the transfer took to every age.
+    pub captured_at: SystemTime,
     /// The cookie secret and its age.
     pub cookie_secret: Option<(Zeroizing<[u8; 32]>, Duration)>,
     /// The next session id to hand out.
@@ -126,6 +129,12 @@ pub fn encode(state: &HandoffState) -> Zeroizing<Vec<u8>> {
     )));
     w.u8(FORMAT_VERSION);
     w.bytes(&state.interface_public);
+    w.duration(
+        state
+            .captured_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
     match &state.cookie_secret {
         Some((secret, age)) => {
             w.u8(1);
@@ -150,6 +159,9 @@ pub fn decode(bytes: &[u8]) -> Result<HandoffState, DecodeError> {
         return Err(DecodeError::Version(version));
     }
     let interface_public = r.array::<32>()?;
+    let captured_at = UNIX_EPOCH
+        .checked_add(r.duration()?)
+        .ok_or(DecodeError::Invalid("capture time"))?;
     let cookie_secret = match r.u8()? {
         0 => None,
         1 => {
@@ -173,6 +185,7 @@ pub fn decode(bytes: &[u8]) -> Result<HandoffState, DecodeError> {
     }
     Ok(HandoffState {
         interface_public,
+        captured_at,
         cookie_secret,
         next_session,
         peers,
@@ -439,6 +452,7 @@ mod tests {
     fn state() -> HandoffState {
         HandoffState {
             interface_public: [9; 32],
+            captured_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             cookie_secret: Some((Zeroizing::new([4; 32]), Duration::from_secs(3))),
             next_session: 17,
             peers: vec![
@@ -478,6 +492,7 @@ mod tests {
         let back = decode(&bytes).expect("decodes");
         assert_eq!(back.interface_public, s.interface_public);
         assert_eq!(back.next_session, 17);
+        assert_eq!(back.captured_at, s.captured_at);
         assert_eq!(back.peers.len(), 2);
         let (a, b) = (&back.peers[0], &s.peers[0]);
         assert_eq!(a.endpoint, b.endpoint);
@@ -514,7 +529,7 @@ mod tests {
         version[0] = 2;
         assert_eq!(decode(&version).err(), Some(DecodeError::Version(2)));
         let mut tag = bytes.to_vec();
-        tag[33] = 7;
+        tag[41] = 7;
         assert_eq!(
             decode(&tag).err(),
             Some(DecodeError::Invalid("cookie secret tag"))

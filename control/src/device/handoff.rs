@@ -48,6 +48,10 @@ impl std::fmt::Display for RestoreError {
 
 impl std::error::Error for RestoreError {}
 
+/// The longest transfer a restore accounts for: a capture time further back (a clock that
+/// stepped) counts as this.
+const MAX_TRANSFER_LAG: Duration = Duration::from_secs(30);
+
 /// `now - age` (`now` if the clock does not reach back that far).
 fn back(now: Instant, age: Duration) -> Instant {
     now.checked_sub(age).unwrap_or(now)
@@ -94,6 +98,7 @@ impl<R: CryptoRngCore> Device<R> {
             .collect();
         HandoffState {
             interface_public: *self.identity.public_key(),
+            captured_at: self.wall_time(now),
             cookie_secret: self.cookies.export_secret(now),
             next_session: self.next_session,
             peers,
@@ -170,12 +175,19 @@ impl<R: CryptoRngCore> Device<R> {
             self.cookies.restore_secret(secret, *age, now);
         }
         self.next_session = self.next_session.max(state.next_session);
+        // The moment of the capture on this process's clock: ages count from there.
+        let lag = self
+            .wall_time(now)
+            .duration_since(state.captured_at)
+            .unwrap_or_default()
+            .min(MAX_TRANSFER_LAG);
+        let then = now.checked_sub(lag).unwrap_or(now);
         let mut done = Restored::default();
         for ps in &state.peers {
             match self.by_key.get(&ps.public_key).copied() {
                 Some(slot) => {
                     done.peers += 1;
-                    self.restore_peer(slot, ps, now, &mut done);
+                    self.restore_peer(slot, ps, then, &mut done);
                 }
                 None => done.gone += 1,
             }
@@ -184,6 +196,7 @@ impl<R: CryptoRngCore> Device<R> {
         Ok(done)
     }
 
+    /// One peer; `now` is the moment of the capture on this clock.
     fn restore_peer(&mut self, slot: usize, ps: &PeerState, now: Instant, done: &mut Restored) {
         let epoch = self.epoch;
         let Some(p) = self.peers.get_mut(slot) else {

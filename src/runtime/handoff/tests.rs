@@ -28,6 +28,7 @@ fn keypair(byte: u8) -> KeypairState {
 fn state() -> HandoffState {
     HandoffState {
         interface_public: [3; 32],
+        captured_at: std::time::SystemTime::now(),
         cookie_secret: Some((Zeroizing::new([0xC5; 32]), Duration::from_secs(1))),
         next_session: 2,
         peers: vec![PeerState {
