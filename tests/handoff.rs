@@ -24,10 +24,11 @@ const MAX_LOST: u32 = 5;
 /// shared cores and every ping stream loses about 4 % of its packets all along the run, take-over
 /// or not; paced, a lost ping is the take-over's.
 const IPERF_RATE: &str = "100M";
+/// The gateway's metrics endpoint, inside namespace a.
+const METRICS: &str = "127.0.0.1:9587";
 
 struct Client {
     kind: &'static str,
-    iface: String,
     /// The gateway's address on this client's network (what it pings and iperfs to).
     gw_addr: String,
     proc: Proc,
@@ -56,7 +57,7 @@ fn rig(tag: &str) -> Rig {
         conf += &format!("\n[Peer]\nPublicKey = {public}\nAllowedIPs = 10.9.{i}.2/32\n");
     }
     let gw_conf = t.write(&format!("{gw_iface}.conf"), &conf);
-    let gw = veil_up(&t, &t.a(), &gw_conf, &[], &[]);
+    let gw = veil_up(&t, &t.a(), &gw_conf, &["--metrics-listen", METRICS], &[]);
     let mut clients = Vec::new();
     for (i, kind) in kinds.into_iter().enumerate() {
         let iface = format!("hc{i}{id}");
@@ -102,7 +103,6 @@ fn rig(tag: &str) -> Rig {
         };
         clients.push(Client {
             kind,
-            iface,
             gw_addr: format!("10.9.{i}.1"),
             proc,
         });
@@ -243,7 +243,14 @@ fn take_over(r: &Rig, name: &str, env: &[(&str, &str)]) -> Proc {
     r.t.spawn(
         &r.t.a(),
         name,
-        &[veil_bin(), "up", &conf, "--take-over"],
+        &[
+            veil_bin(),
+            "up",
+            &conf,
+            "--take-over",
+            "--metrics-listen",
+            METRICS,
+        ],
         &all,
     )
 }
@@ -274,12 +281,27 @@ e2e_test!(take_over_under_load_keeps_every_session, {
     assert!(start.elapsed() < Duration::from_secs(60));
     // No re-handshake with any peer: the handshake times are those from before.
     assert_eq!(wg_show(&r, "latest-handshakes"), handshakes);
-    // The new process answers wg, veil show and /metrics-less health, and counters go on.
+    // The new process answers wg, veil show and /metrics, and counters go on.
     assert!(received(&r) > before_rx);
     let show = r.t.ok(&r.t.a(), &[veil_bin(), "show", &r.gw_iface]);
-    for c in &r.clients {
-        assert!(show.contains("peer"), "veil show for {}: {show}", c.iface);
-    }
+    assert!(show.contains("3 with an active session"), "{show}");
+    assert!(
+        show.contains("hand-offs: 1 completed, 0 rolled back"),
+        "{show}"
+    );
+    let metrics = r.t.ok(
+        &r.t.a(),
+        &[
+            "python3",
+            "-c",
+            "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+            &format!("http://{METRICS}/metrics"),
+        ],
+    );
+    assert!(
+        metrics.contains("veil_handoffs_total{result=\"completed\"} 1"),
+        "{metrics}"
+    );
     assert!(
         new.exited().is_none(),
         "the new gateway died:\n{}",

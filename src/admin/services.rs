@@ -237,6 +237,7 @@ pub fn wire(
         threading,
         hub,
         own_networks: addresses.iter().map(IpNet::network).collect(),
+        handoffs: Default::default(),
         #[cfg(debug_assertions)]
         test_hooks: options.test_hooks,
     });

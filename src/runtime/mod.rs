@@ -366,6 +366,7 @@ struct Running {
     handoff: Option<takeover::Listening>,
     /// What a hand-off passes and uses besides.
     admin: veil_control::device::AdminHandle,
+    context: Arc<crate::admin::context::Context>,
     udps: Vec<Arc<UdpSlot>>,
     /// Duplicates of the UAPI, control and metrics listeners.
     listeners: [Option<std::os::fd::OwnedFd>; 3],
@@ -652,11 +653,13 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         }
         let paused = r.started.elapsed();
         let old = r.confirm().map_err(StartError::Handoff)?;
+        services.context().handoffs.record(true, paused);
         info!(
             "{}: took over from pid {old} ({paused:?} from the connection to the confirmation)",
             p.name
         );
     }
+    let context = services.context();
     let services = services.start()?;
     let running = Running {
         shared,
@@ -673,6 +676,7 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         _dns: dns,
         handoff: listening,
         admin,
+        context,
         udps,
         listeners,
         offloads,
@@ -806,6 +810,7 @@ impl Running {
                         tuns: &self._tun,
                         listeners: &self.listeners,
                         offloads: self.offloads,
+                        stats: &self.context.handoffs,
                     };
                     old.serve(&mut listening, stream)
                 }

@@ -89,6 +89,7 @@ pub(super) struct OldSide<'a> {
     /// UAPI, control and metrics listeners (duplicates).
     pub listeners: &'a [Option<OwnedFd>; 3],
     pub offloads: TunOffloads,
+    pub stats: &'a crate::admin::context::HandoffStats,
 }
 
 impl OldSide<'_> {
@@ -151,6 +152,7 @@ impl OldSide<'_> {
                     for s in self.pipelines {
                         s.set_paused(false);
                     }
+                    self.stats.record(false, started.elapsed());
                     info!(
                         "{name}: hand-off rolled back: serving on (paused {:?}); {}",
                         started.elapsed(),
