@@ -255,6 +255,18 @@ fn take_over(r: &Rig, name: &str, env: &[(&str, &str)]) -> Proc {
     )
 }
 
+/// [`take_over`], and wait until it says it took over.
+fn taken_over(r: &Rig, name: &str) -> Proc {
+    let new = take_over(r, name, &[]);
+    assert!(
+        wait_log(&new, "took over from pid", Duration::from_secs(10)).is_some(),
+        "the take-over did not complete:\n{}\nold:\n{}",
+        new.log_text(),
+        r.gw.log_text()
+    );
+    new
+}
+
 e2e_test!(take_over_under_load_keeps_every_session, {
     let mut r = rig("ho");
     let before_rx = received(&r);
@@ -264,13 +276,7 @@ e2e_test!(take_over_under_load_keeps_every_session, {
     let handshakes = wg_show(&r, "latest-handshakes");
     assert_eq!(handshakes.len(), 3, "{handshakes:?}");
     let old_pid = r.gw.pid();
-    let mut new = take_over(&r, "veil-new", &[]);
-    assert!(
-        wait_log(&new, "took over from pid", Duration::from_secs(10)).is_some(),
-        "the take-over did not complete:\n{}\nold:\n{}",
-        new.log_text(),
-        r.gw.log_text()
-    );
+    let mut new = taken_over(&r, "veil-new");
     assert_eq!(
         wait_exit(&mut r.gw, Duration::from_secs(10)),
         Some(Some(0)),
@@ -340,13 +346,7 @@ e2e_test!(take_over_that_fails_after_restoring_rolls_back, {
     );
     assert_eq!(wg_show(&r, "latest-handshakes"), handshakes);
     // A second take-over, now allowed to succeed, works (the token was renewed).
-    let mut again = take_over(&r, "veil-again", &[]);
-    assert!(
-        wait_log(&again, "took over from pid", Duration::from_secs(10)).is_some(),
-        "{}\nold:\n{}",
-        again.log_text(),
-        r.gw.log_text()
-    );
+    let mut again = taken_over(&r, "veil-again");
     assert_eq!(wait_exit(&mut r.gw, Duration::from_secs(10)), Some(Some(0)));
     for c in &r.clients {
         r.t.wait_ping(&r.t.b(), &c.gw_addr);

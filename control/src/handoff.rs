@@ -72,25 +72,14 @@ pub struct SessionCarry {
     pub last_migration: Option<Duration>,
 }
 
-/// A peer's statistics: counts, and the ages of its last packets.
+/// A peer's statistics, in `PeerStats`'s order.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatsCarry {
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Data packets received.
-    pub rx_packets: u64,
-    /// Data packets sent.
-    pub tx_packets: u64,
-    /// Age of the last packet received, of any kind.
-    pub last_rx_any: Option<Duration>,
-    /// Age of the last data packet received.
-    pub last_rx_data: Option<Duration>,
-    /// Age of the last packet sent, of any kind.
-    pub last_tx_any: Option<Duration>,
-    /// Age of the last data packet sent.
-    pub last_tx_data: Option<Duration>,
+    /// Bytes received, bytes sent, data packets received, data packets sent.
+    pub counts: [u64; 4],
+    /// Ages of the last packet received (any kind), the last data packet received, the last
+    /// packet sent (any kind) and the last data packet sent.
+    pub last: [Option<Duration>; 4],
 }
 
 /// Why bytes are not a [`HandoffState`].
@@ -279,11 +268,10 @@ impl Writer {
         for k in &p.keypairs {
             self.keypair(k);
         }
-        let s = &p.stats;
-        for v in [s.rx_bytes, s.tx_bytes, s.rx_packets, s.tx_packets] {
+        for v in p.stats.counts {
             self.u64(v);
         }
-        for d in [s.last_rx_any, s.last_rx_data, s.last_tx_any, s.last_tx_data] {
+        for d in p.stats.last {
             self.opt_duration(d);
         }
     }
@@ -406,16 +394,13 @@ impl Reader<'_> {
             None
         };
         let keypairs = [self.keypair()?, self.keypair()?, self.keypair()?];
-        let stats = StatsCarry {
-            rx_bytes: self.u64()?,
-            tx_bytes: self.u64()?,
-            rx_packets: self.u64()?,
-            tx_packets: self.u64()?,
-            last_rx_any: self.opt_duration()?,
-            last_rx_data: self.opt_duration()?,
-            last_tx_any: self.opt_duration()?,
-            last_tx_data: self.opt_duration()?,
-        };
+        let mut stats = StatsCarry::default();
+        for v in &mut stats.counts {
+            *v = self.u64()?;
+        }
+        for d in &mut stats.last {
+            *d = self.opt_duration()?;
+        }
         Ok(PeerState {
             public_key,
             endpoint,
@@ -470,10 +455,8 @@ mod tests {
                     }),
                     keypairs: [Some(keypair(2)), None, Some(keypair(3))],
                     stats: StatsCarry {
-                        rx_bytes: 1000,
-                        tx_bytes: 2000,
-                        last_rx_any: Some(Duration::from_millis(3)),
-                        ..StatsCarry::default()
+                        counts: [1000, 2000, 0, 0],
+                        last: [Some(Duration::from_millis(3)), None, None, None],
                     },
                 },
                 PeerState {
@@ -506,7 +489,8 @@ mod tests {
             (12345, 99, 0xdead_beef)
         );
         assert!(a.keypairs[1].is_none());
-        assert_eq!(a.stats.rx_bytes, 1000);
+        assert_eq!(a.stats.counts, [1000, 2000, 0, 0]);
+        assert_eq!(a.stats.last[0], Some(Duration::from_millis(3)));
         assert_eq!(back.peers[1].endpoint, s.peers[1].endpoint);
         // The same bytes again: the encoding is a function of the state.
         assert_eq!(&encode(&back)[..], &bytes[..]);

@@ -388,42 +388,55 @@ fn expect(s: &mut UnixStream, byte: u8, what: &'static str) -> Result<Vec<u8>, H
     }
 }
 
-/// The descriptors that travel: every pipeline's TUN queue and UDP socket, and the operator
-/// listeners (UAPI, control socket, metrics) that exist.
-#[derive(Debug, Default)]
+/// The optional descriptors, in the order they travel; each one's flag bit in the offer is
+/// its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    /// The UAPI listener.
+    Uapi,
+    /// The control socket's listener.
+    Ctl,
+    /// The metrics listener.
+    Metrics,
+    /// The hand-off socket's listener (the next take-over connects to it).
+    Handoff,
+    /// The token file, open for writing (the new process renews it).
+    Token,
+}
+
+/// How many [`Extra`] there are.
+const EXTRAS: usize = 5;
+
+/// The descriptors that travel: every pipeline's TUN queue and UDP socket, and the
+/// [`Extra`] ones that exist.
+#[derive(Debug)]
 pub struct Descriptors<F> {
     /// TUN queues, in pipeline order.
     pub tuns: Vec<F>,
     /// UDP sockets, in pipeline order.
     pub udps: Vec<F>,
-    /// The UAPI listener.
-    pub uapi: Option<F>,
-    /// The control socket's listener.
-    pub ctl: Option<F>,
-    /// The metrics listener.
-    pub metrics: Option<F>,
-    /// The hand-off socket's listener (the next take-over connects to it).
-    pub handoff: Option<F>,
-    /// The token file, open for writing (the new process renews it).
-    pub token: Option<F>,
+    /// By [`Extra`].
+    pub extra: [Option<F>; EXTRAS],
 }
 
-/// The flag bits of the optional descriptors, in the order they travel.
-const FLAG_BITS: u8 = 5;
+impl<F> Default for Descriptors<F> {
+    fn default() -> Self {
+        Self {
+            tuns: Vec::new(),
+            udps: Vec::new(),
+            extra: std::array::from_fn(|_| None),
+        }
+    }
+}
 
 impl<F> Descriptors<F> {
-    fn optional(&self) -> [&Option<F>; FLAG_BITS as usize] {
-        [
-            &self.uapi,
-            &self.ctl,
-            &self.metrics,
-            &self.handoff,
-            &self.token,
-        ]
+    /// Take one of the [`Extra`] descriptors out.
+    pub fn take(&mut self, e: Extra) -> Option<F> {
+        self.extra[e as usize].take()
     }
 
     fn flags(&self) -> u8 {
-        self.optional()
+        self.extra
             .iter()
             .enumerate()
             .fold(0, |f, (i, o)| f | (u8::from(o.is_some()) << i))
@@ -514,8 +527,8 @@ impl Serve<'_> {
             .tuns
             .iter()
             .chain(&self.fds.udps)
+            .chain(self.fds.extra.iter().flatten())
             .copied()
-            .chain(self.fds.optional().into_iter().flatten().copied())
             .collect();
         fdpass::send_with_fds(stream, &offer, &fds).map_err(io_err("offer"))?;
         write_frame(stream, &sealed).map_err(io_err("transfer"))?;
@@ -652,7 +665,7 @@ fn sort_fds(offer: &[u8], fds: Vec<OwnedFd>) -> Result<Descriptors<OwnedFd>, Han
         return Err(HandoffError::BadOffer("another version"));
     }
     let (tuns, udps, flags) = (offer[39] as usize, offer[40] as usize, offer[41]);
-    if tuns == 0 || tuns != udps || flags >> FLAG_BITS != 0 || offer[42] > 1 || offer[43] > 1 {
+    if tuns == 0 || tuns != udps || flags >> EXTRAS != 0 || offer[42] > 1 || offer[43] > 1 {
         return Err(HandoffError::BadOffer("descriptor counts"));
     }
     let want = tuns + udps + flags.count_ones() as usize;
@@ -665,16 +678,13 @@ fn sort_fds(offer: &[u8], fds: Vec<OwnedFd>) -> Result<Descriptors<OwnedFd>, Han
     let mut take = |n: usize| it.by_ref().take(n).collect::<Vec<_>>();
     let tuns = take(tuns);
     let udps = take(udps);
-    let mut one = |bit: u8| (flags & (1 << bit) != 0).then(|| take(1).pop()).flatten();
-    Ok(Descriptors {
-        tuns,
-        udps,
-        uapi: one(0),
-        ctl: one(1),
-        metrics: one(2),
-        handoff: one(3),
-        token: one(4),
-    })
+    let mut extra: [Option<OwnedFd>; EXTRAS] = std::array::from_fn(|_| None);
+    for (bit, slot) in extra.iter_mut().enumerate() {
+        if flags & (1 << bit) != 0 {
+            *slot = take(1).pop();
+        }
+    }
+    Ok(Descriptors { tuns, udps, extra })
 }
 
 impl Received {

@@ -491,7 +491,10 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     };
     let (rx, crypto, mut tx, mut control) = pipeline::build(&cfg, &shared);
     let mut service_options = p.services;
-    if let Some(fd) = received.as_mut().and_then(|r| r.fds.metrics.take()) {
+    if let Some(fd) = received
+        .as_mut()
+        .and_then(|r| r.fds.take(handoff::Extra::Metrics))
+    {
         service_options
             .adopt_metrics(fd)
             .map_err(|e| StartError::Restore(format!("the metrics listener passed over: {e}")))?;
@@ -518,7 +521,10 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     // started yet (they inherit what the main thread keeps).
     let services = match received.as_mut() {
         Some(r) => {
-            let (uapi, ctl) = (r.fds.uapi.take(), r.fds.ctl.take());
+            let (uapi, ctl) = (
+                r.fds.take(handoff::Extra::Uapi),
+                r.fds.take(handoff::Extra::Ctl),
+            );
             services
                 .adopt(uapi, ctl)
                 .map_err(|e| StartError::Restore(format!("the listeners passed over: {e}")))?

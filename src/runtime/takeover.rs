@@ -18,7 +18,9 @@ use veil_dataplane::role::Role;
 use veil_dataplane::sys::{Tun, UdpSocket};
 
 use super::error::StartError;
-use super::handoff::{self, Deadlines, Descriptors, HandoffError, Phase, Received, TokenFile};
+use super::handoff::{
+    self, Deadlines, Descriptors, Extra, HandoffError, Phase, Received, TokenFile,
+};
 use crate::failure::supervisor;
 
 /// How long the control thread may take to capture the state.
@@ -44,7 +46,7 @@ impl Listening {
     pub fn open(name: &str, received: Option<&mut Received>) -> Option<Listening> {
         let (path, token_path) = handoff::paths(name);
         let made = match received {
-            Some(r) => match (r.fds.handoff.take(), r.fds.token.take()) {
+            Some(r) => match (r.fds.take(Extra::Handoff), r.fds.take(Extra::Token)) {
                 (Some(l), Some(t)) => {
                     let listener = UnixListener::from(l);
                     listener
@@ -105,11 +107,13 @@ impl OldSide<'_> {
         let fds = Descriptors {
             tuns: self.tuns.iter().map(|t| t.as_raw_fd()).collect(),
             udps: sockets.iter().map(|s| s.as_raw_fd()).collect(),
-            uapi: uapi.as_ref().map(AsRawFd::as_raw_fd),
-            ctl: ctl.as_ref().map(AsRawFd::as_raw_fd),
-            metrics: metrics.as_ref().map(AsRawFd::as_raw_fd),
-            handoff: Some(listening.listener.as_raw_fd()),
-            token: token_fd.as_ref().map(AsRawFd::as_raw_fd),
+            extra: [
+                uapi.as_ref().map(AsRawFd::as_raw_fd),
+                ctl.as_ref().map(AsRawFd::as_raw_fd),
+                metrics.as_ref().map(AsRawFd::as_raw_fd),
+                Some(listening.listener.as_raw_fd()),
+                token_fd.as_ref().map(AsRawFd::as_raw_fd),
+            ],
         };
         let mut serve = handoff::Serve {
             token: &mut listening.token,

@@ -79,6 +79,21 @@ fn slots(installed: &[(Arc<Keypair>, KeypairRole)]) -> [Option<Arc<Keypair>>; 3]
     [current, previous, next]
 }
 
+/// A peer's counts, in [`StatsCarry::counts`]'s order.
+fn counts(s: &PeerStats) -> [&AtomicU64; 4] {
+    [&s.rx_bytes, &s.tx_bytes, &s.rx_packets, &s.tx_packets]
+}
+
+/// A peer's last-packet times, in [`StatsCarry::last`]'s order.
+fn times(s: &PeerStats) -> [&AtomicU64; 4] {
+    [
+        &s.last_rx_any,
+        &s.last_rx_data,
+        &s.last_tx_any,
+        &s.last_tx_data,
+    ]
+}
+
 fn age_of(
     field: &AtomicU64,
     epoch: &veil_dataplane::link::Epoch,
@@ -132,14 +147,8 @@ impl<R: CryptoRngCore> Device<R> {
                 }),
             keypairs,
             stats: StatsCarry {
-                rx_bytes: s.rx_bytes.load(Ordering::Relaxed),
-                tx_bytes: s.tx_bytes.load(Ordering::Relaxed),
-                rx_packets: s.rx_packets.load(Ordering::Relaxed),
-                tx_packets: s.tx_packets.load(Ordering::Relaxed),
-                last_rx_any: age_of(&s.last_rx_any, e, now),
-                last_rx_data: age_of(&s.last_rx_data, e, now),
-                last_tx_any: age_of(&s.last_tx_any, e, now),
-                last_tx_data: age_of(&s.last_tx_data, e, now),
+                counts: counts(s).map(|c| c.load(Ordering::Relaxed)),
+                last: times(s).map(|t| age_of(t, e, now)),
             },
         }
     }
@@ -219,22 +228,10 @@ impl<R: CryptoRngCore> Device<R> {
                 s.last_migration.map(|a| back(now, a)),
             )
         });
-        let st = &ps.stats;
-        let stats = &p.stats;
-        for (field, v) in [
-            (&stats.rx_bytes, st.rx_bytes),
-            (&stats.tx_bytes, st.tx_bytes),
-            (&stats.rx_packets, st.rx_packets),
-            (&stats.tx_packets, st.tx_packets),
-        ] {
+        for (field, v) in counts(&p.stats).into_iter().zip(ps.stats.counts) {
             field.store(v, Ordering::Relaxed);
         }
-        for (field, age) in [
-            (&stats.last_rx_any, st.last_rx_any),
-            (&stats.last_rx_data, st.last_rx_data),
-            (&stats.last_tx_any, st.last_tx_any),
-            (&stats.last_tx_data, st.last_tx_data),
-        ] {
+        for (field, age) in times(&p.stats).into_iter().zip(ps.stats.last) {
             field.store(
                 age.map_or(0, |a| epoch.nanos(back(now, a))),
                 Ordering::Relaxed,

@@ -158,11 +158,17 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-#[test]
-fn a_hand_off_carries_the_state_and_no_secret_in_clear() {
-    let mut token = token_file("clear");
+/// A token file, the token it holds, and an unaltered hand-off with it.
+fn clean_run(tag: &str) -> (TokenFile, [u8; TOKEN_LEN], Outcome) {
+    let mut token = token_file(tag);
     let told = *token.token();
     let out = run(&mut token, told, |_, _| {});
+    (token, told, out)
+}
+
+#[test]
+fn a_hand_off_carries_the_state_and_no_secret_in_clear() {
+    let (token, told, out) = clean_run("clear");
     out.old.expect("old side");
     let got = out.new.expect("new side");
     let back = decode(&got).expect("the state decodes");
@@ -226,9 +232,7 @@ fn a_tampered_state_is_refused_and_the_old_side_serves_on() {
 
 #[test]
 fn a_state_replayed_from_an_earlier_transfer_is_refused() {
-    let mut token = token_file("replay");
-    let told = *token.token();
-    let first = run(&mut token, told, |_, _| {});
+    let (mut token, _, first) = clean_run("replay");
     first.new.expect("first transfer");
     let recorded = Arc::new(first.to_new[OFFER_LEN..].to_vec());
     let told = *token.token();
