@@ -238,8 +238,12 @@ impl Writer {
         self.u8(u8::from(k.initiator));
         self.u64(k.sent);
         self.u64(k.replay_next);
-        for w in k.replay_bitmap {
-            self.u64(w);
+        // Only the words with a bit set (an idle session's window is mostly empty).
+        let set = k.replay_bitmap.iter().filter(|w| **w != 0).count();
+        self.u8(u8::try_from(set).unwrap_or(u8::MAX));
+        for (i, w) in k.replay_bitmap.iter().enumerate().filter(|(_, w)| **w != 0) {
+            self.u8(u8::try_from(i).unwrap_or(u8::MAX));
+            self.u64(*w);
         }
         self.u8(u8::from(k.confirmed));
     }
@@ -357,7 +361,15 @@ impl Reader<'_> {
         let sent = self.u64()?;
         let replay_next = self.u64()?;
         let mut replay_bitmap = [0u64; REPLAY_WORDS];
-        for w in &mut replay_bitmap {
+        let set = usize::from(self.u8()?);
+        if set > REPLAY_WORDS {
+            return Err(DecodeError::Invalid("replay window"));
+        }
+        for _ in 0..set {
+            let i = usize::from(self.u8()?);
+            let w = replay_bitmap
+                .get_mut(i)
+                .ok_or(DecodeError::Invalid("replay window word"))?;
             *w = self.u64()?;
         }
         let confirmed = self.flag("confirmed flag")?;

@@ -382,31 +382,8 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let epoch = Epoch::new(now);
     let port = p.config.interface.listen_port.unwrap_or(0);
     let n = p.layout.pipelines.len();
-    // `--take-over`: the running veil's descriptors and state (it paused meanwhile; if this
-    // process fails before it confirms, the connection closes and the old one resumes).
-    let mut received = match p.take_over {
-        true => Some(
-            handoff::take(&p.name, handoff::Deadlines::default()).map_err(StartError::Handoff)?,
-        ),
-        false => None,
-    };
-    // Every pipeline's socket and TUN queue, while veil is still root.
-    let (tuns, sockets) = match received.as_mut() {
-        Some(r) => takeover::adopt_io(r, &p.name, p.offload, n)?,
-        None => {
-            let io = pipelines::open_io(&p.name, port, p.offload, n)?;
-            (io.tuns, io.sockets)
-        }
-    };
-    let local = sockets[0].local_addr().map_err(StartError::SocketAddress)?;
-    log_offloads(&p.name, p.offload, &tuns[0]);
-    let offloads = tuns[0].offloads();
-    let routing = match received {
-        Some(_) => routing::Routing::inherited(&p.name),
-        None => configure_interface(&tuns[0], &p.config)
-            .map_err(|e| StartError::Interface(p.name.clone(), e))?,
-    };
-
+    // The device and its peers first: with many peers this takes a while (a Diffie-Hellman
+    // each), and under `--take-over` it must not lengthen the running veil's pause.
     let mut device = Device::new(
         p.config.interface.private_key.as_bytes(),
         p.timing,
@@ -434,8 +411,33 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             device.set_peer_migration(id, peer.validate_migration);
         }
     }
+    // `--take-over`: the running veil's descriptors and state (it paused meanwhile; if this
+    // process fails before it confirms, the connection closes and the old one resumes).
+    let mut received = match p.take_over {
+        true => Some(
+            handoff::take(&p.name, handoff::Deadlines::default()).map_err(StartError::Handoff)?,
+        ),
+        false => None,
+    };
+    // Every pipeline's socket and TUN queue, while veil is still root.
+    let (tuns, sockets) = match received.as_mut() {
+        Some(r) => takeover::adopt_io(r, &p.name, p.offload, n)?,
+        None => {
+            let io = pipelines::open_io(&p.name, port, p.offload, n)?;
+            (io.tuns, io.sockets)
+        }
+    };
+    let local = sockets[0].local_addr().map_err(StartError::SocketAddress)?;
+    log_offloads(&p.name, p.offload, &tuns[0]);
+    let offloads = tuns[0].offloads();
+    let routing = match received {
+        Some(_) => routing::Routing::inherited(&p.name),
+        None => configure_interface(&tuns[0], &p.config)
+            .map_err(|e| StartError::Interface(p.name.clone(), e))?,
+    };
+
     if let Some(r) = &received {
-        takeover::restore(&p.name, &mut device, r, now)?;
+        takeover::restore(&p.name, &mut device, r, Instant::now())?;
     }
 
     let control_counters = device.counters().clone();

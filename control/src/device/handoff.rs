@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use rand_core::CryptoRngCore;
 use veil_dataplane::link::{Command, KeypairRole, PeerStats};
 use veil_dataplane::Keypair;
@@ -192,24 +192,38 @@ impl<R: CryptoRngCore> Device<R> {
             .min(MAX_TRANSFER_LAG);
         let then = now.checked_sub(lag).unwrap_or(now);
         let mut done = Restored::default();
+        let mut restored = std::collections::HashSet::new();
         for ps in &state.peers {
             match self.by_key.get(&ps.public_key).copied() {
                 Some(slot) => {
                     done.peers += 1;
-                    self.restore_peer(slot, ps, then, &mut done);
+                    if self.restore_peer(slot, ps, then, &mut done) {
+                        restored.extend(self.peers.get(slot).map(|p| p.id));
+                    }
                 }
                 None => done.gone += 1,
             }
         }
+        // Their sessions go on: the keepalive a new client peer starts with is not needed.
+        self.commands
+            .retain(|c| !matches!(c, Command::SendKeepalive { peer } if restored.contains(peer)));
         self.reschedule();
         Ok(done)
     }
 
-    /// One peer; `now` is the moment of the capture on this clock.
-    fn restore_peer(&mut self, slot: usize, ps: &PeerState, now: Instant, done: &mut Restored) {
+    /// One peer; `now` is the moment of the capture on this clock. True if it got keypairs.
+    /// Its commands are queued whatever the command cap: the state bounds them (at most four
+    /// per peer), and none may be lost before the control loop first runs.
+    fn restore_peer(
+        &mut self,
+        slot: usize,
+        ps: &PeerState,
+        now: Instant,
+        done: &mut Restored,
+    ) -> bool {
         let epoch = self.epoch;
         let Some(p) = self.peers.get_mut(slot) else {
-            return;
+            return false;
         };
         let id = p.id;
         if ps.endpoint.is_some() {
@@ -239,7 +253,7 @@ impl<R: CryptoRngCore> Device<R> {
         }
         if let Some(endpoint) = ps.endpoint {
             self.commands
-                .push_back(Command::SetEndpoint { peer: id, endpoint });
+                .push_back_uncapped(Command::SetEndpoint { peer: id, endpoint });
         }
         // Slots are rebuilt by install order: previous then current as an initiator's
         // (current at once, the old current becomes previous), next as a responder's.
@@ -262,14 +276,14 @@ impl<R: CryptoRngCore> Device<R> {
             }
             self.by_index.insert(k.local_index, slot);
             let Some(p) = self.peers.get_mut(slot) else {
-                return;
+                return false;
             };
             p.indices.push_back(k.local_index);
             let keypair = Arc::new(Keypair::restore(k, now));
             p.installed.push_back((keypair.clone(), role));
             p.keys_live = true;
             installed += 1;
-            self.commands.push_back(Command::InstallKeypair {
+            self.commands.push_back_uncapped(Command::InstallKeypair {
                 peer: id,
                 keypair,
                 role,
@@ -277,13 +291,8 @@ impl<R: CryptoRngCore> Device<R> {
             });
         }
         done.keypairs += installed;
-        if installed > 0 {
-            // The session goes on: the keepalive a new client peer starts with is not needed.
-            self.commands
-                .retain(|c| !matches!(c, Command::SendKeepalive { peer } if *peer == id));
-        }
         if let Some(p) = self.peers.get(slot) {
-            info!(
+            debug!(
                 "peer {}: restored from the hand-off ({installed} keypair(s){})",
                 p.short,
                 if p.session.is_some() {
@@ -293,5 +302,6 @@ impl<R: CryptoRngCore> Device<R> {
                 }
             );
         }
+        installed > 0
     }
 }
