@@ -353,3 +353,83 @@ e2e_test!(take_over_that_fails_after_restoring_rolls_back, {
     }
     assert_eq!(again.stop(), Some(0), "{}", again.log_text());
 });
+
+e2e_test!(take_over_with_two_pipelines_applies_a_changed_config, {
+    let t = Topology::new("hp");
+    let id = std::process::id() % 10000;
+    let iface = format!("hp{id}");
+    let (gw_priv, gw_pub) = keypair();
+    let (cl_priv, cl_pub) = keypair();
+    let (_, gone_pub) = keypair();
+    let (_, added_pub) = keypair();
+    let conf_with = |other: &str| {
+        format!(
+            "[Interface]\nPrivateKey = {gw_priv}\nListenPort = {GW_PORT}\nAddress = 10.9.0.1/24\n\n\
+             [Peer]\nPublicKey = {cl_pub}\nAllowedIPs = 10.9.0.2/32\n\n\
+             [Peer]\nPublicKey = {other}\nAllowedIPs = 10.9.0.7/32\n"
+        )
+    };
+    let gw_conf = t.write(&format!("{iface}.conf"), &conf_with(&gone_pub));
+    let mut gw = veil_up(&t, &t.a(), &gw_conf, &["--pipelines", "2"], &[]);
+    let cl_conf = t.write(
+        &format!("hq{id}.conf"),
+        &one_gateway_client(&cl_priv, &gw_pub),
+    );
+    let _cl = veil_up(&t, &t.b(), &cl_conf, &[], &[]);
+    t.wait_ping(&t.b(), "10.9.0.1");
+    let wg = require("wg");
+    let show = |what: &str| t.ok(&t.a(), &[&wg, "show", &iface, what]);
+    let handshakes = show("latest-handshakes");
+    let conf_s = gw_conf.to_string_lossy().into_owned();
+    let up = |pipelines: &str, name: &str| {
+        t.spawn(
+            &t.a(),
+            name,
+            &[
+                veil_bin(),
+                "up",
+                &conf_s,
+                "--take-over",
+                "--pipelines",
+                pipelines,
+            ],
+            &[("RUST_LOG", "info")],
+        )
+    };
+    // Another number of pipelines than the running veil's: refused, the old one serves on.
+    let mut wrong = up("1", "veil-one-pipeline");
+    assert_eq!(
+        wait_exit(&mut wrong, Duration::from_secs(15)),
+        Some(Some(3)),
+        "{}",
+        wrong.log_text()
+    );
+    assert!(wrong.log_text().contains("take over with --pipelines 2"));
+    assert_eq!(t.ping(&t.b(), "10.9.0.1", 10), 10);
+    // The config changed: one peer removed, one added; the client's session goes on.
+    t.write(&format!("{iface}.conf"), &conf_with(&added_pub));
+    let mut new = up("2", "veil-changed");
+    assert!(
+        wait_log(&new, "took over from pid", Duration::from_secs(10)).is_some(),
+        "{}\nold:\n{}",
+        new.log_text(),
+        gw.log_text()
+    );
+    assert_eq!(wait_exit(&mut gw, Duration::from_secs(10)), Some(Some(0)));
+    assert_eq!(t.ping(&t.b(), "10.9.0.1", 20), 20);
+    t.sha256_copy(&t.b(), &t.a(), "10.9.0.1", 8);
+    let peers = show("peers");
+    assert!(
+        peers.contains(&added_pub) && !peers.contains(&gone_pub),
+        "{peers}"
+    );
+    let now = show("latest-handshakes");
+    let line = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with(&cl_pub))
+            .map(str::to_string)
+    };
+    assert_eq!(line(&now), line(&handshakes), "the client re-handshook");
+    assert!(new.log_text().contains("1 peer(s) not in this config"));
+    assert_eq!(new.stop(), Some(0), "{}", new.log_text());
+});

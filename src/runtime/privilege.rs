@@ -494,6 +494,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// After a live hand-off the sockets are the new process's: `release` keeps the helper
+    /// from removing them when veil's end of the pipe closes.
+    #[test]
+    fn helper_leaves_released_sockets() {
+        let dir = std::env::temp_dir().join(format!("veil-helper-rel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let sock = dir.join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let input = format!("name wgh2\nunlink {}\ngo\nrelease\n", sock.display());
+        serve(&mut input.as_bytes(), &mut Vec::new()).expect("EOF ends it");
+        assert!(sock.exists(), "a released socket was removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn helper_reports_a_failing_hook() {
         let input = "name wgh1\nPostUp echo out; exit 4\ngo\nPostUp\n";
