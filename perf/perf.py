@@ -35,13 +35,15 @@ FIGURES = [
     ("tcp4_cpu", "CPU per GB, TCP 4 streams", "CPU-s/GB", "lower", "tcp4", "{:.2f}"),
     ("udp1400_cpu", "CPU per GB, UDP 1400 B", "CPU-s/GB", "lower", "udp1400", "{:.2f}"),
     ("udp64_cpu", "CPU per GB, UDP 64 B", "CPU-s/GB", "lower", "udp64", "{:.2f}"),
+    ("many_gbps", "TCP, K clients at once (own impl.)", "Gbit/s", "higher", "many", "{:.2f}"),
+    ("many_cpu", "CPU per GB at the gateway, K clients (own impl.)", "CPU-s/GB", "lower", "many", "{:.2f}"),
+    ("manystd_gbps", "TCP, K wireguard-go clients at once", "Gbit/s", "higher", "many-std", "{:.2f}"),
+    ("manystd_cpu", "CPU per GB at the gateway, K wireguard-go clients", "CPU-s/GB", "lower", "many-std", "{:.2f}"),
 ]
 
 
-def load_json_blob(text):
-    """iperf3 -J output, tolerating stray lines around it. iperf3 sometimes prints more than
-    one object (e.g. a second one after a late error): take the last with results, else the
-    last one."""
+def json_objects(text):
+    """Every top-level JSON object in `text`, in order, skipping whatever is between them."""
     dec = json.JSONDecoder()
     objs, i = [], text.find("{")
     while 0 <= i < len(text):
@@ -53,6 +55,14 @@ def load_json_blob(text):
         if isinstance(obj, dict):
             objs.append(obj)
         i = text.find("{", end)
+    return objs
+
+
+def load_json_blob(text):
+    """iperf3 -J output, tolerating stray lines around it. iperf3 sometimes prints more than
+    one object (e.g. a second one after a late error): take the last with results, else the
+    last one."""
+    objs = json_objects(text)
     if not objs:
         raise ValueError("no JSON object in iperf3 output")
     with_results = [o for o in objs if "sum_received" in o.get("end", {})]
@@ -88,6 +98,26 @@ def parse_iperf(text, workload, cpu_s, tunnel):
         m["sent_pps"] = sent / (float(end["sum_sent"]["seconds"]) or 1.0)
     if tunnel and delivered > 0:
         m[workload + "_cpu"] = cpu_s / (delivered / 1e9)
+    return m
+
+
+def parse_many(text, workload, cpu_s, clients):
+    """The many-clients workloads: one iperf3 -J object per client, one after the other. The
+    figure is their summed receiver rate; the CPU is the gateway's alone."""
+    objs = [o for o in json_objects(text) if "sum_received" in o.get("end", {})]
+    if len(objs) != clients:
+        raise ValueError(f"{len(objs)} of {clients} clients reported a result")
+    key = workload.replace("-", "")
+    delivered = sum(float(o["end"]["sum_received"]["bytes"]) for o in objs)
+    m = {
+        "delivered_bytes": delivered,
+        "clients": clients,
+        key + "_gbps": sum(o["end"]["sum_received"]["bits_per_second"] for o in objs) / 1e9,
+        "per_client_gbps": [o["end"]["sum_received"]["bits_per_second"] / 1e9 for o in objs],
+        "retransmits": sum(o["end"].get("sum_sent", {}).get("retransmits") or 0 for o in objs),
+    }
+    if delivered > 0:
+        m[key + "_cpu"] = cpu_s / (delivered / 1e9)
     return m
 
 
@@ -208,6 +238,8 @@ def cmd_record(a):
                         )
                     except (OSError, ValueError, KeyError):
                         pass
+            elif a.workload.startswith("many"):
+                rec["metrics"] = parse_many(text, a.workload, cpu_s, a.clients)
             else:
                 rec["metrics"] = parse_iperf(text, a.workload, cpu_s, tunnel)
         except (ValueError, KeyError, TypeError) as e:
@@ -375,6 +407,9 @@ def cmd_report(a):
         f"veil vs WireGuard peers: median of {reps} run(s), {meta.get('duration')} s each, "
         f"tunnel MTU {meta.get('mtu')}; {meta.get('cores')} × {meta.get('cpu_model')}, "
         f"Linux {meta.get('kernel')}"
+        + (f"; many-clients workloads with K = {meta.get('clients')} clients, veil gateway "
+           f"pipelines {meta.get('pipelines')}"
+           if any(w.startswith("many") for w in meta.get("workloads", "").split()) else "")
     )
     lines.append("")
     many = len(veils) > 2
@@ -434,7 +469,7 @@ def cmd_report(a):
         "versions": versions,
         "parameters": {
             k: meta.get(k)
-            for k in ("duration", "repeat", "probes", "mtu", "pin", "sweep", "only", "workloads")
+            for k in ("duration", "repeat", "probes", "mtu", "pin", "pipelines", "clients", "sweep", "only", "workloads")
         },
         "implementations": impls,
         # The transport AEAD each veil variant ran with (its start-up log line).
@@ -538,6 +573,7 @@ def main():
     r.add_argument("--veil-after")
     r.add_argument("--ns-a", default="")
     r.add_argument("--ns-b", default="")
+    r.add_argument("--clients", type=int, default=1, help="client tunnels of the many-clients workloads")
     s = sub.add_parser("report")
     s.add_argument("--records", required=True)
     s.add_argument("--meta", required=True)

@@ -4,7 +4,8 @@
 # a markdown table, and writes a JSON file and a PNG chart to perf/results/.
 #
 # Usage: perf/run.sh [--duration S] [--repeat N] [--only LIST] [--pin "FLAGS"] [--sweep-pinning]
-#                    [--pipelines N] [--probes N] [--mtu N] [--no-install] [--no-build] [--keep]
+#                    [--pipelines LIST] [--clients K] [--probes N] [--mtu N] [--no-install]
+#                    [--no-build] [--keep]
 #
 #   --duration S      seconds of each iperf3 run (default 4: the default run then takes about
 #                     7 minutes on 2 cores, 10 with a first-time install and build)
@@ -13,12 +14,14 @@
 #                     "veil-pipeline,wireguard-go,tcp1,udp64"; a list naming only implementations
 #                     runs all workloads and the other way round. Implementations: veth
 #                     veil-pipeline veil-single wireguard-go boringtun gotatun. Workloads: tcp1 tcp4
-#                     udp1400 udp64 rtt rtt-load
+#                     udp1400 udp64 rtt rtt-load, and (only when named) many many-std
 #   --pin "FLAGS"     extra flags passed to both veil processes, e.g. "--rx-cpu 1 --crypto-cpu 0"
 #   --sweep-pinning   replace the two veil entries by one per sensible thread-to-CPU layout for
 #                     this machine's CPU count, and report each
-#   --pipelines N     the veil-pipeline server (side a) runs N pipelines (`veil up --pipelines`;
-#                     default 1); veil-single stays one pipeline
+#   --pipelines LIST  the veil-pipeline server (side a) runs N pipelines (`veil up --pipelines`;
+#                     default 1); a comma-separated list (e.g. 1,2) is a sweep: one entry
+#                     veil-pipeline-nN per value. veil-single stays one pipeline
+#   --clients K       client namespaces of the many-clients workloads (default 4, 1..=16)
 #   --probes N        ping probes per RTT measurement (default 1000, 2 ms apart)
 #   --mtu N           MTU of every tunnel (default 1440: 1500-byte veth minus 60 bytes of
 #                     IPv4+UDP+WireGuard overhead, so 1400-byte UDP payloads are not fragmented)
@@ -34,6 +37,12 @@
 #   udp64        the same with 64-byte payloads
 #   rtt          ping, --probes probes 2 ms apart, idle tunnel: p50, p99
 #   rtt-load     the same while one iperf3 TCP stream runs through the tunnel
+#   many         K client namespaces (--clients), each with its own tunnel to the gateway (side a)
+#                over its own veth (198.18.I.0/24, the benchmarking range), each running one
+#                iperf3 TCP stream at once: aggregate receiver Gbit/s, and CPU-seconds of the
+#                gateway process alone per GB. The clients run the gateway's implementation
+#                (veil clients for veil, in the same threading mode)
+#   many-std     the same with standard clients: wireguard-go, whatever the gateway runs
 #
 # Needs root, iproute2 and a Rust toolchain. Leaves nothing behind (namespaces, interfaces,
 # processes, UAPI sockets), also on failure or Ctrl-C. Environment: CARGO_TARGET_DIR is honoured.
@@ -56,6 +65,7 @@ repeat=3
 only=""
 pin=""
 pipelines=1
+clients=4
 sweep=no
 probes=1000
 mtu=1440
@@ -82,6 +92,7 @@ while [ $# -gt 0 ]; do
         --only) need_arg "$@"; only="$2"; shift 2 ;;
         --pin) [ $# -ge 2 ] || die "--pin needs a value"; pin="$2"; shift 2 ;;
         --pipelines) need_arg "$@"; pipelines="$2"; shift 2 ;;
+        --clients) need_arg "$@"; clients="$2"; shift 2 ;;
         --sweep-pinning) sweep=yes; shift ;;
         --probes) need_arg "$@"; probes="$2"; shift 2 ;;
         --mtu) need_arg "$@"; mtu="$2"; shift 2 ;;
@@ -94,6 +105,10 @@ while [ $# -gt 0 ]; do
 done
 [[ "$duration" =~ ^[1-9][0-9]*$ ]] || die "--duration must be a whole number of seconds >= 1, not '$duration'"
 [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a whole number >= 1, not '$repeat'"
+[[ "$pipelines" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--pipelines must be N or a list N,M,... of whole numbers >= 1, not '$pipelines'"
+if ! [[ "$clients" =~ ^[1-9][0-9]*$ ]] || [ "$clients" -gt 16 ]; then
+    die "--clients must be 1..=16, not '$clients'"
+fi
 [[ "$probes" =~ ^[1-9][0-9]*$ ]] || die "--probes must be a whole number >= 1, not '$probes'"
 if ! [[ "$mtu" =~ ^[0-9]+$ ]] || [ "$mtu" -lt 1280 ] || [ "$mtu" -gt 1440 ]; then
     die "--mtu must be 1280..=1440 (the veth is 1500 and WireGuard over IPv4 adds 60), not '$mtu'"
@@ -132,6 +147,7 @@ stop_pids() {
 }
 
 teardown_session() {
+    many_down
     stop_pids
     bash "$repo/scripts/netns.sh" down "$prefix" >/dev/null 2>&1
     rm -f "/var/run/wireguard/$ifa.sock" "/var/run/wireguard/$ifb.sock"
@@ -230,6 +246,8 @@ helper() { "$PY" "$perf_dir/perf.py" "$@"; }
 
 # --- what to run -------------------------------------------------------------------------------
 all_workloads=(tcp1 tcp4 udp1400 udp64 rtt rtt-load)
+# Run only when named in --only (each sets up --clients more tunnels).
+extra_workloads=(many many-std)
 declare -A kind flags_a flags_b
 impls=(veth)
 kind[veth]=veth
@@ -264,7 +282,12 @@ if [ "$sweep" = yes ]; then
     fi
     add_veil "veil-s:no-pin" "$S --no-pin" "$S --no-pin"
 else
-    add_veil veil-pipeline "--threading pipeline --pipelines $pipelines $pin" "--threading pipeline $pin"
+    IFS=',' read -r -a pipeline_counts <<<"$pipelines"
+    for n in "${pipeline_counts[@]}"; do
+        id=veil-pipeline
+        [ "${#pipeline_counts[@]}" -eq 1 ] || id="veil-pipeline-n$n"
+        add_veil "$id" "--threading pipeline --pipelines $n $pin" "--threading pipeline $pin"
+    done
     add_veil veil-single "--threading single $pin" "--threading single $pin"
 fi
 impls+=(wireguard-go boringtun gotatun)
@@ -279,7 +302,7 @@ if [ -n "$only" ]; then
     for w in "${words[@]}"; do
         w="${w// /}"
         [ -n "$w" ] || continue
-        if [[ " ${all_workloads[*]} " == *" $w "* ]]; then
+        if [[ " ${all_workloads[*]} ${extra_workloads[*]} " == *" $w "* ]]; then
             sel_workloads+=("$w")
         elif [ -n "${kind[$w]+x}" ] || { [ "$sweep" = yes ] && [ "$w" = veil ]; }; then
             if [ "$w" = veil ]; then
@@ -288,7 +311,7 @@ if [ -n "$only" ]; then
                 sel_impls+=("$w")
             fi
         else
-            die "--only: '$w' is neither an implementation (${impls[*]}) nor a workload (${all_workloads[*]})"
+            die "--only: '$w' is neither an implementation (${impls[*]}) nor a workload (${all_workloads[*]} ${extra_workloads[*]})"
         fi
     done
 fi
@@ -319,6 +342,7 @@ probes=$probes
 mtu=$mtu
 pin=$pin
 pipelines=$pipelines
+clients=$clients
 sweep=$sweep
 only=$only
 implementations=${sel_impls[*]}
@@ -471,6 +495,106 @@ show_logs() {
     done
 }
 
+# --- many clients: K more namespaces, each with a tunnel to the gateway ------------------------
+many_ns=()   # client namespaces of the running many-clients workload
+many_keys=() # the peers it added to the gateway (public keys)
+many_pids=() # its client tunnels and iperf3 processes
+
+# utime+stime (clock ticks) of the gateway process alone (the first tunnel process started).
+gateway_ticks() {
+    sed 's/.*) //' "/proc/${tunnel_pids[0]}/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+}
+
+many_down() {
+    local p ns key i
+    for p in "${many_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${many_pids[@]}"; do
+        for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    for key in "${many_keys[@]}"; do
+        ip netns exec "$ns_a" wg set "$ifa" peer "$key" remove >/dev/null 2>&1
+    done
+    for ns in "${many_ns[@]}"; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+        ip netns del "$ns" 2>/dev/null
+    done
+    for i in $(seq 1 "$clients"); do rm -f "/var/run/wireguard/${prefix}m$i.sock"; done
+    many_ns=()
+    many_keys=()
+    many_pids=()
+}
+
+# Client I of the many-clients workload: namespace PREFIXcI joined to the gateway's namespace by
+# a veth (198.18.I.1 there, .2 here), a tunnel of kind K with address 10.9.0.(10+I), its peer
+# added to the gateway with `wg set`. Its processes go to many_pids, not tunnel_pids.
+many_client() { # impl kind i
+    local impl="$1" k="$2" i="$3"
+    local ns="${prefix}c$i" iface="${prefix}m$i" addr="10.9.0.$((10 + i))"
+    local priv pub gw_pub before=("${tunnel_pids[@]}")
+    ip netns add "$ns" || return 1
+    many_ns+=("$ns")
+    ip -n "$ns_a" link add "m$i" type veth peer name veth0 netns "$ns" || return 1
+    ip -n "$ns_a" addr add "198.18.$i.1/24" dev "m$i" || return 1
+    ip -n "$ns" addr add "198.18.$i.2/24" dev veth0 || return 1
+    ip -n "$ns_a" link set "m$i" up && ip -n "$ns" link set veth0 up && ip -n "$ns" link set lo up || return 1
+    priv="$(wg genkey)"
+    pub="$(wg pubkey <<<"$priv")"
+    gw_pub="$(wg pubkey <"$work/a.key")"
+    (umask 077 && echo "$priv" >"$work/c$i.key")
+    ip netns exec "$ns_a" wg set "$ifa" peer "$pub" allowed-ips "$addr/32" || return 1
+    many_keys+=("$pub")
+    if [ "$k" = veil ]; then
+        (
+            umask 077
+            printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nMTU = %s\n\n[Peer]\nPublicKey = %s\nEndpoint = 198.18.%s.1:51820\nAllowedIPs = 10.9.0.0/24\n\n%s' \
+                "$priv" "$addr" "$mtu" "$gw_pub" "$i" "$veil_unlimited" >"$work/c$i.conf"
+        )
+        start_veil "$ns" "$iface" "$work/c$i.conf" "${flags_b[$impl]}" || return 1
+    else
+        start_wg_peer "$k" "$ns" "$iface" "$work/c$i.key" "$gw_pub" "$addr/24" "198.18.$i.1:51820" || return 1
+    fi
+    # start_veil / start_wg_peer count the process as a tunnel end: it is a client here.
+    local p
+    for p in "${tunnel_pids[@]}"; do [[ " ${before[*]} " == *" $p "* ]] || many_pids+=("$p"); done
+    tunnel_pids=("${before[@]}")
+    wait_for 100 ip netns exec "$ns" ping -c 1 -W 1 10.9.0.1
+}
+
+many_listening() { # port
+    ip netns exec "$ns_a" ss -ltnH "sport = :$1" | grep -q .
+}
+
+# The many-clients workload: every client's iperf3 JSON, one after the other, in OUT.
+many_clients() { # impl workload out
+    local impl="$1" w="$2" out="$3" k="${kind[$1]}" i p rc=0 iperfs=()
+    [ "$w" = many-std ] && k=wgo
+    for i in $(seq 1 "$clients"); do
+        many_client "$impl" "$k" "$i" || { echo "client $i did not come up" >"$out"; many_down; return 1; }
+    done
+    for i in $(seq 1 "$clients"); do
+        ip netns exec "$ns_a" iperf3 -s -1 -p $((5300 + i)) >"$work/many-server.$i.log" 2>&1 &
+        many_pids+=("$!")
+    done
+    for i in $(seq 1 "$clients"); do
+        wait_for 50 many_listening $((5300 + i)) || { echo "iperf3 server $i did not start" >"$out"; many_down; return 1; }
+    done
+    many_t0="$(gateway_ticks)"
+    for i in $(seq 1 "$clients"); do
+        timeout -k 3 $((duration + 20)) ip netns exec "${prefix}c$i" \
+            iperf3 -c 10.9.0.1 -p $((5300 + i)) -t "$duration" -J --connect-timeout 3000 \
+            >"$out.$i" 2>&1 &
+        iperfs+=("$!")
+        pids+=("$!")
+    done
+    for p in "${iperfs[@]}"; do wait "$p" || rc=1; done
+    many_t1="$(gateway_ticks)"
+    for i in $(seq 1 "$clients"); do cat "$out.$i"; done >"$out"
+    many_down
+    return "$rc"
+}
+
 # --- workloads ---------------------------------------------------------------------------------
 iperf_client() { # out args...
     local out="$1"
@@ -500,6 +624,8 @@ snap() { # file
 measure() { # impl rep workload
     local impl="$1" rep="$2" w="$3" t0 t1 rc=1 try
     local out="$work/$session.$w.out"
+    # The many-clients workloads need a gateway: the plain veth has none.
+    [[ "$w" == many* && "${kind[$impl]}" == veth ]] && return 0
     for try in 1 2; do
         tunnel_alive || { echo "tunnel process died" >"$out"; rc=1; break; }
         snap "$out.snap0"
@@ -510,6 +636,7 @@ measure() { # impl rep workload
             tcp4) iperf_client "$out" -P 4; rc=$? ;;
             udp1400) iperf_client "$out" -u -b 0 -l 1400; rc=$? ;;
             udp64) iperf_client "$out" -u -b 0 -l 64; rc=$? ;;
+            many | many-std) many_clients "$impl" "$w" "$out"; rc=$? ;;
             rtt)
                 run "$out" ip netns exec "$ns_b" ping -n -c "$probes" -i 0.002 -W 1 "$target"
                 rc=$?
@@ -527,6 +654,8 @@ measure() { # impl rep workload
                 ;;
         esac
         t1="$(cpu_ticks)"
+        # The many-clients figure is the gateway's CPU over the iperf3 runs alone.
+        [[ "$w" == many* ]] && { t0="$many_t0"; t1="$many_t1"; }
         snap "$out.snap1"
         veil_counters "$impl" "$out.veil1"
         # ping exits 1 when some probes were lost; the record counts them.
@@ -542,7 +671,7 @@ measure() { # impl rep workload
         --status "$status" --cpu-ticks $((t1 - t0)) --clk-tck "$clk_tck" \
         --snap-before "$out.snap0" --snap-after "$out.snap1" --ns-a "$ns_a" --ns-b "$ns_b" \
         --veil-before "$out.veil0" --veil-after "$out.veil1" \
-        --tunnel "$([ "${kind[$impl]}" = veth ] && echo no || echo yes)"
+        --tunnel "$([ "${kind[$impl]}" = veth ] && echo no || echo yes)" --clients "$clients"
     sleep 0.2
 }
 

@@ -159,8 +159,9 @@ fn iperf_all(t: &Topology, subnets: &[usize], secs: u32) -> Vec<Vec<f64>> {
     runs
 }
 
-/// Four clients of four implementations, `n` pipelines at the gateway.
-fn four_clients(tag: &str, n: &str) {
+/// Four clients of four implementations, `n` pipelines at the gateway in `mode` (`pipeline`:
+/// three threads each; `single`: one thread each, pipeline 0's also running the control work).
+fn four_clients(tag: &str, n: &str, mode: &str) {
     let t = Topology::new(tag);
     let (gw_priv, gw_pub) = keypair();
     let keys: Vec<(String, String)> = (0..4).map(|_| keypair()).collect();
@@ -174,7 +175,13 @@ fn four_clients(tag: &str, n: &str) {
         &format!("{gw_name}.conf"),
         &gateway_conf(&gw_priv, &publics),
     );
-    let mut gw = veil_up(&t, &t.a(), &gw_conf, &["--pipelines", n], &[]);
+    let mut gw = veil_up(
+        &t,
+        &t.a(),
+        &gw_conf,
+        &["--pipelines", n, "--threading", mode],
+        &[],
+    );
     let mut clients = Vec::new();
     for (i, ((_, peer), (cl_priv, _))) in CLIENTS.iter().zip(&keys).enumerate() {
         let k = i + 1;
@@ -193,7 +200,11 @@ fn four_clients(tag: &str, n: &str) {
         .expect("ps");
     let ps = String::from_utf8_lossy(&ps.stdout).into_owned();
     let last = n.parse::<usize>().expect("count") - 1;
-    for thread in ["veil-rx", "veil-crypto", "veil-tx"] {
+    let threads: &[&str] = match mode {
+        "single" => &["veil-single"],
+        _ => &["veil-rx", "veil-crypto", "veil-tx"],
+    };
+    for thread in threads {
         let name = format!("{thread}{last}");
         assert!(
             ps.lines().any(|l| l.trim() == name),
@@ -205,6 +216,8 @@ fn four_clients(tag: &str, n: &str) {
         t.sha256_copy(&t.b(), &t.a(), &format!("10.9.{k}.1"), 200);
     }
     let (_, per) = shown(&t, &gw_name, "crypto.decrypted");
+    // Which pipeline a client lands on is the kernel's hash of its outer 4-tuple, so one
+    // pipeline may carry none of the four (1 run in 8 with two): printed, not asserted.
     eprintln!("decrypted per pipeline: {per:?}");
     for c in &mut clients {
         c.stop();
@@ -220,11 +233,15 @@ fn four_clients(tag: &str, n: &str) {
 }
 
 e2e_test!(two_pipelines_four_clients, {
-    four_clients("p2", "2");
+    four_clients("p2", "2", "pipeline");
 });
 
 e2e_test!(three_pipelines_four_clients, {
-    four_clients("p3", "3");
+    four_clients("p3", "3", "pipeline");
+});
+
+e2e_test!(two_single_threaded_pipelines_four_clients, {
+    four_clients("p1s", "2", "single");
 });
 
 // Rekeys under traffic (shortened timers at both veil ends), a peer added with `wg set`

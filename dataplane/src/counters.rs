@@ -58,6 +58,9 @@ crate::counter_set!(
         handshake_queued,
         /// Handshake messages dropped because the control ring was full.
         drop_handshake_ring_full,
+        /// Handshake messages dropped because their source spent its cookie-reply budget
+        /// under load (the control thread's decision, taken in RX: see `source_filter`).
+        drop_handshake_filtered,
         /// Datagrams that are no WireGuard message (bad type or length).
         drop_malformed,
         /// Datagrams larger than a buffer.

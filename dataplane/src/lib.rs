@@ -27,6 +27,7 @@ pub mod replay;
 pub mod role;
 pub mod route;
 pub mod sampler;
+pub mod source_filter;
 pub mod stage;
 mod sync;
 #[allow(unsafe_code)]

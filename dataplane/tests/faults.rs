@@ -173,8 +173,11 @@ fn udp_batch(n: usize) -> Batch {
 fn enobufs_on_send_is_retried_and_counted() {
     let shared = shared();
     let mut tx = TxStage::new(shared.tx.clone());
+    // One refusal: the retry after the first pause is made whatever the clock says, so this
+    // holds however long a loaded machine keeps the thread off its core during the pause
+    // (with more refusals, a pause stretched past SEND_STALL_LIMIT would end the retries).
     let udp = ShortOfBuffers {
-        refusals: Cell::new(3),
+        refusals: Cell::new(1),
         sent: AtomicU64::new(0),
     };
     let tun = FailingTun { read_errno: 0 };
@@ -182,9 +185,9 @@ fn enobufs_on_send_is_retried_and_counted() {
     assert_eq!(
         udp.sent.load(Ordering::Relaxed),
         5,
-        "all sent after the retries"
+        "all sent after the retry"
     );
-    assert_eq!(shared.tx.udp_retries.load(Ordering::Relaxed), 3);
+    assert_eq!(shared.tx.udp_retries.load(Ordering::Relaxed), 1);
     assert_eq!(shared.tx.udp_datagrams.load(Ordering::Relaxed), 5);
     assert_eq!(shared.tx.udp_errors.load(Ordering::Relaxed), 0);
 }
@@ -211,9 +214,12 @@ fn persistent_enobufs_on_send_gives_up_after_the_stall_limit() {
         5,
         "dropped, counted"
     );
+    // At least the retry after the first pause; at most what pauses growing from 20 µs to
+    // 250 µs fit into the stall limit (about 15), with room: more means it spins. The number
+    // between depends on how long the pauses really took, which a loaded machine stretches.
     let retries = shared.tx.udp_retries.load(Ordering::Relaxed);
     assert!(
-        (5..=200).contains(&retries),
+        (1..=200).contains(&retries),
         "{retries} retries: not backing off"
     );
 }

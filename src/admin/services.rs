@@ -213,7 +213,7 @@ pub fn wire(
     tun_ifindex: u32,
     addresses: &[IpNet],
     control_counters: &Arc<ControlCounters>,
-    tx: &mut TxThread,
+    txs: &mut [&mut TxThread],
 ) -> Result<(Wiring, ControlEnds), WireError> {
     let (shared, udp) = (&all.first.0, &all.first.1);
     let s = shared.clone();
@@ -222,8 +222,11 @@ pub fn wire(
         Threading::Pipeline => s.control_bell.wake_now(),
         Threading::Single => s.rx_bell.wake_now(),
     });
-    let (hub, tx_samples, recorders) = MetricsHub::new(options.metrics_peers).map_err(WireError)?;
-    tx.record_samples(tx_samples);
+    let (hub, tx_samples, recorders) =
+        MetricsHub::new(options.metrics_peers, txs.len()).map_err(WireError)?;
+    for (tx, samples) in txs.iter_mut().zip(tx_samples) {
+        tx.record_samples(samples);
+    }
     let ctx = Arc::new(Context {
         name: name.to_string(),
         admin,

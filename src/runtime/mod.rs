@@ -13,7 +13,9 @@ use veil_dataplane::crypto::{Backend, BackendChoice};
 use veil_dataplane::doorbell::spin_budget;
 use veil_dataplane::io::{UdpHandle, UdpSlot};
 use veil_dataplane::link::Epoch;
-use veil_dataplane::pipeline::{self, PipelineConfig, Readiness, Shared, SingleThread, Waiter};
+use veil_dataplane::pipeline::{
+    self, PipelineConfig, Readiness, Shared, SingleThread, TxThread, Waiter,
+};
 use veil_dataplane::role::Role;
 use veil_dataplane::sys::{self, EventFd, Netlink, Tun};
 use veil_dataplane::timing::Timing;
@@ -473,13 +475,19 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         let rx_wake = move || {
             let _ = wake.wake();
         };
-        shareds.push(Arc::new(match shareds.first() {
-            None => Shared::new(epoch, rx_wake),
-            Some(first) => first.member(rx_wake),
+        let wake = bell.clone();
+        let crypto_wake = move || {
+            let _ = wake.wake();
+        };
+        shareds.push(Arc::new(match (shareds.first(), p.threading) {
+            (None, _) => Shared::new(epoch, rx_wake),
+            (Some(first), Threading::Pipeline) => first.member(rx_wake),
+            (Some(first), Threading::Single) => first.single_member(rx_wake, crypto_wake),
         }));
         bells.push(bell);
     }
     let shared = shareds[0].clone();
+    device.use_source_filter(shared.source_filter.clone());
     let per_pipeline = match p.threading {
         Threading::Pipeline => 3,
         Threading::Single => 1,
@@ -492,6 +500,16 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         ..Default::default()
     };
     let (rx, crypto, mut tx, mut control) = pipeline::build(&cfg, &shared);
+    let mut rest = Vec::new();
+    for (k, s) in shareds.iter().enumerate().skip(1) {
+        let (rx, crypto, tx, ctl) = pipeline::build(&cfg, s);
+        control.serve(ctl, s.clone());
+        rest.push((k, rx, crypto, tx));
+    }
+    // Every pipeline's TX records into the metrics' histograms.
+    let mut txs: Vec<&mut TxThread> = std::iter::once(&mut tx)
+        .chain(rest.iter_mut().map(|(_, _, _, tx)| tx))
+        .collect();
     let mut service_options = p.services;
     if let Some(fd) = received
         .as_mut()
@@ -514,7 +532,7 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         tuns[0].ifindex(),
         &p.config.interface.addresses,
         &control_counters,
-        &mut tx,
+        &mut txs,
     )
     .map_err(StartError::Wire)?;
     let busy = Role::threads(p.threading == Threading::Single).len() * n;
@@ -570,12 +588,6 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     .map_err(StartError::Privileges)?;
     let threads_started = Instant::now();
     let mut threads = Vec::new();
-    let mut rest = Vec::new();
-    for (k, s) in shareds.iter().enumerate().skip(1) {
-        let (rx, crypto, tx, ctl) = pipeline::build(&cfg, s);
-        control.serve(ctl, s.clone());
-        rest.push((k, rx, crypto, tx));
-    }
     let io = |k: usize| {
         (
             udps[k].clone(),
@@ -604,19 +616,30 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             )?);
         }
         Threading::Single => {
-            // One pipeline only (threading::layout refuses more in single mode).
-            let (u, t, bell, s) = io(0);
-            let waiter = IoWaiter {
-                udp: u.handle(),
-                tun: t.clone(),
-                bell,
+            // Pipeline 0's thread also runs the control work (for every pipeline: `serve`
+            // above); the others run their stages only.
+            let single = |k: usize| {
+                let (u, t, bell, s) = io(k);
+                let waiter = IoWaiter {
+                    udp: u.handle(),
+                    tun: t.clone(),
+                    bell,
+                };
+                let name = crate::admin::context::pipeline_thread(Role::Single, k);
+                (name, p.layout.pipelines[k].rx, (u, t, waiter, s))
             };
-            let single = SingleThread::new((rx, crypto, tx, control));
-            threads.push(spawn(
-                Role::Single.thread_name().to_string(),
-                p.layout.pipelines[0].rx,
-                move || single.run(&u.handle(), &*t, &waiter, &mut device, &s),
-            )?);
+            let (name, cpu, (u, t, waiter, s)) = single(0);
+            let first = SingleThread::new((rx, crypto, tx, control));
+            threads.push(spawn(name, cpu, move || {
+                first.run(&u.handle(), &*t, &waiter, &mut device, &s)
+            })?);
+            for (k, rx, crypto, tx) in rest {
+                let (name, cpu, (u, t, waiter, s)) = single(k);
+                let member = SingleThread::member((rx, crypto, tx));
+                threads.push(spawn(name, cpu, move || {
+                    member.run_member(&u.handle(), &*t, &waiter, &s)
+                })?);
+            }
         }
     }
     info!(

@@ -12,11 +12,13 @@
 //!
 //! Pipelines (`--pipelines`, `[threading] pipelines`; default 1):
 //! - `auto` is the CPUs this process may use divided by 3 (RX, crypto and TX of a pipeline
-//!   each want a core), at least 1; in single mode one pipeline (single-threaded mode runs
-//!   one pipeline: `pipelines` above 1 needs pipeline mode and is refused in single mode).
+//!   each want a core), at least 1; in single mode one pipeline (a number asks for more: each
+//!   then runs on one thread, `veil-single`, `veil-single1`, …, and pipeline 0's also runs
+//!   the control work).
 //! - One pipeline is laid out as above. Several are laid out over a CPU list (`--cpus`,
 //!   `[threading] cpus`, else every CPU this process may use, in order): pipeline `p`'s RX,
-//!   crypto and TX threads take the list's CPUs `3p`, `3p + 1`, `3p + 2`, wrapping around.
+//!   crypto and TX threads take the list's CPUs `3p`, `3p + 1`, `3p + 2`, wrapping around
+//!   (in single mode pipeline `p`'s one thread takes CPU `p`).
 //!   The per-thread flags (`--rx-cpu`, …) pin one pipeline's threads only and are refused
 //!   with several; `--control-cpu` still pins the one control thread.
 //! - A layout that puts two threads of one pipeline on one CPU while some CPU this process
@@ -128,11 +130,6 @@ pub enum ThreadingError {
 pub enum LayoutError {
     /// The flags and file as for one pipeline.
     Threading(ThreadingError),
-    /// More than one pipeline in single-threaded mode.
-    SingleMode {
-        /// Pipelines asked for.
-        pipelines: usize,
-    },
     /// A per-thread CPU flag or key with several pipelines (or with a CPU list).
     PerThreadCpu {
         /// The flag or key.
@@ -166,11 +163,6 @@ impl fmt::Display for LayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Threading(e) => e.fmt(f),
-            Self::SingleMode { pipelines } => write!(
-                f,
-                "veil up: {pipelines} pipelines need pipeline mode; single-threaded mode runs one \
-                 (use --threading pipeline, or pipelines = 1)"
-            ),
             Self::PerThreadCpu { name } => write!(
                 f,
                 "veil up: {name} pins the threads of one pipeline; with several pipelines or a \
@@ -336,9 +328,6 @@ pub fn layout(
             mode,
             pipelines: vec![one],
         });
-    }
-    if n > 1 && mode == Threading::Single {
-        return Err(LayoutError::SingleMode { pipelines: n });
     }
     let per_thread = [
         ("--rx-cpu", flags.cpus.rx),
@@ -596,14 +585,19 @@ mod tests {
             lay(&pipes(2, Some("0,9")), &cpus),
             Err(LayoutError::ListCpuMissing { cpu: 9, .. })
         ));
+        // Single mode: one thread per pipeline, one CPU each.
         let flags = ThreadFlags {
             threading: Some(Threading::Single),
             ..pipes(2, None)
         };
-        assert!(matches!(
-            lay(&flags, &cpus),
-            Err(LayoutError::SingleMode { pipelines: 2 })
-        ));
+        let single = lay(&flags, &cpus).unwrap();
+        assert_eq!(single.mode, Threading::Single);
+        let rx: Vec<Option<usize>> = single.pipelines.iter().map(|p| p.rx).collect();
+        assert_eq!(rx, vec![Some(0), Some(1)]);
+        assert!(single
+            .pipelines
+            .iter()
+            .all(|p| p.crypto.is_none() && p.tx.is_none()));
         let flags = ThreadFlags {
             cpus: Pinning {
                 rx: Some(1),

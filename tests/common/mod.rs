@@ -457,6 +457,13 @@ impl Drop for Topology {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // A failing test keeps its logs and configs for the reader; a passing one leaves
+        // nothing behind (some tests write hundreds of MB of copy data here).
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.dir.display());
+        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
+            eprintln!("removing {}: {e}", self.dir.display());
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -12,6 +13,8 @@ use veil_dataplane::counters::bump;
 use veil_dataplane::link::Command;
 use veil_dataplane::priority::{Degradation, PriorityMap};
 use veil_dataplane::ratelimit::{RateLimit, TokenBucket};
+pub use veil_dataplane::source_filter::source_key as limit_key;
+use veil_dataplane::source_filter::SourceFilter;
 
 use super::Device;
 use crate::degradation::{DegradationController, DegradationPolicy, LoadSample};
@@ -86,6 +89,9 @@ pub(super) struct Protection {
     reply_buckets: HashMap<IpAddr, TokenBucket>,
     /// Last collection of `buckets` and `reply_buckets`.
     collected: Option<Instant>,
+    /// Where a source that spent its cookie replies is written, so that RX drops its
+    /// further handshake messages until the budget refills (shared with every pipeline).
+    pub(super) source_filter: Arc<SourceFilter>,
     /// Live sessions allowed while Critical.
     session_cap: Option<usize>,
     refusal_logged: Option<Instant>,
@@ -100,6 +106,7 @@ impl Protection {
             buckets: HashMap::new(),
             reply_buckets: HashMap::new(),
             collected: None,
+            source_filter: Arc::default(),
             session_cap: None,
             refusal_logged: None,
         }
@@ -117,18 +124,6 @@ impl Protection {
             Some(l) => *l,
             None if we_are_its_client => RateLimit::UNLIMITED,
             None => self.config.default_limit,
-        }
-    }
-}
-
-/// The key of the handshake limit for a source: an IPv4 address, or the /64 of an IPv6 one
-/// (a host usually holds a whole /64), as the kernel does.
-pub fn limit_key(src: SocketAddr) -> IpAddr {
-    match src.ip().to_canonical() {
-        IpAddr::V4(a) => IpAddr::V4(a),
-        IpAddr::V6(a) => {
-            let bits = u128::from(a) & !(u128::from(u64::MAX));
-            IpAddr::V6(bits.into())
         }
     }
 }
@@ -250,16 +245,12 @@ impl<R: CryptoRngCore> Device<R> {
     /// flood costs: beyond the rate the message is dropped, counted, and never reaches Noise.
     pub(super) fn admit_cookie_reply(&mut self, src: SocketAddr, now: Instant) -> bool {
         self.collect_handshake_limit(now);
+        let key = limit_key(src);
         let table = &mut self.protection.reply_buckets;
-        let ok = take(
-            table,
-            limit_key(src),
-            COOKIE_REPLIES_PER_SEC,
-            COOKIE_REPLY_BURST,
-            now,
-        );
+        let ok = take(table, key, COOKIE_REPLIES_PER_SEC, COOKIE_REPLY_BURST, now);
         if !ok {
             bump(&self.counters.cookie_replies_limited, 1);
+            self.filter_until_refilled(key, now);
         }
         ok
     }
@@ -268,15 +259,36 @@ impl<R: CryptoRngCore> Device<R> {
     /// them (a flood) has its further messages dropped for the price of a table lookup,
     /// counted in `cookie_replies_limited`, until its budget refills.
     pub(super) fn flood_prefilter(&mut self, src: SocketAddr, now: Instant) -> bool {
-        let Some(bucket) = self.protection.reply_buckets.get_mut(&limit_key(src)) else {
+        let key = limit_key(src);
+        let Some(bucket) = self.protection.reply_buckets.get_mut(&key) else {
             return true;
         };
         bucket.refill(now, COOKIE_REPLIES_PER_SEC, COOKIE_REPLY_BURST);
         let left = bucket.has(1.0);
         if !left {
             bump(&self.counters.cookie_replies_limited, 1);
+            self.filter_until_refilled(key, now);
         }
         left
+    }
+
+    /// `key` has no cookie reply left: RX drops its handshake messages until its bucket holds
+    /// a token again (what [`Device::flood_prefilter`] would decide for each of them here).
+    fn filter_until_refilled(&mut self, key: IpAddr, now: Instant) {
+        let tokens = self
+            .protection
+            .reply_buckets
+            .get(&key)
+            .map_or(0.0, TokenBucket::tokens);
+        let wait = ((1.0 - tokens).max(0.0) / COOKIE_REPLIES_PER_SEC).min(1.0);
+        self.protection
+            .source_filter
+            .block(key, now, now + Duration::from_secs_f64(wait));
+    }
+
+    /// Share the filter RX reads (the runtime gives every pipeline's RX the same one).
+    pub fn use_source_filter(&mut self, filter: Arc<SourceFilter>) {
+        self.protection.source_filter = filter;
     }
 
     /// Forget, once a [`COLLECT_EVERY`], the sources idle for as long (on the control
@@ -438,6 +450,22 @@ mod tests {
         );
         // 500 a second: one more after 2 ms.
         assert!(d.admit_cookie_reply(src("192.0.2.9:1"), t0 + Duration::from_millis(3)));
+    }
+
+    #[test]
+    fn a_source_out_of_cookie_replies_is_filtered_in_rx_until_it_refills() {
+        let (mut d, t0) = device();
+        let filter = std::sync::Arc::new(SourceFilter::default());
+        d.use_source_filter(filter.clone());
+        while d.admit_cookie_reply(src("192.0.2.9:1"), t0) {}
+        assert!(filter.blocks(src("192.0.2.9:7"), t0), "spent: RX drops it");
+        assert!(!filter.blocks(src("192.0.2.10:1"), t0), "another source");
+        // One token comes back after 2 ms (500 a second): from then on, RX lets it through
+        // again, and the control thread decides as before.
+        assert!(filter.blocks(src("192.0.2.9:7"), t0 + Duration::from_micros(1_900)));
+        let refilled = t0 + Duration::from_micros(2_100);
+        assert!(!filter.blocks(src("192.0.2.9:7"), refilled));
+        assert!(d.flood_prefilter(src("192.0.2.9:1"), refilled));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::io::{DatagramIo, PacketIo};
 use crate::link::{Command, Epoch, Event, HandshakeDatagram};
 use crate::role::{Role, HEARTBEAT_SLOTS};
 use crate::sampler::Recorder;
+use crate::source_filter::SourceFilter;
 use crate::stage::{CryptoStage, EventSink, RxStage, TxStage};
 #[cfg(debug_assertions)]
 use crate::test_hooks::TestHooks;
@@ -145,6 +146,9 @@ pub struct Shared {
     pub control_bell: Arc<Doorbell>,
     /// RX counters.
     pub rx: Arc<RxCounters>,
+    /// Sources whose handshake messages RX drops (the control thread writes it; one for
+    /// every pipeline).
+    pub source_filter: Arc<SourceFilter>,
     /// Crypto counters.
     pub crypto: Arc<CryptoCounters>,
     /// TX counters.
@@ -177,6 +181,7 @@ impl Shared {
             tx_bell: Doorbell::for_thread(),
             control_bell: Arc::new(Doorbell::for_thread()),
             rx: Arc::default(),
+            source_filter: Arc::default(),
             crypto: Arc::default(),
             tx: Arc::default(),
             inbound: ByteQueue::default(),
@@ -194,7 +199,22 @@ impl Shared {
     pub fn member(&self, rx_wake: impl Fn() + Send + Sync + 'static) -> Self {
         Self {
             control_bell: self.control_bell.clone(),
+            source_filter: self.source_filter.clone(),
             ..Self::new(self.epoch, rx_wake)
+        }
+    }
+
+    /// [`Shared::member`] for single-threaded mode: the pipeline's one thread waits in poll on
+    /// its eventfd, so the control work's commands (which ring the crypto doorbell) must write
+    /// that eventfd too: `crypto_wake` does.
+    pub fn single_member(
+        &self,
+        rx_wake: impl Fn() + Send + Sync + 'static,
+        crypto_wake: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            crypto_bell: Doorbell::custom(crypto_wake),
+            ..self.member(rx_wake)
         }
     }
 
@@ -394,7 +414,7 @@ pub fn build(
     let (ev_p, ev_c) = RingBuffer::new(cfg.control_ring);
     (
         RxThread {
-            stage: RxStage::new(shared.rx.clone()),
+            stage: RxStage::new(shared.rx.clone(), shared.source_filter.clone()),
             free: rx_free_c,
             to_crypto: rx_to_crypto_p,
             to_control: hs_in_p,

@@ -15,6 +15,7 @@ use crate::link::HandshakeDatagram;
 use crate::offload::{
     finish_checksum, GsoType, SplitPlan, VnetHdr, MAX_SUPER_PACKET, VNET_HDR_LEN,
 };
+use crate::source_filter::SourceFilter;
 use crate::wire::{
     message_type, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN, TRANSPORT_HEADER_LEN,
     TRANSPORT_MIN_LEN, TYPE_COOKIE_REPLY, TYPE_INITIATION, TYPE_RESPONSE, TYPE_TRANSPORT,
@@ -32,15 +33,18 @@ super::ring_and_vec_sinks!(HandshakeSink, offer, HandshakeDatagram);
 #[derive(Debug)]
 pub struct RxStage {
     counters: Arc<RxCounters>,
+    /// Sources whose handshake messages are dropped here (written by the control thread).
+    filter: Arc<SourceFilter>,
     split: SplitState,
     gro: GroState,
 }
 
 impl RxStage {
-    /// A stage reporting into `counters`.
-    pub fn new(counters: Arc<RxCounters>) -> Self {
+    /// A stage reporting into `counters`, dropping the handshake messages `filter` blocks.
+    pub fn new(counters: Arc<RxCounters>, filter: Arc<SourceFilter>) -> Self {
         Self {
             counters,
+            filter,
             split: SplitState::default(),
             gro: GroState::default(),
         }
@@ -98,6 +102,11 @@ impl RxStage {
                 (Some(TYPE_INITIATION), INITIATION_LEN)
                 | (Some(TYPE_RESPONSE), RESPONSE_LEN)
                 | (Some(TYPE_COOKIE_REPLY), COOKIE_REPLY_LEN) => {
+                    if self.filter.blocks(meta.addr, now) {
+                        bump(&self.counters.drop_handshake_filtered, 1);
+                        meta.len = 0;
+                        continue;
+                    }
                     let queued = HandshakeDatagram::new(msg, meta.addr, Some(now))
                         .is_some_and(|d| handshakes.offer(d));
                     if queued {
@@ -464,7 +473,7 @@ mod tests {
     #[test]
     fn super_packets_split_across_batches_and_bad_ones_are_counted_drops() {
         let counters = Arc::new(RxCounters::default());
-        let mut rx = RxStage::new(counters.clone());
+        let mut rx = RxStage::new(counters.clone(), Arc::default());
         let tun = QueuedTun::default();
         // 100 segments: more than a batch holds.
         let big = super_packet(false, true, 0, &[3u8; 100 * 600], 0x18);

@@ -86,11 +86,36 @@ impl HistogramData {
     }
 }
 
+/// One histogram recorded by every pipeline's TX: a collector each, read as their sum.
+#[derive(Debug)]
+struct PerPipeline {
+    first: Collector,
+    rest: Vec<Collector>,
+}
+
+impl PerPipeline {
+    fn new(rest: Vec<Collector>, first: Collector) -> Self {
+        Self { first, rest }
+    }
+
+    /// The sum of what every pipeline handed over so far.
+    fn total(&mut self) -> hdrhistogram::Histogram<u64> {
+        let mut total = self.first.collect().clone();
+        for c in &mut self.rest {
+            // Same bounds on every side, so adding cannot fail; a failure would only lose
+            // samples.
+            let _ = total.add(c.collect());
+        }
+        total
+    }
+}
+
 /// The reading side of every histogram, shared by the metrics endpoint and `veil show`.
 #[derive(Debug)]
 pub struct MetricsHub {
-    rx_to_tx: Mutex<Collector>,
-    batch_size: Mutex<Collector>,
+    /// One collector per pipeline (each pipeline's TX records its own); read as their sum.
+    rx_to_tx: Mutex<PerPipeline>,
+    batch_size: Mutex<PerPipeline>,
     handshake_processing: Mutex<Collector>,
     handshake_queue: Mutex<Collector>,
     /// Initiations per completed handshake, standard peers and veil peers.
@@ -145,10 +170,27 @@ impl MetricsHub {
     /// A hub, with the recorders for the TX thread and the control thread.
     pub fn new(
         peer_series: usize,
-    ) -> Result<(Arc<Self>, TxSamples, HandshakeRecorders), BoundsError> {
+        pipelines: usize,
+    ) -> Result<(Arc<Self>, Vec<TxSamples>, HandshakeRecorders), BoundsError> {
         let ns = || histogram_pair(1, NS_HIGH, HANDOVER);
-        let (lat_r, lat_c) = ns()?;
-        let (bat_r, bat_c) = histogram_pair(1, 1024, HANDOVER)?;
+        let batches = || histogram_pair(1, 1024, HANDOVER);
+        let (lat_r, lat_first) = ns()?;
+        let (bat_r, bat_first) = batches()?;
+        let mut samples = vec![TxSamples {
+            latency_ns: lat_r,
+            batch_size: bat_r,
+        }];
+        let (mut lat_rest, mut bat_rest) = (Vec::new(), Vec::new());
+        for _ in 1..pipelines {
+            let (lat_r, lat) = ns()?;
+            let (bat_r, bat) = batches()?;
+            samples.push(TxSamples {
+                latency_ns: lat_r,
+                batch_size: bat_r,
+            });
+            lat_rest.push(lat);
+            bat_rest.push(bat);
+        }
         let (hp_r, hp_c) = ns()?;
         let (hq_r, hq_c) = ns()?;
         let count = || histogram_pair(1, RETRANSMIT_HIGH, HANDOVER);
@@ -156,8 +198,8 @@ impl MetricsHub {
         let (rv_r, rv_c) = count()?;
         Ok((
             Arc::new(Self {
-                rx_to_tx: Mutex::new(lat_c),
-                batch_size: Mutex::new(bat_c),
+                rx_to_tx: Mutex::new(PerPipeline::new(lat_rest, lat_first)),
+                batch_size: Mutex::new(PerPipeline::new(bat_rest, bat_first)),
                 handshake_processing: Mutex::new(hp_c),
                 handshake_queue: Mutex::new(hq_c),
                 retransmit_standard: Mutex::new(rs_c),
@@ -165,10 +207,7 @@ impl MetricsHub {
                 peer_series,
                 started: SystemTime::now(),
             }),
-            TxSamples {
-                latency_ns: lat_r,
-                batch_size: bat_r,
-            },
+            samples,
             HandshakeRecorders {
                 processing: hp_r,
                 queue: hq_r,
@@ -186,14 +225,14 @@ impl MetricsHub {
                 "Time from RX reading a batch to TX finishing it (decrypt or encrypt included).",
                 LATENCY_BUCKETS,
                 1e9,
-                self.rx_to_tx.lock().collect(),
+                &self.rx_to_tx.lock().total(),
             ),
             HistogramData::from_hdr(
                 "batch_size_packets",
                 "Packets per batch finished by TX.",
                 BATCH_BUCKETS,
                 1.0,
-                self.batch_size.lock().collect(),
+                &self.batch_size.lock().total(),
             ),
             HistogramData::from_hdr(
                 "handshake_processing_seconds",

@@ -74,7 +74,8 @@ pub(crate) mod testdata {
     use veil_dataplane::link::PeerId;
 
     pub fn data(peers: usize) -> MetricsData {
-        let (hub, mut tx, mut handshakes) = MetricsHub::new(2).unwrap();
+        let (hub, mut txs, mut handshakes) = MetricsHub::new(2, 2).unwrap();
+        let (mut tx, mut tx1) = (txs.remove(0), txs.remove(0));
         handshakes.record_round(veil_control::device::HandshakeRound {
             veil_peer: false,
             initiations: 3,
@@ -85,6 +86,9 @@ pub(crate) mod testdata {
         tx.batch_size.record(64);
         tx.latency_ns.flush_if_due(Instant::now());
         tx.batch_size.flush_if_due(Instant::now());
+        // A second pipeline's TX: its samples are added to the same series.
+        tx1.batch_size.record(32);
+        tx1.batch_size.flush_if_due(Instant::now());
         let peers = (0..peers)
             .map(|i| PeerSnapshot {
                 id: PeerId(i as u32),

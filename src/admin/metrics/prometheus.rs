@@ -540,7 +540,9 @@ mod tests {
         assert!(text.contains("veil_rx_to_tx_latency_seconds_bucket{le=\"0.0025\"} 2"));
         assert!(text.contains("veil_rx_to_tx_latency_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("veil_rx_to_tx_latency_seconds_count 2"));
-        assert!(text.contains("veil_batch_size_packets_bucket{le=\"64\"} 1"));
+        // Two pipelines' TX recorded a batch each (64 and 32 packets): one series, both in it.
+        assert!(text.contains("veil_batch_size_packets_bucket{le=\"64\"} 2"));
+        assert!(text.contains("veil_batch_size_packets_count 2"));
         // retransmit_count: one family, a series per peer class.
         let r = "veil_handshake_retransmit_count";
         assert!(text.contains(&format!("{r}_bucket{{class=\"standard\",le=\"2\"}} 0")));
