@@ -498,14 +498,13 @@ mod tests {
     /// from removing them when veil's end of the pipe closes.
     #[test]
     fn helper_leaves_released_sockets() {
-        let dir = std::env::temp_dir().join(format!("veil-helper-rel-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let sock = dir.join("s.sock");
+        let sock = std::env::temp_dir().join(format!("veil-rel-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
         let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
         let input = format!("name wgh2\nunlink {}\ngo\nrelease\n", sock.display());
         serve(&mut input.as_bytes(), &mut Vec::new()).expect("EOF ends it");
         assert!(sock.exists(), "a released socket was removed");
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&sock);
     }
 
     #[test]
