@@ -22,6 +22,12 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Most peers a state may hold (a bound on what untrusted bytes can make us allocate).
 pub const MAX_PEERS: usize = 1 << 20;
 
+/// The most bytes of a state before its peers, and of one peer (three keypairs with full
+/// replay windows): [`encode`] reserves this much at once.
+const HEADER_MAX: usize = 1 + 32 + 8 + 1 + 32 + 8 + 8 + 8;
+const PEER_MAX: usize = 32 + 27 + 9 + 13 + 1 + 30 + 3 * KEYPAIR_MAX + 4 * 8 + 4 * 9;
+const KEYPAIR_MAX: usize = 1 + 64 + 4 + 4 + 8 + 1 + 8 + 8 + 1 + REPLAY_WORDS * 9 + 1;
+
 /// A device's sessions, as captured.
 #[derive(Debug)]
 pub struct HandoffState {
@@ -113,8 +119,10 @@ impl std::error::Error for DecodeError {}
 
 /// The state's bytes (wiped when dropped).
 pub fn encode(state: &HandoffState) -> Zeroizing<Vec<u8>> {
+    // Room for the largest form up front: a buffer that grew would leave key bytes behind in
+    // the memory it gave back, where zeroizing the final one cannot reach them.
     let mut w = Writer(Zeroizing::new(Vec::with_capacity(
-        64 + state.peers.len() * 512,
+        HEADER_MAX + state.peers.len() * PEER_MAX,
     )));
     w.u8(FORMAT_VERSION);
     w.bytes(&state.interface_public);
@@ -506,6 +514,21 @@ mod tests {
         assert_eq!(back.peers[1].endpoint, s.peers[1].endpoint);
         // The same bytes again: the encoding is a function of the state.
         assert_eq!(&encode(&back)[..], &bytes[..]);
+    }
+
+    #[test]
+    fn the_largest_form_fits_what_encode_reserves() {
+        let mut s = state();
+        for p in &mut s.peers {
+            p.endpoint = Some("[2001:db8::1]:7".parse().unwrap_or_else(|_| unreachable!()));
+            p.keypairs = [Some(keypair(1)), Some(keypair(2)), Some(keypair(3))];
+            for k in p.keypairs.iter_mut().flatten() {
+                k.replay_bitmap = [u64::MAX; REPLAY_WORDS];
+            }
+        }
+        let bytes = encode(&s);
+        assert!(bytes.len() <= HEADER_MAX + s.peers.len() * PEER_MAX);
+        assert_eq!(bytes.capacity(), HEADER_MAX + s.peers.len() * PEER_MAX);
     }
 
     #[test]

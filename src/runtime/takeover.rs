@@ -75,8 +75,11 @@ impl Listening {
         }
     }
 
-    /// veil ends: the token goes (the socket file is removed with the others).
+    /// veil ends: the token and the socket file go (after veil gave up root, the privileged
+    /// helper removes the socket file; the token file then stays, holding a token nothing
+    /// listens for).
     pub fn close(self) {
+        let _ = std::fs::remove_file(&self.path);
         self.token.remove();
     }
 }
