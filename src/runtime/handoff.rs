@@ -19,10 +19,10 @@
 //!    and an altered byte fails the tag.
 //! 4. new: restores the state, starts its dataplane on those descriptors, checks its threads
 //!    beat, and sends **ready** (a MAC under the transfer key).
-//! 5. old: stops its operator services (leaving their sockets, which now belong to the new
-//!    process) and its dataplane, answers **released**, and exits 0 without undoing anything
-//!    the interface has (routes, rules, DNS). The new process starts its services on the
-//!    listeners it was given. **Completed.**
+//! 5. old: answers **released**, then stops its operator services (leaving their socket
+//!    files, which now belong to the new process) and its dataplane, and exits 0 without
+//!    undoing anything the interface has (routes, rules, DNS). The new process starts its
+//!    services on the listeners it was given. **Completed.**
 //!
 //! Anything that fails before *ready* (a bad MAC, a deadline, a state the new process
 //! refuses, the new process dying) is **failed**: the old process resumes (RX reads again, its
