@@ -98,6 +98,11 @@ pub struct UpArgs {
     #[argh(switch)]
     pub no_offload: bool,
 
+    /// take over from the veil running this interface, keeping every session
+    /// (a live hand-off on this host: an upgrade or a restart)
+    #[argh(switch)]
+    pub take_over: bool,
+
     /// serve Prometheus metrics (GET /metrics) and health (GET /healthz) over
     /// HTTP on this address, e.g. 127.0.0.1:9586
     #[argh(option)]

@@ -11,6 +11,7 @@
 pub mod breaker;
 pub mod degradation;
 pub mod device;
+pub mod handoff;
 pub mod handshake;
 pub mod migration;
 pub mod noise;

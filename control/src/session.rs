@@ -172,6 +172,21 @@ impl Session {
         }
     }
 
+    /// An active session carried over from another process (a live hand-off): its id, when it
+    /// started and its migrations, in this process's clock.
+    pub fn restored(
+        id: u64,
+        started: Instant,
+        migrations: u32,
+        last_migration: Option<Instant>,
+    ) -> Self {
+        Self {
+            migrations,
+            last_migration,
+            ..Self::new(id, started)
+        }
+    }
+
     /// Is the session still carrying traffic (active or draining)?
     pub fn is_live(&self) -> bool {
         matches!(self.state, SessionState::Active | SessionState::Draining)

@@ -8,7 +8,8 @@
 use crate::REJECT_AFTER_MESSAGES;
 
 const WORD_BITS: u64 = u64::BITS as u64;
-const WORDS: usize = 128;
+/// Words of the bitmap ([`ReplayWindow::to_parts`]).
+pub const WORDS: usize = 128;
 const TOTAL_BITS: u64 = WORDS as u64 * WORD_BITS;
 
 /// How many counters behind the newest one are still accepted (8128).
@@ -88,6 +89,21 @@ impl ReplayWindow {
         true
     }
 
+    /// The window's state, to carry it into another process (a live hand-off): one more than
+    /// the highest counter accepted, and the bitmap.
+    pub fn to_parts(&self) -> (u64, [u64; WORDS]) {
+        (self.next, self.bitmap)
+    }
+
+    /// A window from [`ReplayWindow::to_parts`]. `next` past the reject limit is clamped there
+    /// (every later counter is refused, as it would have been).
+    pub fn from_parts(next: u64, bitmap: [u64; WORDS]) -> Self {
+        Self {
+            next: next.min(REJECT_AFTER_MESSAGES),
+            bitmap,
+        }
+    }
+
     fn slot(c: u64) -> (usize, u64) {
         (
             ((c / WORD_BITS) % WORDS as u64) as usize,
@@ -99,6 +115,24 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_carry_the_window() {
+        let mut w = ReplayWindow::new();
+        for c in [0, 1, 5, 9000, 9002] {
+            assert!(w.check_and_update(c));
+        }
+        let (next, bitmap) = w.to_parts();
+        let mut back = ReplayWindow::from_parts(next, bitmap);
+        for c in [5, 9000, 9002, 0] {
+            assert!(
+                !back.check_and_update(c),
+                "replayed counter {c} accepted after restore"
+            );
+        }
+        assert!(back.check_and_update(9001));
+        assert!(back.check_and_update(9003));
+    }
 
     #[test]
     fn in_order_accepted_once() {

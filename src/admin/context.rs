@@ -51,9 +51,49 @@ pub struct Context {
     pub layout: Vec<String>,
     /// Networks of the interface's own addresses: their routes are the kernel's, never removed.
     pub own_networks: Vec<IpNet>,
+    /// Live hand-offs this process took part in.
+    pub handoffs: HandoffStats,
     /// Test-only stall and panic hooks.
     #[cfg(debug_assertions)]
     pub test_hooks: crate::test_hooks::TestHooks,
+}
+
+/// Live hand-offs (issue 15) this process took part in, for `/metrics` and `veil show`.
+#[derive(Debug, Default)]
+pub struct HandoffStats {
+    /// Take-overs that completed into this process (it started with one, or not).
+    pub completed: std::sync::atomic::AtomicU64,
+    /// Take-overs of this process that failed and were rolled back.
+    pub rolled_back: std::sync::atomic::AtomicU64,
+    /// How long the last one kept traffic waiting, in microseconds (0: none yet).
+    pub last_pause_us: std::sync::atomic::AtomicU64,
+}
+
+impl HandoffStats {
+    /// (completed, rolled back, last pause in seconds).
+    pub fn read(&self) -> (u64, u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.completed.load(Relaxed),
+            self.rolled_back.load(Relaxed),
+            self.last_pause_us.load(Relaxed) as f64 / 1e6,
+        )
+    }
+
+    /// Record one hand-off that paused traffic for `pause`.
+    pub fn record(&self, completed: bool, pause: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = if completed {
+            &self.completed
+        } else {
+            &self.rolled_back
+        };
+        n.fetch_add(1, Relaxed);
+        self.last_pause_us.store(
+            u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+    }
 }
 
 /// The dataplane's counter sets, each summed over every pipeline (the names of one).
@@ -153,6 +193,7 @@ impl Context {
             heartbeats,
             start_time: metrics::unix_seconds(self.hub.started),
             peer_series: self.hub.peer_series,
+            handoffs: self.handoffs.read(),
         }
     }
 

@@ -125,6 +125,14 @@ pub fn render_show_text(data: &MetricsData, now: SystemTime) -> String {
     let _ = writeln!(o, "interface: {}", data.interface);
     let _ = writeln!(o, "  listening port: {}", data.listen_port);
     let _ = writeln!(o, "  aead: {}", data.aead);
+    let (completed, rolled_back, pause) = data.handoffs;
+    if completed + rolled_back > 0 {
+        let _ = writeln!(
+            o,
+            "  hand-offs: {completed} completed, {rolled_back} rolled back, last pause {:.1} ms",
+            pause * 1e3
+        );
+    }
     match &data.device {
         None => {
             let _ = writeln!(o, "  control thread: NOT ANSWERING (peers unknown)");

@@ -134,6 +134,8 @@ impl ServiceOptions {
         };
         let metrics_listen = match listen {
             None => None,
+            // The running veil's listener comes with the hand-off (ServiceOptions::adopt_metrics).
+            Some(_) if args.take_over => None,
             Some(addr) => Some((
                 addr,
                 TcpListener::bind(addr)
@@ -152,6 +154,22 @@ impl ServiceOptions {
             test_hooks: crate::test_hooks::TestHooks::from_env()
                 .map_err(ServiceOptionsError::TestHooks)?,
         })
+    }
+}
+
+impl ServiceOptions {
+    /// Serve metrics on the listener a live hand-off passed over.
+    pub fn adopt_metrics(&mut self, fd: std::os::fd::OwnedFd) -> io::Result<()> {
+        let listener = TcpListener::from(fd);
+        listener.set_nonblocking(true)?;
+        self.metrics_listen = Some((listener.local_addr()?, listener));
+        Ok(())
+    }
+
+    /// A duplicate of the metrics listener, to pass over in a live hand-off.
+    pub fn metrics_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        let (_, l) = self.metrics_listen.as_ref()?;
+        l.try_clone().ok().map(std::os::fd::OwnedFd::from)
     }
 }
 
@@ -223,6 +241,7 @@ pub fn wire(
         threading,
         hub,
         own_networks: addresses.iter().map(IpNet::network).collect(),
+        handoffs: Default::default(),
         #[cfg(debug_assertions)]
         test_hooks: options.test_hooks,
     });
@@ -259,6 +278,34 @@ impl Wiring {
     }
 }
 
+impl Wiring {
+    /// Step two for a live hand-off: the listeners the running veil passed over, at the
+    /// paths it served them on (nothing is bound or made).
+    pub fn adopt(
+        self,
+        uapi: Option<std::os::fd::OwnedFd>,
+        ctl: Option<std::os::fd::OwnedFd>,
+    ) -> io::Result<Bound> {
+        let name = self.ctx.name.clone();
+        let adopt = |fd: Option<std::os::fd::OwnedFd>, path: PathBuf| {
+            fd.map(|fd| {
+                let l = UnixListener::from(fd);
+                l.set_nonblocking(true).map(|()| (path, l))
+            })
+            .transpose()
+        };
+        Ok(Bound {
+            uapi: adopt(
+                uapi,
+                Path::new(uapi::SOCKET_DIR).join(format!("{name}.sock")),
+            )?,
+            ctl: adopt(ctl, ctl_socket(&name))?,
+            ctx: self.ctx,
+            options: self.options,
+        })
+    }
+}
+
 /// The services with every socket bound, not yet served.
 #[derive(Debug)]
 pub struct Bound {
@@ -272,6 +319,17 @@ impl Bound {
     /// The running interface's context, for what the runtime itself asks of it (SaveConfig).
     pub fn context(&self) -> Arc<Context> {
         self.ctx.clone()
+    }
+
+    /// Duplicates of the UAPI and control listeners and of the metrics listener, to pass
+    /// over in a live hand-off.
+    pub fn listener_fds(&self) -> [Option<std::os::fd::OwnedFd>; 3] {
+        let dup = |b: &Option<(PathBuf, UnixListener)>| {
+            b.as_ref()
+                .and_then(|(_, l)| l.try_clone().ok())
+                .map(std::os::fd::OwnedFd::from)
+        };
+        [dup(&self.uapi), dup(&self.ctl), self.options.metrics_fd()]
     }
 
     /// The socket files made, to be removed at the end.
@@ -353,7 +411,7 @@ fn answer_http(ctx: &Context, path: &str) -> http::Response {
 
 /// Bind a unix stream socket with mode 0600 in a directory made if missing. A stale socket
 /// file (nobody listening) is replaced; a live one is an error.
-fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -468,6 +526,15 @@ impl Services {
                 let _ = t.join();
             }
         }
+    }
+}
+
+impl Services {
+    /// A live hand-off completed: stop serving, and leave the socket files, which the new
+    /// process serves now (on the same listeners).
+    pub fn release(mut self) {
+        self.sockets.clear();
+        self.stop();
     }
 }
 

@@ -41,6 +41,12 @@ impl DnsRecord {
     pub(super) fn hand_over(&mut self) -> Option<String> {
         self.record.take()
     }
+
+    /// A live hand-off: the running veil's record stays, and is not this process's to take
+    /// back.
+    pub(super) fn inherited() -> DnsRecord {
+        DnsRecord { record: None }
+    }
 }
 
 /// Give `dns` to resolvconf for interface `name` (nothing when `dns` is empty).

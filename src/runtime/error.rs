@@ -129,6 +129,10 @@ pub enum StartError {
     Spawn(SpawnError),
     /// Giving up root.
     Privileges(super::privilege::DropError),
+    /// `--take-over`: the hand-off from the running veil.
+    Handoff(super::handoff::HandoffError),
+    /// `--take-over`: what came over cannot be used here.
+    Restore(String),
 }
 
 impl fmt::Display for StartError {
@@ -145,6 +149,8 @@ impl fmt::Display for StartError {
             StartError::Wire(e) => e.fmt(f),
             StartError::Spawn(e) => e.fmt(f),
             StartError::Privileges(e) => e.fmt(f),
+            StartError::Handoff(e) => write!(f, "take-over failed: {e}"),
+            StartError::Restore(why) => write!(f, "take-over failed: {why}"),
         }
     }
 }

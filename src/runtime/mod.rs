@@ -29,12 +29,14 @@ use crate::threading::{Layout, ThreadFlags};
 
 mod dns;
 mod error;
+mod handoff;
 mod hooks;
 mod pipelines;
 mod privilege;
 mod routing;
 mod saveconf;
 mod shell;
+mod takeover;
 pub mod userspace;
 
 pub use privilege::{helper_main as privileged_helper_main, HELPER_ARG};
@@ -50,6 +52,8 @@ const STALE_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// Exit status for a rejected config or flag: nothing was created.
 const EXIT_CONFIG: u8 = 2;
+/// Exit status of `veil up --take-over` that did not take over (the running veil serves on).
+const EXIT_TAKE_OVER: u8 = 3;
 /// Test-only: shorten every protocol timer so rekeys happen within seconds.
 const ENV_TEST_REKEY: &str = "VEIL_TEST_REKEY_AFTER_SECS";
 
@@ -104,6 +108,8 @@ struct Prepared {
     /// Stop when the UAPI socket file is removed (wg-quick's `down` for a userspace
     /// implementation); set by [`userspace`].
     stop_without_uapi_socket: bool,
+    /// `--take-over`: replace the veil running this interface (a live hand-off).
+    take_over: bool,
 }
 
 /// `dumps`: whether core dumps could be turned off (done before any key was read).
@@ -157,6 +163,7 @@ fn prepare(
         privileges,
         config_path: args.config.clone(),
         stop_without_uapi_socket: false,
+        take_over: args.take_over,
     })
 }
 
@@ -278,17 +285,24 @@ fn run(p: Prepared) -> ExitCode {
     let name = p.name.clone();
     // Before veil gives up root (see Notifier::to).
     let notifier = Arc::new(Notifier::from_env());
-    if let Err(e) = hooks::run(
-        hooks::Moment::PreUp,
-        &p.config.interface.hooks.pre_up,
-        &name,
-    ) {
-        error!("{name}: {e}; nothing was created");
-        return ExitCode::FAILURE;
+    // A take-over finds the interface up: its hooks ran when it was made.
+    let take_over = p.take_over;
+    if !take_over {
+        if let Err(e) = hooks::run(
+            hooks::Moment::PreUp,
+            &p.config.interface.hooks.pre_up,
+            &name,
+        ) {
+            error!("{name}: {e}; nothing was created");
+            return ExitCode::FAILURE;
+        }
     }
     match start(p) {
         Ok((running, mut hooks)) => {
-            if let Err(e) = hooks.run(hooks::Moment::PostUp) {
+            if take_over {
+                // systemd: this process is the service's main process now.
+                notifier.send(&format!("MAINPID={}", std::process::id()));
+            } else if let Err(e) = hooks.run(hooks::Moment::PostUp) {
                 error!("{name}: {e}; removing the interface");
                 running.abort();
                 return ExitCode::FAILURE;
@@ -306,15 +320,31 @@ fn run(p: Prepared) -> ExitCode {
             });
             #[cfg(debug_assertions)]
             test_hooks.arm(&running.shared);
-            let code = running.wait(&signals, &notifier, watchdog, &mut hooks);
-            hooks.run_logged(hooks::Moment::PostDown);
-            code
+            match running.wait(&signals, &notifier, watchdog, &mut hooks) {
+                Ended::HandedOver => ExitCode::SUCCESS,
+                Ended::Stopped(code) => {
+                    hooks.run_logged(hooks::Moment::PostDown);
+                    code
+                }
+            }
         }
         Err(e) => {
             error!("{e}");
+            if take_over {
+                error!("{name}: the running veil goes on serving");
+                return ExitCode::from(EXIT_TAKE_OVER);
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// How [`Running::wait`] ended.
+enum Ended {
+    /// A take-over completed: the new process serves; nothing of the interface is undone.
+    HandedOver,
+    /// veil stopped (a signal, a failure), with this status.
+    Stopped(ExitCode),
 }
 
 struct Running {
@@ -334,6 +364,15 @@ struct Running {
     _services: services::Services,
     /// `DNS =`'s resolvconf record, taken back first (wg-quick's `unset_dns`).
     _dns: dns::DnsRecord,
+    /// The hand-off socket and token (none if they could not be made).
+    handoff: Option<takeover::Listening>,
+    /// What a hand-off passes and uses besides.
+    admin: veil_control::device::AdminHandle,
+    context: Arc<crate::admin::context::Context>,
+    udps: Vec<Arc<UdpSlot>>,
+    /// Duplicates of the UAPI, control and metrics listeners.
+    listeners: [Option<std::os::fd::OwnedFd>; 3],
+    offloads: veil_dataplane::offload::TunOffloads,
     /// wg-quick's policy rules and nft tables, removed just before the interface.
     _routing: routing::Routing,
     // Dropped last: closing the TUN fds removes the interface.
@@ -345,13 +384,8 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let epoch = Epoch::new(now);
     let port = p.config.interface.listen_port.unwrap_or(0);
     let n = p.layout.pipelines.len();
-    // Every pipeline's socket and TUN queue, while veil is still root.
-    let pipelines::PipelineIo { tuns, sockets } = pipelines::open_io(&p.name, port, p.offload, n)?;
-    let local = sockets[0].local_addr().map_err(StartError::SocketAddress)?;
-    log_offloads(&p.name, p.offload, &tuns[0]);
-    let mut routing = configure_interface(&tuns[0], &p.config)
-        .map_err(|e| StartError::Interface(p.name.clone(), e))?;
-
+    // The device and its peers first: with many peers this takes a while (a Diffie-Hellman
+    // each), and under `--take-over` it must not lengthen the running veil's pause.
     let mut device = Device::new(
         p.config.interface.private_key.as_bytes(),
         p.timing,
@@ -379,6 +413,34 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             device.set_peer_migration(id, peer.validate_migration);
         }
     }
+    // `--take-over`: the running veil's descriptors and state (it paused meanwhile; if this
+    // process fails before it confirms, the connection closes and the old one resumes).
+    let mut received = match p.take_over {
+        true => Some(
+            handoff::take(&p.name, handoff::Deadlines::default()).map_err(StartError::Handoff)?,
+        ),
+        false => None,
+    };
+    // Every pipeline's socket and TUN queue, while veil is still root.
+    let (tuns, sockets) = match received.as_mut() {
+        Some(r) => takeover::adopt_io(r, &p.name, p.offload, n)?,
+        None => {
+            let io = pipelines::open_io(&p.name, port, p.offload, n)?;
+            (io.tuns, io.sockets)
+        }
+    };
+    let local = sockets[0].local_addr().map_err(StartError::SocketAddress)?;
+    log_offloads(&p.name, p.offload, &tuns[0]);
+    let offloads = tuns[0].offloads();
+    let mut routing = match received {
+        Some(_) => routing::Routing::inherited(&p.name),
+        None => configure_interface(&tuns[0], &p.config)
+            .map_err(|e| StartError::Interface(p.name.clone(), e))?,
+    };
+
+    if let Some(r) = &received {
+        takeover::restore(&p.name, &mut device, r, Instant::now())?;
+    }
 
     let control_counters = device.counters().clone();
     let drain_timeout = p.config.sessions.drain_timeout;
@@ -400,7 +462,10 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             udp.set_mark(routing.mark).map_err(StartError::Mark)?;
         }
     }
-    let mut dns = dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?;
+    let mut dns = match received {
+        Some(_) => dns::DnsRecord::inherited(),
+        None => dns::set(&p.name, &p.config.interface.dns).map_err(StartError::Dns)?,
+    };
     let tuns: Vec<Arc<Tun>> = tuns.into_iter().map(Arc::new).collect();
     let mut bells = Vec::with_capacity(n);
     let mut shareds: Vec<Arc<Shared>> = Vec::with_capacity(n);
@@ -445,8 +510,17 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let mut txs: Vec<&mut TxThread> = std::iter::once(&mut tx)
         .chain(rest.iter_mut().map(|(_, _, _, tx)| tx))
         .collect();
+    let mut service_options = p.services;
+    if let Some(fd) = received
+        .as_mut()
+        .and_then(|r| r.fds.take(handoff::Extra::Metrics))
+    {
+        service_options
+            .adopt_metrics(fd)
+            .map_err(|e| StartError::Restore(format!("the metrics listener passed over: {e}")))?;
+    }
     let (services, control_ends) = services::wire(
-        p.services,
+        service_options,
         &p.name,
         services::Pipelines {
             first: (shared.clone(), udps[0].clone()),
@@ -465,7 +539,21 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
     let mut device = ControlShell::new(device, control_ends, busy);
     // Everything that needs root exists now; no thread that serves traffic or operators has
     // started yet (they inherit what the main thread keeps).
-    let services = services.bind();
+    let services = match received.as_mut() {
+        Some(r) => {
+            let (uapi, ctl) = (
+                r.fds.take(handoff::Extra::Uapi),
+                r.fds.take(handoff::Extra::Ctl),
+            );
+            services
+                .adopt(uapi, ctl)
+                .map_err(|e| StartError::Restore(format!("the listeners passed over: {e}")))?
+        }
+        None => services.bind(),
+    };
+    let listening = takeover::Listening::open(&p.name, received.as_mut());
+    let listeners = services.listener_fds();
+    let admin = services.context().admin.clone();
     // What wg-quick's keys leave to do at exit needs root: `DNS =`'s resolvconf -d and
     // full-tunnel routing's nft tables go to the privileged helper when veil drops root.
     // SaveConfig writes the running state (private key included) back to the config file, and
@@ -488,14 +576,17 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         },
         _ => privilege::ExitWork::default(),
     };
+    let mut sockets = services.socket_paths();
+    sockets.extend(listening.as_ref().map(|l| l.path.clone()));
     let hooks = privilege::apply(
         &privileges,
         &p.name,
         p.config.interface.hooks.clone(),
-        services.socket_paths(),
+        sockets,
         exit,
     )
     .map_err(StartError::Privileges)?;
+    let threads_started = Instant::now();
     let mut threads = Vec::new();
     let io = |k: usize| {
         (
@@ -578,6 +669,28 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
             parts: saveconf::FileParts::of(&p.config),
             ctx: services.context(),
         });
+    if let Some(r) = received.take() {
+        // Every thread runs before the old process is told to go.
+        let roles = Role::threads(p.threading == Threading::Single);
+        if !takeover::beating(&shareds, roles, threads_started) {
+            r.refuse("the new process's threads did not start");
+            supervisor().begin_shutdown();
+            for s in &shareds {
+                s.shutdown();
+            }
+            return Err(StartError::Restore(
+                "the new dataplane did not start; stopped it".into(),
+            ));
+        }
+        let paused = r.started.elapsed();
+        let old = r.confirm().map_err(StartError::Handoff)?;
+        services.context().handoffs.record(true, paused);
+        info!(
+            "{}: took over from pid {old} ({paused:?} from the connection to the confirmation)",
+            p.name
+        );
+    }
+    let context = services.context();
     let services = services.start()?;
     let running = Running {
         shared,
@@ -592,6 +705,12 @@ fn start(p: Prepared) -> Result<(Running, privilege::HookRunner), StartError> {
         save,
         _services: services,
         _dns: dns,
+        handoff: listening,
+        admin,
+        context,
+        udps,
+        listeners,
+        offloads,
         _routing: routing,
         _tun: tuns,
     };
@@ -633,24 +752,29 @@ impl Running {
     /// Until a signal or a failure; then shut down. The supervisor's eventfd
     /// makes a failure (a panic, a fatal dataplane error) stop veil at once.
     fn wait(
-        self,
+        mut self,
         signals: &sys::SignalFd,
         notifier: &Notifier,
         mut watchdog: Option<Watchdog>,
         hooks: &mut privilege::HookRunner,
-    ) -> ExitCode {
+    ) -> Ended {
         let supervisor = supervisor();
         let failure = loop {
             let ready = {
                 use std::os::fd::AsFd;
                 let mut fds = vec![signals.as_fd()];
                 fds.extend(supervisor.bell_fd());
+                fds.extend(self.handoff.as_ref().map(|h| h.listener.as_fd()));
                 sys::wait_readable(&fds, Some(Duration::from_secs(1)))
             };
             crate::logging::tick();
             supervisor.drain_bell();
             if let Some(f) = supervisor.failure() {
                 break Some(f);
+            }
+            if self.serve_takeover() {
+                self.hand_over(watchdog, hooks);
+                return Ended::HandedOver;
             }
             if let Some(path) = self.uapi_watch.as_ref().filter(|p| !p.exists()) {
                 info!("{}: {} was removed; stopping", self.name, path.display());
@@ -695,7 +819,68 @@ impl Running {
         };
         self.drain(signals, limit);
         self.shutdown();
-        self.log_counters_after_join()
+        if let Some(h) = self.handoff.take() {
+            h.close();
+        }
+        Ended::Stopped(self.log_counters_after_join())
+    }
+
+    /// A take-over waiting on the hand-off socket: serve it. True once the new process serves.
+    fn serve_takeover(&mut self) -> bool {
+        let Some(mut listening) = self.handoff.take() else {
+            return false;
+        };
+        let handed = match listening.listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).is_ok() && {
+                    let old = takeover::OldSide {
+                        name: &self.name,
+                        admin: &self.admin,
+                        pipelines: &self.pipelines,
+                        udps: &self.udps,
+                        tuns: &self._tun,
+                        listeners: &self.listeners,
+                        offloads: self.offloads,
+                        stats: &self.context.handoffs,
+                    };
+                    old.serve(&mut listening, stream)
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                warn!("{}: hand-off socket: {e}", self.name);
+                false
+            }
+        };
+        self.handoff = Some(listening);
+        handed
+    }
+
+    /// A take-over completed: stop serving and end with status 0, leaving everything the
+    /// interface has (its routes, rules, DNS, socket files, the token) to the new process.
+    fn hand_over(self, mut watchdog: Option<Watchdog>, hooks: &mut privilege::HookRunner) {
+        supervisor().begin_shutdown();
+        if let Some(w) = watchdog.as_mut() {
+            w.stop();
+        }
+        hooks.release_sockets();
+        self.shutdown();
+        let Running {
+            threads,
+            _services,
+            _dns,
+            _routing,
+            name,
+            ..
+        } = self;
+        _services.release();
+        for t in threads {
+            let _ = t.join();
+        }
+        // Undoing these would undo them for the new process.
+        std::mem::forget(_dns);
+        std::mem::forget(_routing);
+        info!("{name}: handed over; exiting");
     }
 
     /// Graceful drain: the control thread stops accepting sessions, tells veil peers,

@@ -147,6 +147,16 @@ impl HookRunner {
         }
     }
 
+    /// A live hand-off completed: the socket files belong to the new process now, so the
+    /// helper must not remove them when veil ends.
+    pub fn release_sockets(&mut self) {
+        if let HookRunner::Helper(h) = self {
+            if let Some(to) = h.to.as_mut() {
+                let _ = to.write_all(b"release\n").and_then(|()| to.flush());
+            }
+        }
+    }
+
     /// [`Self::run`] for the down hooks: a failure is logged and shutdown goes on.
     pub fn run_logged(&mut self, moment: Moment) {
         if let Err(e) = self.run(moment) {
@@ -381,6 +391,11 @@ fn serve(input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()> {
             });
             return Ok(());
         }
+        if line == "release\n" {
+            // A live hand-off: the new veil serves these sockets now.
+            setup.sockets.clear();
+            continue;
+        }
         let moment = Moment::parse(line.trim_end_matches('\n'))
             .filter(|m| *m > last)
             .ok_or_else(|| io::Error::other(format!("refused request {line:?}")))?;
@@ -531,6 +546,19 @@ mod tests {
         );
         assert!(!sock.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// After a live hand-off the sockets are the new process's: `release` keeps the helper
+    /// from removing them when veil's end of the pipe closes.
+    #[test]
+    fn helper_leaves_released_sockets() {
+        let sock = std::env::temp_dir().join(format!("veil-rel-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let input = format!("name wgh2\nunlink {}\ngo\nrelease\n", sock.display());
+        serve(&mut input.as_bytes(), &mut Vec::new()).expect("EOF ends it");
+        assert!(sock.exists(), "a released socket was removed");
+        let _ = std::fs::remove_file(&sock);
     }
 
     #[test]

@@ -49,6 +49,18 @@ impl Routing {
     pub(super) fn hand_over_nft(&mut self) -> Vec<&'static str> {
         std::mem::take(&mut self.nft)
     }
+
+    /// A live hand-off: the running veil set the interface up, and its routes stay as they are
+    /// (they belong to the interface). Policy rules and nft tables of a full-tunnel config are
+    /// not taken over: this process leaves them in place at exit.
+    pub(super) fn inherited(name: &str) -> Routing {
+        Routing {
+            name: name.to_string(),
+            rules: Vec::new(),
+            nft: Vec::new(),
+            mark: 0,
+        }
+    }
 }
 
 /// Route the peers' AllowedIPs out of `ifindex` as wg-quick would for `config`.

@@ -172,7 +172,7 @@ impl AdminHandle {
         let request = AdminRequest::Snapshot { secrets, wall_now };
         match self.call(request, timeout)? {
             AdminResponse::Snapshot(s) => Ok(*s),
-            AdminResponse::Configured(_) => Err(AdminError::Mismatch),
+            _ => Err(AdminError::Mismatch),
         }
     }
 
@@ -184,7 +184,23 @@ impl AdminHandle {
     ) -> Result<Result<ChangeOutcome, ConfigureError>, AdminError> {
         match self.call(AdminRequest::Configure(change), timeout)? {
             AdminResponse::Configured(r) => Ok(r),
-            AdminResponse::Snapshot(_) => Err(AdminError::Mismatch),
+            _ => Err(AdminError::Mismatch),
+        }
+    }
+
+    /// A live hand-off: every session's state, captured on the control thread.
+    pub fn capture(&self, timeout: Duration) -> Result<crate::handoff::HandoffState, AdminError> {
+        match self.call(AdminRequest::Capture, timeout)? {
+            AdminResponse::Captured(s) => Ok(*s),
+            _ => Err(AdminError::Mismatch),
+        }
+    }
+
+    /// A live hand-off was rolled back: this process serves on.
+    pub fn resume_after_handoff(&self, timeout: Duration) -> Result<(), AdminError> {
+        match self.call(AdminRequest::ResumeAfterHandoff, timeout)? {
+            AdminResponse::Resumed => Ok(()),
+            _ => Err(AdminError::Mismatch),
         }
     }
 }

@@ -41,6 +41,17 @@ impl<T> Bounded<T> {
     pub(super) fn pop_front(&mut self) -> Option<T> {
         self.items.pop_front()
     }
+
+    /// Queue `item` whatever the cap: for a burst whose size the caller bounds (a restore
+    /// queues a few commands per peer of its state before the control loop runs).
+    pub(super) fn push_back_uncapped(&mut self, item: T) {
+        self.items.push_back(item);
+    }
+
+    /// Keep only the items `keep` says yes to.
+    pub(super) fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.items.retain(keep);
+    }
 }
 
 #[cfg(test)]

@@ -252,6 +252,11 @@ impl<R: CryptoRngCore> Device<R> {
         };
         info!("peer {}: handshake completed ({who})", p.short);
         let id = p.id;
+        let keypair = std::sync::Arc::new(keypair);
+        p.installed.push_back((keypair.clone(), role));
+        while p.installed.len() > 3 {
+            p.installed.pop_front();
+        }
         self.indices.installed(slot, keypair.local_index, role, now);
         self.commands.push_back(Command::SetEndpoint {
             peer: id,
@@ -260,7 +265,7 @@ impl<R: CryptoRngCore> Device<R> {
         });
         self.commands.push_back(Command::InstallKeypair {
             peer: id,
-            keypair: std::sync::Arc::new(keypair),
+            keypair,
             role,
             announce: true,
         });

@@ -186,7 +186,6 @@ impl IndexTable {
     }
 
     /// What `index` is used for, and by which peer.
-    #[cfg(test)]
     pub(super) fn lookup(&self, index: u32) -> Option<(usize, IndexUse)> {
         self.entries.get(&index).map(|e| (e.peer, e.used))
     }

@@ -146,6 +146,7 @@ impl<R: CryptoRngCore> Device<R> {
             EndReason::Idle | EndReason::Dead | EndReason::Absolute => Some(GOODBYE_EXPIRED),
         };
         p.keys_live = false;
+        p.installed.clear();
         p.granted.clear();
         p.token = None;
         p.retry_at = None;

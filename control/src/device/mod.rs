@@ -34,6 +34,7 @@ use crate::migration::{MigrationPolicy, TokenMinter};
 use crate::session::{Session, SessionPolicy};
 
 mod bounded;
+mod handoff;
 mod handshakes;
 mod indices;
 mod lifecycle;
@@ -50,6 +51,7 @@ mod peers;
 mod requests;
 pub use admin::{admin_channel, AdminError, AdminHandle, AdminInbox, ADMIN_QUEUE};
 pub use counters::ControlCounters;
+pub use handoff::{RestoreError, Restored};
 pub use peers::SLOT_QUARANTINE;
 pub use requests::{
     AdminRequest, AdminResponse, ChangeOutcome, ConfigureError, DeviceChange, DeviceSnapshot,
@@ -169,6 +171,9 @@ struct Peer {
     validate_migration: Option<bool>,
     /// Backoff after handshake rounds that gave up.
     breaker: crate::breaker::Breaker,
+    /// The last keypairs installed in the dataplane, oldest first (a live hand-off captures
+    /// them); emptied whenever the dataplane is told to clear them.
+    installed: VecDeque<(Arc<veil_dataplane::Keypair>, KeypairRole)>,
 }
 
 /// Completed handshakes kept for [`Device::poll_handshake_round`] (the oldest go first).
@@ -636,6 +641,7 @@ impl<R: CryptoRngCore> Device<R> {
                 .is_some_and(|t| now.saturating_duration_since(t) >= timing.reject_after * 3)
         {
             p.keys_live = false;
+            p.installed.clear();
             info!("peer {}: session keys expired and zeroized", p.short);
             self.indices.clear_keypairs(slot);
             self.commands.push_back(Command::ClearKeypairs {

@@ -59,6 +59,7 @@ impl Peer {
             cookie_resent: None,
             validate_migration: None,
             breaker: crate::breaker::Breaker::default(),
+            installed: VecDeque::new(),
         }
     }
 
@@ -73,6 +74,7 @@ impl Peer {
         self.last_initiation = None;
         self.unanswered_for = None;
         self.keys_live = false;
+        self.installed.clear();
         self.session = None;
         self.token = None;
         self.granted.clear();
@@ -218,6 +220,11 @@ impl<R: CryptoRngCore> Device<R> {
             }
             AdminRequest::Configure(change) => {
                 AdminResponse::Configured(self.configure(change, now))
+            }
+            AdminRequest::Capture => AdminResponse::Captured(Box::new(self.capture(now))),
+            AdminRequest::ResumeAfterHandoff => {
+                self.resume_after_handoff();
+                AdminResponse::Resumed
             }
         }
     }

@@ -187,6 +187,11 @@ pub enum AdminRequest {
     },
     /// Change the interface.
     Configure(DeviceChange),
+    /// A live hand-off: capture every session's state (the dataplane is paused).
+    Capture,
+    /// A live hand-off failed after the capture, and this process serves on: skip the send
+    /// counters the other process may have used.
+    ResumeAfterHandoff,
 }
 
 /// The control thread's answer.
@@ -196,6 +201,10 @@ pub enum AdminResponse {
     Snapshot(Box<DeviceSnapshot>),
     /// Answer to [`AdminRequest::Configure`].
     Configured(Result<ChangeOutcome, ConfigureError>),
+    /// Answer to [`AdminRequest::Capture`].
+    Captured(Box<crate::handoff::HandoffState>),
+    /// Answer to [`AdminRequest::ResumeAfterHandoff`].
+    Resumed,
 }
 
 #[cfg(test)]

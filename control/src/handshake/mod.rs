@@ -301,6 +301,19 @@ impl PeerHandshake {
         self.pending.as_ref().map(|p| p.created)
     }
 
+    /// The newest TAI64N timestamp accepted from this peer: an initiation must carry a later one.
+    pub fn last_timestamp(&self) -> Option<Tai64n> {
+        self.last_timestamp
+    }
+
+    /// Carry the newest accepted timestamp over from another process (a live hand-off), so an
+    /// initiation the old process accepted cannot be replayed into this one. Never moves back.
+    pub fn restore_last_timestamp(&mut self, ts: Tai64n) {
+        if self.last_timestamp.is_none_or(|t| ts > t) {
+            self.last_timestamp = Some(ts);
+        }
+    }
+
     /// Forget our pending initiation (the timers gave up on it); its ephemeral is wiped.
     pub fn abandon_initiation(&mut self) {
         self.pending = None;
@@ -688,6 +701,19 @@ impl CookieChecker {
             secret: Zeroizing::new([0; 32]),
             secret_born: None,
         }
+    }
+
+    /// The cookie secret and its age at `now` (none before the first cookie reply), to carry
+    /// it into another process: cookies handed out stay valid there.
+    pub fn export_secret(&self, now: Instant) -> Option<(Zeroizing<[u8; 32]>, Duration)> {
+        let born = self.secret_born?;
+        Some((self.secret.clone(), now.saturating_duration_since(born)))
+    }
+
+    /// The secret [`CookieChecker::export_secret`] gave, `age` old at `now`.
+    pub fn restore_secret(&mut self, secret: &[u8; 32], age: Duration, now: Instant) {
+        *self.secret = *secret;
+        self.secret_born = Some(now.checked_sub(age).unwrap_or(now));
     }
 
     fn secret_fresh(&self, now: Instant) -> bool {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -22,7 +22,7 @@ pub use backend::{
 };
 pub use conformance::{compare_backends, Disagreement};
 
-use crate::replay::ReplayWindow;
+use crate::replay::{ReplayWindow, WORDS as REPLAY_WORDS};
 use crate::wire::{Transport, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_MIN_LEN};
 use crate::{REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES};
 
@@ -92,6 +92,43 @@ crate::fixed_messages!(OpenError {
     Replay => "replayed or too old counter",
     Authentication => "authentication failed",
 });
+
+/// Send counters a restored keypair skips ([`Keypair::restore`]): more than the old process can
+/// seal between the capture and its exit, and than the new one seals before it confirms.
+pub const HANDOFF_SEND_GAP: u64 = 1 << 20;
+
+/// A keypair as [`Keypair::export`] captured it (a live hand-off). The keys are wiped on drop
+/// and never printed.
+pub struct KeypairState {
+    /// Send key, then receive key.
+    pub keys: Zeroizing<[u8; 64]>,
+    /// Index we chose.
+    pub local_index: u32,
+    /// Index the peer chose.
+    pub remote_index: u32,
+    /// Time since the handshake completed.
+    pub age: Duration,
+    /// This side sent the initiation.
+    pub initiator: bool,
+    /// Send counters handed out.
+    pub sent: u64,
+    /// The replay window ([`ReplayWindow::to_parts`]).
+    pub replay_next: u64,
+    /// The replay window's bitmap.
+    pub replay_bitmap: [u64; REPLAY_WORDS],
+    /// The responder's keypair received a packet.
+    pub confirmed: bool,
+}
+
+impl fmt::Debug for KeypairState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeypairState")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Session keys produced by a completed handshake, shared by the crypto stages of every
 /// pipeline (behind an `Arc`).
@@ -278,6 +315,64 @@ impl<A: TransportAead> Keypair<A> {
             return Err(OpenError::Replay);
         }
         Ok((tag_at - TRANSPORT_HEADER_LEN, counter))
+    }
+
+    /// Everything this keypair is at `now`, to carry it into another process (a live
+    /// hand-off). The copy of the keys is wiped when the state is dropped.
+    pub fn export(&self, now: Instant) -> KeypairState {
+        let (replay_next, replay_bitmap) = self.window().to_parts();
+        KeypairState {
+            keys: self.raw.clone(),
+            local_index: self.local_index,
+            remote_index: self.remote_index,
+            age: now.saturating_duration_since(self.created),
+            initiator: self.initiator,
+            sent: self.sent(),
+            replay_next,
+            replay_bitmap,
+            confirmed: self.confirmed(),
+        }
+    }
+
+    /// The keypair [`Keypair::export`] captured, as of `now`. Its send counter starts
+    /// [`HANDOFF_SEND_GAP`] after the captured one: whatever the old process still sealed
+    /// after the capture (a keepalive a timer asked for) used counters below that, so no
+    /// nonce is used twice.
+    pub fn restore(state: &KeypairState, now: Instant) -> Self {
+        let (send, recv) = state.keys.split_at(32);
+        let mut send_key = Zeroizing::new([0u8; 32]);
+        let mut recv_key = Zeroizing::new([0u8; 32]);
+        send_key.copy_from_slice(send);
+        recv_key.copy_from_slice(recv);
+        let created = now.checked_sub(state.age).unwrap_or(now);
+        let kp = Self::new(
+            &send_key,
+            &recv_key,
+            state.local_index,
+            state.remote_index,
+            created,
+            state.initiator,
+        );
+        let sent = state
+            .sent
+            .saturating_add(HANDOFF_SEND_GAP)
+            .min(REJECT_AFTER_MESSAGES);
+        kp.send_counter.store(sent, Ordering::Relaxed);
+        *kp.window() = ReplayWindow::from_parts(state.replay_next, state.replay_bitmap);
+        if state.confirmed {
+            kp.confirm();
+        }
+        kp
+    }
+
+    /// Skip `n` send counters (never past the reject limit). A process that resumes after a
+    /// hand-off it rolled back skips what the other process may have sealed with.
+    pub fn skip_counters(&self, n: u64) {
+        let _ = self
+            .send_counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_add(n).min(REJECT_AFTER_MESSAGES))
+            });
     }
 
     /// The AEAD sealing and opening this keypair's messages.

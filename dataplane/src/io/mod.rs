@@ -4,7 +4,9 @@
 
 mod slot;
 
-pub use slot::{bind_listen, bind_pipelines, rebind_pipelines, UdpHandle, UdpSlot, SOCKET_BUFFER};
+pub use slot::{
+    adopt_socket, bind_listen, bind_pipelines, rebind_pipelines, UdpHandle, UdpSlot, SOCKET_BUFFER,
+};
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;

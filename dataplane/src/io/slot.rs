@@ -41,6 +41,14 @@ pub fn bind_listen(port: u16, offload: bool, reuse_port: bool) -> io::Result<Udp
     Ok(socket)
 }
 
+/// A pipeline's socket that another veil process bound and passed over (a live hand-off),
+/// tuned as [`bind_listen`] tunes a new one.
+pub fn adopt_socket(fd: std::os::fd::OwnedFd, offload: bool) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::adopt(fd)?;
+    tune(&socket, offload);
+    Ok(socket)
+}
+
 /// Dual-stack `[::]:port`, or `0.0.0.0:port` on hosts with IPv6 disabled.
 fn bind_any(port: u16, reuse_port: bool) -> io::Result<UdpSocket> {
     match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), reuse_port) {

@@ -133,6 +133,10 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Set by the main thread on the first shutdown signal: the control thread drains.
     pub drain_requested: AtomicBool,
+    /// Set while a live hand-off captures the state: RX reads neither the socket nor the TUN
+    /// queue (what arrives waits in the kernel, for this process or the next), the other
+    /// stages finish what is in flight.
+    pub paused: AtomicBool,
     /// Set by the control thread when the drain is finished.
     pub drain_done: AtomicBool,
     /// Set by RX after a round in which both its sources hit EAGAIN, cleared by a round
@@ -176,6 +180,7 @@ impl Shared {
         Self {
             stop: AtomicBool::new(false),
             drain_requested: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             drain_done: AtomicBool::new(false),
             rx_idle: AtomicBool::new(false),
             rx_bell: Doorbell::custom(rx_wake),
@@ -225,6 +230,17 @@ impl Shared {
     pub fn fail(&self, fault: Fault) {
         self.fault.set(fault);
         self.shutdown();
+    }
+
+    /// Is RX to leave its sources alone ([`Shared::paused`])?
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Pause (true) or resume RX's reading, and wake it either way.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        self.rx_bell.wake_now();
     }
 
     /// Stop every loop and wake every thread.

@@ -219,6 +219,16 @@ impl RxThread {
         self.run_ahead = stages.is_some();
         while !shared.stopped() {
             shared.beat(Role::Rx, Instant::now());
+            if shared.is_paused() {
+                // A hand-off is capturing the state: read nothing until it resumes or stops.
+                shared.rx_bell.prepare_park();
+                if shared.is_paused() {
+                    waiter.wait_bell(IDLE_WAIT);
+                }
+                shared.rx_bell.cancel();
+                self.ready = Readiness::BOTH;
+                continue;
+            }
             let moved = self.round_ready(udp, tun, shared);
             if self.deferred > 0 {
                 self.deferred = 0;

@@ -95,7 +95,9 @@ impl SingleThread {
         self.rx.ready = Readiness::BOTH;
         while !shared.stopped() {
             shared.beat(Role::Single, Instant::now());
-            let mut moved = self.rx.round_ready(udp, tun, shared);
+            // While a hand-off captures the state, nothing is read (the rest still runs).
+            let paused = shared.is_paused();
+            let mut moved = !paused && self.rx.round_ready(udp, tun, shared);
             if !self.rx.settle_errors(Role::Single, waiter, shared) {
                 break;
             }
@@ -126,7 +128,7 @@ impl SingleThread {
                 shared.rx_bell.cancel();
                 continue;
             }
-            self.rx.ready = if self.rx.has_batch() && !self.rx.ready.any() {
+            self.rx.ready = if !paused && self.rx.has_batch() && !self.rx.ready.any() {
                 waiter.wait_io(wait)
             } else {
                 // A source is still ready but was not read (no batch free): wait for

@@ -19,6 +19,7 @@
 //! `unshare`) that should own them.
 #![cfg(target_os = "linux")]
 
+pub mod handoff;
 pub mod netlink;
 pub mod poll;
 pub mod privilege;

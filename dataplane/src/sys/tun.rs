@@ -90,6 +90,18 @@ impl Tun {
         Tun::create_multiqueue(&actual, queues)
     }
 
+    /// A queue of interface `name` that another veil process opened and passed over (a live
+    /// hand-off), with the offloads it turned on.
+    pub fn adopt(fd: OwnedFd, name: &str, offloads: TunOffloads) -> io::Result<Tun> {
+        let ifindex = nix::net::if_::if_nametoindex(name).map_err(io::Error::from)?;
+        Ok(Tun {
+            fd,
+            name: name.to_string(),
+            ifindex,
+            offloads,
+        })
+    }
+
     /// The offloads in force (all off for [`Tun::create`]).
     pub fn offloads(&self) -> TunOffloads {
         self.offloads

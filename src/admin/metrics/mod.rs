@@ -53,6 +53,8 @@ pub struct MetricsData {
     pub start_time: f64,
     /// Per-peer series limit.
     pub peer_series: usize,
+    /// Live hand-offs: (completed into this process, rolled back, last pause in seconds).
+    pub handoffs: (u64, u64, f64),
 }
 
 /// Seconds since the Unix epoch.
@@ -134,6 +136,7 @@ pub(crate) mod testdata {
             heartbeats: vec![("veil-rx".into(), Some(0.1)), ("veil-tx".into(), None)],
             start_time: 1.7e9,
             peer_series: 2,
+            handoffs: (1, 0, 0.04),
         }
     }
 }

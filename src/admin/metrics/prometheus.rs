@@ -362,6 +362,21 @@ pub fn render_prometheus(data: &MetricsData) -> String {
         &[("backend", data.aead)],
         1.0,
     );
+    let (completed, rolled_back, pause) = data.handoffs;
+    for (result, n) in [("completed", completed), ("rolled_back", rolled_back)] {
+        e.counter(
+            "veil_handoffs_total",
+            "Live hand-offs: completed into this process, or of this process and rolled back.",
+            &[("result", result)],
+            n,
+        );
+    }
+    e.gauge(
+        "veil_handoff_pause_seconds",
+        "How long the last live hand-off kept traffic waiting (0: none yet).",
+        &[],
+        pause,
+    );
     e.gauge(
         "veil_start_time_seconds",
         "When the process started, seconds since the Unix epoch.",

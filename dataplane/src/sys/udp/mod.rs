@@ -146,6 +146,48 @@ impl UdpSocket {
         })
     }
 
+    /// A bound UDP socket that another veil process opened and passed over (a live hand-off).
+    /// GSO and GRO start off here; turn them on again with [`UdpSocket::enable_gso`] and
+    /// [`UdpSocket::enable_gro`] (setting an option on a shared socket is harmless).
+    pub fn adopt(fd: OwnedFd) -> io::Result<UdpSocket> {
+        let ty = getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)?;
+        if ty != libc::SOCK_DGRAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the descriptor passed over is not a datagram socket",
+            ));
+        }
+        let mut socket = UdpSocket {
+            fd,
+            v6: false,
+            dual_stack: false,
+            send_errors: AtomicU64::new(0),
+            gso: AtomicBool::new(false),
+            gro: AtomicBool::new(false),
+            pktinfo: false,
+            gone: Mutex::new(Vec::new()),
+            gone_any: AtomicBool::new(false),
+        };
+        socket.v6 = socket.local_addr()?.is_ipv6();
+        if socket.v6 {
+            socket.dual_stack =
+                getsockopt_int(socket.fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? == 0;
+        }
+        // The sticky source address, as `bind` asks for it (the option may be on already).
+        socket.pktinfo = if socket.v6 {
+            setsockopt_int(
+                socket.fd.as_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_RECVPKTINFO,
+                1,
+            )
+        } else {
+            setsockopt_int(socket.fd.as_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+        }
+        .is_ok();
+        Ok(socket)
+    }
+
     /// The bound address (with the port the kernel chose for port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         let mut name = MaybeUninit::<RawAddr>::uninit();
