@@ -6,6 +6,10 @@ use super::*;
 /// Commands the control thread holds back for a full command ring at most.
 const COMMAND_BACKLOG: usize = 4096;
 
+/// A dataplane thread whose heartbeat is older than this has stopped (the watchdog's limit):
+/// its pipeline moves nothing more, so a drain does not wait for it to go quiet.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
+
 impl ControlThread {
     /// Serve a further pipeline too: `other` is the control end [`build`] made for it, `shared`
     /// its shared state (made with [`Shared::member`], so its RX wakes this thread). Its
@@ -55,7 +59,7 @@ impl ControlThread {
             driver.begin_drain(now);
         }
         if self.draining {
-            driver.set_dataplane_quiet(self.quiet(shared), now);
+            driver.set_dataplane_quiet(self.quiet(shared, now), now);
         }
         if driver.next_deadline().is_some_and(|d| d <= now) {
             driver.on_timeout(now);
@@ -69,18 +73,27 @@ impl ControlThread {
 
     /// Is nothing left in any pipeline: RX read both sources to EAGAIN, no bytes are between
     /// RX and TX in either direction, and the rings to and from this thread are empty (the
-    /// crypto stage took every command, TX every handshake message)?
-    fn quiet(&self, shared: &Shared) -> bool {
+    /// crypto stage took every command, TX every handshake message)? A pipeline with a stalled
+    /// thread counts as quiet: nothing more comes out of it, and the drain would otherwise
+    /// last until its timeout.
+    fn quiet(&self, shared: &Shared, now: Instant) -> bool {
         self.lanes.iter().all(|l| {
             let s = l.shared.as_deref().unwrap_or(shared);
-            s.rx_idle.load(Ordering::Relaxed)
-                && s.inbound.in_flight() == 0
-                && s.outbound.in_flight() == 0
-                && l.backlog.is_empty()
-                && l.commands.slots() == l.commands.buffer().capacity()
-                && l.to_tx.slots() == l.to_tx.buffer().capacity()
-                && l.handshakes.is_empty()
-                && l.events.is_empty()
+            let stalled = [Role::Rx, Role::Crypto, Role::Tx].iter().any(|r| {
+                let beat = s.heartbeats[r.slot()].load(Ordering::Relaxed);
+                s.epoch
+                    .instant(beat)
+                    .is_some_and(|t| now.saturating_duration_since(t) > STALLED_AFTER)
+            });
+            stalled
+                || s.rx_idle.load(Ordering::Relaxed)
+                    && s.inbound.in_flight() == 0
+                    && s.outbound.in_flight() == 0
+                    && l.backlog.is_empty()
+                    && l.commands.slots() == l.commands.buffer().capacity()
+                    && l.to_tx.slots() == l.to_tx.buffer().capacity()
+                    && l.handshakes.is_empty()
+                    && l.events.is_empty()
         })
     }
 
